@@ -1,0 +1,443 @@
+"""The event catalogue: every fact a call's log can hold, in one place.
+
+Each event is a frozen msgspec Struct in one tagged union (``type`` is the tag).
+Two kinds, visible in the type:
+
+* :class:`Input` -- what the world told the engine (a socket frame, a tool result,
+  a timer).  The shell stamps ``at`` with the time it observed it.
+* :class:`Decision` -- what the engine core chose.  The core has no clock, so a
+  decision carries the ``at`` of the input that caused it.
+
+Every event carries the call id, a gapless per-call sequence number (``seq``,
+from 1) and ``at`` (microseconds since the Unix epoch).  Audio is recorded as
+chunk *boundaries* (sequence, bytes, duration, format), never the bytes.
+
+Versioning: each class has a ``version``.  Stored events carry ``Type/vN`` as
+their topic; older versions are upcast by functions registered in
+:data:`UPCASTERS` before being converted to today's class (see docs/events.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, Union
+
+import msgspec
+
+Side = Literal["caller", "model", "tool"]
+Role = Literal["user", "assistant"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
+    call_id: str
+    seq: int
+    at: int  # microseconds since the Unix epoch
+    version: ClassVar[int] = 1
+    kind: ClassVar[str] = "event"
+
+
+class Input(Event, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "input"
+
+
+class Decision(Event, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "decision"
+
+
+# --------------------------------------------------------------------------- values
+
+
+class CallConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Settings the service chose for a call; recorded so replay uses the same."""
+
+    agent: str = "default"
+    greet: bool = True
+    transfer_target: str = ""
+    voice: str = "marin"
+    model: str = "gpt-realtime"
+
+
+class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    server: str = ""  # MCP server that serves it ("" = the engine's own)
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+class SessionInitiated(Input, frozen=True, kw_only=True):
+    """VAIC ``session.initiate``: a call begins."""
+
+    config: CallConfig
+    caller: str = ""
+    bot_name: str = ""
+    offered_formats: tuple[str, ...] = ()
+    expect_audio: bool = True
+    instance: str = ""
+
+
+class SessionResumed(Input, frozen=True, kw_only=True):
+    """VAIC ``session.resume`` on a new socket (maybe another instance)."""
+
+    instance: str = ""
+
+
+class SessionEnded(Input, frozen=True, kw_only=True):
+    """VAIC ``session.end``: the platform ended the call."""
+
+    reason_code: str = ""
+    reason: str = ""
+
+
+class CallStarted(Input, frozen=True, kw_only=True):
+    """VAIC ``start`` activity, with the caller/callee details."""
+
+    caller: str = ""
+    callee: str = ""
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class CallerStreamStarted(Input, frozen=True, kw_only=True):
+    pass
+
+
+class CallerStreamStopped(Input, frozen=True, kw_only=True):
+    pass
+
+
+class CallerAudio(Input, frozen=True, kw_only=True):
+    """Boundary of one caller audio chunk (``userStream.chunk``)."""
+
+    chunk: int
+    nbytes: int
+    duration_us: int
+    fmt: str
+
+
+class BotAudio(Input, frozen=True, kw_only=True):
+    """Boundary of one model audio chunk (``response.output_audio.delta``)."""
+
+    response_id: str
+    item_id: str
+    chunk: int
+    nbytes: int
+    duration_us: int
+    fmt: str
+
+
+class SpeechStarted(Input, frozen=True, kw_only=True):
+    item_id: str = ""
+    audio_start_ms: int = 0
+
+
+class SpeechStopped(Input, frozen=True, kw_only=True):
+    item_id: str = ""
+    audio_end_ms: int = 0
+
+
+class SpeechCommitted(Input, frozen=True, kw_only=True):
+    item_id: str = ""
+
+
+class Transcript(Input, frozen=True, kw_only=True):
+    """Final transcript of one conversation item (deltas are folded)."""
+
+    role: Role
+    item_id: str
+    text: str
+    response_id: str = ""
+
+
+class Dtmf(Input, frozen=True, kw_only=True):
+    digits: str
+
+
+class ResponseStarted(Input, frozen=True, kw_only=True):
+    response_id: str
+
+
+class ResponseDone(Input, frozen=True, kw_only=True):
+    response_id: str
+    status: str  # completed | cancelled | failed | incomplete
+    reason: str = ""
+    usage: Usage = Usage()
+
+
+class FunctionCallRequested(Input, frozen=True, kw_only=True):
+    """The model asked for a function call (``function_call_arguments.done``)."""
+
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+
+class ToolResult(Input, frozen=True, kw_only=True):
+    """A dispatched tool call finished (or failed, or timed out)."""
+
+    call_id: str
+    name: str
+    ok: bool
+    output: str = ""
+    error: str = ""
+    duration_us: int = 0
+
+
+class ToolsListed(Input, frozen=True, kw_only=True):
+    """An MCP server listed its tools for this call."""
+
+    server: str
+    tools: tuple[ToolSpec, ...] = ()
+
+
+class ItemTruncated(Input, frozen=True, kw_only=True):
+    item_id: str
+    audio_end_ms: int
+
+
+class RateLimitsUpdated(Input, frozen=True, kw_only=True):
+    limits: tuple[RateLimit, ...] = ()
+
+
+class ModelError(Input, frozen=True, kw_only=True):
+    error_type: str = ""
+    code: str = ""
+    message: str = ""
+
+
+class ProtocolError(Input, frozen=True, kw_only=True):
+    """A frame that could not be understood (malformed, unknown, out of order)."""
+
+    side: Side
+    message: str
+
+
+class ConnectionLost(Input, frozen=True, kw_only=True):
+    side: Side
+    reason: str = ""
+
+
+class ConnectionRestored(Input, frozen=True, kw_only=True):
+    side: Side
+    instance: str = ""
+
+
+class GraceExpired(Input, frozen=True, kw_only=True):
+    """The caller did not come back within the resume grace period."""
+
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------ decisions
+
+
+class SessionAccepted(Decision, frozen=True, kw_only=True):
+    media_format: str
+    model_format: str  # the OpenAI format the audio is bridged to
+    resumed: bool = False
+
+
+class SessionRejected(Decision, frozen=True, kw_only=True):
+    reason: str
+
+
+class ModelConfigured(Decision, frozen=True, kw_only=True):
+    """``session.update``: instructions and the tools the model may call now."""
+
+    instructions: str
+    tools: tuple[str, ...] = ()
+    voice: str = ""
+    input_format: str = ""
+    output_format: str = ""
+
+
+class ResponseRequested(Decision, frozen=True, kw_only=True):
+    """``response.create``."""
+
+    reason: str
+    instructions: str = ""
+
+
+class PlaybackStarted(Decision, frozen=True, kw_only=True):
+    stream_id: str
+    response_id: str
+    item_id: str
+    fmt: str
+
+
+class PlaybackStopped(Decision, frozen=True, kw_only=True):
+    stream_id: str
+    reason: str  # done | barge_in | hangup | transfer | ended
+    played_ms: int = 0
+
+
+class TruncateRequested(Decision, frozen=True, kw_only=True):
+    """Cut the assistant item at what the caller actually heard."""
+
+    item_id: str
+    audio_end_ms: int
+
+
+class FunctionCallDispatched(Decision, frozen=True, kw_only=True):
+    """Run a tool.  Durable before the tool starts; the key makes retries safe."""
+
+    call_id: str
+    name: str
+    arguments: str
+    server: str = ""
+    idempotency_key: str = ""
+
+
+class FunctionCallSkipped(Decision, frozen=True, kw_only=True):
+    """A requested call that must not run (interrupted response, unknown tool)."""
+
+    call_id: str
+    name: str
+    reason: str
+
+
+class FunctionOutputSent(Decision, frozen=True, kw_only=True):
+    """``conversation.item.create`` of a ``function_call_output``."""
+
+    call_id: str
+    output: str
+
+
+class FsaStarted(Decision, frozen=True, kw_only=True):
+    fsa: str
+    state: str
+    trigger: str = ""
+
+
+class FsaTransition(Decision, frozen=True, kw_only=True):
+    fsa: str
+    source: str
+    target: str
+    trigger: str
+    arguments: str = ""
+    guard: str = ""
+    reason: str = ""
+
+
+class FsaFinished(Decision, frozen=True, kw_only=True):
+    fsa: str
+    state: str
+    outcome: str  # completed | abandoned | failed | transferred
+    reason: str = ""
+
+
+class HangupRequested(Decision, frozen=True, kw_only=True):
+    reason: str
+
+
+class TransferRequested(Decision, frozen=True, kw_only=True):
+    target: str
+    reason: str
+
+
+class DtmfSent(Decision, frozen=True, kw_only=True):
+    digits: str
+
+
+class CallEnded(Decision, frozen=True, kw_only=True):
+    """The engine closed the call's log: nothing follows."""
+
+    reason: str
+    outcome: str = ""
+
+
+# ------------------------------------------------------------------- the union
+
+
+def _subclasses(base: type) -> list[type]:
+    out: list[type] = []
+    for sub in base.__subclasses__():
+        out.append(sub)
+        out.extend(_subclasses(sub))
+    return out
+
+
+INPUT_TYPES: tuple[type[Input], ...] = tuple(_subclasses(Input))
+DECISION_TYPES: tuple[type[Decision], ...] = tuple(_subclasses(Decision))
+EVENT_TYPES: dict[str, type[Event]] = {c.__name__: c for c in (*INPUT_TYPES, *DECISION_TYPES)}
+
+AnyEvent = Event  # for annotations; concrete values are always one of EVENT_TYPES
+
+# Upcasters: (type name, from version) -> function(dict) -> dict of version+1.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+class EventFormatError(ValueError):
+    """A stored event this code cannot read (corrupt, unknown type or newer version)."""
+
+
+_encoder = msgspec.json.Encoder()
+_union_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+    Union[tuple(EVENT_TYPES.values())]  # noqa: UP007 -- a runtime union of all event types
+)
+
+
+def topic_of(event: Event) -> str:
+    cls = type(event)
+    return f"{cls.__name__}/v{cls.version}"
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(topic: str, data: bytes) -> Event:
+    """Decode one stored event, upcasting an older version to today's class."""
+    name, _, v = topic.partition("/v")
+    cls = EVENT_TYPES.get(name)
+    if cls is None:
+        raise EventFormatError(f"unknown event type {name!r}")
+    try:
+        version = int(v) if v else 1
+    except ValueError:
+        raise EventFormatError(f"bad event topic {topic!r}") from None
+    try:
+        if version == cls.version:
+            return _union_decoder.decode(data)
+        if version > cls.version:
+            raise EventFormatError(
+                f"event {name} is version {version}; this FastAgent reads up to {cls.version}"
+            )
+        raw = msgspec.json.decode(data)
+        if not isinstance(raw, dict):
+            raise EventFormatError(f"event {name} is not an object")
+        for from_v in range(version, cls.version):
+            upcast = UPCASTERS.get((name, from_v))
+            if upcast is None:
+                raise EventFormatError(f"no upcaster for {name} v{from_v}")
+            raw = upcast(raw)
+        raw["type"] = name
+        return msgspec.convert(raw, cls)
+    except msgspec.ValidationError as exc:
+        raise EventFormatError(f"corrupt {name} event: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise EventFormatError(f"corrupt {name} event: {exc}") from None
+
+
+def to_builtins(event: Event) -> dict[str, Any]:
+    """The event as a plain dict (``type`` first), for JSON output and snapshots."""
+    return msgspec.to_builtins(event)  # type: ignore[no-any-return]
