@@ -186,7 +186,7 @@ class FunctionCallRequested(Input, frozen=True, kw_only=True):
 
     response_id: str
     item_id: str
-    call_id: str
+    tool_call_id: str
     name: str
     arguments: str  # JSON text, as the model produced it
 
@@ -194,7 +194,7 @@ class FunctionCallRequested(Input, frozen=True, kw_only=True):
 class ToolResult(Input, frozen=True, kw_only=True):
     """A dispatched tool call finished (or failed, or timed out)."""
 
-    call_id: str
+    tool_call_id: str
     name: str
     ok: bool
     output: str = ""
@@ -300,7 +300,7 @@ class TruncateRequested(Decision, frozen=True, kw_only=True):
 class FunctionCallDispatched(Decision, frozen=True, kw_only=True):
     """Run a tool.  Durable before the tool starts; the key makes retries safe."""
 
-    call_id: str
+    tool_call_id: str
     name: str
     arguments: str
     server: str = ""
@@ -310,7 +310,7 @@ class FunctionCallDispatched(Decision, frozen=True, kw_only=True):
 class FunctionCallSkipped(Decision, frozen=True, kw_only=True):
     """A requested call that must not run (interrupted response, unknown tool)."""
 
-    call_id: str
+    tool_call_id: str
     name: str
     reason: str
 
@@ -318,7 +318,7 @@ class FunctionCallSkipped(Decision, frozen=True, kw_only=True):
 class FunctionOutputSent(Decision, frozen=True, kw_only=True):
     """``conversation.item.create`` of a ``function_call_output``."""
 
-    call_id: str
+    tool_call_id: str
     output: str
 
 
@@ -343,6 +343,13 @@ class FsaFinished(Decision, frozen=True, kw_only=True):
     state: str
     outcome: str  # completed | abandoned | failed | transferred
     reason: str = ""
+
+
+class MessageInjected(Decision, frozen=True, kw_only=True):
+    """``conversation.item.create`` of a message: DTMF keys, a finished background task."""
+
+    role: str  # user | system
+    text: str
 
 
 class HangupRequested(Decision, frozen=True, kw_only=True):

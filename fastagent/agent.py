@@ -1,0 +1,42 @@
+"""What an agent is: instructions, voice, its Finite State Agents and its tool servers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastagent.fsa import FSA, validate
+
+
+@dataclass(frozen=True)
+class McpServer:
+    """An MCP server the agent uses: a stdio command or a streamable-HTTP URL."""
+
+    name: str
+    command: tuple[str, ...] = ()
+    url: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    instructions: str
+    greeting: str = "Greet the caller in one short sentence and ask how you can help."
+    voice: str = "marin"
+    fsas: tuple[FSA, ...] = ()
+    servers: tuple[McpServer, ...] = ()
+    tools: tuple[str, ...] = ()  # external tools offered in open conversation
+    transfer_target: str = ""
+    scenario: str = ""  # the demo scenario file name in fastagent/scenarios/
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for fsa in self.fsas:
+            validate(fsa)
+            if fsa.intent in seen:
+                raise ValueError(f"agent {self.name!r}: intent {fsa.intent!r} used twice")
+            seen.add(fsa.intent)
+
+    def fsa(self, name: str) -> FSA:
+        return next(f for f in self.fsas if f.name == name)

@@ -1,0 +1,585 @@
+"""The engine core: one input event in, decision events out.
+
+Deterministic by construction: no I/O, no clock, no randomness, no globals.  A
+decision carries the ``at`` of the input that caused it and the sequence numbers
+that follow it; ids are derived from the call id and sequence numbers.  The
+shell (``fastagent.service``) feeds it live inputs; ``fastagent.replay`` feeds it
+recorded ones and compares what it decides with what was recorded.
+
+The state here is small and bounded: counters, the current play stream, the
+function calls of the response in progress, and the running FSAs.  The
+transcript and other growing things belong to projections.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastagent import events as ev
+from fastagent import fsa as fsa_mod
+from fastagent.agent import Agent
+from fastagent.agents import UnknownAgent, get_agent
+
+ENGINE_SERVER = "fastagent"  # the engine's own tools (FSA intents/steps, call control)
+END_CALL = "end_call"
+TRANSFER = "transfer_to_human"
+
+# Passthrough first: no transcoding when VAIC and OpenAI share a format.
+_PASSTHROUGH = {"raw/lpcm16_24": "audio/pcm", "raw/mulaw": "audio/pcmu"}
+_RESAMPLED = ("raw/lpcm16", "raw/lpcm16_8")
+
+
+def choose_format(offered: tuple[str, ...]) -> tuple[str, str] | None:
+    """(VAIC format, OpenAI format) for the offered formats, passthrough preferred."""
+    for fmt in offered:
+        if fmt in _PASSTHROUGH:
+            return fmt, _PASSTHROUGH[fmt]
+    for fmt in offered:
+        if fmt in _RESAMPLED:
+            return fmt, "audio/pcm"
+    return None
+
+
+@dataclass(slots=True)
+class Playback:
+    stream_id: str
+    response_id: str
+    item_id: str
+    started_at: int
+    sent_us: int = 0
+    open: bool = True
+
+    def audible_until(self) -> int:
+        # VAIC plays in real time from the first chunk; audio arrives faster.
+        return self.started_at + self.sent_us
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A dispatched tool call whose result is awaited."""
+
+    name: str
+    model_call_id: str  # the model's function call to answer ("" = tell by message)
+    fsa: str = ""  # the FSA run waiting for it
+
+
+@dataclass
+class Engine:
+    call_id: str
+    agents: Callable[[str], Agent] = get_agent
+    agent: Agent | None = None
+    media_format: str = ""
+    model_format: str = ""
+    status: str = "new"  # new | active | suspended | ending | ended
+    next_seq: int = 1
+    streams: int = 0
+    play: Playback | None = None
+    response_active: bool = False
+    response_id: str = ""
+    interrupted_response: str = ""
+    owe_response: str = ""  # reason of a response.create deferred until none is active
+    calls_in_response: list[ev.FunctionCallRequested] = field(default_factory=list)
+    in_flight: dict[str, InFlight] = field(default_factory=dict)
+    queued: list[tuple[str, str]] = field(default_factory=list)  # (model call id | "", text)
+    control: tuple[str, str] = ("", "")  # (hangup | transfer, reason) after the next response
+    runs: dict[str, fsa_mod.Run] = field(default_factory=dict)
+    external: dict[str, ev.ToolSpec] = field(default_factory=dict)
+    _out: list[ev.Decision] = field(default_factory=list)
+    _at: int = 0
+
+    # ----------------------------------------------------------------- entry
+
+    def handle(self, event: ev.Input) -> list[ev.Decision]:
+        """Decide what ``event`` calls for.  Decisions are numbered after it."""
+        self.next_seq = event.seq + 1
+        self._at = event.at
+        self._out = []
+        handler = _HANDLERS.get(type(event))
+        if handler is not None and self.status != "ended":
+            handler(self, event)
+        return self._out
+
+    def tool_specs(self, names: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Function-tool specs (OpenAI shape) for the names in a ModelConfigured."""
+        specs: dict[str, dict[str, Any]] = {}
+        for tool in self._control_tools():
+            specs[tool["name"]] = tool
+        assert self.agent is not None
+        for f in self.agent.fsas:
+            specs[f.intent] = f.intent_tool()
+            if f.name in self.runs:
+                for tool in f.step_tools(self.runs[f.name].state):
+                    specs[tool["name"]] = tool
+        for spec in self.external.values():
+            specs[spec.name] = {
+                "type": "function",
+                "name": spec.name,
+                "description": spec.description,
+                "parameters": spec.parameters or {"type": "object", "properties": {}},
+            }
+        return [specs[n] for n in names if n in specs]
+
+    # -------------------------------------------------------------- helpers
+
+    def _emit(self, cls: type[ev.Decision], **fields: Any) -> None:
+        self._out.append(cls(call_id=self.call_id, seq=self.next_seq, at=self._at, **fields))
+        self.next_seq += 1
+
+    def _control_tools(self) -> list[dict[str, Any]]:
+        tools = [
+            {
+                "type": "function",
+                "name": END_CALL,
+                "description": "End the call after the caller said goodbye or is done.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"reason": {"type": "string"}},
+                },
+            }
+        ]
+        if self._transfer_target():
+            tools.append(
+                {
+                    "type": "function",
+                    "name": TRANSFER,
+                    "description": "Transfer the caller to a human agent.",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"reason": {"type": "string"}},
+                    },
+                }
+            )
+        return tools
+
+    def _transfer_target(self) -> str:
+        assert self.agent is not None
+        return self.config_transfer or self.agent.transfer_target
+
+    config_transfer: str = ""
+
+    def _configure(self) -> None:
+        agent = self.agent
+        assert agent is not None
+        parts = [agent.instructions]
+        names = [t["name"] for t in self._control_tools()]
+        for f in agent.fsas:
+            run = self.runs.get(f.name)
+            if run is None:
+                names.append(f.intent)
+                continue
+            st = f.state(run.state)
+            parts.append(f"[Task {f.name}, step {st.name}] {st.instructions}")
+            names.extend(t["name"] for t in f.step_tools(st.name))
+        names.extend(n for n in agent.tools if n in self.external)
+        self._emit(
+            ev.ModelConfigured,
+            instructions="\n\n".join(parts),
+            tools=tuple(names),
+            voice=agent.voice,
+            input_format=self.model_format,
+            output_format=self.model_format,
+        )
+
+    def _request(self, reason: str, instructions: str = "") -> None:
+        if self.response_active:
+            self.owe_response = self.owe_response or reason
+            return
+        self.response_active = True
+        self.owe_response = ""
+        self._emit(ev.ResponseRequested, reason=reason, instructions=instructions)
+
+    def _tell(self, model_call_id: str, payload: dict[str, Any] | str) -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
+        self.queued.append((model_call_id, text))
+
+    def _flush(self, reason: str) -> None:
+        """Send what the model must hear, then ask for a response, never mid-response."""
+        if self.response_active or not self.queued:
+            return
+        for model_call_id, text in self.queued:
+            if model_call_id:
+                self._emit(ev.FunctionOutputSent, tool_call_id=model_call_id, output=text)
+            else:
+                self._emit(ev.MessageInjected, role="system", text=text)
+        self.queued.clear()
+        self._request(reason)
+
+    def _stop_playback(self, reason: str) -> None:
+        pb = self.play
+        if pb is not None and pb.open:
+            pb.open = False
+            self._emit(
+                ev.PlaybackStopped,
+                stream_id=pb.stream_id,
+                reason=reason,
+                played_ms=pb.sent_us // 1000,
+            )
+
+    def _end(self, reason: str, outcome: str) -> None:
+        self._stop_playback("ended")
+        assert self.agent is not None or not self.runs
+        for name, run in list(self.runs.items()):
+            self._emit(
+                ev.FsaFinished, fsa=name, state=run.state, outcome="abandoned", reason=reason
+            )
+        self.runs.clear()
+        self.status = "ended"
+        self._emit(ev.CallEnded, reason=reason, outcome=outcome)
+
+    # ------------------------------------------------------------- sessions
+
+    def _on_initiated(self, e: ev.SessionInitiated) -> None:
+        try:
+            self.agent = self.agents(e.config.agent)
+        except UnknownAgent as exc:
+            self._emit(ev.SessionRejected, reason=str(exc))
+            self.status = "ended"
+            self._emit(ev.CallEnded, reason="rejected", outcome="rejected")
+            return
+        chosen = choose_format(e.offered_formats)
+        if chosen is None:
+            offered = ", ".join(e.offered_formats) or "none"
+            self._emit(ev.SessionRejected, reason=f"no usable media format (offered: {offered})")
+            self.status = "ended"
+            self._emit(ev.CallEnded, reason="rejected", outcome="rejected")
+            return
+        self.media_format, self.model_format = chosen
+        self.config_transfer = e.config.transfer_target
+        self.greet = e.config.greet
+        self.status = "active"
+        self._emit(
+            ev.SessionAccepted, media_format=self.media_format, model_format=self.model_format
+        )
+        self._configure()
+
+    greet: bool = True
+
+    def _on_call_started(self, e: ev.CallStarted) -> None:
+        if self.agent is not None and self.greet:
+            self._request("greeting", self.agent.greeting)
+
+    def _on_resumed(self, e: ev.SessionResumed) -> None:
+        if self.agent is None:
+            self._emit(ev.SessionRejected, reason="conversation not found")
+            return
+        self.status = "active"
+        self._emit(
+            ev.SessionAccepted,
+            media_format=self.media_format,
+            model_format=self.model_format,
+            resumed=True,
+        )
+
+    def _on_session_ended(self, e: ev.SessionEnded) -> None:
+        outcome = {"transfer": "transferred", "hangup": "completed"}.get(self.control[0], "")
+        if not outcome:
+            outcome = "transferred" if e.reason_code == "transferred" else "caller_hangup"
+        self._end(e.reason or e.reason_code or "session ended", outcome)
+
+    def _on_connection_lost(self, e: ev.ConnectionLost) -> None:
+        if e.side == "caller":
+            if self.status == "ending":
+                self._end("caller left after hangup", "completed")
+                return
+            self._stop_playback("connection_lost")
+            self.play = None
+            self.status = "suspended"
+        elif e.side == "model" and self.response_active:
+            # The response in progress is gone with the socket: none of its calls run.
+            for call in self.calls_in_response:
+                self._emit(
+                    ev.FunctionCallSkipped,
+                    tool_call_id=call.tool_call_id,
+                    name=call.name,
+                    reason="model disconnected",
+                )
+            self.calls_in_response.clear()
+            self._stop_playback("model_lost")
+            self.response_active = False
+            self.owe_response = self.owe_response or "resume after model reconnect"
+
+    def _on_connection_restored(self, e: ev.ConnectionRestored) -> None:
+        if e.side == "model" and self.agent is not None:
+            self._configure()  # the shell seeds the transcript after this
+            if self.owe_response:
+                reason, self.owe_response = self.owe_response, ""
+                self._request(reason)
+
+    def _on_grace_expired(self, e: ev.GraceExpired) -> None:
+        if self.status == "suspended":
+            self._end(f"caller did not return within {e.seconds:g} s", "dropped")
+
+    # ---------------------------------------------------------------- audio
+
+    def _on_caller_audio(self, e: ev.CallerAudio) -> None:
+        pass  # forwarded by the shell untouched; recorded for replay and analytics
+
+    def _on_bot_audio(self, e: ev.BotAudio) -> None:
+        pb = self.play
+        if pb is None or pb.item_id != e.item_id:
+            if e.response_id == self.interrupted_response or self.status != "active":
+                return  # late audio of an interrupted response: not played
+            self._stop_playback("next")
+            self.streams += 1
+            pb = self.play = Playback(
+                stream_id=f"play-{self.streams}",
+                response_id=e.response_id,
+                item_id=e.item_id,
+                started_at=e.at,
+            )
+            self._emit(
+                ev.PlaybackStarted,
+                stream_id=pb.stream_id,
+                response_id=e.response_id,
+                item_id=e.item_id,
+                fmt=self.media_format,
+            )
+        if pb.open:
+            pb.sent_us += e.duration_us
+
+    def _on_speech_started(self, e: ev.SpeechStarted) -> None:
+        pb = self.play
+        if pb is None or e.at >= pb.audible_until():
+            return
+        heard_ms = max(0, min((e.at - pb.started_at) // 1000, pb.sent_us // 1000))
+        if pb.open:
+            pb.open = False
+            self._emit(
+                ev.PlaybackStopped, stream_id=pb.stream_id, reason="barge_in", played_ms=heard_ms
+            )
+        self._emit(ev.TruncateRequested, item_id=pb.item_id, audio_end_ms=heard_ms)
+        self.interrupted_response = pb.response_id
+        self.play = None
+        if self.control[0]:
+            self.control = ("", "")  # the caller interrupted the goodbye: stay on the line
+            self.status = "active" if self.status == "ending" else self.status
+
+    # ------------------------------------------------------------ responses
+
+    def _on_response_started(self, e: ev.ResponseStarted) -> None:
+        self.response_active = True
+        self.response_id = e.response_id
+        self.calls_in_response.clear()
+
+    def _on_function_call(self, e: ev.FunctionCallRequested) -> None:
+        # Held until the response is done: a call of an interrupted response never runs.
+        if len(self.calls_in_response) < 32:
+            self.calls_in_response.append(e)
+        else:
+            self._emit(
+                ev.FunctionCallSkipped, tool_call_id=e.tool_call_id, name=e.name, reason="too many"
+            )
+
+    def _on_response_done(self, e: ev.ResponseDone) -> None:
+        self.response_active = False
+        calls, self.calls_in_response = self.calls_in_response, []
+        pb = self.play
+        if pb is not None and pb.response_id == e.response_id:
+            self._stop_playback("done")
+        interrupted = e.status != "completed" or e.response_id == self.interrupted_response
+        for call in calls:
+            if interrupted:
+                why = f"response {e.status}" + (f" ({e.reason})" if e.reason else "")
+                if e.response_id == self.interrupted_response and e.status == "completed":
+                    why = "response interrupted by the caller"
+                self._emit(
+                    ev.FunctionCallSkipped,
+                    tool_call_id=call.tool_call_id,
+                    name=call.name,
+                    reason=why,
+                )
+            else:
+                self._run_call(call)
+        kind, reason = self.control
+        if kind and not interrupted and not self.queued:
+            if kind == "hangup":
+                self._emit(ev.HangupRequested, reason=reason)
+            else:
+                self._emit(ev.TransferRequested, target=self._transfer_target(), reason=reason)
+            self.status = "ending"
+            return
+        self._flush("tool results")
+        if self.owe_response and not self.response_active:
+            reason, self.owe_response = self.owe_response, ""
+            self._request(reason)
+
+    def _on_model_error(self, e: ev.ModelError) -> None:
+        if e.code == "conversation_already_has_active_response":
+            self.owe_response = self.owe_response or "retry"
+
+    def _on_dtmf(self, e: ev.Dtmf) -> None:
+        if self.status != "active":
+            return
+        self._emit(ev.MessageInjected, role="user", text=f"[The caller pressed keys: {e.digits}]")
+        self._request("dtmf")
+
+    # ---------------------------------------------------------------- tools
+
+    def _on_tools_listed(self, e: ev.ToolsListed) -> None:
+        for spec in e.tools:
+            self.external[spec.name] = spec
+
+    def _run_call(self, call: ev.FunctionCallRequested) -> None:
+        agent = self.agent
+        assert agent is not None
+        try:
+            args = json.loads(call.arguments or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("arguments are not an object")
+        except ValueError:
+            self._dispatch_engine(call)
+            self._tell(call.tool_call_id, {"ok": False, "error": "arguments are not valid JSON"})
+            return
+        if call.name in (END_CALL, TRANSFER):
+            self._dispatch_engine(call)
+            reason = str(args.get("reason") or ("caller is done" if call.name == END_CALL else ""))
+            if call.name == TRANSFER and not self._transfer_target():
+                self._tell(
+                    call.tool_call_id, {"ok": False, "error": "no transfer target configured"}
+                )
+                return
+            self.control = ("hangup" if call.name == END_CALL else "transfer", reason)
+            then = "Say a brief goodbye." if call.name == END_CALL else "Say you are transferring."
+            self._tell(call.tool_call_id, {"ok": True, "next": then + " The call then ends."})
+            return
+        for f in agent.fsas:
+            run = self.runs.get(f.name)
+            if run is None and call.name == f.intent:
+                self._dispatch_engine(call)
+                run, outcome = fsa_mod.start(f)
+                self.runs[f.name] = run
+                self._emit(ev.FsaStarted, fsa=f.name, state=run.state, trigger=call.name)
+                self._apply(f, run, outcome, call.tool_call_id, started=True)
+                return
+            if run is not None and (
+                call.name == f.cancel_tool
+                or any(s.name == call.name for s in f.state(run.state).steps)
+            ):
+                self._dispatch_engine(call)
+                self._apply(f, run, fsa_mod.call_step(f, run, call.name, args), call.tool_call_id)
+                return
+        spec = self.external.get(call.name)
+        if spec is None:
+            self._emit(
+                ev.FunctionCallSkipped,
+                tool_call_id=call.tool_call_id,
+                name=call.name,
+                reason="unknown tool",
+            )
+            self._tell(
+                call.tool_call_id, {"ok": False, "error": f"{call.name} is not available now"}
+            )
+            return
+        self._dispatch(call.tool_call_id, call.name, call.arguments, spec.server)
+        self.in_flight[call.tool_call_id] = InFlight(
+            name=call.name, model_call_id=call.tool_call_id
+        )
+
+    def _dispatch_engine(self, call: ev.FunctionCallRequested) -> None:
+        self._dispatch(call.tool_call_id, call.name, call.arguments, ENGINE_SERVER)
+
+    def _dispatch(self, call_id: str, name: str, arguments: str, server: str) -> None:
+        self._emit(
+            ev.FunctionCallDispatched,
+            tool_call_id=call_id,
+            name=name,
+            arguments=arguments,
+            server=server,
+            idempotency_key=f"{self.call_id}:{self.next_seq}",
+        )
+
+    def _apply(
+        self,
+        f: fsa_mod.FSA,
+        run: fsa_mod.Run,
+        out: fsa_mod.Outcome,
+        model_call_id: str,
+        started: bool = False,
+    ) -> None:
+        """Turn an FSA outcome into decisions: transition, dispatch, tell, finish."""
+        if not started or out.source:
+            self._emit(
+                ev.FsaTransition,
+                fsa=f.name,
+                source=out.source,
+                target=out.target,
+                trigger=out.trigger,
+                guard=out.guard,
+                reason=out.reason,
+            )
+        if out.dispatch is not None:
+            action_id = f"act-{self.next_seq}"
+            spec = self.external.get(out.dispatch.tool)
+            self._dispatch(
+                action_id,
+                out.dispatch.tool,
+                json.dumps(out.dispatch_args, sort_keys=True),
+                spec.server if spec else "",
+            )
+            waiting_on_model = bool(model_call_id) and not out.output
+            self.in_flight[action_id] = InFlight(
+                name=out.dispatch.tool,
+                model_call_id=model_call_id if waiting_on_model else "",
+                fsa=f.name,
+            )
+            if waiting_on_model:
+                return  # the model hears the outcome when the action's result arrives
+        finished = out.finished
+        if finished:
+            del self.runs[f.name]
+            self._emit(
+                ev.FsaFinished, fsa=f.name, state=out.target, outcome=finished, reason=out.reason
+            )
+            st = f.state(out.target) if out.target in f.state_by_name else None
+            if st is not None and st.transfer and self._transfer_target():
+                self.control = ("transfer", f"{f.name}: {out.reason}")
+        if out.output:
+            self._tell(model_call_id, out.output)
+        if started or finished or out.target != out.source:
+            self._configure()
+
+    def _on_tool_result(self, e: ev.ToolResult) -> None:
+        flight = self.in_flight.pop(e.tool_call_id, None)
+        if flight is None:
+            return
+        if e.ok:
+            try:
+                result = json.loads(e.output) if e.output else {}
+            except ValueError:
+                result = {"text": e.output}
+            if not isinstance(result, dict):
+                result = {"value": result}
+        else:
+            result = {"ok": False, "error": e.error}
+        if flight.fsa and flight.fsa in self.runs:
+            assert self.agent is not None
+            f = self.agent.fsa(flight.fsa)
+            run = self.runs[flight.fsa]
+            self._apply(f, run, fsa_mod.after_action(f, run, result), flight.model_call_id)
+        elif flight.model_call_id:
+            self._tell(flight.model_call_id, e.output if e.ok else {"ok": False, "error": e.error})
+        self._flush("tool result")
+
+
+_HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
+    ev.SessionInitiated: Engine._on_initiated,
+    ev.SessionResumed: Engine._on_resumed,
+    ev.SessionEnded: Engine._on_session_ended,
+    ev.CallStarted: Engine._on_call_started,
+    ev.CallerAudio: Engine._on_caller_audio,
+    ev.BotAudio: Engine._on_bot_audio,
+    ev.SpeechStarted: Engine._on_speech_started,
+    ev.ResponseStarted: Engine._on_response_started,
+    ev.ResponseDone: Engine._on_response_done,
+    ev.FunctionCallRequested: Engine._on_function_call,
+    ev.ToolResult: Engine._on_tool_result,
+    ev.ToolsListed: Engine._on_tools_listed,
+    ev.ModelError: Engine._on_model_error,
+    ev.Dtmf: Engine._on_dtmf,
+    ev.ConnectionLost: Engine._on_connection_lost,
+    ev.ConnectionRestored: Engine._on_connection_restored,
+    ev.GraceExpired: Engine._on_grace_expired,
+}
