@@ -1,0 +1,545 @@
+"""AudioCodes VoiceAI Connect (VAIC) streaming protocol, bot side, sans-I/O.
+
+:class:`VaicProtocol` parses the text frames VAIC sends (``receive``) and builds
+the frames the bot sends (module builders and the stateful ``play_*`` methods).
+It owns no socket: the shell feeds it frames and writes the bytes it returns.
+See docs/audiocodes.md.
+
+Hot path: ``userStream.chunk`` frames are decoded by msgspec straight into a
+small struct; the base64 audio stays a string (it is forwarded untouched), its
+alphabet is checked with one precompiled regex (about 1.4 µs for 20 ms of 24 kHz
+PCM) and its decoded size is computed from its length.  ``playStream.chunk``
+frames are built by joining bytes around the base64 text, never re-encoding it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+
+DEFAULT_MAX_FRAME_BYTES = 256 * 1024
+
+# --------------------------------------------------------------------- inbound
+
+
+class _In(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    conversationId: str = ""
+    participant: str | None = None  # agent-assist calls only
+
+
+class ConnectionValidate(_In, frozen=True, kw_only=True, tag="connection.validate"):
+    pass
+
+
+class SessionInitiate(_In, frozen=True, kw_only=True, tag="session.initiate"):
+    botName: str = ""
+    caller: str = ""
+    expectAudioMessages: bool = True
+    supportedMediaFormats: list[str] = msgspec.field(default_factory=list)
+
+
+class SessionResume(_In, frozen=True, kw_only=True, tag="session.resume"):
+    pass
+
+
+class SessionEnd(_In, frozen=True, kw_only=True, tag="session.end"):
+    reasonCode: str = ""
+    reason: str = ""
+
+
+class UserStreamStart(_In, frozen=True, kw_only=True, tag="userStream.start"):
+    pass
+
+
+class UserStreamChunk(_In, frozen=True, kw_only=True, tag="userStream.chunk"):
+    audioChunk: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        """Decoded audio size, from the base64 length and padding (no decoding)."""
+        s = self.audioChunk
+        return len(s) // 4 * 3 - (s[-1:] == "=") - (s[-2:-1] == "=")
+
+
+class UserStreamStop(_In, frozen=True, kw_only=True, tag="userStream.stop"):
+    pass
+
+
+class Activity(msgspec.Struct, frozen=True, kw_only=True):
+    """One VAIC activity (usually ``{"type": "event", "name": ...}``)."""
+
+    type: str = "event"
+    name: str = ""
+    value: Any = None
+    id: str | None = None
+    timestamp: str | None = None
+    language: str | None = None
+    text: str | None = None
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @property
+    def is_start(self) -> bool:
+        return self.type == "event" and self.name == "start"
+
+    @property
+    def is_dtmf(self) -> bool:
+        # The docs say "DTMF"; third-party code uses "dtmf": compare case-insensitively.
+        return self.type == "event" and self.name.lower() == "dtmf"
+
+    @property
+    def digits(self) -> str:
+        """DTMF digits of a DTMF activity ("" when absent)."""
+        return "" if self.value is None else str(self.value)
+
+    @property
+    def caller(self) -> str:
+        return str(self.parameters.get("caller", ""))
+
+    @property
+    def callee(self) -> str:
+        return str(self.parameters.get("callee", ""))
+
+
+class Activities(_In, frozen=True, kw_only=True, tag="activities"):
+    activities: list[Activity] = msgspec.field(default_factory=list)
+
+
+VaicMessage = (
+    ConnectionValidate
+    | SessionInitiate
+    | SessionResume
+    | SessionEnd
+    | UserStreamStart
+    | UserStreamChunk
+    | UserStreamStop
+    | Activities
+)
+MESSAGE_TYPES: dict[str, type] = {
+    c.__struct_config__.tag: c  # type: ignore[attr-defined]
+    for c in (
+        ConnectionValidate,
+        SessionInitiate,
+        SessionResume,
+        SessionEnd,
+        UserStreamStart,
+        UserStreamChunk,
+        UserStreamStop,
+        Activities,
+    )
+}
+
+
+class ProtocolViolation(msgspec.Struct, frozen=True):
+    """A frame that was rejected.  ``reply``, when set, should be sent back
+    (a ``session.error``: the session cannot go on); otherwise log and ignore."""
+
+    message: str
+    reply: bytes | None = None
+
+
+# -------------------------------------------------------------------- outbound
+
+
+class _Out(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type"):
+    participant: str | None = None
+
+
+class _ConnectionValidated(_Out, kw_only=True, tag="connection.validated"):
+    success: bool  # required, so omit_defaults keeps it
+
+
+class _SessionAccepted(_Out, kw_only=True, tag="session.accepted"):
+    mediaFormat: str | None = None
+
+
+class _SessionError(_Out, kw_only=True, tag="session.error"):
+    reason: str
+
+
+class _UserStreamStarted(_Out, kw_only=True, tag="userStream.started"):
+    pass
+
+
+class _UserStreamStopped(_Out, kw_only=True, tag="userStream.stopped"):
+    pass
+
+
+class _SpeechStarted(_Out, kw_only=True, tag="userStream.speech.started"):
+    pass
+
+
+class _SpeechStopped(_Out, kw_only=True, tag="userStream.speech.stopped"):
+    pass
+
+
+class _SpeechCommitted(_Out, kw_only=True, tag="userStream.speech.committed"):
+    pass
+
+
+class Alternative(msgspec.Struct, kw_only=True, omit_defaults=True):
+    text: str
+    confidence: float | None = None
+
+
+class _SpeechHypothesis(_Out, kw_only=True, tag="userStream.speech.hypothesis"):
+    alternatives: list[Alternative]
+
+
+class _SpeechRecognition(_Out, kw_only=True, tag="userStream.speech.recognition"):
+    alternatives: list[Alternative]
+
+
+class _PlayStreamStart(_Out, kw_only=True, tag="playStream.start"):
+    streamId: str
+    mediaFormat: str
+    altText: str | None = None
+
+
+class _PlayStreamStop(_Out, kw_only=True, tag="playStream.stop"):
+    streamId: str
+
+
+class BotActivity(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str  # "event" (required, so omit_defaults keeps it)
+    name: str
+    activityParams: dict[str, Any] | None = None
+    sessionParams: dict[str, Any] | None = None
+
+
+class _Activities(_Out, kw_only=True, tag="activities"):
+    activities: list[BotActivity]
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _event(name: str, **params: Any) -> BotActivity:
+    return BotActivity(type="event", name=name, **params)
+
+
+_DTMF_RE = re.compile(r"[0-9*#]{1,20}")
+
+
+def connection_validated() -> bytes:
+    return _encode(_ConnectionValidated(success=True))
+
+
+def session_accepted(media_format: str | None) -> bytes:
+    return _encode(_SessionAccepted(mediaFormat=media_format))
+
+
+def session_error(reason: str) -> bytes:
+    return _encode(_SessionError(reason=reason))
+
+
+def user_stream_started(participant: str | None = None) -> bytes:
+    return _encode(_UserStreamStarted(participant=participant))
+
+
+def user_stream_stopped(participant: str | None = None) -> bytes:
+    return _encode(_UserStreamStopped(participant=participant))
+
+
+def speech_started(participant: str | None = None) -> bytes:
+    return _encode(_SpeechStarted(participant=participant))
+
+
+def speech_stopped(participant: str | None = None) -> bytes:
+    return _encode(_SpeechStopped(participant=participant))
+
+
+def speech_committed(participant: str | None = None) -> bytes:
+    return _encode(_SpeechCommitted(participant=participant))
+
+
+def speech_hypothesis(text: str, participant: str | None = None) -> bytes:
+    return _encode(
+        _SpeechHypothesis(alternatives=[Alternative(text=text)], participant=participant)
+    )
+
+
+def speech_recognition(
+    text: str, confidence: float | None = None, participant: str | None = None
+) -> bytes:
+    alt = Alternative(text=text, confidence=confidence)
+    return _encode(_SpeechRecognition(alternatives=[alt], participant=participant))
+
+
+def play_stream_start(stream_id: str, media_format: str, alt_text: str | None = None) -> bytes:
+    return _encode(_PlayStreamStart(streamId=stream_id, mediaFormat=media_format, altText=alt_text))
+
+
+def _chunk_prefix(stream_id: str) -> bytes:
+    return b'{"type":"playStream.chunk","streamId":' + _encode(stream_id) + b',"audioChunk":"'
+
+
+def play_stream_chunk(stream_id: str, b64: str | bytes) -> bytes:
+    """The base64 text is inserted as is: it must be valid base64 (no JSON escaping)."""
+    if isinstance(b64, str):
+        b64 = b64.encode("ascii")
+    return b"".join((_chunk_prefix(stream_id), b64, b'"}'))
+
+
+def play_stream_stop(stream_id: str) -> bytes:
+    return _encode(_PlayStreamStop(streamId=stream_id))
+
+
+def activities(*items: BotActivity) -> bytes:
+    return _encode(_Activities(activities=list(items)))
+
+
+def hangup(reason: str = "done") -> bytes:
+    return activities(_event("hangup", activityParams={"hangupReason": reason}))
+
+
+def transfer(
+    target: str,
+    reason: str | None = None,
+    sip_headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    params: dict[str, Any] = {"transferTarget": target}
+    if reason is not None:
+        params["handoverReason"] = reason
+    if sip_headers:
+        params["transferSipHeaders"] = [{"name": n, "value": v} for n, v in sip_headers]
+    return activities(_event("transfer", activityParams=params))
+
+
+def send_dtmf(digits: str) -> bytes:
+    """Raises ValueError unless ``digits`` is 1 to 20 of ``0-9*#``."""
+    if not _DTMF_RE.fullmatch(digits):
+        raise ValueError(f"DTMF digits must be 1-20 of 0-9*#, got {digits!r}")
+    return activities(_event("sendDtmf", activityParams={"dtmfDigits": digits}))
+
+
+def config(session_params: dict[str, Any]) -> bytes:
+    return activities(_event("config", sessionParams=session_params))
+
+
+# ------------------------------------------------------------ format negotiation
+
+ModelFormat = Literal["audio/pcm", "audio/pcmu"]
+
+
+class Negotiated(msgspec.Struct, frozen=True):
+    """The caller-side VAIC format and the OpenAI format it is bridged to.
+
+    ``resample_from_hz`` is the VAIC rate, ``resample_to_hz`` the model rate;
+    they are equal for a passthrough.  Bot audio goes the other way.
+    """
+
+    vaic_format: str
+    model_format: ModelFormat
+    resample_from_hz: int
+    resample_to_hz: int
+
+    @property
+    def passthrough(self) -> bool:
+        return self.resample_from_hz == self.resample_to_hz
+
+
+_PASSTHROUGH: dict[str, Negotiated] = {
+    "raw/lpcm16_24": Negotiated("raw/lpcm16_24", "audio/pcm", 24000, 24000),
+    "raw/mulaw": Negotiated("raw/mulaw", "audio/pcmu", 8000, 8000),
+}
+_RESAMPLED: dict[str, Negotiated] = {
+    "raw/lpcm16": Negotiated("raw/lpcm16", "audio/pcm", 16000, 24000),
+    "raw/lpcm16_8": Negotiated("raw/lpcm16_8", "audio/pcm", 8000, 24000),
+}
+# VAIC versions that send no list are assumed to stream the SDK default [I].
+DEFAULT_OFFER: tuple[str, ...] = ("raw/lpcm16",)
+
+
+def choose_format(offered: Sequence[str]) -> Negotiated | None:
+    """Pick the first passthrough format in the caller's order, else the first
+    resampled one; None when nothing offered is usable."""
+    names = [f.strip().lower() for f in (offered or DEFAULT_OFFER) if isinstance(f, str)]
+    for table in (_PASSTHROUGH, _RESAMPLED):
+        for name in names:
+            if name in table:
+                return table[name]
+    return None
+
+
+def no_format_reason(offered: Sequence[str]) -> str:
+    listed = ", ".join(offered) if offered else "none"
+    return f"no supported media format offered (offered: {listed})"
+
+
+# -------------------------------------------------------------------- protocol
+
+
+class VaicStateError(RuntimeError):
+    """The bot side tried something out of order (a bug in the caller)."""
+
+
+UserStreamState = Literal["idle", "started", "stopped"]
+
+_B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_decoder = msgspec.json.Decoder(VaicMessage)
+_generic = msgspec.json.Decoder()
+
+
+class VaicProtocol:
+    """Bot side of one VAIC WebSocket.  Feed it each text frame with
+    :meth:`receive`; send what the builders and ``play_*`` methods return."""
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self.conversation_id = ""
+        self.validated = False
+        self.initiated = False
+        self.resumed = False
+        self.ended = False
+        self.user_stream: UserStreamState = "idle"
+        self.media_format: str | None = None
+        self.play_stream_id: str | None = None
+        self.play_format = ""
+        self.play_chunks = 0
+        self.play_bytes = 0  # of the current (or last) play stream, decoded size
+        self._play_prefix = b""
+
+    # ----------------------------------------------------------------- inbound
+
+    def receive(self, data: str | bytes) -> VaicMessage | ProtocolViolation:
+        if len(data) > self.max_frame_bytes:
+            return ProtocolViolation(
+                f"frame of {len(data)} bytes exceeds the limit of {self.max_frame_bytes}"
+            )
+        try:
+            msg = _decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._diagnose(data, exc)
+        if self.ended:
+            return ProtocolViolation(f"{_type_of(msg)} after session.end")
+        if type(msg) is UserStreamChunk:  # hot path first
+            return self._chunk(msg)
+        return self._control(msg)
+
+    def _chunk(self, msg: UserStreamChunk) -> UserStreamChunk | ProtocolViolation:
+        if self.user_stream != "started":
+            return ProtocolViolation(
+                "userStream.chunk before userStream.start"
+                if self.user_stream == "idle"
+                else "userStream.chunk after userStream.stop"
+            )
+        b64 = msg.audioChunk
+        if len(b64) & 3 or not _B64_RE.fullmatch(b64):
+            return ProtocolViolation(f"invalid base64 in audioChunk ({len(b64)} characters)")
+        if msg.conversationId and msg.conversationId != self.conversation_id:
+            return ProtocolViolation(
+                f"userStream.chunk for another conversation {msg.conversationId!r}"
+            )
+        return msg
+
+    def _control(self, msg: VaicMessage) -> VaicMessage | ProtocolViolation:
+        kind = type(msg)
+        if kind is ConnectionValidate:
+            self.validated = True
+            return msg
+        if kind is SessionInitiate or kind is SessionResume:
+            return self._session(msg)  # type: ignore[arg-type]
+        if kind is SessionEnd:
+            self.ended = True
+            return msg
+        if not self.initiated:
+            return ProtocolViolation(f"{_type_of(msg)} before session.initiate")
+        if msg.conversationId and msg.conversationId != self.conversation_id:
+            return ProtocolViolation(
+                f"{_type_of(msg)} for another conversation {msg.conversationId!r}"
+            )
+        if kind is UserStreamStart:
+            self.user_stream = "started"
+        elif kind is UserStreamStop:
+            self.user_stream = "stopped"
+        return msg
+
+    def _session(self, msg: SessionInitiate | SessionResume) -> VaicMessage | ProtocolViolation:
+        name = _type_of(msg)
+        if not msg.conversationId:
+            return ProtocolViolation(
+                f"{name} without conversationId", session_error("missing conversationId")
+            )
+        if self.initiated and msg.conversationId != self.conversation_id:
+            return ProtocolViolation(
+                f"{name} for {msg.conversationId!r} on the socket of {self.conversation_id!r}",
+                session_error("conversation id mismatch"),
+            )
+        if type(msg) is SessionInitiate:
+            if self.initiated:
+                return ProtocolViolation("duplicate session.initiate")
+        else:
+            # VAIC may go on streaming on the new socket without a new
+            # userStream.start [I]: accept chunks after a resume.
+            self.resumed = True
+            self.user_stream = "started"
+        self.initiated = True
+        self.conversation_id = msg.conversationId
+        return msg
+
+    def _diagnose(self, data: str | bytes, exc: Exception) -> ProtocolViolation:
+        """Slow path: say precisely what is wrong with a frame that failed to decode."""
+        try:
+            raw = _generic.decode(data)
+        except msgspec.DecodeError as e:
+            return ProtocolViolation(f"malformed JSON: {e}")
+        if not isinstance(raw, dict):
+            return ProtocolViolation(f"frame is a JSON {type(raw).__name__}, not an object")
+        kind = raw.get("type")
+        if kind is None:
+            return ProtocolViolation("frame has no type")
+        if not isinstance(kind, str):
+            return ProtocolViolation(f"frame type is not a string: {kind!r}")
+        if kind not in MESSAGE_TYPES:
+            return ProtocolViolation(f"unknown message type {kind[:80]!r} ignored")
+        reply = None
+        if kind in ("session.initiate", "session.resume") and not self.initiated:
+            reply = session_error(f"invalid {kind}")
+        return ProtocolViolation(f"invalid {kind}: {exc}", reply)
+
+    # ---------------------------------------------------------------- outbound
+
+    def accept(self, media_format: str | None) -> bytes:
+        """``session.accepted``; on a resume, send the format again (safer)."""
+        self.media_format = media_format
+        return session_accepted(media_format)
+
+    def play_start(self, stream_id: str, media_format: str, alt_text: str | None = None) -> bytes:
+        if self.play_stream_id is not None:
+            raise VaicStateError(
+                f"play stream {self.play_stream_id!r} is active; stop it before {stream_id!r}"
+            )
+        self.play_stream_id = stream_id
+        self.play_format = media_format
+        self.play_chunks = 0
+        self.play_bytes = 0
+        self._play_prefix = _chunk_prefix(stream_id)
+        return play_stream_start(stream_id, media_format, alt_text)
+
+    def play_chunk(self, b64: str | bytes) -> bytes:
+        """One ``playStream.chunk`` around ``b64`` (valid base64, not re-encoded)."""
+        if self.play_stream_id is None:
+            raise VaicStateError("playStream.chunk with no active play stream")
+        if isinstance(b64, str):
+            b64 = b64.encode("ascii")
+        self.play_chunks += 1
+        self.play_bytes += len(b64) // 4 * 3 - (b64[-1:] == b"=") - (b64[-2:-1] == b"=")
+        return b"".join((self._play_prefix, b64, b'"}'))
+
+    def play_stop(self) -> bytes | None:
+        """``playStream.stop`` for the active stream; None when none is active."""
+        if self.play_stream_id is None:
+            return None
+        sid, self.play_stream_id = self.play_stream_id, None
+        return play_stream_stop(sid)
+
+
+def _type_of(msg: VaicMessage) -> str:
+    return type(msg).__struct_config__.tag  # type: ignore[return-value]
+
+
+def is_base64(s: str) -> bool:
+    return not len(s) & 3 and _B64_RE.fullmatch(s) is not None
