@@ -459,7 +459,13 @@ class Engine:
                 or any(s.name == call.name for s in f.state(run.state).steps)
             ):
                 self._dispatch_engine(call)
-                self._apply(f, run, fsa_mod.call_step(f, run, call.name, args), call.tool_call_id)
+                self._apply(
+                    f,
+                    run,
+                    fsa_mod.call_step(f, run, call.name, args),
+                    call.tool_call_id,
+                    arguments=call.arguments,
+                )
                 return
         spec = self.external.get(call.name)
         if spec is None:
@@ -498,6 +504,7 @@ class Engine:
         out: fsa_mod.Outcome,
         model_call_id: str,
         started: bool = False,
+        arguments: str = "",
     ) -> None:
         """Turn an FSA outcome into decisions: transition, dispatch, tell, finish."""
         if not started or out.source:
@@ -507,6 +514,7 @@ class Engine:
                 source=out.source,
                 target=out.target,
                 trigger=out.trigger,
+                arguments=arguments,
                 guard=out.guard,
                 reason=out.reason,
             )

@@ -1,0 +1,241 @@
+"""The ``fastagent`` command line.
+
+Every command reports bad input (unknown call id, corrupt log, unreadable
+recording, store that cannot be opened) in one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fastagent import events as ev
+
+app = typer.Typer(
+    help="FastAgent: event-sourced, replayable voice agents on the phone.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+fsa_app = typer.Typer(help="Finite State Agents.", no_args_is_help=True)
+app.add_typer(fsa_app, name="fsa")
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", envvar="FASTAGENT_STORE", help="SQLite path or postgresql:// URL"),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"fastagent: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def clear_errors() -> Iterator[None]:
+    """Turn the errors users can cause into one line and exit code 2."""
+    from fastagent.agents import UnknownAgent
+    from fastagent.fsa import FsaDefinitionError
+    from fastagent.replay import RecordingError
+    from fastagent.store import StoreError
+
+    try:
+        yield
+    except (
+        StoreError,
+        ev.EventFormatError,
+        RecordingError,
+        UnknownAgent,
+        FsaDefinitionError,
+        OSError,
+    ) as exc:
+        raise fail(str(exc)) from None
+
+
+def _open(store: str | None) -> Any:
+    from fastagent.store import open_store
+
+    return open_store(store)
+
+
+def _load(call_id: str | None, file: Path | None, store: str | None) -> list[ev.Event]:
+    from fastagent.replay import read_recording
+
+    if file is not None:
+        return read_recording(file)
+    if not call_id:
+        raise fail("give a call id or --file")
+    with _open(store) as s:
+        return s.read_call(call_id)
+
+
+@app.command()
+def replay(
+    call_id: Annotated[str | None, typer.Argument(help="The call to replay")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A recording file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Replay a recorded call through today's engine; exit 1 on divergence."""
+    from fastagent.replay import replay as run_replay
+    from projections.trail import timeline
+
+    with clear_errors():
+        events = _load(call_id, file, store)
+        result = run_replay(events)
+    div = result.divergence
+    if as_json:
+        out = {
+            "call_id": result.call_id,
+            "identical": result.identical,
+            "events": result.events,
+            "inputs": result.inputs,
+            "decisions": result.decisions,
+            "divergence": div.to_dict() if div else None,
+            "timeline": timeline(events) if div is None else [],
+        }
+        typer.echo(json.dumps(out, indent=2))
+    elif div is None:
+        for row in timeline(events):
+            typer.echo(f"{_clock(row['ms'])}  {row['text']}")
+        typer.echo(
+            f"identical: {result.inputs} inputs, {result.decisions} decisions "
+            f"replayed for call {result.call_id}"
+        )
+    else:
+        typer.echo(f"DIVERGED at position {div.position} of call {result.call_id}")
+        typer.echo(f"  recorded: {_short(div.recorded)}")
+        typer.echo(f"  new:      {_short(div.new)}")
+        typer.echo("  inputs just before:")
+        for i in div.inputs_before:
+            typer.echo(f"    {_short(i)}")
+    if div is not None:
+        raise typer.Exit(1)
+
+
+def _short(e: ev.Event | None) -> str:
+    if e is None:
+        return "(nothing)"
+    d = ev.to_builtins(e)
+    for key in ("call_id", "at"):
+        d.pop(key, None)
+    kind = d.pop("type")
+    seq = d.pop("seq")
+    return f"#{seq} {kind} " + json.dumps(d, sort_keys=True)
+
+
+def _clock(ms: int) -> str:
+    return f"+{ms // 60000:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+@app.command()
+def calls(store: StoreOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List recorded calls: id, start, duration, outcome."""
+    with clear_errors(), _open(store) as s:
+        rows = s.list_calls()
+    if as_json:
+        typer.echo(json.dumps([_call_row(r) for r in rows], indent=2))
+        return
+    typer.echo(f"{'call id':<38} {'started (UTC)':<20} {'duration':>9} {'events':>7}  outcome")
+    for r in rows:
+        row = _call_row(r)
+        typer.echo(
+            f"{row['call_id']:<38} {row['started']:<20} {row['duration_s']:>8.1f}s "
+            f"{row['events']:>7}  {row['outcome']}"
+        )
+
+
+def _call_row(r: Any) -> dict[str, Any]:
+    started = datetime.fromtimestamp(r.started_at_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return {
+        "call_id": r.call_id,
+        "started": started,
+        "duration_s": round((r.ended_at_us - r.started_at_us) / 1e6, 3),
+        "events": r.events,
+        "outcome": r.outcome,
+    }
+
+
+@app.command()
+def export(
+    call_id: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write")],
+    store: StoreOpt = None,
+) -> None:
+    """Write a call as a portable, versioned one-file recording."""
+    from fastagent.replay import write_recording
+
+    with clear_errors():
+        events = _load(call_id, None, store)
+        write_recording(events, output)
+    typer.echo(f"wrote {len(events)} events of call {call_id} to {output}")
+
+
+@fsa_app.command("diagram")
+def fsa_diagram(name: str) -> None:
+    """Print a Mermaid state diagram of an FSA (by FSA or agent name)."""
+    from fastagent.agents import agent_names, get_agent
+    from fastagent.fsa import diagram
+
+    with clear_errors():
+        for agent_name in agent_names():
+            agent = get_agent(agent_name)
+            for f in agent.fsas:
+                if name in (f.name, agent_name):
+                    typer.echo(diagram(f))
+                    if name == f.name:
+                        return
+            if name == agent_name:
+                return
+    raise fail(f"unknown FSA {name!r}")
+
+
+@fsa_app.command("list")
+def fsa_list() -> None:
+    """List the agents and their FSAs."""
+    from fastagent.agents import agent_names, get_agent
+
+    with clear_errors():
+        for agent_name in agent_names():
+            agent = get_agent(agent_name)
+            names = ", ".join(f"{f.name} ({f.intent})" for f in agent.fsas) or "-"
+            typer.echo(f"{agent_name}: {names}")
+
+
+def _register_optional(register: Callable[[], None]) -> None:
+    try:
+        register()
+    except ImportError:  # a part not installed in this build
+        pass
+
+
+def _register_parts() -> None:
+    def analytics() -> None:
+        from fastagent.analytics_cli import register
+
+        register(app)
+
+    def service() -> None:
+        from fastagent.service_cli import register
+
+        register(app)
+
+    _register_optional(analytics)
+    _register_optional(service)
+
+
+_register_parts()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
