@@ -1,0 +1,692 @@
+"""The OpenAI Realtime API (GA shape), model side of FastAgent, sans-I/O.
+
+Three parts, none of which touches a socket:
+
+* :func:`parse_server_event` turns one server text frame into a small msgspec
+  Struct (or :class:`Ignored` / :class:`Malformed`; bad input never raises).
+  ``response.output_audio.delta`` is the hot path: a dedicated decoder, and the
+  base64 ``delta`` is kept as the string it arrived as.
+* builders (:func:`session_update`, :func:`append_audio`, ...) return the text
+  frame (``str``: websockets sends ``str`` as a text frame, ``bytes`` as binary)
+  in exactly the GA shape the openai SDK's ``RealtimeClientEvent`` accepts.
+* :class:`RealtimeProtocol` tracks whether a response is active and holds back
+  ``response.create`` until ``response.done`` (the server rejects a second one
+  with ``conversation_already_has_active_response``).
+
+:func:`connect_realtime` is the only I/O here: it opens the official SDK's
+connection, whose ``send_raw(str)`` / ``recv_bytes()`` carry the raw frames.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal, Union
+
+import msgspec
+
+from fastagent import events
+
+if TYPE_CHECKING:
+    from openai.resources.realtime.realtime import AsyncRealtimeConnection
+
+# ------------------------------------------------------------------ server events
+
+
+class ServerEventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    event_id: str = ""
+
+
+class AudioFormat(msgspec.Struct, frozen=True, kw_only=True):
+    type: str = ""
+    rate: int | None = None
+
+
+class AudioInputConfig(msgspec.Struct, frozen=True, kw_only=True):
+    format: AudioFormat | None = None
+    turn_detection: dict[str, Any] | None = None
+    transcription: dict[str, Any] | None = None
+
+
+class AudioOutputConfig(msgspec.Struct, frozen=True, kw_only=True):
+    format: AudioFormat | None = None
+    voice: str | dict[str, Any] | None = None
+
+
+class AudioConfig(msgspec.Struct, frozen=True, kw_only=True):
+    input: AudioInputConfig | None = None
+    output: AudioOutputConfig | None = None
+
+
+class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str | None = None
+    model: str | None = None
+    instructions: str | None = None
+    audio: AudioConfig | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    @property
+    def input_format(self) -> str:
+        a = self.audio
+        return a.input.format.type if a and a.input and a.input.format else ""
+
+    @property
+    def output_format(self) -> str:
+        a = self.audio
+        return a.output.format.type if a and a.output and a.output.format else ""
+
+
+class SessionCreated(ServerEventBase, frozen=True, kw_only=True, tag="session.created"):
+    session: SessionInfo
+
+
+class SessionUpdated(ServerEventBase, frozen=True, kw_only=True, tag="session.updated"):
+    session: SessionInfo
+
+
+class SpeechStarted(
+    ServerEventBase, frozen=True, kw_only=True, tag="input_audio_buffer.speech_started"
+):
+    item_id: str = ""
+    audio_start_ms: int = 0
+
+
+class SpeechStopped(
+    ServerEventBase, frozen=True, kw_only=True, tag="input_audio_buffer.speech_stopped"
+):
+    item_id: str = ""
+    audio_end_ms: int = 0
+
+
+class AudioCommitted(
+    ServerEventBase, frozen=True, kw_only=True, tag="input_audio_buffer.committed"
+):
+    item_id: str = ""
+    previous_item_id: str | None = None
+
+
+class InputTranscriptionCompleted(
+    ServerEventBase,
+    frozen=True,
+    kw_only=True,
+    tag="conversation.item.input_audio_transcription.completed",
+):
+    item_id: str = ""
+    content_index: int = 0
+    transcript: str = ""
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    type: str | None = None
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+    event_id: str | None = None
+
+
+class StatusDetails(msgspec.Struct, frozen=True, kw_only=True):
+    type: str | None = None
+    reason: str | None = None
+    error: ErrorInfo | None = None
+
+
+class InputTokenDetails(msgspec.Struct, frozen=True, kw_only=True):
+    text_tokens: int | None = None
+    audio_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+class OutputTokenDetails(msgspec.Struct, frozen=True, kw_only=True):
+    text_tokens: int | None = None
+    audio_tokens: int | None = None
+
+
+class ResponseUsage(msgspec.Struct, frozen=True, kw_only=True):
+    total_tokens: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_token_details: InputTokenDetails | None = None
+    output_token_details: OutputTokenDetails | None = None
+
+    def to_event_usage(self) -> events.Usage:
+        """The usage as the event catalogue records it (``None`` read as 0)."""
+        i = self.input_token_details or InputTokenDetails()
+        o = self.output_token_details or OutputTokenDetails()
+        return events.Usage(
+            input_tokens=self.input_tokens or 0,
+            output_tokens=self.output_tokens or 0,
+            total_tokens=self.total_tokens or 0,
+            input_audio_tokens=i.audio_tokens or 0,
+            output_audio_tokens=o.audio_tokens or 0,
+            cached_tokens=i.cached_tokens or 0,
+        )
+
+
+class ContentPart(msgspec.Struct, frozen=True, kw_only=True):
+    type: str | None = None
+    text: str | None = None
+    transcript: str | None = None
+
+
+class OutputItem(msgspec.Struct, frozen=True, kw_only=True):
+    """Any conversation item; only the fields FastAgent reads."""
+
+    type: str = ""
+    id: str | None = None
+    status: str | None = None
+    role: str | None = None
+    content: list[ContentPart] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+class FunctionCall(msgspec.Struct, frozen=True, kw_only=True):
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+class Response(msgspec.Struct, frozen=True, kw_only=True):
+    id: str = ""
+    status: str | None = None
+    status_details: StatusDetails | None = None
+    output: list[OutputItem] | None = None
+    usage: ResponseUsage | None = None
+
+    @property
+    def reason(self) -> str:
+        d = self.status_details
+        return (d.reason or "") if d else ""
+
+    def function_calls(self) -> list[FunctionCall]:
+        """All ``function_call`` items in the output, whatever the status."""
+        return [
+            FunctionCall(
+                item_id=it.id or "",
+                call_id=it.call_id or "",
+                name=it.name or "",
+                arguments=it.arguments or "",
+            )
+            for it in self.output or ()
+            if it.type == "function_call"
+        ]
+
+    def runnable_calls(self) -> list[FunctionCall]:
+        """The calls that may run: only those of a *completed* response.
+
+        A cancelled (barge-in) or failed response may still list a function call
+        it emitted before the cancel; it must never be executed.
+        """
+        return self.function_calls() if self.status == "completed" else []
+
+
+class ResponseCreated(ServerEventBase, frozen=True, kw_only=True, tag="response.created"):
+    response: Response
+
+
+class ResponseDone(ServerEventBase, frozen=True, kw_only=True, tag="response.done"):
+    response: Response
+
+
+class AudioDelta(ServerEventBase, frozen=True, kw_only=True, tag="response.output_audio.delta"):
+    response_id: str = ""
+    item_id: str = ""
+    output_index: int = 0
+    content_index: int = 0
+    delta: str = ""  # base64, untouched
+
+
+class AudioDone(ServerEventBase, frozen=True, kw_only=True, tag="response.output_audio.done"):
+    response_id: str = ""
+    item_id: str = ""
+
+
+class AudioTranscriptDelta(
+    ServerEventBase, frozen=True, kw_only=True, tag="response.output_audio_transcript.delta"
+):
+    response_id: str = ""
+    item_id: str = ""
+    delta: str = ""
+
+
+class AudioTranscriptDone(
+    ServerEventBase, frozen=True, kw_only=True, tag="response.output_audio_transcript.done"
+):
+    response_id: str = ""
+    item_id: str = ""
+    transcript: str = ""
+
+
+class FunctionCallArgumentsDone(
+    ServerEventBase, frozen=True, kw_only=True, tag="response.function_call_arguments.done"
+):
+    response_id: str = ""
+    item_id: str = ""
+    output_index: int = 0
+    call_id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+class OutputItemAdded(ServerEventBase, frozen=True, kw_only=True, tag="response.output_item.added"):
+    response_id: str = ""
+    output_index: int = 0
+    item: OutputItem
+
+
+class ItemTruncated(ServerEventBase, frozen=True, kw_only=True, tag="conversation.item.truncated"):
+    item_id: str = ""
+    content_index: int = 0
+    audio_end_ms: int = 0
+
+
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
+    name: str | None = None
+    limit: int | None = None
+    remaining: int | None = None
+    reset_seconds: float | None = None
+
+
+class RateLimitsUpdated(ServerEventBase, frozen=True, kw_only=True, tag="rate_limits.updated"):
+    rate_limits: list[RateLimit] = msgspec.field(default_factory=list)
+
+
+class Error(ServerEventBase, frozen=True, kw_only=True, tag="error"):
+    error: ErrorInfo = ErrorInfo()
+
+
+class Ignored(msgspec.Struct, frozen=True):
+    """A well-formed event FastAgent does not act on."""
+
+    type: str
+
+
+class Malformed(msgspec.Struct, frozen=True):
+    """A frame that is not a readable server event; ``message`` says why, in one line."""
+
+    message: str
+
+
+KnownEvent = Union[  # noqa: UP007 -- a runtime union for msgspec
+    SessionCreated,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    AudioCommitted,
+    InputTranscriptionCompleted,
+    ResponseCreated,
+    ResponseDone,
+    AudioDelta,
+    AudioDone,
+    AudioTranscriptDelta,
+    AudioTranscriptDone,
+    FunctionCallArgumentsDone,
+    OutputItemAdded,
+    ItemTruncated,
+    RateLimitsUpdated,
+    Error,
+]
+ServerEvent = Union[KnownEvent, Ignored, Malformed]  # noqa: UP007
+
+KNOWN_TYPES: Final[frozenset[str]] = frozenset(
+    c.__struct_config__.tag  # type: ignore[misc]
+    for c in KnownEvent.__args__  # type: ignore[attr-defined]
+)
+
+
+class _TypeOnly(msgspec.Struct):
+    type: str
+
+
+_known_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(KnownEvent)
+_delta_decoder = msgspec.json.Decoder(AudioDelta)
+_type_decoder = msgspec.json.Decoder(_TypeOnly)
+_DELTA_TAG_S: Final = '"response.output_audio.delta"'
+_DELTA_TAG_B: Final = _DELTA_TAG_S.encode()
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200]
+
+
+def parse_server_event(data: str | bytes) -> ServerEvent:
+    """Parse one server frame.  Never raises for bad input.
+
+    Unknown but well-formed events give :class:`Ignored`; anything else that
+    cannot be read gives :class:`Malformed`.
+    """
+    # Hot path: the GA server puts "type" first, so the tag is in the head.
+    if isinstance(data, str):
+        is_delta = _DELTA_TAG_S in data[:48]
+    elif isinstance(data, bytes | bytearray | memoryview):
+        is_delta = _DELTA_TAG_B in bytes(data[:48])
+    else:
+        return Malformed(f"not a text frame: {type(data).__name__}")
+    if is_delta:
+        try:
+            return _delta_decoder.decode(data)
+        except msgspec.DecodeError:
+            pass  # fall through for the precise verdict
+    try:
+        return _known_decoder.decode(data)  # type: ignore[no-any-return]
+    except msgspec.DecodeError as exc:
+        first_error = exc
+    try:
+        kind = _type_decoder.decode(data).type
+    except msgspec.ValidationError:
+        return Malformed("server event without a string 'type'")
+    except msgspec.DecodeError as exc:
+        return Malformed(f"invalid JSON: {_short(exc)}")
+    if kind not in KNOWN_TYPES:
+        return Ignored(kind)
+    return Malformed(f"bad {kind} event: {_short(first_error)}")
+
+
+# ------------------------------------------------------------------ client events
+
+_enc = msgspec.json.Encoder()
+
+InputFormat = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
+
+SERVER_VAD: Final[Mapping[str, Any]] = {
+    "type": "server_vad",
+    "create_response": True,
+    "interrupt_response": True,
+}
+
+
+class _Keep:
+    """Sentinel: leave this session field as it is (do not send it)."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Final = _Keep()
+
+
+def _encode(obj: Any) -> str:
+    return _enc.encode(obj).decode()
+
+
+def audio_format(fmt: str) -> dict[str, Any]:
+    """The GA format object: PCM is 24 kHz only; G.711 is 8 kHz by definition."""
+    if fmt == "audio/pcm":
+        return {"type": "audio/pcm", "rate": 24000}
+    if fmt in ("audio/pcmu", "audio/pcma"):
+        return {"type": fmt}
+    raise ValueError(f"unknown Realtime audio format {fmt!r} (audio/pcm, audio/pcmu, audio/pcma)")
+
+
+def function_tool(tool: Mapping[str, Any] | events.ToolSpec) -> dict[str, Any]:
+    """A flat GA function tool from a dict or a :class:`fastagent.events.ToolSpec`."""
+    if isinstance(tool, events.ToolSpec):
+        src: Mapping[str, Any] = {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters or {"type": "object", "properties": {}},
+        }
+    else:
+        src = tool
+    out: dict[str, Any] = {"type": "function", "name": src["name"]}
+    if src.get("description"):
+        out["description"] = src["description"]
+    out["parameters"] = src.get("parameters") or {"type": "object", "properties": {}}
+    return out
+
+
+def session_update(
+    *,
+    instructions: str | None = None,
+    tools: Sequence[Mapping[str, Any] | events.ToolSpec] | None = None,
+    voice: str | None = "marin",
+    input_format: str | None = "audio/pcmu",
+    output_format: str | None = "audio/pcmu",
+    transcription_model: str | None = "gpt-4o-mini-transcribe",
+    vad: Mapping[str, Any] | None | _Keep = SERVER_VAD,
+    tool_choice: str | None = None,
+) -> str:
+    """``session.update``.  ``None`` (or :data:`KEEP` for ``vad``) leaves a field unsent,
+    so a mid-call update can change only instructions and tools (the voice is
+    locked after the first audio).  ``vad=None`` turns server VAD off."""
+    session: dict[str, Any] = {"type": "realtime", "output_modalities": ["audio"]}
+    if instructions is not None:
+        session["instructions"] = instructions
+    audio_in: dict[str, Any] = {}
+    if input_format is not None:
+        audio_in["format"] = audio_format(input_format)
+    if transcription_model is not None:
+        audio_in["transcription"] = {"model": transcription_model}
+    if not isinstance(vad, _Keep):
+        audio_in["turn_detection"] = dict(vad) if vad is not None else None
+    audio_out: dict[str, Any] = {}
+    if output_format is not None:
+        audio_out["format"] = audio_format(output_format)
+    if voice is not None:
+        audio_out["voice"] = voice
+    audio: dict[str, Any] = {}
+    if audio_in:
+        audio["input"] = audio_in
+    if audio_out:
+        audio["output"] = audio_out
+    if audio:
+        session["audio"] = audio
+    if tools is not None:
+        session["tools"] = [function_tool(t) for t in tools]
+    if tool_choice is not None:
+        session["tool_choice"] = tool_choice
+    return _encode({"type": "session.update", "session": session})
+
+
+_APPEND_HEAD: Final = '{"type":"input_audio_buffer.append","audio":"'
+
+
+def append_audio(b64: str) -> str:
+    """``input_audio_buffer.append`` around base64 the caller already has.
+
+    Hot path: plain concatenation; base64 needs no JSON escaping.
+    """
+    return _APPEND_HEAD + b64 + '"}'
+
+
+def function_call_output(call_id: str, output: str) -> str:
+    item = {"type": "function_call_output", "call_id": call_id, "output": output}
+    return _encode({"type": "conversation.item.create", "item": item})
+
+
+def response_create(instructions: str | None = None) -> str:
+    if instructions is None:
+        return '{"type":"response.create"}'
+    return _encode({"type": "response.create", "response": {"instructions": instructions}})
+
+
+def response_cancel(response_id: str | None = None) -> str:
+    if response_id is None:
+        return '{"type":"response.cancel"}'
+    return _encode({"type": "response.cancel", "response_id": response_id})
+
+
+def truncate(item_id: str, audio_end_ms: int | float) -> str:
+    """``conversation.item.truncate``; ms must be a non-negative integer on the wire."""
+    ms = max(0, int(audio_end_ms))
+    return _encode(
+        {
+            "type": "conversation.item.truncate",
+            "item_id": item_id,
+            "content_index": 0,
+            "audio_end_ms": ms,
+        }
+    )
+
+
+def _message(role: str, content_type: str, text: str) -> str:
+    item = {
+        "type": "message",
+        "role": role,
+        "content": [{"type": content_type, "text": text}],
+    }
+    return _encode({"type": "conversation.item.create", "item": item})
+
+
+def user_text(text: str) -> str:
+    """A user message (e.g. DTMF digits forwarded as text)."""
+    return _message("user", "input_text", text)
+
+
+def assistant_text(text: str) -> str:
+    """An assistant message; in GA its content type is ``output_text``."""
+    return _message("assistant", "output_text", text)
+
+
+def system_text(text: str) -> str:
+    return _message("system", "input_text", text)
+
+
+def seed_items(transcript: Iterable[tuple[str, str]]) -> list[str]:
+    """Frames that rebuild a conversation on a fresh model session.
+
+    ``transcript`` is ``(role, text)`` pairs, role ``user``/``assistant``/``system``;
+    empty texts are skipped.
+    """
+    builders = {"user": user_text, "assistant": assistant_text, "system": system_text}
+    out: list[str] = []
+    for role, text in transcript:
+        build = builders.get(role)
+        if build is None:
+            raise ValueError(f"unknown role {role!r} (user, assistant, system)")
+        if text:
+            out.append(build(text))
+    return out
+
+
+# ------------------------------------------------------------------ state tracker
+
+
+class ResponseActiveError(RuntimeError):
+    """``response.create`` was requested while a response is active."""
+
+
+class RealtimeProtocol:
+    """Tracks response state for one Realtime session; no I/O.
+
+    Feed every received frame to :meth:`receive`; ask :meth:`response_create`
+    for a ``response.create`` frame.  While a response is active (from our
+    request or the server's ``response.created`` until ``response.done``) it
+    returns ``None`` and remembers the request; after ``response.done``,
+    :meth:`data_to_send` hands out the held-back frame once.
+    """
+
+    def __init__(self) -> None:
+        self.response_id: str = ""  # current (or last) response id
+        self.requested = False  # sent response.create, response.created not yet seen
+        self.in_progress = False  # between response.created and response.done
+        self.session: SessionInfo | None = None
+        self.item_audio_chars: dict[str, int] = {}  # assistant item -> base64 chars
+        self._queued: tuple[str | None] | None = None
+        self._outbox: list[str] = []
+
+    @property
+    def response_active(self) -> bool:
+        return self.requested or self.in_progress
+
+    @property
+    def has_queued_response(self) -> bool:
+        return self._queued is not None
+
+    def response_create(self, instructions: str | None = None, *, queue: bool = True) -> str | None:
+        """A ``response.create`` frame to send now, or ``None`` if it was queued.
+
+        With ``queue=False`` a request while a response is active raises
+        :class:`ResponseActiveError` instead.
+        """
+        if self.response_active:
+            if not queue:
+                raise ResponseActiveError(f"response {self.response_id or '(pending)'} is active")
+            self._queued = (instructions,)  # the latest request wins
+            return None
+        self.requested = True
+        return response_create(instructions)
+
+    def data_to_send(self) -> list[str]:
+        """Frames the protocol wants sent now (a queued ``response.create``)."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def receive(self, data: str | bytes) -> ServerEvent:
+        event = parse_server_event(data)
+        self.observe(event)
+        return event
+
+    def observe(self, event: ServerEvent) -> None:
+        if type(event) is AudioDelta:  # hot path first
+            self.item_audio_chars[event.item_id] = self.item_audio_chars.get(
+                event.item_id, 0
+            ) + len(event.delta)
+        elif isinstance(event, ResponseCreated):
+            self.requested = False
+            self.in_progress = True
+            self.response_id = event.response.id
+        elif isinstance(event, ResponseDone):
+            self.requested = False
+            self.in_progress = False
+            self.response_id = event.response.id or self.response_id
+            if self._queued is not None:
+                (instructions,) = self._queued
+                self._queued = None
+                self.requested = True
+                self._outbox.append(response_create(instructions))
+        elif isinstance(event, SessionCreated | SessionUpdated):
+            self.session = event.session
+        elif isinstance(event, Error):
+            # A rejected response.create never produces response.created.
+            if self.requested and not self.in_progress:
+                code = event.error.code or ""
+                if code != "conversation_already_has_active_response":
+                    self.requested = False
+
+    def audio_ms_received(self, item_id: str) -> int:
+        """Milliseconds of assistant audio received for ``item_id`` (for truncate)."""
+        chars = self.item_audio_chars.get(item_id, 0)
+        nbytes = chars * 3 // 4
+        fmt = self.session.output_format if self.session else "audio/pcm"
+        per_ms = 48 if fmt in ("audio/pcm", "") else 8
+        return nbytes // per_ms
+
+    def truncate(self, item_id: str, played_ms: int | float) -> str:
+        """``conversation.item.truncate`` clamped to the audio actually received."""
+        return truncate(item_id, min(int(played_ms), self.audio_ms_received(item_id)))
+
+
+# ------------------------------------------------------------------ connection
+
+DEFAULT_MODEL: Final = "gpt-realtime"
+
+
+class RealtimeConfigError(RuntimeError):
+    """Missing or bad Realtime connection settings."""
+
+
+async def connect_realtime(
+    url: str | None = None, api_key: str | None = None, model: str | None = None
+) -> AsyncRealtimeConnection:
+    """Open a GA Realtime connection with the official SDK.
+
+    ``url`` (else ``FASTAGENT_REALTIME_URL``, e.g. ``ws://127.0.0.1:PORT/v1``)
+    overrides the endpoint; ``api_key`` defaults to ``OPENAI_API_KEY``; ``model``
+    to ``FASTAGENT_MODEL`` or ``gpt-realtime``.  Raw frames: ``await
+    conn.send_raw(text)`` and ``await conn.recv_bytes()``; close with
+    ``await conn.close()``.
+    """
+    from openai import AsyncOpenAI
+
+    url = url or os.environ.get("FASTAGENT_REALTIME_URL") or None
+    api_key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not api_key:
+        raise RealtimeConfigError("OPENAI_API_KEY is not set")
+    model = model or os.environ.get("FASTAGENT_MODEL") or DEFAULT_MODEL
+    if url is not None and not url.startswith(("ws://", "wss://")):
+        raise RealtimeConfigError(f"Realtime URL must start with ws:// or wss://, got {url!r}")
+    client = AsyncOpenAI(api_key=api_key, websocket_base_url=url)
+    return await client.realtime.connect(model=model).enter()
