@@ -1,0 +1,311 @@
+"""``fastagent sync | sql | report | export-parquet``: decision-trail analytics commands.
+
+The lead's ``fastagent/cli.py`` calls :func:`register`.  Every command reports
+bad input (store that cannot be opened, query error) in one line on stderr and
+exits with code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import duckdb
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import typer
+
+from fastagent import analytics
+from fastagent.analytics import AnalyticsError
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+# The report: (title, query) per section, all over views of projections/*.sql.
+REPORT_SECTIONS: list[tuple[str, str]] = [
+    ("Outcomes", "SELECT * FROM outcomes"),
+    ("FSA funnel", "SELECT * FROM fsa_funnel"),
+    ("Tool error rates", "SELECT * FROM tool_error_rates"),
+    (
+        "Response latency (caller stops speaking -> first bot audio)",
+        "SELECT * FROM latency_percentiles",
+    ),
+    (
+        "Token usage",
+        "SELECT count(*) AS responses, sum(input_tokens) AS input_tokens, "
+        "sum(output_tokens) AS output_tokens, sum(total_tokens) AS total_tokens, "
+        "sum(cached_tokens) AS cached_tokens FROM token_usage",
+    ),
+    (
+        "Barge-ins",
+        "SELECT count(*) AS barge_ins, count(DISTINCT call_id) AS calls_with_barge_in, "
+        "round(avg(played_ms), 0) AS avg_played_ms FROM barge_ins",
+    ),
+    ("Skipped events", "SELECT * FROM sync_skipped ORDER BY topic, reason"),
+]
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", envvar="FASTAGENT_STORE", help="SQLite path or postgresql:// URL"),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", envvar="FASTAGENT_ANALYTICS", help="Analytics DuckDB file"),
+]
+NoSyncOpt = Annotated[bool, typer.Option("--no-sync", help="Query without syncing first")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | csv | json | parquet")]
+OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"fastagent: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _duck_message(exc: BaseException) -> str:
+    """DuckDB's message in one line (it adds a LINE/caret block and hints on new lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    kept: list[str] = []
+    for ln in lines:
+        if ln.startswith("LINE ") or set(ln) <= {"^", " "}:
+            break
+        if ln:
+            kept.append(ln)
+    return " ".join(kept) or type(exc).__name__
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    from fastagent.store import StoreError
+
+    try:
+        yield
+    except (AnalyticsError, StoreError) as exc:
+        raise _fail(analytics.one_line(exc)) from None
+    except duckdb.Error as exc:
+        raise _fail(_duck_message(exc)) from None
+    except OSError as exc:
+        raise _fail(analytics.one_line(exc)) from None
+
+
+def run_sync(
+    store: str | None, db: str | None, *, batch: int = analytics.DEFAULT_BATCH, quiet: bool = False
+) -> analytics.SyncResult:
+    """Sync with a progress bar on stderr (when it is a terminal and the sync is large)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with analytics.opened(store, db) as (source, con):
+        start, target = analytics.applied_position(con), source.max_position()
+        show = not quiet and console.is_terminal and target - start > batch
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not show,
+        ) as bar:
+            task = bar.add_task("sync", total=max(0, target - start))
+
+            def progress(begin: int, position: int, end: int) -> None:
+                bar.update(task, completed=position - begin)
+
+            result = analytics.sync(source, con, batch_size=batch, progress=progress)
+    if not quiet:
+        for line in result.skipped_lines():
+            typer.echo(f"fastagent: {line}", err=True)
+    return result
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    return table.to_pylist()
+
+
+def _write(tables: list[tuple[str, pa.Table]], fmt: str, out: Path | None) -> None:
+    """Print or write result tables in the chosen format."""
+    if fmt not in FORMATS:
+        raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+    if fmt == "parquet":
+        if out is None:
+            raise AnalyticsError("--format parquet needs -o FILE (or a directory for report)")
+        if len(tables) == 1 and not tables[0][0]:
+            pq.write_table(tables[0][1], out)
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        for title, t in tables:
+            pq.write_table(t, out / f"{_slug(title)}.parquet")
+        return
+    buf = io.StringIO()
+    if fmt == "json":
+        if len(tables) == 1 and not tables[0][0]:
+            data: Any = _rows(tables[0][1])
+        else:
+            data = {_slug(title): _rows(t) for title, t in tables}
+        buf.write(msgspec.json.format(msgspec.json.encode(data, enc_hook=str), indent=2).decode())
+        buf.write("\n")
+    elif fmt == "csv":
+        for i, (title, t) in enumerate(tables):
+            if title:
+                buf.write(("\n" if i else "") + f"# {title}\n")
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(t.column_names)
+            for row in _rows(t):
+                w.writerow(["" if v is None else v for v in row.values()])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(file=buf, width=max(100, _terminal_width()), no_color=out is not None)
+        for title, t in tables:
+            rt = Table(title=title or None, title_justify="left")
+            for name in t.column_names:
+                numeric = (
+                    pa.types.is_integer(t.schema.field(name).type)
+                    or pa.types.is_floating(t.schema.field(name).type)
+                    or pa.types.is_decimal(t.schema.field(name).type)
+                )
+                rt.add_column(name, justify="right" if numeric else "left")
+            for row in _rows(t):
+                rt.add_row(*("" if v is None else str(v) for v in row.values()))
+            console.print(rt)
+    if out is None:
+        sys.stdout.write(buf.getvalue())
+    else:
+        out.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 120
+
+
+def _slug(title: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in title.lower()).strip("_").split("__")[0]
+
+
+def _query(db: str | None, sqls: list[tuple[str, str]]) -> list[tuple[str, pa.Table]]:
+    """Run queries on a read-only connection (a query cannot change the projection)."""
+    path = db or analytics.default_db_path()
+    if not os.path.exists(path):
+        raise AnalyticsError(f"no analytics database at {path}: run fastagent sync first")
+    con = analytics.open_analytics(path, read_only=True)
+    try:
+        out = []
+        for title, sql in sqls:
+            rel = con.sql(sql)
+            out.append((title, rel.to_arrow_table() if rel is not None else pa.table({})))
+        return out
+    finally:
+        con.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analytics commands to the ``fastagent`` app."""
+
+    @app.command("sync")
+    def sync_cmd(
+        store: StoreOpt = None,
+        db: DbOpt = None,
+        batch: Annotated[int, typer.Option(min=1, help="Events per batch")] = (
+            analytics.DEFAULT_BATCH
+        ),
+        rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete and rebuild")] = False,
+    ) -> None:
+        """Apply new events of the store's log to the analytics DuckDB file."""
+        with _clear_errors():
+            path = db or analytics.default_db_path()
+            if rebuild and os.path.exists(path):
+                analytics.open_source(store).close()  # check the store before deleting
+                for p in (path, path + ".wal"):
+                    if os.path.exists(p):
+                        os.remove(p)
+            res = run_sync(store, db, batch=batch)
+        rate = f" ({res.read / res.seconds:,.0f} ev/s)" if res.read and res.seconds else ""
+        typer.echo(
+            f"synced {res.read:,} events ({res.applied:,} applied) in {res.seconds:.2f} s{rate}; "
+            f"log position {res.position}",
+            err=True,
+        )
+
+    @app.command("sql")
+    def sql_cmd(
+        query: Annotated[str, typer.Argument(help="SQL over the analytics tables and views")],
+        store: StoreOpt = None,
+        db: DbOpt = None,
+        fmt: FormatOpt = "table",
+        output: OutOpt = None,
+        no_sync: NoSyncOpt = False,
+    ) -> None:
+        """Run a SQL query on the analytics database (syncs first unless --no-sync)."""
+        with _clear_errors():
+            if fmt not in FORMATS:
+                raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+            if not no_sync:
+                run_sync(store, db)
+            _write(_query(db, [("", query)]), fmt, output)
+
+    @app.command("report")
+    def report_cmd(
+        store: StoreOpt = None,
+        db: DbOpt = None,
+        fmt: FormatOpt = "table",
+        output: OutOpt = None,
+        no_sync: NoSyncOpt = False,
+    ) -> None:
+        """Outcomes, FSA funnel, tool error rates, latency percentiles, tokens, barge-ins."""
+        with _clear_errors():
+            if fmt not in FORMATS:
+                raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+            if not no_sync:
+                run_sync(store, db)
+            _write(_query(db, REPORT_SECTIONS), fmt, output)
+
+    @app.command("export-parquet")
+    def export_cmd(
+        directory: Annotated[
+            Path, typer.Argument(help="Directory for one .parquet per table/view")
+        ],
+        store: StoreOpt = None,
+        db: DbOpt = None,
+        no_sync: NoSyncOpt = False,
+    ) -> None:
+        """Write every analytics table and view as Parquet files into DIRECTORY."""
+        with _clear_errors():
+            if not no_sync:
+                run_sync(store, db)
+            n = export_parquet(db, directory)
+        typer.echo(f"wrote {n} parquet files to {directory}", err=True)
+
+
+def export_parquet(db: str | None, directory: Path) -> int:
+    """Each table and view of the analytics database as ``DIRECTORY/<name>.parquet``."""
+    path = db or analytics.default_db_path()
+    if not os.path.exists(path):
+        raise AnalyticsError(f"no analytics database at {path}: run fastagent sync first")
+    directory.mkdir(parents=True, exist_ok=True)
+    con = analytics.open_analytics(path, read_only=True)
+    try:
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'main' ORDER BY table_name"
+            ).fetchall()
+        ]
+        for name in names:
+            target = str(directory / f"{name}.parquet").replace("'", "''")
+            con.execute(f"COPY (SELECT * FROM \"{name}\") TO '{target}' (FORMAT parquet)")
+    finally:
+        con.close()
+    return len(names)
