@@ -583,7 +583,7 @@ class RealtimeProtocol:
         self.requested = False  # sent response.create, response.created not yet seen
         self.in_progress = False  # between response.created and response.done
         self.session: SessionInfo | None = None
-        self.item_audio_chars: dict[str, int] = {}  # assistant item -> base64 chars
+        self.item_audio_bytes: dict[str, int] = {}  # assistant item -> audio bytes
         self._queued: tuple[str | None] | None = None
         self._outbox: list[str] = []
 
@@ -621,9 +621,11 @@ class RealtimeProtocol:
 
     def observe(self, event: ServerEvent) -> None:
         if type(event) is AudioDelta:  # hot path first
-            self.item_audio_chars[event.item_id] = self.item_audio_chars.get(
-                event.item_id, 0
-            ) + len(event.delta)
+            d = event.delta
+            nbytes = len(d) // 4 * 3 - (d[-1:] == "=") - (d[-2:-1] == "=")
+            self.item_audio_bytes[event.item_id] = (
+                self.item_audio_bytes.get(event.item_id, 0) + nbytes
+            )
         elif isinstance(event, ResponseCreated):
             self.requested = False
             self.in_progress = True
@@ -648,8 +650,7 @@ class RealtimeProtocol:
 
     def audio_ms_received(self, item_id: str) -> int:
         """Milliseconds of assistant audio received for ``item_id`` (for truncate)."""
-        chars = self.item_audio_chars.get(item_id, 0)
-        nbytes = chars * 3 // 4
+        nbytes = self.item_audio_bytes.get(item_id, 0)
         fmt = self.session.output_format if self.session else "audio/pcm"
         per_ms = 48 if fmt in ("audio/pcm", "") else 8
         return nbytes // per_ms
