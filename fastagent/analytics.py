@@ -520,75 +520,103 @@ class Projector:
         # State as text: invalid UTF-8 fails the cast for the whole batch, so find bad rows.
         batch, bad = _text_states(batch)
         corrupt += bad
-        con.register("_batch", batch)
-        con.register("_topics", topics)
-        con.register(
-            "_corrupt",
-            pa.table(
-                {
-                    "pos": pa.array([p for p, _ in corrupt], pa.int64()),
-                    "topic": pa.array([t for _, t in corrupt], pa.string()),
-                }
-            ),
-        )
-        con.execute("BEGIN")
+        # Split by table group in Arrow, so each DuckDB query scans only its rows.
+        by_action: dict[str, list[str]] = {}
+        for t, grp, action in zip(
+            topics["topic"].to_pylist(),
+            topics["grp"].to_pylist(),
+            topics["action"].to_pylist(),
+            strict=True,
+        ):
+            by_action.setdefault(grp if action in ("apply", "upcast") else action, []).append(t)
+        staged = 0
+        skipped_parts = []
         try:
             for grp, fields in (("audio", _AUDIO_FIELDS), ("other", _OTHER_FIELDS)):
-                con.execute(
-                    f"""CREATE OR REPLACE TEMP TABLE _{grp} AS
-                    SELECT pos, type, e FROM (
-                        SELECT b.pos, m.type, json_transform(b.state, '{json.dumps(fields)}') AS e
-                        FROM _batch b JOIN _topics m USING (topic)
-                        WHERE m.grp = '{grp}' AND m.action IN ('apply', 'upcast')
-                            AND json_valid(b.state))
-                    WHERE e.call_id IS NOT NULL AND e.seq IS NOT NULL AND e.at IS NOT NULL"""
+                part = _rows_with_topics(batch, by_action.get(grp, []))
+                n = self._stage(grp, part, fields)
+                staged += n
+                if n != part.num_rows:  # rows dropped as corrupt: name them
+                    lost = con.execute(
+                        f"SELECT topic, pos FROM _part WHERE pos NOT IN (SELECT pos FROM _{grp})"
+                    ).fetchall()
+                    corrupt += [(p, t) for t, p in lost]
+                con.unregister("_part")
+            for reason in ("unknown_type", "newer_version"):
+                part = _rows_with_topics(batch, by_action.get(reason, []))
+                skipped_parts.append(
+                    part.select(["topic", "pos"]).append_column(
+                        "reason", pa.array([reason] * part.num_rows, pa.string())
+                    )
                 )
-            # Skipped: unknown / newer topics, and known rows that did not stage (corrupt).
-            con.execute(
-                """CREATE OR REPLACE TEMP TABLE _skipped AS
-                SELECT b.topic, m.action AS reason, b.pos FROM _batch b JOIN _topics m USING (topic)
-                WHERE m.action IN ('unknown_type', 'newer_version')
-                UNION ALL
-                SELECT topic, 'corrupt', pos FROM _corrupt"""
-            )
-            staged, known = _first_row(
-                con,
-                "SELECT (SELECT count(*) FROM _audio) + (SELECT count(*) FROM _other), "
-                "(SELECT count(*) FROM _batch b JOIN _topics m USING (topic) "
-                "WHERE m.action IN ('apply', 'upcast'))",
-            ) or (0, 0)
-            if staged != known:
-                con.execute(
-                    """INSERT INTO _skipped SELECT b.topic, 'corrupt', b.pos
-                    FROM _batch b JOIN _topics m USING (topic)
-                    WHERE m.action IN ('apply', 'upcast')
-                        AND b.pos NOT IN (
-                            SELECT pos FROM _audio UNION ALL SELECT pos FROM _other)"""
+            skipped_parts.append(
+                pa.table(
+                    {
+                        "topic": pa.array([t for _, t in corrupt], pa.string()),
+                        "pos": pa.array([p for p, _ in corrupt], pa.int64()),
+                        "reason": pa.array(["corrupt"] * len(corrupt), pa.string()),
+                    }
                 )
-            for sql in _FILL:
-                con.execute(sql)
-            con.execute(_SKIP)
-            con.execute(
-                "UPDATE sync_state SET position = ?, events = events + ? WHERE id = 1",
-                [last, staged],
             )
-            skipped = {
-                (topic, reason): n
-                for topic, reason, n in con.execute(
-                    "SELECT topic, reason, count(*) FROM _skipped GROUP BY ALL"
-                ).fetchall()
-            }
-            if before_commit is not None:
-                before_commit(last)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            skipped_rows = pa.concat_tables(skipped_parts)
+            con.register("_skipped", skipped_rows)
+            skipped: dict[tuple[str, str], int] = {}
+            for t, r in zip(
+                skipped_rows["topic"].to_pylist(), skipped_rows["reason"].to_pylist(), strict=True
+            ):
+                skipped[(t, r)] = skipped.get((t, r), 0) + 1
+            con.execute("BEGIN")
+            try:
+                for sql in _FILL:
+                    con.execute(sql)
+                con.execute(_SKIP)
+                con.execute(
+                    "UPDATE sync_state SET position = ?, events = events + ? WHERE id = 1",
+                    [last, staged],
+                )
+                if before_commit is not None:
+                    before_commit(last)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
         finally:
-            con.unregister("_batch")
-            con.unregister("_topics")
-            con.unregister("_corrupt")
-        return last, int(staged), skipped
+            for name in ("_part", "_skipped"):
+                con.unregister(name)
+        return last, staged, skipped
+
+    def _stage(self, grp: str, part: pa.Table, fields: dict[str, Any]) -> int:
+        """Parse one group's JSON into temp table ``_<grp>``; returns the rows kept.
+
+        Outside the batch transaction: a parse error would abort it.  The fast path
+        assumes valid JSON; if DuckDB rejects some, parse again keeping valid rows.
+        """
+        con = self.con
+        con.register("_part", part)
+        structure = json.dumps(fields)
+        sql = f"""CREATE OR REPLACE TEMP TABLE _{grp} AS
+            SELECT pos, split_part(topic, '/', 1) AS type,
+                json_transform(state, '{structure}') AS e
+            FROM _part WHERE_CLAUSE"""
+        try:
+            con.execute(sql.replace("WHERE_CLAUSE", ""))
+        except duckdb.InvalidInputException:
+            con.execute(sql.replace("WHERE_CLAUSE", "WHERE json_valid(state)"))
+        # Filtering in the same query would evaluate json_transform once per condition.
+        missing = "e.call_id IS NULL OR e.seq IS NULL OR e.at IS NULL"
+        rows = _first_row(con, f"SELECT count(*), count(*) FILTER ({missing}) FROM _{grp}")
+        total, bad = (int(rows[0]), int(rows[1])) if rows else (0, 0)
+        if bad:
+            con.execute(f"DELETE FROM _{grp} WHERE {missing}")
+        return total - bad
+
+
+def _rows_with_topics(batch: pa.Table, topics: list[str]) -> pa.Table:
+    if not topics:
+        return batch.slice(0, 0)
+    import pyarrow.compute as pc
+
+    return batch.filter(pc.is_in(batch.column("topic"), value_set=pa.array(topics, pa.string())))
 
 
 def _text_states(batch: pa.Table) -> tuple[pa.Table, list[tuple[int, str]]]:
