@@ -22,25 +22,11 @@ from fastagent import events as ev
 from fastagent import fsa as fsa_mod
 from fastagent.agent import Agent
 from fastagent.agents import UnknownAgent, get_agent
+from fastagent.vaic import choose_format, no_format_reason
 
 ENGINE_SERVER = "fastagent"  # the engine's own tools (FSA intents/steps, call control)
 END_CALL = "end_call"
 TRANSFER = "transfer_to_human"
-
-# Passthrough first: no transcoding when VAIC and OpenAI share a format.
-_PASSTHROUGH = {"raw/lpcm16_24": "audio/pcm", "raw/mulaw": "audio/pcmu"}
-_RESAMPLED = ("raw/lpcm16", "raw/lpcm16_8")
-
-
-def choose_format(offered: tuple[str, ...]) -> tuple[str, str] | None:
-    """(VAIC format, OpenAI format) for the offered formats, passthrough preferred."""
-    for fmt in offered:
-        if fmt in _PASSTHROUGH:
-            return fmt, _PASSTHROUGH[fmt]
-    for fmt in offered:
-        if fmt in _RESAMPLED:
-            return fmt, "audio/pcm"
-    return None
 
 
 @dataclass(slots=True)
@@ -241,12 +227,11 @@ class Engine:
             return
         chosen = choose_format(e.offered_formats)
         if chosen is None:
-            offered = ", ".join(e.offered_formats) or "none"
-            self._emit(ev.SessionRejected, reason=f"no usable media format (offered: {offered})")
+            self._emit(ev.SessionRejected, reason=no_format_reason(e.offered_formats))
             self.status = "ended"
             self._emit(ev.CallEnded, reason="rejected", outcome="rejected")
             return
-        self.media_format, self.model_format = chosen
+        self.media_format, self.model_format = chosen.vaic_format, chosen.model_format
         self.config_transfer = e.config.transfer_target
         self.greet = e.config.greet
         self.status = "active"
@@ -421,6 +406,9 @@ class Engine:
     def _on_tools_listed(self, e: ev.ToolsListed) -> None:
         for spec in e.tools:
             self.external[spec.name] = spec
+        agent = self.agent
+        if agent and self.status == "active" and any(s.name in agent.tools for s in e.tools):
+            self._configure()  # the model may now call them in open conversation
 
     def _run_call(self, call: ev.FunctionCallRequested) -> None:
         agent = self.agent

@@ -1,0 +1,798 @@
+"""The imperative shell: sockets, timers, tools and the store around the core.
+
+For each call, VAIC dials ``/audiocodes``; a :class:`CallSession` turns every
+frame it observes (caller side and model side) into an input event stamped with
+the time it saw it, appends it, hands it to the engine core, appends the core's
+decisions and executes them.  Audio passes through untouched where the formats
+allow; only its chunk boundaries are recorded.
+
+One session drives a call at a time.  A caller that reconnects (``session.resume``)
+within the grace period gets the same session back, on this instance from memory,
+on another one rebuilt from the log (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from fastagent import audio, realtime, vaic
+from fastagent import events as ev
+from fastagent.agents import get_agent
+from fastagent.core import ENGINE_SERVER, Engine
+from fastagent.replay import replay
+from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall, open_store
+from projections import live
+
+log = logging.getLogger("fastagent.service")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class ServiceConfig:
+    store: str | None = None
+    token: str | None = None  # FASTAGENT_VAIC_TOKEN; None only with no_auth
+    no_auth: bool = False
+    agent: str = "default"
+    greet: bool = True
+    transfer_target: str = ""
+    realtime_url: str | None = None  # FASTAGENT_REALTIME_URL
+    api_key: str | None = None  # OPENAI_API_KEY
+    model: str = "gpt-realtime"
+    voice: str = ""
+    grace_s: float = 30.0
+    max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
+    tool_timeout_s: float = 10.0
+    model_retries: int = 5
+    instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServiceConfig:
+        env = os.environ
+        cfg = cls(
+            store=env.get("FASTAGENT_STORE"),
+            token=env.get("FASTAGENT_VAIC_TOKEN") or None,
+            agent=env.get("FASTAGENT_AGENT", "default"),
+            transfer_target=env.get("FASTAGENT_TRANSFER_TARGET", ""),
+            realtime_url=env.get("FASTAGENT_REALTIME_URL") or None,
+            api_key=env.get("OPENAI_API_KEY") or None,
+            model=env.get("FASTAGENT_MODEL", "gpt-realtime"),
+            grace_s=float(env.get("FASTAGENT_GRACE_S", "30")),
+        )
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, value)
+        return cfg
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Lost(Exception):
+    """This instance no longer drives the call (another writer took its stream)."""
+
+
+class Service:
+    """Calls in this process, the store and the tool hubs they share."""
+
+    def __init__(self, config: ServiceConfig, store: EventStore | None = None) -> None:
+        if not config.token and not config.no_auth:
+            raise ConfigError(
+                "no FASTAGENT_VAIC_TOKEN configured; set one, or pass --no-auth for local use"
+            )
+        self.config = config
+        self.store = store if store is not None else open_store(config.store)
+        self.calls: dict[str, CallSession] = {}
+        self.hubs: dict[str, Any] = {}
+        self.observers: list[Callable[[ev.Event], None]] = []
+        self._hub_lock = asyncio.Lock()
+
+    def authorized(self, header: str | None) -> bool:
+        if self.config.no_auth:
+            return True
+        expected = f"Bearer {self.config.token}".encode()
+        return hmac.compare_digest((header or "").encode(), expected)
+
+    async def hub(self, agent_name: str) -> Any:
+        """The MCP tool hub of an agent, started once and shared by its calls."""
+        async with self._hub_lock:
+            hub = self.hubs.get(agent_name)
+            if hub is None:
+                from fastagent.tools import ToolHub
+
+                hub = ToolHub(get_agent(agent_name))
+                await hub.__aenter__()
+                self.hubs[agent_name] = hub
+            return hub
+
+    async def aclose(self) -> None:
+        for session in list(self.calls.values()):
+            await session.detach_model()
+        for hub in self.hubs.values():
+            with contextlib.suppress(Exception):
+                await hub.aclose()
+        self.hubs.clear()
+        await asyncio.to_thread(self.store.flush)
+
+
+class CallSession:
+    """One call driven by this process: engine, live state, model socket, caller socket."""
+
+    def __init__(self, service: Service, call_id: str, engine: Engine) -> None:
+        self.service = service
+        self.store = service.store
+        self.call_id = call_id
+        self.engine = engine
+        self.state = live.CallState()
+        self.caller: WebSocket | None = None
+        self.proto: vaic.VaicProtocol | None = None
+        self.model: Any = None
+        self.model_task: asyncio.Task[None] | None = None
+        self.model_ready = asyncio.Event()
+        self.grace_task: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.chunks_in = 0
+        self.chunks_out = 0
+        self.to_model: audio.Resampler | None = None
+        self.to_caller: audio.Resampler | None = None
+        self.seeded = False
+        self.closing = False
+        self.lost = False
+
+    # --------------------------------------------------------------- recording
+
+    def record(self, inp: ev.Input) -> list[ev.Decision]:
+        """Append one input and the decisions it calls for (no await: order is kept)."""
+        decisions = self.engine.handle(inp)
+        batch = [inp, *decisions] if decisions else [inp]
+        try:
+            self.store.append(batch)
+        except StreamConflict:
+            self.lost = True
+            raise _Lost(self.call_id) from None
+        state = self.state
+        for e in batch:
+            live.apply(state, e)
+        for observe in self.service.observers:
+            for e in batch:
+                observe(e)
+        return decisions
+
+    async def input(self, cls: type[ev.Input], **fields: Any) -> None:
+        inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=now_us(), **fields)
+        decisions = self.record(inp)
+        if decisions:
+            await self.execute(decisions)
+
+    # ---------------------------------------------------------------- decisions
+
+    async def execute(self, decisions: list[ev.Decision]) -> None:
+        for d in decisions:
+            t = type(d)
+            if t is ev.PlaybackStarted:
+                await self.to_vaic(self.vaic_proto().play_start(d.stream_id, d.fmt))  # type: ignore[attr-defined]
+            elif t is ev.PlaybackStopped:
+                frame = self.vaic_proto().play_stop()
+                if frame is not None:
+                    await self.to_vaic(frame)
+            elif t is ev.TruncateRequested:
+                await self.send_model(realtime.truncate(d.item_id, d.audio_end_ms))  # type: ignore[attr-defined]
+            elif t is ev.ModelConfigured:
+                await self.configure_model(d)  # type: ignore[arg-type]
+            elif t is ev.ResponseRequested:
+                await self.send_model(realtime.response_create(d.instructions or None))  # type: ignore[attr-defined]
+            elif t is ev.FunctionOutputSent:
+                await self.send_model(realtime.function_call_output(d.tool_call_id, d.output))  # type: ignore[attr-defined]
+            elif t is ev.MessageInjected:
+                build = realtime.user_text if d.role == "user" else realtime.system_text  # type: ignore[attr-defined]
+                await self.send_model(build(d.text))  # type: ignore[attr-defined]
+            elif t is ev.FunctionCallDispatched:
+                if d.server != ENGINE_SERVER:  # type: ignore[attr-defined]
+                    self.spawn(self.run_tool(d))  # type: ignore[arg-type]
+            elif t is ev.SessionAccepted:
+                await self.accept(d)  # type: ignore[arg-type]
+            elif t is ev.SessionRejected:
+                await self.to_vaic(vaic.session_error(d.reason))  # type: ignore[attr-defined]
+            elif t is ev.HangupRequested:
+                self.spawn(self.after_playback(vaic.hangup(d.reason or "done")))  # type: ignore[attr-defined]
+            elif t is ev.TransferRequested:
+                frame = vaic.transfer(d.target, handover_reason=d.reason)  # type: ignore[attr-defined]
+                self.spawn(self.after_playback(frame))
+            elif t is ev.DtmfSent:
+                await self.to_vaic(vaic.send_dtmf(d.digits))  # type: ignore[attr-defined]
+            elif t is ev.CallEnded:
+                self.spawn(self.close("call ended"))
+
+    async def accept(self, d: ev.SessionAccepted) -> None:
+        negotiated = vaic.choose_format([d.media_format])
+        assert negotiated is not None
+        if not negotiated.passthrough:
+            self.to_model = audio.Resampler(negotiated.resample_from_hz, 24000)
+            self.to_caller = audio.Resampler(24000, negotiated.resample_from_hz)
+        await self.to_vaic(self.vaic_proto().accept(d.media_format))
+
+    async def configure_model(self, d: ev.ModelConfigured) -> None:
+        if self.model is None:
+            try:
+                await self.attach_model()  # first configuration of the call: connect now
+            except Exception as exc:
+                await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
+                self.spawn(self.close("model unreachable"))
+                return
+        frame = realtime.session_update(
+            instructions=d.instructions,
+            tools=self.engine.tool_specs(d.tools),
+            voice=d.voice or None,
+            input_format=d.input_format,
+            output_format=d.output_format,
+        )
+        await self.send_model(frame)
+        if not self.seeded:
+            # A fresh model session (after a reconnect or a resume elsewhere) hears
+            # the conversation so far from the log.
+            self.seeded = True
+            pairs = [(line.role, line.text) for line in self.state.transcript]
+            for item in realtime.seed_items(pairs):
+                await self.send_model(item)
+
+    async def after_playback(self, frame: bytes) -> None:
+        """Send a call-control activity once the caller has heard the goodbye."""
+        await self.store.flush_async(self.call_id)  # durable before the side effect
+        pb = self.engine.play
+        if pb is not None:
+            wait = (pb.audible_until() - now_us()) / 1e6
+            if wait > 0:
+                await asyncio.sleep(min(wait, 30.0))
+        await self.to_vaic(frame)
+
+    async def run_tool(self, d: ev.FunctionCallDispatched) -> None:
+        await self.store.flush_async(self.call_id)  # durable before the side effect starts
+        started = time.perf_counter()
+        try:
+            hub = await self.service.hub(self.state.agent)
+            out = await hub.call(
+                d.server,
+                d.name,
+                d.arguments,
+                idempotency_key=d.idempotency_key,
+                timeout_s=self.service.config.tool_timeout_s,
+            )
+            ok, output, error = out.ok, out.output, out.error
+            duration = out.duration_us
+        except Exception as exc:  # a broken hub must not end the call
+            ok, output, error = False, "", f"tool hub failed: {exc}"
+            duration = int((time.perf_counter() - started) * 1e6)
+        if self.closing or self.lost:
+            return
+        await self.input(
+            ev.ToolResult,
+            tool_call_id=d.tool_call_id,
+            name=d.name,
+            ok=ok,
+            output=output,
+            error=error,
+            duration_us=duration,
+        )
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(self._guard(coro))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except _Lost:
+            await self.close("stream taken over by another instance")
+        except Exception:
+            log.exception("call %s: task failed", self.call_id)
+
+    # ------------------------------------------------------------ caller side
+
+    def vaic_proto(self) -> vaic.VaicProtocol:
+        if self.proto is None:
+            self.proto = vaic.VaicProtocol(self.service.config.max_frame_bytes)
+        return self.proto
+
+    async def to_vaic(self, frame: bytes) -> None:
+        ws = self.caller
+        if ws is None:
+            return
+        try:
+            await ws.send_text(frame.decode())
+        except Exception:  # a gone socket is noticed by its reader
+            pass
+
+    async def on_caller_audio(self, msg: vaic.UserStreamChunk) -> None:
+        """Hot path: record the boundary, forward the base64 untouched."""
+        b64 = msg.audioChunk
+        nbytes = msg.nbytes
+        self.chunks_in += 1
+        fmt = self.engine.media_format
+        inp = ev.CallerAudio(
+            call_id=self.call_id,
+            seq=self.engine.next_seq,
+            at=now_us(),
+            chunk=self.chunks_in,
+            nbytes=nbytes,
+            duration_us=audio.duration_us(nbytes, fmt),
+            fmt=fmt,
+        )
+        self.record(inp)
+        if self.to_model is not None:
+            b64 = self.to_model.process_b64(b64)
+        if self.model_ready.is_set():
+            await self.send_model(realtime.append_audio(b64))
+
+    # ------------------------------------------------------------- model side
+
+    async def send_model(self, frame: str) -> None:
+        if not self.model_ready.is_set():
+            await asyncio.wait_for(self.model_ready.wait(), timeout=30)
+        conn = self.model
+        if conn is None:
+            return
+        try:
+            await conn.send_raw(frame)
+        except Exception as exc:  # the reader sees the close and reconnects
+            log.warning("call %s: model send failed: %s", self.call_id, exc)
+
+    async def attach_model(self) -> None:
+        """Connect the model socket (with backoff) and start reading it."""
+        cfg = self.service.config
+        delay = 0.2
+        for attempt in range(cfg.model_retries + 1):
+            try:
+                self.model = await realtime.connect_realtime(
+                    cfg.realtime_url, cfg.api_key or "sk-none", cfg.model
+                )
+                break
+            except Exception as exc:
+                log.warning("call %s: model connect failed (%s)", self.call_id, exc)
+                if attempt == cfg.model_retries:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.model_ready.set()
+        self.model_task = asyncio.create_task(self.read_model())
+
+    async def detach_model(self) -> None:
+        task, self.model_task = self.model_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        conn, self.model = self.model, None
+        self.model_ready.clear()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def read_model(self) -> None:
+        conn = self.model
+        try:
+            while True:
+                data = await conn.recv_bytes()
+                await self.on_model_frame(data)
+        except asyncio.CancelledError:
+            raise
+        except _Lost:
+            await self.close("stream taken over by another instance")
+        except Exception as exc:
+            if self.closing:
+                return
+            await self.model_lost(str(exc) or type(exc).__name__)
+
+    async def model_lost(self, reason: str) -> None:
+        """The Realtime socket dropped: reconnect and seed the new session from the log."""
+        self.model_ready.clear()
+        self.model = None
+        await self.input(ev.ConnectionLost, side="model", reason=reason[:200])
+        try:
+            await self.attach_model()
+        except Exception as exc:
+            log.error("call %s: model unreachable: %s", self.call_id, exc)
+            await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
+            return
+        self.seeded = False
+        await self.input(ev.ConnectionRestored, side="model", instance=self.service.config.instance)
+
+    async def on_model_frame(self, data: bytes) -> None:
+        e = realtime.parse_server_event(data)
+        t = type(e)
+        if t is realtime.AudioDelta:
+            await self.on_bot_audio(e)  # type: ignore[arg-type]
+        elif t is realtime.SpeechStarted:
+            await self.input(
+                ev.SpeechStarted, item_id=e.item_id or "", audio_start_ms=e.audio_start_ms or 0
+            )  # type: ignore[union-attr]
+            await self.to_vaic(vaic.speech_started())
+        elif t is realtime.SpeechStopped:
+            await self.input(
+                ev.SpeechStopped, item_id=e.item_id or "", audio_end_ms=e.audio_end_ms or 0
+            )  # type: ignore[union-attr]
+            await self.to_vaic(vaic.speech_stopped())
+        elif t is realtime.AudioCommitted:
+            await self.input(ev.SpeechCommitted, item_id=e.item_id or "")  # type: ignore[union-attr]
+            await self.to_vaic(vaic.speech_committed())
+        elif t is realtime.InputTranscriptionCompleted:
+            text = e.transcript or ""  # type: ignore[union-attr]
+            await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
+            await self.to_vaic(vaic.speech_recognition(text))
+        elif t is realtime.ResponseCreated:
+            await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
+        elif t is realtime.AudioTranscriptDone:
+            await self.input(
+                ev.Transcript,
+                role="assistant",
+                item_id=e.item_id or "",  # type: ignore[union-attr]
+                text=e.transcript or "",  # type: ignore[union-attr]
+                response_id=e.response_id or "",  # type: ignore[union-attr]
+            )
+        elif t is realtime.FunctionCallArgumentsDone:
+            await self.input(
+                ev.FunctionCallRequested,
+                response_id=e.response_id or "",  # type: ignore[union-attr]
+                item_id=e.item_id or "",  # type: ignore[union-attr]
+                tool_call_id=e.call_id or "",  # type: ignore[union-attr]
+                name=e.name or "",  # type: ignore[union-attr]
+                arguments=e.arguments or "",  # type: ignore[union-attr]
+            )
+        elif t is realtime.ResponseDone:
+            r = e.response  # type: ignore[union-attr]
+            usage = r.usage.to_event_usage() if r.usage else ev.Usage()
+            await self.input(
+                ev.ResponseDone,
+                response_id=r.id,
+                status=r.status or "",
+                reason=r.reason,
+                usage=usage,
+            )
+        elif t is realtime.ItemTruncated:
+            await self.input(ev.ItemTruncated, item_id=e.item_id, audio_end_ms=e.audio_end_ms)  # type: ignore[union-attr]
+        elif t is realtime.RateLimitsUpdated:
+            limits = tuple(
+                ev.RateLimit(
+                    name=x.name or "",
+                    limit=int(x.limit or 0),
+                    remaining=int(x.remaining or 0),
+                    reset_seconds=float(x.reset_seconds or 0),
+                )
+                for x in e.rate_limits or ()  # type: ignore[union-attr]
+            )
+            await self.input(ev.RateLimitsUpdated, limits=limits)
+        elif t is realtime.Error:
+            err = e.error  # type: ignore[union-attr]
+            await self.input(
+                ev.ModelError,
+                error_type=err.type or "",
+                code=err.code or "",
+                message=(err.message or "")[:500],
+            )
+        elif t is realtime.Malformed:
+            await self.input(ev.ProtocolError, side="model", message=e.message[:300])  # type: ignore[union-attr]
+
+    async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
+        """Hot path: record the boundary; forward the base64 if it is being played."""
+        self.chunks_out += 1
+        b64 = e.delta
+        nbytes = audio.b64_decoded_len(b64)
+        model_fmt = self.engine.model_format
+        inp = ev.BotAudio(
+            call_id=self.call_id,
+            seq=self.engine.next_seq,
+            at=now_us(),
+            response_id=e.response_id,
+            item_id=e.item_id,
+            chunk=self.chunks_out,
+            nbytes=nbytes,
+            duration_us=audio.duration_us(nbytes, model_fmt),
+            fmt=model_fmt,
+        )
+        decisions = self.record(inp)
+        if decisions:
+            await self.execute(decisions)
+        pb = self.engine.play
+        if pb is None or not pb.open or pb.item_id != e.item_id:
+            return  # interrupted or not ours: the caller must not hear it
+        if self.to_caller is not None:
+            b64 = self.to_caller.process_b64(b64)
+        await self.to_vaic(self.vaic_proto().play_chunk(b64))
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def close(self, why: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        log.info("call %s: closing (%s)", self.call_id, why)
+        if self.grace_task is not None:
+            self.grace_task.cancel()
+        await self.detach_model()
+        with contextlib.suppress(Exception):
+            await self.store.flush_async(self.call_id)
+        if self.service.calls.get(self.call_id) is self:
+            del self.service.calls[self.call_id]
+        ws, self.caller = self.caller, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    def start_grace(self) -> None:
+        async def expire() -> None:
+            await asyncio.sleep(self.service.config.grace_s)
+            if self.caller is None and not self.closing:
+                await self.input(ev.GraceExpired, seconds=self.service.config.grace_s)
+
+        self.grace_task = asyncio.create_task(self._guard(expire()))
+
+
+# ------------------------------------------------------------------ the socket
+
+
+async def serve_caller(service: Service, ws: WebSocket) -> None:
+    """One VAIC WebSocket: validate, initiate or resume, then pump frames."""
+    proto = vaic.VaicProtocol(service.config.max_frame_bytes)
+    session: CallSession | None = None
+    ended = False
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            msg = proto.receive(data)
+            if type(msg) is vaic.UserStreamChunk:  # hot path
+                if session is not None:
+                    await session.on_caller_audio(msg)
+                continue
+            if isinstance(msg, vaic.ProtocolViolation):
+                log.warning("VAIC frame rejected: %s", msg.message)
+                if session is not None and not session.closing and session.engine.status != "ended":
+                    await session.input(ev.ProtocolError, side="caller", message=msg.message[:300])
+                if msg.reply is not None:
+                    await ws.send_text(msg.reply.decode())
+                continue
+            if isinstance(msg, vaic.ConnectionValidate):
+                await ws.send_text(vaic.connection_validated().decode())
+            elif isinstance(msg, vaic.SessionInitiate):
+                session = await initiate(service, ws, proto, msg)
+            elif isinstance(msg, vaic.SessionResume):
+                session = await resume(service, ws, proto, msg)
+            elif session is None:
+                continue
+            elif isinstance(msg, vaic.SessionEnd):
+                ended = True
+                await session.input(ev.SessionEnded, reason_code=msg.reasonCode, reason=msg.reason)
+                break
+            elif isinstance(msg, vaic.UserStreamStart):
+                await session.input(ev.CallerStreamStarted)
+                await ws.send_text(vaic.user_stream_started(msg.participant).decode())
+            elif isinstance(msg, vaic.UserStreamStop):
+                await session.input(ev.CallerStreamStopped)
+                await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
+            elif isinstance(msg, vaic.Activities):
+                for act in msg.activities:
+                    if act.is_start:
+                        await session.input(
+                            ev.CallStarted,
+                            caller=act.caller,
+                            callee=act.callee,
+                            parameters=dict(act.parameters),
+                        )
+                    elif act.is_dtmf and act.digits:
+                        await session.input(ev.Dtmf, digits=act.digits)
+    except WebSocketDisconnect:
+        pass
+    except _Lost:
+        if session is not None:
+            await session.close("stream taken over by another instance")
+        return
+    if session is None or session.closing:
+        return
+    if session.caller is ws:
+        session.caller = None
+        session.proto = None
+        if not ended and session.engine.status != "ended":
+            try:
+                await session.input(ev.ConnectionLost, side="caller", reason="socket closed")
+            except _Lost:
+                await session.close("stream taken over by another instance")
+                return
+            if not session.closing:
+                session.start_grace()
+
+
+async def initiate(
+    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionInitiate
+) -> CallSession | None:
+    call_id = msg.conversationId
+    if call_id in service.calls or service.store.last_seq(call_id) > 0:
+        await ws.send_text(vaic.session_error("conversation already exists").decode())
+        return None
+    cfg = service.config
+    session = CallSession(service, call_id, Engine(call_id))
+    session.caller, session.proto = ws, proto
+    service.calls[call_id] = session
+    config = ev.CallConfig(
+        agent=cfg.agent,
+        greet=cfg.greet,
+        transfer_target=cfg.transfer_target,
+        voice=cfg.voice or "marin",
+        model=cfg.model,
+    )
+    await session.input(
+        ev.SessionInitiated,
+        config=config,
+        caller=msg.caller,
+        bot_name=msg.botName,
+        offered_formats=tuple(msg.supportedMediaFormats),
+        expect_audio=msg.expectAudioMessages,
+        instance=cfg.instance,
+    )
+    if session.engine.status == "ended":
+        return None
+    await start_model_and_tools(session)
+    return session
+
+
+async def start_model_and_tools(session: CallSession) -> None:
+    agent = session.engine.agent
+    assert agent is not None
+    if agent.servers:
+        try:
+            hub = await session.service.hub(agent.name)
+            listed = await hub.list_tools()
+        except Exception as exc:
+            log.warning("call %s: tools unavailable: %s", session.call_id, exc)
+            listed = {}
+        for server, specs in listed.items():
+            await session.input(ev.ToolsListed, server=server, tools=tuple(specs))
+
+
+async def resume(
+    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionResume
+) -> CallSession | None:
+    call_id = msg.conversationId
+    session = service.calls.get(call_id)
+    if session is not None and not session.closing:
+        if session.grace_task is not None:
+            session.grace_task.cancel()
+        old = session.caller
+        session.caller, session.proto = ws, proto
+        if old is not None and old is not ws:
+            with contextlib.suppress(Exception):
+                await old.close()
+        await session.input(ev.SessionResumed, instance=service.config.instance)
+        return session
+    # Another instance (or this one before a restart) drove the call: rebuild it.
+    try:
+        events = await asyncio.to_thread(service.store.read_call, call_id)
+    except UnknownCall:
+        await ws.send_text(vaic.session_error("conversation not found").decode())
+        return None
+    result = replay(events)
+    engine = result.engine
+    if engine is None or engine.status == "ended" or engine.agent is None:
+        await ws.send_text(vaic.session_error("conversation has ended").decode())
+        return None
+    if result.divergence is not None:
+        log.warning("call %s: log replays with a divergence; resuming anyway", call_id)
+    session = CallSession(service, call_id, engine)
+    live.fold(events, session.state)
+    session.caller, session.proto = ws, proto
+    inp = ev.SessionResumed(
+        call_id=call_id, seq=engine.next_seq, at=now_us(), instance=service.config.instance
+    )
+    decisions = engine.handle(inp)
+    try:
+        # Claim the call: a synchronous append fails if another instance wrote first.
+        await asyncio.to_thread(service.store.append_now, [inp, *decisions])
+    except StreamConflict:
+        await ws.send_text(vaic.session_error("call is active on another instance").decode())
+        return None
+    for e in (inp, *decisions):
+        live.apply(session.state, e)
+    service.calls[call_id] = session
+    await session.execute(decisions)
+    await start_model_and_tools(session)
+    # The model session is new: configure it (and seed the transcript).
+    await session.input(ev.ConnectionRestored, side="model", instance=service.config.instance)
+    return session
+
+
+# ----------------------------------------------------------------------- app
+
+
+def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAPI:
+    """The FastAPI app: ``/audiocodes`` (VAIC), ``/healthz``, ``/mcp`` when available."""
+    holder: dict[str, Service] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        service = Service(config, store)
+        holder["service"] = service
+        app.state.service = service
+        mcp_ctx = getattr(app.state, "mcp_lifespan", None)
+        if mcp_ctx is not None:
+            async with mcp_ctx():
+                yield
+        else:
+            yield
+        await service.aclose()
+        if store is None:
+            service.store.close()
+
+    app = FastAPI(title="FastAgent", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        service = holder.get("service")
+        calls = len(service.calls) if service else 0
+        return JSONResponse({"ok": True, "calls": calls})
+
+    @app.websocket("/audiocodes")
+    async def audiocodes(ws: WebSocket) -> None:
+        service = holder["service"]
+        if not service.authorized(ws.headers.get("authorization")):
+            await ws.send_denial_response(PlainTextResponse("unauthorized", status_code=401))
+            return
+        await ws.accept()
+        try:
+            await serve_caller(service, ws)
+        except Exception:  # one bad call must never take the service down
+            log.exception("VAIC socket failed")
+            with contextlib.suppress(Exception):
+                await ws.close(code=1011)
+
+    _mount_mcp(app, config, holder)
+    return app
+
+
+def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) -> None:
+    try:
+        from fastagent.mcp_server import make_mcp_app
+    except ImportError:
+        return
+    try:
+        mcp_app, lifespan = make_mcp_app(lambda: holder["service"].store)
+    except Exception as exc:  # the voice service must run without it
+        log.warning("/mcp not mounted: %s", exc)
+        return
+    app.state.mcp_lifespan = lifespan
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            auth = headers.get(b"authorization", b"").decode()
+            if not holder["service"].authorized(auth):
+                response = PlainTextResponse("unauthorized", status_code=401)
+                await response(scope, receive, send)
+                return
+        await mcp_app(scope, receive, send)
+
+    app.mount("/mcp", guarded)
+
+
+def new_call_id() -> str:
+    return str(uuid.uuid4())
+
+
+__all__ = ["CallSession", "ConfigError", "Service", "ServiceConfig", "StoreError", "create_app"]

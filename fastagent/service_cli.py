@@ -1,0 +1,186 @@
+"""``fastagent serve`` and ``fastagent demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fastagent import events as ev
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", envvar="FASTAGENT_STORE", help="SQLite path or postgresql:// URL"),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(demo)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    store: StoreOpt = None,
+    agent: Annotated[str, typer.Option(envvar="FASTAGENT_AGENT", help="Agent name")] = "default",
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Accept calls without a token")
+    ] = False,
+    grace: Annotated[float, typer.Option(help="Seconds a dropped caller may resume")] = 30.0,
+) -> None:
+    """Run the voice service: VAIC WebSocket at /audiocodes."""
+    import uvicorn
+
+    from fastagent.agents import get_agent
+    from fastagent.cli import clear_errors, fail
+    from fastagent.service import ConfigError, Service, ServiceConfig, create_app
+
+    config = ServiceConfig.from_env(store=store, agent=agent, no_auth=no_auth or None)
+    config.grace_s = grace
+    with clear_errors():
+        get_agent(config.agent)
+        try:
+            Service(config).store.close()  # check token and store before listening
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        loop="auto",
+        log_level="info",
+        ws_max_size=config.max_frame_bytes * 2,
+    )
+
+
+def scenario_path(agent: str) -> Path:
+    from fastagent.agents import get_agent
+
+    name = get_agent(agent).scenario or "default.json"
+    return Path(str(resources.files("fastagent") / "scenarios" / name))
+
+
+@contextlib.asynccontextmanager
+async def running_service(config: Any, store: Any = None) -> AsyncIterator[tuple[Any, str]]:
+    """The service on an ephemeral loopback port: yields (app, ws url)."""
+    import uvicorn
+
+    from fastagent.service import create_app
+
+    app = create_app(config, store)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            ws="websockets-sansio",
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("service did not start")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield app, f"ws://127.0.0.1:{port}/audiocodes"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def run_demo(
+    agent: str,
+    scenario_file: Path | None,
+    store: str | None,
+    *,
+    realtime: bool = False,
+    show: bool = True,
+) -> str:
+    """Play a scenario end to end over loopback; return the call id."""
+    from fastagent.service import ServiceConfig
+    from fastagent.testing.caller import SimulatedCaller
+    from fastagent.testing.fake_realtime import FakeRealtimeServer
+    from fastagent.testing.scenario import load_scenario
+
+    scenario = load_scenario(scenario_file or scenario_path(agent))
+    agent = scenario.agent if scenario.agent != "default" else agent
+    async with FakeRealtimeServer(scenario, realtime=realtime) as fake:
+        config = ServiceConfig.from_env(
+            store=store, agent=agent, no_auth=True, realtime_url=fake.url, api_key="demo"
+        )
+        config.token = None
+        async with running_service(config) as (app, url):
+            service = app.state.service
+            if show:
+                service.observers.append(_printer())
+            caller = SimulatedCaller(url, formats=scenario.caller.formats, realtime=realtime)
+            await caller.play(scenario, timeout=120)
+            for _ in range(500):  # let the service finish the call's log
+                if not service.calls:
+                    break
+                await asyncio.sleep(0.01)
+            return caller.conversation_id
+
+
+def _printer() -> Any:
+    from projections.trail import describe
+
+    shown = (
+        ev.Transcript,
+        ev.FsaStarted,
+        ev.FsaTransition,
+        ev.FsaFinished,
+        ev.FunctionCallDispatched,
+        ev.ToolResult,
+        ev.TruncateRequested,
+        ev.Dtmf,
+        ev.HangupRequested,
+        ev.TransferRequested,
+        ev.CallEnded,
+        ev.SessionRejected,
+    )
+
+    def show(e: ev.Event) -> None:
+        if isinstance(e, shown):
+            text = describe(e)
+            if text:
+                typer.echo(f"  {text}")
+
+    return show
+
+
+def demo(
+    agent: Annotated[str, typer.Option(help="Agent to run")] = "default",
+    scenario: Annotated[Path | None, typer.Option(help="A scenario JSON file")] = None,
+    store: StoreOpt = None,
+    realtime: Annotated[bool, typer.Option(help="Pace audio in real time")] = False,
+) -> None:
+    """Run a complete simulated call over loopback and print its transcript."""
+    from fastagent.cli import clear_errors, fail
+    from fastagent.testing.scenario import ScenarioError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with clear_errors():
+        try:
+            typer.echo(f"demo call with agent {agent!r} (fake model, simulated caller, loopback)")
+            call_id = asyncio.run(run_demo(agent, scenario, store, realtime=realtime))
+        except ScenarioError as exc:
+            raise fail(str(exc)) from None
+    where = f" --store {store}" if store else ""
+    typer.echo(f"call id: {call_id}")
+    typer.echo(f"replay it:  fastagent replay {call_id}{where}")
+    sys.stdout.flush()
