@@ -8,6 +8,7 @@ input is a tool error.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -162,7 +163,7 @@ def _order(row: sqlite3.Row, *, already: bool) -> dict[str, Any]:
 def ping(delay_ms: int = 0) -> dict[str, Any]:
     """Health check; ``delay_ms`` (up to 60 s) simulates a slow backend."""
     time.sleep(min(max(delay_ms, 0), 60_000) / 1000)
-    return {"ok": True, "server": NAME}
+    return {"ok": True, "server": NAME, "pid": os.getpid()}
 
 
 if __name__ == "__main__":
