@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,15 @@ from websockets.http11 import Request, Response
 
 from fastagent import audio, vaic
 from fastagent.testing.caller import SimulatedCaller, run_scenario
-from fastagent.testing.scenario import Scenario, scenario_from_dict
+from fastagent.testing.scenario import (
+    Scenario,
+    ScenarioError,
+    Turn,
+    expected_play_streams,
+    load_scenario,
+    response_segments,
+    scenario_from_dict,
+)
 from fastagent.vaic import (
     Activities,
     ProtocolViolation,
@@ -400,3 +409,66 @@ async def test_pace_is_respected() -> None:
     # 300 ms quiet + 400 ms silence of audio at half real time: at least 0.35 s
     assert report.sent_ms >= 700 and elapsed >= 0.35
     assert json.dumps(report.messages)
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def test_docs_example_scenario_loads(tmp_path: Path) -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "scenarios.md").read_text()
+    example = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.json"
+    path.write_text(example)
+    sc = load_scenario(path)
+    assert sc.name == "banking-card-replacement" and sc.agent == "banking"
+    assert sc.caller.from_ == "+15550100" and sc.caller.formats == ("raw/mulaw",)
+    assert [t.kind for t in sc.turns] == ["caller", "dtmf", "caller", "silence", "hangup"]
+    steps = sc.turns[0].model
+    assert [s.kind for s in steps] == ["say", "call", "say"]
+    assert expected_play_streams(steps) == 2
+    assert sc.turns[2].barge_in_after_ms == 400
+    assert sc.turns[0].speech_ms == 600  # 10 words x 60 ms
+    assert Turn(caller="Hi").speech_ms == 400
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{", "not valid JSON"),
+        ("[]", "a scenario is a JSON object"),
+        ('{"turns": []}', "missing required field `name`"),
+        ('{"name": "x", "turns": [{"caler": "hi"}]}', "unknown field `caler`"),
+        ('{"name": "x", "turns": [{"caller": "hi", "dtmf": "1"}]}', "exactly one of"),
+        ('{"name": "x", "turns": [{}]}', "got none"),
+        ('{"name": "x", "turns": [{"hangup": true}, {"dtmf": "1"}]}', "must be the last"),
+        ('{"name": "x", "turns": [{"dtmf": "12x"}]}', "'dtmf' must be"),
+        ('{"name": "x", "turns": [{"silence_ms": 0}]}', "must be > 0"),
+        ('{"name": "x", "turns": [{"dtmf": "1", "barge_in_after_ms": 5}]}', "needs a 'caller'"),
+        ('{"name": "x", "turns": [{"silence_ms": 5, "model": [{"say": "a"}]}]}', "only 'caller'"),
+        ('{"name": "x", "greeting": [{"say": "a", "call": "f"}]}', "greeting step 1"),
+        ('{"name": "x", "greeting": [{"say": "a", "args": {"k": 1}}]}', "belong to a 'call'"),
+        ('{"name": "x", "caller": {"formats": []}}', "caller.formats is empty"),
+        ('{"name": "x", "turns": [{"caller": 5}]}', "Expected `str | null`, got `int`"),
+    ],
+)
+def test_bad_scenario_files(tmp_path: Path, content: str, needle: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and needle in message and "\n" not in message
+
+
+def test_missing_scenario_file(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load_scenario(tmp_path / "nope.json")
+
+
+def test_response_segments() -> None:
+    steps = scenario_from_dict(
+        {"name": "x", "greeting": [{"say": "a"}, {"call": "f", "expect_output": "ok"}]}
+    ).greeting
+    assert [len(seg) for seg in response_segments(steps)] == [2, 0]
+    assert expected_play_streams(steps) == 1
+    assert steps[1].expect_output == "ok" and steps[1].args == {}
