@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from fastagent import audio
 from fastagent import realtime as rt
-from fastagent.testing.fake_realtime import FakeRealtimeServer
+from fastagent.testing.fake_realtime import FakeRealtimeServer, FakeServerBug
 from fastagent.testing.scenario import scenario_from_dict
 
 SCENARIO = scenario_from_dict(
@@ -472,3 +472,18 @@ def test_thread_mode_and_connect_realtime() -> None:
 
         run(main())
     assert server.sessions[0].model == "gpt-realtime"
+
+
+def test_fake_validates_what_it_sends(tmp_path: Any) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"name": "p", "greeting": [{"say": "From a file."}]}))
+
+    async def main() -> None:
+        async with FakeRealtimeServer(path, speed=50) as server, sdk(server) as c:
+            await c.setup()
+            await c.send(rt.response_create())
+            assert transcript(await c.until("response.done")) == "From a file."
+            with pytest.raises(FakeServerBug, match="invalid error"):
+                await server.sessions[0].send("error", error={"message": "no type"})
+
+    run(main())

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -65,6 +66,10 @@ def _script_of(scenario: Any) -> _Script:
     """Read the model side of a scenario (a Scenario struct or its JSON dict)."""
     if scenario is None:
         return _Script()
+    if isinstance(scenario, str | Path):
+        from fastagent.testing.scenario import load_scenario
+
+        scenario = load_scenario(scenario)
     raw = scenario if isinstance(scenario, Mapping) else msgspec.to_builtins(scenario)
     try:
         return msgspec.convert(raw, _Script)
@@ -293,6 +298,9 @@ class FakeSession:
                 await self.handle(message)
         except ConnectionClosed:
             pass
+        except FakeServerBug as exc:
+            self.server.bugs.append(str(exc))
+            await self.ws.close(code=1011, reason="fake server bug")
         finally:
             resp = self.active
             if resp is not None and resp.task is not None:
@@ -698,6 +706,10 @@ class FakeSession:
             await self.send("response.done", response=payload)
         except (ConnectionClosed, _Abort):
             self.active = None
+        except FakeServerBug as exc:
+            self.active = None
+            self.server.bugs.append(str(exc))
+            await self.ws.close(code=1011, reason="fake server bug")
 
     async def _pace(self, ms: float, resp: _Response) -> None:
         """Wait ``ms`` of audio time at the server's speed (returns early on cancel)."""
@@ -882,9 +894,11 @@ class FakeRealtimeServer:
         self.mismatches: list[str] = []
         self.function_outputs: list[tuple[str, str]] = []  # (function name, output)
         self.sessions: list[FakeSession] = []
+        self.bugs: list[str] = []  # invalid events the fake itself produced
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._failure: list[BaseException] = []
 
     @property
     def url(self) -> str:
@@ -907,10 +921,13 @@ class FakeRealtimeServer:
         return self
 
     async def stop(self) -> None:
+        """Close the server and its connections; raise if the fake produced a bad event."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        if self.bugs:
+            raise FakeServerBug("; ".join(self.bugs))
 
     async def __aenter__(self) -> FakeRealtimeServer:
         return await self.start()
@@ -918,7 +935,11 @@ class FakeRealtimeServer:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.stop()
+        if et is None:
+            await self.stop()
+        else:  # do not mask the test's own failure
+            self.bugs.clear()
+            await self.stop()
 
     @staticmethod
     def _check_path(conn: ServerConnection, request: Request) -> Response | None:
@@ -952,9 +973,16 @@ class FakeRealtimeServer:
                 return
             ready.set()
             loop.run_forever()
-            loop.run_until_complete(self.stop())
+            try:
+                loop.run_until_complete(self.stop())
+            except FakeServerBug as exc:
+                failure.append(exc)
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
             loop.close()
 
+        self._failure = failure
         self._thread = threading.Thread(target=run, name="fake-realtime", daemon=True)
         self._thread.start()
         ready.wait(10)
@@ -968,6 +996,8 @@ class FakeRealtimeServer:
             self._thread.join(10)
             self._thread = None
             self._loop = None
+            if self._failure:
+                raise self._failure[0]
 
     def __enter__(self) -> FakeRealtimeServer:
         return self.start_in_thread()
