@@ -35,12 +35,17 @@ class Playback:
     response_id: str
     item_id: str
     started_at: int
+    speed: float = 1.0  # playback speed at the caller's side (1.0 = real time)
     sent_us: int = 0
     open: bool = True
 
     def audible_until(self) -> int:
         # VAIC plays in real time from the first chunk; audio arrives faster.
-        return self.started_at + self.sent_us
+        return self.started_at + int(self.sent_us / self.speed)
+
+    def heard_ms(self, at: int) -> int:
+        """Whole ms of this stream the caller has heard at ``at``, clamped to what was sent."""
+        return max(0, min(int((at - self.started_at) * self.speed) // 1000, self.sent_us // 1000))
 
 
 @dataclass(slots=True)
@@ -234,6 +239,7 @@ class Engine:
         self.media_format, self.model_format = chosen.vaic_format, chosen.model_format
         self.config_transfer = e.config.transfer_target
         self.greet = e.config.greet
+        self.playback_speed = e.config.playback_speed if e.config.playback_speed > 0 else 1.0
         self.status = "active"
         self._emit(
             ev.SessionAccepted, media_format=self.media_format, model_format=self.model_format
@@ -241,6 +247,7 @@ class Engine:
         self._configure()
 
     greet: bool = True
+    playback_speed: float = 1.0
 
     def _on_call_started(self, e: ev.CallStarted) -> None:
         if self.agent is not None and self.greet:
@@ -314,6 +321,7 @@ class Engine:
                 response_id=e.response_id,
                 item_id=e.item_id,
                 started_at=e.at,
+                speed=self.playback_speed,
             )
             self._emit(
                 ev.PlaybackStarted,
@@ -329,7 +337,7 @@ class Engine:
         pb = self.play
         if pb is None or e.at >= pb.audible_until():
             return
-        heard_ms = max(0, min((e.at - pb.started_at) // 1000, pb.sent_us // 1000))
+        heard_ms = pb.heard_ms(e.at)
         if pb.open:
             pb.open = False
             self._emit(

@@ -55,6 +55,9 @@ class CallConfig(msgspec.Struct, frozen=True, kw_only=True):
     transfer_target: str = ""
     voice: str = "marin"
     model: str = "gpt-realtime"
+    # How fast the caller's side plays bot audio: 1.0 on a real phone line; a
+    # simulated caller may play faster than real time (the demo and tests do).
+    playback_speed: float = 1.0
 
 
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):

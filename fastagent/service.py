@@ -55,6 +55,7 @@ class ServiceConfig:
     model: str = "gpt-realtime"
     voice: str = ""
     grace_s: float = 30.0
+    playback_speed: float = 1.0  # >1 only for simulated callers that play faster
     max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
     tool_timeout_s: float = 10.0
     model_retries: int = 5
@@ -637,6 +638,7 @@ async def initiate(
         transfer_target=cfg.transfer_target,
         voice=cfg.voice or "marin",
         model=cfg.model,
+        playback_speed=cfg.playback_speed,
     )
     await session.input(
         ev.SessionInitiated,
