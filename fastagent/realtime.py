@@ -487,10 +487,16 @@ def function_call_output(call_id: str, output: str) -> str:
     return _encode({"type": "conversation.item.create", "item": item})
 
 
-def response_create(instructions: str | None = None) -> str:
-    if instructions is None:
+def response_create(instructions: str | None = None, event_id: str | None = None) -> str:
+    """``response.create``; ``event_id`` lets a rejection (``error.event_id``) be matched."""
+    if instructions is None and event_id is None:
         return '{"type":"response.create"}'
-    return _encode({"type": "response.create", "response": {"instructions": instructions}})
+    event: dict[str, Any] = {"type": "response.create"}
+    if event_id is not None:
+        event["event_id"] = event_id
+    if instructions is not None:
+        event["response"] = {"instructions": instructions}
+    return _encode(event)
 
 
 def response_cancel(response_id: str | None = None) -> str:
@@ -576,6 +582,8 @@ class RealtimeProtocol:
         self.session: SessionInfo | None = None
         self.item_audio_bytes: dict[str, int] = {}  # assistant item -> audio bytes
         self._queued: tuple[str | None] | None = None
+        self._last_request: tuple[str | None] = (None,)
+        self._requests = 0  # numbers our response.create event ids
         self._outbox: list[str] = []
 
     @property
@@ -597,8 +605,18 @@ class RealtimeProtocol:
                 raise ResponseActiveError(f"response {self.response_id or '(pending)'} is active")
             self._queued = (instructions,)  # the latest request wins
             return None
+        return self._request(instructions)
+
+    def _request(self, instructions: str | None) -> str:
         self.requested = True
-        return response_create(instructions)
+        self._requests += 1
+        self._last_request = (instructions,)
+        return response_create(instructions, event_id=self.request_event_id)
+
+    @property
+    def request_event_id(self) -> str:
+        """The ``event_id`` of our latest ``response.create`` (deterministic)."""
+        return f"fa_response_create_{self._requests}"
 
     def data_to_send(self) -> list[str]:
         """Frames the protocol wants sent now (a queued ``response.create``)."""
@@ -628,16 +646,24 @@ class RealtimeProtocol:
             if self._queued is not None:
                 (instructions,) = self._queued
                 self._queued = None
-                self.requested = True
-                self._outbox.append(response_create(instructions))
+                self._outbox.append(self._request(instructions))
         elif isinstance(event, SessionCreated | SessionUpdated):
             self.session = event.session
         elif isinstance(event, Error):
+            self._on_error(event.error)
+
+    def _on_error(self, err: ErrorInfo) -> None:
+        ours = err.event_id == self.request_event_id
+        if err.event_id and not ours:
+            return  # about some other client event
+        if err.code == "conversation_already_has_active_response":
+            # Raced a response the server started itself (VAD): ask again after it.
+            self.requested = False
+            if self._queued is None:
+                self._queued = self._last_request
+        elif ours or (self.requested and not self.in_progress):
             # A rejected response.create never produces response.created.
-            if self.requested and not self.in_progress:
-                code = event.error.code or ""
-                if code != "conversation_already_has_active_response":
-                    self.requested = False
+            self.requested = False
 
     def audio_ms_received(self, item_id: str) -> int:
         """Milliseconds of assistant audio received for ``item_id`` (for truncate)."""

@@ -465,7 +465,9 @@ def _done(rid: str, status: str = "completed") -> str:
 def test_protocol_holds_back_response_create_until_done() -> None:
     p = rt.RealtimeProtocol()
     assert not p.response_active
-    assert p.response_create() == '{"type":"response.create"}'
+    first = p.response_create()
+    assert first is not None
+    assert client_ok(first) == {"type": "response.create", "event_id": "fa_response_create_1"}
     assert p.response_active  # requested, not yet created
     assert p.response_create("again") is None  # queued, not sent
     assert p.has_queued_response
@@ -477,7 +479,11 @@ def test_protocol_holds_back_response_create_until_done() -> None:
     p.receive(_done("r1"))
     out = p.data_to_send()
     assert [client_ok(f) for f in out] == [
-        {"type": "response.create", "response": {"instructions": "again"}}
+        {
+            "type": "response.create",
+            "event_id": "fa_response_create_2",
+            "response": {"instructions": "again"},
+        }
     ]
     assert p.data_to_send() == []  # handed out once
     assert p.response_active  # the queued one is now requested
@@ -504,6 +510,39 @@ def test_protocol_rejected_create_clears_request() -> None:
         )
     )
     assert not p.response_active
+
+
+def test_protocol_requeues_a_create_that_raced_a_vad_response() -> None:
+    p = rt.RealtimeProtocol()
+    assert p.response_create("digits") is not None
+    p.receive(_created("vad_1"))  # the server's own response got there first
+    p.receive(
+        server_frame(
+            type="error",
+            error={
+                "type": "invalid_request_error",
+                "code": "conversation_already_has_active_response",
+                "message": "busy",
+                "event_id": p.request_event_id,
+            },
+        )
+    )
+    assert p.has_queued_response
+    p.receive(_done("vad_1"))
+    (again,) = p.data_to_send()
+    assert client_ok(again)["response"] == {"instructions": "digits"}
+
+
+def test_protocol_ignores_errors_about_other_events() -> None:
+    p = rt.RealtimeProtocol()
+    assert p.response_create() is not None
+    p.receive(
+        server_frame(
+            type="error",
+            error={"type": "invalid_request_error", "message": "bad", "event_id": "truncate_1"},
+        )
+    )
+    assert p.response_active
 
 
 def test_protocol_tracks_audio_for_truncate() -> None:
