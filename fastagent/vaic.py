@@ -523,11 +523,10 @@ class VaicProtocol:
         """One ``playStream.chunk`` around ``b64`` (valid base64, not re-encoded)."""
         if self.play_stream_id is None:
             raise VaicStateError("playStream.chunk with no active play stream")
-        if isinstance(b64, str):
-            b64 = b64.encode("ascii")
+        data = b64.encode("ascii") if type(b64) is str else b64
         self.play_chunks += 1
-        self.play_bytes += len(b64) // 4 * 3 - (b64[-1:] == b"=") - (b64[-2:-1] == b"=")
-        return b"".join((self._play_prefix, b64, b'"}'))
+        self.play_bytes += (len(data) >> 2) * 3 - data.endswith(b"=") - data.endswith(b"==")
+        return self._play_prefix + data + b'"}'
 
     def play_stop(self) -> bytes | None:
         """``playStream.stop`` for the active stream; None when none is active."""
