@@ -1,1 +1,1 @@
-"""Test doubles that speak the real protocols over real sockets: a simulated VAIC caller and scenarios."""
+"""Test doubles speaking the real protocols over real sockets (simulated VAIC caller, scenarios)."""
