@@ -297,12 +297,12 @@ def hangup(reason: str = "done") -> bytes:
 
 def transfer(
     target: str,
-    reason: str | None = None,
+    handover_reason: str | None = None,
     sip_headers: Sequence[tuple[str, str]] = (),
 ) -> bytes:
     params: dict[str, Any] = {"transferTarget": target}
-    if reason is not None:
-        params["handoverReason"] = reason
+    if handover_reason:
+        params["handoverReason"] = handover_reason
     if sip_headers:
         params["transferSipHeaders"] = [{"name": n, "value": v} for n, v in sip_headers]
     return activities(_event("transfer", activityParams=params))
