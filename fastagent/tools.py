@@ -52,6 +52,12 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _squeeze(text: str, limit: int = 300) -> str:
+    """A tool's error text on one line (validation errors span several)."""
+    flat = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def _spec(server: str, tool: Any) -> ToolSpec:
     schema = {k: v for k, v in (tool.input_schema or {}).items() if k != "title"}
     return ToolSpec(
@@ -276,7 +282,7 @@ class ToolHub:
             return done(False, error=f"{name} failed: {_one_line(exc)}")
         output = _output_text(result)
         if result.is_error:
-            return done(False, output=output, error=output.splitlines()[0] if output else "")
+            return done(False, output=output, error=_squeeze(output) or f"{name} failed")
         return done(True, output=output)
 
     async def _connect(self, name: str) -> _Connection:

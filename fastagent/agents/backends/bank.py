@@ -17,7 +17,7 @@ from typing import Any, Literal
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from fastagent.agents.backends import connect, once, request_key
+from fastagent.agents.backends import connect, db_path, once, request_key
 
 NAME = "bank"
 mcp = MCPServer(NAME, instructions="Demo Bank back office.", log_level="WARNING")
@@ -37,11 +37,11 @@ def _customer(con: sqlite3.Connection, customer_id: str) -> sqlite3.Row | None:
 def _verify(
     con: sqlite3.Connection, customer_id: str, date_of_birth: str, card_last4: str
 ) -> sqlite3.Row | None:
-    """The customer if all three details match (an active card with those digits)."""
+    """The customer if all three details match (any of their cards, even a replaced one:
+    the caller knows the digits of the card they lost)."""
     return con.execute(
         "SELECT c.* FROM customers c JOIN cards k ON k.customer_id = c.customer_id"
-        " WHERE c.customer_id = ? AND c.date_of_birth = ? AND k.last4 = ?"
-        " AND k.status = 'active'",
+        " WHERE c.customer_id = ? AND c.date_of_birth = ? AND k.last4 = ?",
         (customer_id, date_of_birth, card_last4),
     ).fetchone()
 
@@ -167,4 +167,5 @@ def ping(delay_ms: int = 0) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    db_path(NAME)  # create the sample data before the first request
     mcp.run()

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from fastagent.agents.backends import connect, once, request_key
+from fastagent.agents.backends import connect, db_path, once, request_key
 
 NAME = "clinic"
 mcp = MCPServer(NAME, instructions="Riverside Clinic scheduling.", log_level="WARNING")
@@ -40,16 +40,16 @@ def find_patient(last_name: str, date_of_birth: str) -> dict[str, Any]:
 
 
 @mcp.tool()
-def list_free_slots(specialty: Specialty, date: str) -> dict[str, Any]:
-    """Up to five free appointment slots for a specialty on or after a date (YYYY-MM-DD)."""
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date.strip()):
-        raise ToolError(f"date {date!r} is malformed (YYYY-MM-DD)")
+def list_free_slots(specialty: Specialty, preferred_date: str) -> dict[str, Any]:
+    """Up to five free slots for a specialty on or after ``preferred_date`` (YYYY-MM-DD)."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", preferred_date.strip()):
+        raise ToolError(f"date {preferred_date!r} is malformed (YYYY-MM-DD)")
     with connect(NAME) as con:
         rows = con.execute(
             "SELECT s.* FROM slots s LEFT JOIN appointments a ON a.slot_id = s.slot_id"
             " WHERE a.slot_id IS NULL AND s.specialty = ? AND s.starts_at >= ?"
             " ORDER BY s.starts_at LIMIT 5",
-            (specialty, date.strip()),
+            (specialty, preferred_date.strip()),
         ).fetchall()
     slots = [
         {"slot_id": r["slot_id"], "doctor": r["doctor"], "starts_at": r["starts_at"]} for r in rows
@@ -102,4 +102,5 @@ def book_appointment(
 
 
 if __name__ == "__main__":
+    db_path(NAME)  # create the sample data before the first request
     mcp.run()

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 
-from fastagent.agents.backends import connect, once, request_key
+from fastagent.agents.backends import connect, db_path, once, request_key
 
 NAME = "shop"
 mcp = MCPServer(NAME, instructions="Northwind Outfitters orders.", log_level="WARNING")
@@ -64,7 +64,7 @@ def create_return(
     order_number: str,
     postal_code: str,
     sku: str,
-    reason: Literal["wrong_size", "damaged", "not_as_described", "changed_mind"],
+    return_reason: Literal["wrong_size", "damaged", "not_as_described", "changed_mind"],
     ctx: Context,
     idempotency_key: str = "",
 ) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def create_return(
             if existing is None:
                 cur = con.execute(
                     "INSERT INTO returns (order_number, sku, reason) VALUES (?, ?, ?)",
-                    (item["order_number"], item["sku"], reason),
+                    (item["order_number"], item["sku"], return_reason),
                 )
                 return_id = cur.lastrowid
             else:
@@ -112,4 +112,5 @@ def create_return(
 
 
 if __name__ == "__main__":
+    db_path(NAME)  # create the sample data before the first request
     mcp.run()
