@@ -64,6 +64,8 @@ class Bot:
     transfer: bool = False
     silent: bool = False  # accept, then do nothing
     misbehave: bool = False
+    burst: bool = False  # send play audio as fast as possible (VAIC buffers it)
+    speech_at_ms: list[int] = field(default_factory=list)  # caller audio clock
     seen: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     activities: list[dict[str, Any]] = field(default_factory=list)
@@ -94,6 +96,7 @@ class _BotConnection:
         self.quiet_ms = 0
         self.answers = 0
         self.streams = 0
+        self.heard_ms = 0
         self.playing: list[asyncio.Task[None]] = []
 
     async def send(self, frame: bytes) -> None:
@@ -106,7 +109,7 @@ class _BotConnection:
         try:
             for _ in range(ms // 20):
                 await self.send(self.proto.play_chunk(b64))
-                await asyncio.sleep(0.003)
+                await asyncio.sleep(0 if self.bot.burst else 0.003)
         finally:
             stop = self.proto.play_stop()
             if stop is not None:
@@ -184,10 +187,12 @@ class _BotConnection:
             bot.ends.append(msg.reasonCode)
 
     async def on_audio(self, pcm: bytes) -> None:
+        self.heard_ms += 20
         if audio.is_speech(pcm, self.fmt):
             self.quiet_ms = 0
             if not self.speech:
                 self.speech = True
+                self.bot.speech_at_ms.append(self.heard_ms - 20)
                 await self.send(vaic.speech_started())
                 if self.proto.play_stream_id is not None:  # barge-in: cut the bot short
                     self.bot.barge_ins += 1
@@ -279,6 +284,18 @@ async def test_barge_in_cuts_the_bot_stream() -> None:
     assert 300 <= long.ms < 3000
     assert report.play_streams[2].ms == 3000 and not report.play_streams[2].interrupted
     assert report.ended == "bot-disconnected"
+
+
+async def test_caller_waits_until_buffered_bot_audio_has_played() -> None:
+    # The bot sends 1 s of greeting in a burst; VAIC would play it in real time, so
+    # the caller speaks only after 1 s (+ the quiet moment) of its own audio clock.
+    bot = Bot(greeting_ms=1000, burst=True)
+    async with running(bot) as url:
+        caller = SimulatedCaller(url, TOKEN, pace=FAST, quiet_ms=300)
+        report = await caller.play(scenario(), timeout=10)
+    assert report.errors == []
+    greeting = report.play_streams[0]
+    assert bot.speech_at_ms[0] >= greeting.started_at_ms + 1000 + 300
 
 
 async def test_caller_hangs_up() -> None:

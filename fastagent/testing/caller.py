@@ -123,6 +123,7 @@ class SimulatedCaller:
         self._user_stream_started = False
         self._active: PlayStream | None = None
         self._stops = 0
+        self._played_until = 0.0  # caller audio clock (ms) when queued bot audio ends
         self._bot_end: str | None = None  # session.end reasonCode the bot's activity implies
         self._closed = False
         self._resuming = False
@@ -389,10 +390,11 @@ class SimulatedCaller:
         return self._active is None and self._stops >= expected
 
     async def _wait_quiet(self, expected: int) -> None:
-        """The bot played what it should and stayed quiet for ``quiet_ms`` of audio."""
+        """The bot played what it should, the caller heard it (real-time playback on
+        the caller's audio clock) and ``quiet_ms`` of silence followed."""
         while True:
             await self._wait_for(lambda: self._idle(expected), "the bot to finish playing")
-            mark = self.report.sent_ms + self.quiet_ms
+            mark = max(self.report.sent_ms, self._played_until) + self.quiet_ms
             streams = len(self.report.play_streams)
             await self._wait_for(
                 lambda m=mark, n=streams: (
@@ -565,8 +567,14 @@ class SimulatedCaller:
         if not isinstance(b64, str) or not is_base64(b64):
             self.report.errors.append(f"playStream.chunk with invalid base64 in {sid!r}")
             return
+        nbytes = audio.b64_decoded_len(b64)
         s.chunks += 1
-        s.nbytes += audio.b64_decoded_len(b64)
+        s.nbytes += nbytes
+        # VAIC plays what it receives in real time, one chunk after another: on the
+        # caller's audio clock, playback ends at the later of arrival and the queue end.
+        per_ms = audio.BYTES_PER_MS.get(s.media_format)
+        if per_ms:
+            self._played_until = max(self._played_until, self.report.sent_ms) + nbytes / per_ms
         timings = self.report.timings
         if timings is not None:
             timings.play_received.append(
