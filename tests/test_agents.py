@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+import fastagent
 from fastagent import events as ev
 from fastagent.agents import agent_names, get_agent
 from fastagent.core import Engine
 from fastagent.fsa import FSA, Action, FsaDefinitionError, Go, Slot, State, Step, diagram, validate
+from fastagent.testing.scenario import load_scenario, response_segments
 from fastagent.tools import ToolHub
 
 # ------------------------------------------------------------------ definitions
@@ -493,3 +495,36 @@ def test_default_agent_small_talk_ends_the_call(loop: asyncio.AbstractEventLoop)
     assert out["ok"] is True
     c.model()
     assert [h.reason for h in c.of(ev.HangupRequested)] == ["caller said goodbye"]
+
+
+# ------------------------------------------------------------- demo scenarios
+
+SCENARIOS = sorted((Path(fastagent.__file__).parent / "scenarios").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario_model_steps_drive_the_fsas(
+    path: Path, loop: asyncio.AbstractEventLoop, hubs: dict[str, ToolHub]
+) -> None:
+    """Each scripted call, in order, is accepted by the agent's FSAs with real backends,
+    every ``expect_output`` matches, and the call ends with a hangup or a transfer."""
+    sc = load_scenario(path)
+    agent = get_agent(sc.agent)
+    c = Call(sc.agent, hubs.get(sc.agent), loop)
+    steps = [sc.greeting[1:]] + [t.model for t in sc.turns if t.model]  # greeting said already
+    for turn in steps:
+        for segment in response_segments(turn):
+            calls = [(s.call, s.args, s.expect_output) for s in segment if s.call]
+            out = c.model(*((name, args) for name, args, _ in calls))
+            for name, _, expect in calls:
+                text = json.dumps(out, sort_keys=True)
+                assert expect is None or expect in text, f"{path.name}: {name} -> {text}"
+    assert c.of(ev.HangupRequested) or c.of(ev.TransferRequested), path.name
+    assert not c.of(ev.FunctionCallSkipped), path.name
+    # Side effects only right after the confirmed step that asked for them.
+    actions = [s.action for f in agent.fsas for st in f.states for s in st.steps if s.action]
+    effects = {a.tool for a in actions if a.side_effect}
+    for i, e in enumerate(c.log):
+        if isinstance(e, ev.FunctionCallDispatched) and e.name in effects:
+            before = [d for d in c.log[:i] if isinstance(d, ev.FunctionCallDispatched)]
+            assert json.loads(before[-1].arguments).get("confirmed") is True, path.name
