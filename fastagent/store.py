@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PATH = "./fastagent.db"
 DEFAULT_TABLE = "fastagent_events"
 DEFAULT_FLUSH_INTERVAL = 0.05
+_PG_CHUNK_ROWS = 2000
+_PG_CHUNK_BYTES = 512 * 1024
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 _memory_ids = itertools.count(1)
 
@@ -601,6 +603,32 @@ class EventStore:
         self._error = ""
 
     def _insert(self, pending: list[StoredEvent]) -> None:
+        """Insert ``pending``: one transaction on SQLite, chunks of at most
+        ``_PG_CHUNK_ROWS`` rows / ``_PG_CHUNK_BYTES`` on PostgreSQL.
+
+        Why chunks: psycopg's pipeline mode (used by eventsourcing's insert) can hang
+        forever sending a multi-megabyte batch with the pure-Python libpq wrapper
+        (psycopg issue #685; reproduced here with 40,000 events in one insert).
+        """
+        if self._target.kind != "postgresql":
+            self._insert_chunk(pending)
+            return
+        while pending:
+            if self._conflicted:
+                pending[:] = [r for r in pending if r.originator_id not in self._conflicted]
+            n, size = 0, 0
+            for r in pending:
+                n += 1
+                size += len(r.state)
+                if n >= _PG_CHUNK_ROWS or size >= _PG_CHUNK_BYTES:
+                    break
+            chunk = pending[:n]
+            try:
+                self._insert_chunk(chunk)
+            finally:
+                pending[:n] = chunk  # what is left of the chunk (nothing if written)
+
+    def _insert_chunk(self, pending: list[StoredEvent]) -> None:
         """Insert in one transaction; on a conflict, drop the conflicting calls and retry.
 
         ``pending`` is emptied of whatever got written, so a failure leaves in it
