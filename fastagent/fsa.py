@@ -303,7 +303,7 @@ class Outcome:
 
 def start(fsa: FSA) -> tuple[Run, Outcome]:
     run = Run(fsa=fsa.name, state=fsa.initial)
-    out = _enter(fsa, run, source="", trigger=fsa.intent, guard="", args={})
+    out = _enter(fsa, run, source="", trigger=fsa.intent, guard="", result=None)
     return run, out
 
 

@@ -769,16 +769,15 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
 
 
 def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) -> None:
+    """Serve the "fastagent" MCP server at ``/mcp``, behind the same bearer token."""
     try:
-        from fastagent.mcp_server import make_mcp_app
+        from fastagent.mcp_server import build_mcp_server, make_mcp_app
     except ImportError:
         return
-    try:
-        mcp_app, lifespan = make_mcp_app(lambda: holder["service"].store)
-    except Exception as exc:  # the voice service must run without it
-        log.warning("/mcp not mounted: %s", exc)
-        return
-    app.state.mcp_lifespan = lifespan
+    server = build_mcp_server(lambda: holder["service"].store)
+    mcp_app = make_mcp_app(server)
+    # Mounted sub-app lifespans do not run: the service's lifespan runs its sessions.
+    app.state.mcp_lifespan = server.session_manager.run
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

@@ -112,7 +112,7 @@ async def run_demo(
 ) -> str:
     """Play a scenario end to end over loopback; return the call id."""
     from fastagent.service import ServiceConfig
-    from fastagent.testing.caller import SimulatedCaller
+    from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
     from fastagent.testing.fake_realtime import FakeRealtimeServer
     from fastagent.testing.scenario import load_scenario
 
@@ -123,6 +123,8 @@ async def run_demo(
             store=store, agent=agent, no_auth=True, realtime_url=fake.url, api_key="demo"
         )
         config.token = None
+        # The simulated caller plays bot audio on its own clock, faster than real time.
+        config.playback_speed = 1.0 if realtime else 1 / DEFAULT_PACE
         async with running_service(config) as (app, url):
             service = app.state.service
             if show:

@@ -241,6 +241,18 @@ class FakeSession:
         self.active: _Response | None = None
         self.responses: list[dict[str, Any]] = []  # every response.done payload
         self.audio_chunks_sent = 0
+        if server.continue_script and server.sessions:
+            self._continue_from(server.sessions[-1])
+
+    def _continue_from(self, prev: FakeSession) -> None:
+        """A reconnecting client goes on where the dropped session was: the turn
+        in progress is answered again from its first step."""
+        self.utterances = list(prev.utterances)
+        self.turn_idx = prev.turn_idx
+        self.greeting_spent = prev.greeting_spent or prev.turn_idx >= 0
+        turns = self.script.turns or []
+        if 0 <= self.turn_idx < len(turns):
+            self.pending = list(turns[self.turn_idx].model or [])
 
     # ------------------------------------------------------------ plumbing
 
@@ -765,7 +777,7 @@ class FakeSession:
             resp.audio_ms += _CHUNK_MS
             self.audio_chunks_sent += 1
             limit = self.server.fail_after_audio_chunks
-            if limit is not None and self.audio_chunks_sent >= limit:
+            if limit is not None and self.n == 1 and self.audio_chunks_sent >= limit:
                 await self.ws.close(code=1011, reason="simulated upstream failure")
                 raise _Abort
             await self._pace(_CHUNK_MS, resp)
@@ -858,10 +870,11 @@ class FakeRealtimeServer:
     ``realtime=True`` is ``speed=1``.  ``silence_ms``: silence (in audio time)
     that ends an utterance.  ``call_done_delay_ms``: audio time the model
     "thinks" after a function call before ``response.done`` (room for a
-    cancel).  Failure switches: ``fail_after_audio_chunks`` closes the socket
-    with 1011 after that many audio deltas (per session), ``error_on`` answers
+    cancel).  Failure switches: ``fail_after_audio_chunks`` closes the first
+    session's socket with 1011 after that many audio deltas, ``error_on`` answers
     those client event types with an ``error``, ``rate_limited`` fails every
-    response.
+    response.  ``continue_script``: a new connection (a client reconnecting
+    after a drop) goes on with the script where the last one was.
     """
 
     def __init__(
@@ -877,6 +890,7 @@ class FakeRealtimeServer:
         fail_after_audio_chunks: int | None = None,
         error_on: Iterable[str] = (),
         rate_limited: bool = False,
+        continue_script: bool = False,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -889,6 +903,7 @@ class FakeRealtimeServer:
         self.fail_after_audio_chunks = fail_after_audio_chunks
         self.error_on = frozenset(error_on)
         self.rate_limited = rate_limited
+        self.continue_script = continue_script
         self.received: list[dict[str, Any]] = []
         self.violations: list[str] = []
         self.mismatches: list[str] = []

@@ -53,9 +53,7 @@ def snapshot_view(events: Sequence[ev.Event]) -> dict[str, Any]:
             if name in row and not (kind == "call" and _ACTION.match(str(row[name]))):
                 row[name] = ids(kind, str(row[name]))
         trail.append(row)
-    transcript = [
-        {"role": e.role, "text": e.text} for e in events if isinstance(e, ev.Transcript)
-    ]
+    transcript = [{"role": e.role, "text": e.text} for e in events if isinstance(e, ev.Transcript)]
     return {"decisions": trail, "transcript": transcript}
 
 

@@ -59,7 +59,13 @@ def synthetic_call(
         for _ in range(n):
             caller_chunk += 1
             r.now += CHUNK_US
-            r.feed(ev.CallerAudio, chunk=caller_chunk, nbytes=160, duration_us=CHUNK_US, fmt="raw/mulaw")
+            r.feed(
+                ev.CallerAudio,
+                chunk=caller_chunk,
+                nbytes=160,
+                duration_us=CHUNK_US,
+                fmt="raw/mulaw",
+            )
 
     def bot_response(rid: str, n: int, text: str, interrupt: bool) -> None:
         nonlocal bot_chunk
@@ -84,7 +90,9 @@ def synthetic_call(
                 r.feed(ev.ResponseDone, response_id=rid, status="cancelled", reason="turn_detected")
                 return
         r.feed(ev.Transcript, role="assistant", item_id=item, text=text, response_id=rid)
-        r.feed(ev.ResponseDone, response_id=rid, status="completed", usage=ev.Usage(total_tokens=120))
+        r.feed(
+            ev.ResponseDone, response_id=rid, status="completed", usage=ev.Usage(total_tokens=120)
+        )
 
     def caller_chunk_one() -> None:
         caller_audio(1)
