@@ -126,7 +126,8 @@ async def test_whole_call_greeting_turns_barge_in_dtmf_and_bot_hangup(tmp_path: 
                 "caller": "What are your opening hours?",
                 "model": [
                     {
-                        "say": "We are open from eight in the morning until eight in the evening every day of the week."
+                        "say": "We are open from eight in the morning until eight in the evening, "
+                        "every day of the week."
                     }
                 ],
             },
@@ -397,7 +398,8 @@ async def test_model_closes_socket_mid_response_then_call_goes_on(tmp_path: Path
                 "caller": "Tell me a long story",
                 "model": [
                     {
-                        "say": "Once upon a time there was a very long story that went on and on and on for a long while."
+                        "say": "Once upon a time there was a very long story "
+                        "that went on and on and on for a long while."
                     }
                 ],
             },
