@@ -73,6 +73,8 @@ class Engine:
     interrupted_response: str = ""
     owe_response: str = ""  # reason of a response.create deferred until none is active
     calls_in_response: list[ev.FunctionCallRequested] = field(default_factory=list)
+    held_calls: list[ev.FunctionCallRequested] = field(default_factory=list)
+    held_response: str = ""
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     queued: list[tuple[str, str]] = field(default_factory=list)  # (model call id | "", text)
     control: tuple[str, str] = ("", "")  # (hangup | transfer, reason) after the next response
@@ -264,6 +266,9 @@ class Engine:
             model_format=self.model_format,
             resumed=True,
         )
+        if self.held_calls:  # no barge-in happened before the drop
+            calls, self.held_calls, self.held_response = self.held_calls, [], ""
+            self._run_calls(calls, e, interrupted=False)
 
     def _on_session_ended(self, e: ev.SessionEnded) -> None:
         outcome = {"transfer": "transferred", "hangup": "completed"}.get(self.control[0], "")
@@ -345,6 +350,8 @@ class Engine:
             )
         self._emit(ev.TruncateRequested, item_id=pb.item_id, audio_end_ms=heard_ms)
         self.interrupted_response = pb.response_id
+        if self.held_response == pb.response_id:
+            self._skip_held("caller interrupted the response before the call ran")
         self.play = None
         if self.control[0]:
             self.control = ("", "")  # the caller interrupted the goodbye: stay on the line
@@ -373,8 +380,20 @@ class Engine:
         if pb is not None and pb.response_id == e.response_id:
             self._stop_playback("done")
         interrupted = e.status != "completed" or e.response_id == self.interrupted_response
+        if calls and not interrupted and pb is not None and pb.response_id == e.response_id:
+            if e.at < pb.audible_until():
+                # The caller is still hearing this response: its calls run once they
+                # have heard it out (PlaybackDrained), and never if they barge in.
+                self.held_calls, self.held_response = calls, e.response_id
+                calls = []
+        self._run_calls(calls, e, interrupted)
+
+    def _run_calls(
+        self, calls: list[ev.FunctionCallRequested], e: ev.Input, interrupted: bool
+    ) -> None:
         for call in calls:
             if interrupted:
+                assert isinstance(e, ev.ResponseDone)
                 why = f"response {e.status}" + (f" ({e.reason})" if e.reason else "")
                 if e.response_id == self.interrupted_response and e.status == "completed":
                     why = "response interrupted by the caller"
@@ -399,6 +418,21 @@ class Engine:
             reason, self.owe_response = self.owe_response, ""
             self._request(reason)
 
+    def _on_playback_drained(self, e: ev.PlaybackDrained) -> None:
+        if self.held_calls and e.response_id == self.held_response:
+            calls, self.held_calls, self.held_response = self.held_calls, [], ""
+            self._run_calls(calls, e, interrupted=False)
+
+    def _skip_held(self, reason: str) -> None:
+        for call in self.held_calls:
+            self._emit(
+                ev.FunctionCallSkipped,
+                tool_call_id=call.tool_call_id,
+                name=call.name,
+                reason=reason,
+            )
+        self.held_calls, self.held_response = [], ""
+
     def _on_model_error(self, e: ev.ModelError) -> None:
         if e.code == "conversation_already_has_active_response":
             self.owe_response = self.owe_response or "retry"
@@ -413,6 +447,13 @@ class Engine:
 
     def _on_tools_listed(self, e: ev.ToolsListed) -> None:
         for spec in e.tools:
+            if spec.server != e.server:
+                spec = ev.ToolSpec(
+                    name=spec.name,
+                    description=spec.description,
+                    parameters=spec.parameters,
+                    server=e.server,
+                )
             self.external[spec.name] = spec
         agent = self.agent
         if agent and self.status == "active" and any(s.name in agent.tools for s in e.tools):
@@ -578,6 +619,7 @@ _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.SpeechStarted: Engine._on_speech_started,
     ev.ResponseStarted: Engine._on_response_started,
     ev.ResponseDone: Engine._on_response_done,
+    ev.PlaybackDrained: Engine._on_playback_drained,
     ev.FunctionCallRequested: Engine._on_function_call,
     ev.ToolResult: Engine._on_tool_result,
     ev.ToolsListed: Engine._on_tools_listed,

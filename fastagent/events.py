@@ -250,6 +250,13 @@ class GraceExpired(Input, frozen=True, kw_only=True):
     seconds: float = 0.0
 
 
+class PlaybackDrained(Input, frozen=True, kw_only=True):
+    """The caller has heard a finished play stream to its end (the shell's timer)."""
+
+    stream_id: str
+    response_id: str
+
+
 # ------------------------------------------------------------------------ decisions
 
 

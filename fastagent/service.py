@@ -191,6 +191,7 @@ class CallSession:
                 frame = self.vaic_proto().play_stop()
                 if frame is not None:
                     await self.to_vaic(frame)
+                self.watch_drain()
             elif t is ev.TruncateRequested:
                 await self.send_model(realtime.truncate(d.item_id, d.audio_end_ms))  # type: ignore[attr-defined]
             elif t is ev.ModelConfigured:
@@ -250,6 +251,23 @@ class CallSession:
             pairs = [(line.role, line.text) for line in self.state.transcript]
             for item in realtime.seed_items(pairs):
                 await self.send_model(item)
+
+    def watch_drain(self) -> None:
+        """Tell the core when the caller has heard a response whose calls it holds."""
+        pb = self.engine.play
+        if pb is None or not self.engine.held_calls or self.engine.held_response != pb.response_id:
+            return
+
+        async def drained() -> None:
+            wait = (pb.audible_until() - now_us()) / 1e6
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not self.closing and self.engine.held_response == pb.response_id:
+                await self.input(
+                    ev.PlaybackDrained, stream_id=pb.stream_id, response_id=pb.response_id
+                )
+
+        self.spawn(drained())
 
     async def after_playback(self, frame: bytes) -> None:
         """Send a call-control activity once the caller has heard the goodbye."""

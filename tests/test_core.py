@@ -1,0 +1,262 @@
+"""The engine core, driven with plain input events: no sockets, no clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastagent import events as ev
+from fastagent.core import Engine
+
+MS = 1000  # µs
+
+
+class Call:
+    def __init__(self, **config: Any) -> None:
+        self.engine = Engine("c")
+        self.log: list[ev.Event] = []
+        self.now = 0
+        self.feed(
+            ev.SessionInitiated, config=ev.CallConfig(**config), offered_formats=("raw/mulaw",)
+        )
+
+    def feed(self, cls: type[ev.Input], at_ms: int | None = None, **fields: Any) -> list[str]:
+        if at_ms is not None:
+            self.now = at_ms * MS
+        inp = cls(call_id="c", seq=self.engine.next_seq, at=self.now, **fields)
+        out = self.engine.handle(inp)
+        self.log += [inp, *out]
+        return [type(d).__name__ for d in out]
+
+    def audio(self, rid: str, n: int, at_ms: int) -> list[str]:
+        names: list[str] = []
+        for i in range(n):
+            names += self.feed(
+                ev.BotAudio,
+                at_ms + i,
+                response_id=rid,
+                item_id=f"i-{rid}",
+                chunk=i,
+                nbytes=160,
+                duration_us=20 * MS,
+                fmt="audio/pcmu",
+            )
+        return names
+
+    def decisions(self, cls: type[ev.Decision]) -> list[Any]:
+        return [e for e in self.log if isinstance(e, cls)]
+
+
+def test_session_accepted_configured_and_greeting() -> None:
+    c = Call()
+    assert c.decisions(ev.SessionAccepted)[0].media_format == "raw/mulaw"
+    assert c.decisions(ev.SessionAccepted)[0].model_format == "audio/pcmu"
+    conf = c.decisions(ev.ModelConfigured)[0]
+    assert "end_call" in conf.tools and conf.input_format == "audio/pcmu"
+    assert c.feed(ev.CallStarted, 1) == ["ResponseRequested"]
+    assert Call(greet=False).feed(ev.CallStarted, 1) == []
+
+
+def test_decisions_are_numbered_after_their_input_and_carry_its_time() -> None:
+    c = Call()
+    assert [e.seq for e in c.log] == [1, 2, 3]
+    assert {e.at for e in c.log} == {0}
+
+
+def test_no_usable_format_or_unknown_agent_is_rejected() -> None:
+    e = Engine("x")
+    out = e.handle(
+        ev.SessionInitiated(
+            call_id="x", seq=1, at=0, config=ev.CallConfig(), offered_formats=("wav/opus",)
+        )
+    )
+    assert [type(d).__name__ for d in out] == ["SessionRejected", "CallEnded"]
+    e = Engine("y")
+    out = e.handle(
+        ev.SessionInitiated(
+            call_id="y",
+            seq=1,
+            at=0,
+            config=ev.CallConfig(agent="nope"),
+            offered_formats=("raw/mulaw",),
+        )
+    )
+    assert "unknown agent" in out[0].reason  # type: ignore[attr-defined]
+
+
+def test_response_create_is_never_sent_while_a_response_is_active() -> None:
+    c = Call()
+    c.feed(ev.ResponseStarted, 1, response_id="r1")
+    assert c.feed(ev.Dtmf, 2, digits="5") == ["MessageInjected"]  # response owed, not sent
+    assert c.feed(ev.ResponseDone, 3, response_id="r1", status="completed") == ["ResponseRequested"]
+
+
+def test_barge_in_truncates_at_what_was_heard() -> None:
+    c = Call()
+    c.feed(ev.ResponseStarted, 0, response_id="r1")
+    assert c.audio("r1", 50, at_ms=100)[0] == "PlaybackStarted"  # 1 s of audio sent at once
+    out = c.feed(ev.SpeechStarted, 100 + 430, item_id="u1")
+    assert out == ["PlaybackStopped", "TruncateRequested"]
+    t = c.decisions(ev.TruncateRequested)[0]
+    assert t.audio_end_ms == 430 and t.item_id == "i-r1"
+    # Speech after the audio has played out is no barge-in.
+    c.feed(ev.ResponseDone, 600, response_id="r1", status="cancelled", reason="turn_detected")
+    c.feed(ev.ResponseStarted, 700, response_id="r2")
+    c.audio("r2", 5, at_ms=700)
+    assert c.feed(ev.SpeechStarted, 2000, item_id="u2") == []
+
+
+def test_truncation_is_clamped_to_the_audio_sent() -> None:
+    c = Call(playback_speed=4.0)
+    c.feed(ev.ResponseStarted, 0, response_id="r1")
+    c.audio("r1", 10, at_ms=0)  # 200 ms of audio, audible for 50 ms at 4x
+    c.feed(ev.SpeechStarted, 45, item_id="u1")
+    assert c.decisions(ev.TruncateRequested)[0].audio_end_ms == 180
+
+
+def test_calls_of_a_response_wait_until_heard_and_die_with_a_barge_in() -> None:
+    c = Call()
+    c.feed(ev.ResponseStarted, 0, response_id="r1")
+    c.audio("r1", 50, at_ms=0)  # audible until 1000 ms
+    c.feed(
+        ev.FunctionCallRequested,
+        60,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="k1",
+        name="end_call",
+        arguments="{}",
+    )
+    assert c.feed(ev.ResponseDone, 70, response_id="r1", status="completed") == ["PlaybackStopped"]
+    assert c.feed(ev.SpeechStarted, 500, item_id="u") == [
+        "TruncateRequested",
+        "FunctionCallSkipped",
+    ]
+    assert not c.decisions(ev.FunctionCallDispatched)
+
+    c2 = Call()
+    c2.feed(ev.ResponseStarted, 0, response_id="r1")
+    c2.audio("r1", 50, at_ms=0)
+    c2.feed(
+        ev.FunctionCallRequested,
+        60,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="k1",
+        name="end_call",
+        arguments="{}",
+    )
+    c2.feed(ev.ResponseDone, 70, response_id="r1", status="completed")
+    out = c2.feed(ev.PlaybackDrained, 1000, stream_id="play-1", response_id="r1")
+    assert out == ["FunctionCallDispatched", "FunctionOutputSent", "ResponseRequested"]
+
+
+def test_cancelled_response_calls_are_skipped() -> None:
+    c = Call()
+    c.feed(ev.ResponseStarted, 0, response_id="r1")
+    c.feed(
+        ev.FunctionCallRequested,
+        1,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="k",
+        name="end_call",
+        arguments="{}",
+    )
+    out = c.feed(ev.ResponseDone, 2, response_id="r1", status="cancelled", reason="turn_detected")
+    assert out == ["FunctionCallSkipped"]
+
+
+def test_end_call_says_goodbye_then_hangs_up_and_unknown_tools_are_refused() -> None:
+    c = Call()
+    c.feed(ev.ResponseStarted, 0, response_id="r1")
+    c.feed(
+        ev.FunctionCallRequested,
+        1,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="x",
+        name="launch_rockets",
+        arguments="{}",
+    )
+    c.feed(
+        ev.FunctionCallRequested,
+        1,
+        response_id="r1",
+        item_id="g",
+        tool_call_id="k",
+        name="end_call",
+        arguments='{"reason": "bye"}',
+    )
+    out = c.feed(ev.ResponseDone, 2, response_id="r1", status="completed")
+    assert out == [
+        "FunctionCallSkipped",
+        "FunctionCallDispatched",
+        "FunctionOutputSent",
+        "FunctionOutputSent",
+        "ResponseRequested",
+    ]
+    c.feed(ev.ResponseStarted, 3, response_id="r2")
+    assert c.feed(ev.ResponseDone, 4, response_id="r2", status="completed") == ["HangupRequested"]
+    assert c.feed(ev.SessionEnded, 5, reason_code="bot-disconnected") == ["CallEnded"]
+    assert c.decisions(ev.CallEnded)[0].outcome == "completed"
+    assert c.feed(ev.Dtmf, 6, digits="1") == []  # nothing after the end
+
+
+def test_external_tool_result_goes_back_to_the_model() -> None:
+    c = Call()
+    c.feed(ev.ToolsListed, 0, server="weather", tools=(ev.ToolSpec(name="forecast"),))
+    c.feed(ev.ResponseStarted, 1, response_id="r1")
+    c.feed(
+        ev.FunctionCallRequested,
+        2,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="k",
+        name="forecast",
+        arguments='{"city": "Oslo"}',
+    )
+    assert c.feed(ev.ResponseDone, 3, response_id="r1", status="completed") == [
+        "FunctionCallDispatched"
+    ]
+    d = c.decisions(ev.FunctionCallDispatched)[0]
+    assert d.server == "weather" and d.idempotency_key == f"c:{d.seq}"
+    out = c.feed(ev.ToolResult, 4, tool_call_id="k", name="forecast", ok=False, error="timeout")
+    assert out == ["FunctionOutputSent", "ResponseRequested"]
+    assert "timeout" in c.decisions(ev.FunctionOutputSent)[0].output
+
+
+def test_caller_drop_then_grace_expiry_ends_the_call() -> None:
+    c = Call()
+    c.feed(ev.ConnectionLost, 1, side="caller", reason="socket closed")
+    assert c.engine.status == "suspended"
+    assert c.feed(ev.GraceExpired, 30_001, seconds=30.0) == ["CallEnded"]
+    assert "30 s" in c.decisions(ev.CallEnded)[0].reason
+
+
+def test_model_drop_mid_response_skips_its_calls_and_asks_again_after_reconnect() -> None:
+    c = Call()
+    c.feed(ev.ResponseStarted, 1, response_id="r1")
+    c.feed(
+        ev.FunctionCallRequested,
+        2,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="k",
+        name="end_call",
+        arguments="{}",
+    )
+    assert c.feed(ev.ConnectionLost, 3, side="model") == ["FunctionCallSkipped"]
+    assert c.feed(ev.ConnectionRestored, 4, side="model") == [
+        "ModelConfigured",
+        "ResponseRequested",
+    ]
+
+
+def test_engine_state_stays_small_over_a_long_call() -> None:
+    from fastagent.replay import replay
+    from fastagent.testing.synth import synthetic_call
+
+    engine = replay(synthetic_call(target_events=20_000)).engine
+    assert engine is not None
+    assert not engine.calls_in_response and not engine.queued and not engine.in_flight
+    assert engine.play is None or engine.play.sent_us < 10 * 60 * 1_000_000
