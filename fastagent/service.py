@@ -73,6 +73,8 @@ class ServiceConfig:
             api_key=env.get("OPENAI_API_KEY") or None,
             model=env.get("FASTAGENT_MODEL", "gpt-realtime"),
             grace_s=float(env.get("FASTAGENT_GRACE_S", "30")),
+            greet=env.get("FASTAGENT_GREET", "1").lower() not in ("0", "false", "no"),
+            max_frame_bytes=int(env.get("FASTAGENT_MAX_FRAME_BYTES", vaic.DEFAULT_MAX_FRAME_BYTES)),
         )
         for key, value in overrides.items():
             if value is not None:

@@ -35,6 +35,7 @@ def serve(
         bool, typer.Option("--no-auth", help="Accept calls without a token")
     ] = False,
     grace: Annotated[float, typer.Option(help="Seconds a dropped caller may resume")] = 30.0,
+    greet: Annotated[bool, typer.Option(help="The bot greets the caller first")] = True,
 ) -> None:
     """Run the voice service: VAIC WebSocket at /audiocodes."""
     import uvicorn
@@ -45,6 +46,7 @@ def serve(
 
     config = ServiceConfig.from_env(store=store, agent=agent, no_auth=no_auth or None)
     config.grace_s = grace
+    config.greet = config.greet and greet
     with clear_errors():
         get_agent(config.agent)
         try:
