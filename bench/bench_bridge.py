@@ -1,0 +1,524 @@
+"""Latency and CPU the voice service adds to each audio chunk, against a bare relay.
+
+One load generator (this process, uvloop) plays both ends: N simulated VAIC
+callers and a light fake Realtime model.  Both stream 20 ms μ-law chunks in real
+time (each call at its own phase).  Every payload carries its call, sequence
+number and the monotonic send time in its first 15 bytes, so the far end reads
+the one-way latency straight from the frame it gets.  The bridge under test runs
+in its own process:
+
+* ``service``: ``fastagent serve --no-auth`` (a fresh SQLite store per run),
+  ``FASTAGENT_REALTIME_URL`` pointing at the fake model;
+* ``relay``: bench/bridge_relay.py, the same passthrough with no store or engine
+  (the floor of docs on performance);
+* ``base``: the service from another source tree (``--baseline DIR``), to
+  measure a change before/after in one run.
+
+CPU is the bridge process's utime+stime (/proc/<pid>/stat, all threads) over the
+measurement window, per call-minute.  Targets run alternately at each level.
+
+Run:  python bench/bench_bridge.py                      (1, 50, 200 calls; ~20 s each)
+      python bench/bench_bridge.py --calls 50 --window 10 --targets service
+      python bench/bench_bridge.py --search             (largest N with p99 <= 10 ms)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+HERE = Path(__file__).resolve().parent
+CHUNK_NS = 20_000_000  # 20 ms of audio per frame, both ways
+NBYTES = 160  # 20 ms of 8 kHz μ-law
+HEAD = struct.Struct(">HIqx")  # call, seq, send time (monotonic ns), pad: 15 bytes
+FILL_B64 = base64.b64encode(b"\xff" * (NBYTES - HEAD.size)).decode()  # μ-law silence
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+now_ns = time.monotonic_ns
+
+
+def payload(call: int, seq: int, sent: int) -> str:
+    """160 bytes of base64 audio whose first 20 characters say who, which and when."""
+    return base64.b64encode(HEAD.pack(call, seq, sent)).decode() + FILL_B64
+
+
+def read_head(frame: str, start: int) -> tuple[int, int, int]:
+    return HEAD.unpack(base64.b64decode(frame[start : start + 20]))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process, all its threads: ns-precise schedstat where the
+    kernel has it (a 1-call level uses a few hundred ms), else utime+stime."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+# ------------------------------------------------------------------ measuring
+
+
+@dataclass
+class Stats:
+    """Latencies (ns) of frames sent inside the window, per direction."""
+
+    start: int = 1 << 62
+    end: int = 1 << 62
+    up: array[int] = field(default_factory=lambda: array("q"))  # caller -> model
+    down: array[int] = field(default_factory=lambda: array("q"))  # model -> caller
+    sent_up: int = 0
+    sent_down: int = 0
+    late: array[int] = field(default_factory=lambda: array("q"))  # sender lateness
+    crossed: int = 0  # frames that reached the wrong call (must stay 0)
+
+    def sent(self, up: bool, at: int, lateness: int) -> None:
+        if self.start <= at < self.end:
+            if up:
+                self.sent_up += 1
+            else:
+                self.sent_down += 1
+            self.late.append(lateness)
+
+    def got(self, up: bool, sent: int, at: int) -> None:
+        if self.start <= sent < self.end:
+            (self.up if up else self.down).append(at - sent)
+
+
+def pct(values: array[int], q: float) -> float:
+    """The q-quantile in ms (nearest rank)."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] / 1e6
+
+
+# ------------------------------------------------------------- the fake model
+
+
+_DELTA_HEAD = (
+    '{"type":"response.output_audio.delta","event_id":"event_1","response_id":"resp_1",'
+    '"item_id":"item_1","output_index":0,"content_index":0,"delta":"'
+)
+
+
+class FakeModel:
+    """Just enough Realtime: reads appends (timestamps them), streams audio deltas."""
+
+    def __init__(self, stats: Stats, stop: asyncio.Event, rng: random.Random) -> None:
+        self.stats = stats
+        self.stop = stop
+        self.rng = rng
+        self.url = ""
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(self, ws: ServerConnection) -> None:
+        stats = self.stats
+        streamer: asyncio.Task[None] | None = None
+        call_of_socket = -1
+        try:
+            async for frame in ws:
+                at = now_ns()
+                if type(frame) is not str:
+                    continue
+                k = frame.find('"audio":"')
+                if k < 0:
+                    continue  # session.update, response.create, ...
+                call, _seq, sent = read_head(frame, k + 9)
+                stats.got(True, sent, at)
+                if streamer is None:
+                    call_of_socket = call
+                    streamer = asyncio.create_task(self.stream(ws, call))
+                elif call != call_of_socket:
+                    stats.crossed += 1
+        except ConnectionClosed:
+            pass
+        finally:
+            if streamer is not None:
+                streamer.cancel()
+
+    async def stream(self, ws: ServerConnection, call: int) -> None:
+        """Bot audio in real time: one delta every 20 ms, starting at a random phase."""
+        stats, stop = self.stats, self.stop
+        t0 = now_ns() + int(self.rng.random() * CHUNK_NS)
+        seq = 0
+        with contextlib.suppress(ConnectionClosed):
+            while not stop.is_set():
+                seq += 1
+                due = t0 + seq * CHUNK_NS
+                wait = due - now_ns()
+                if wait > 0:
+                    await asyncio.sleep(wait / 1e9)
+                at = now_ns()
+                await ws.send(_DELTA_HEAD + payload(call, seq, at) + '"}')
+                stats.sent(False, at, at - due)
+
+
+# ------------------------------------------------------------------ a caller
+
+
+@dataclass
+class Caller:
+    index: int
+    url: str
+    stats: Stats
+    stop: asyncio.Event
+    phase: float
+    ws: ClientConnection | None = None
+    error: str = ""
+
+    async def expect(self, kind: str) -> None:
+        assert self.ws is not None
+        needle = f'"type":"{kind}"'
+        while True:
+            frame = await asyncio.wait_for(self.ws.recv(), 30)
+            if needle in frame:
+                return
+            if '"session.error"' in frame:
+                raise RuntimeError(f"call {self.index}: {frame[:200]}")
+
+    async def setup(self, run: str) -> None:
+        self.ws = ws = await connect(self.url, compression=None, max_size=None, open_timeout=30)
+        cid = f"bench-{run}-{self.index}"
+        self.cid_json = f'"{cid}"'
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.initiate",
+                    "conversationId": cid,
+                    "botName": "bench",
+                    "caller": "+15550100",
+                    "expectAudioMessages": True,
+                    "supportedMediaFormats": ["raw/mulaw"],
+                }
+            )
+        )
+        await self.expect("session.accepted")
+        start = {"type": "event", "name": "start", "parameters": {"caller": "+15550100"}}
+        await ws.send(
+            json.dumps({"type": "activities", "conversationId": cid, "activities": [start]})
+        )
+        await ws.send(json.dumps({"type": "userStream.start", "conversationId": cid}))
+        await self.expect("userStream.started")
+
+    async def run(self) -> None:
+        """Read bot audio (timestamping it) while sending caller audio in real time."""
+        assert self.ws is not None
+        reader = asyncio.create_task(self.read())
+        ws, stats, stop, call = self.ws, self.stats, self.stop, self.index
+        head = '{"type":"userStream.chunk","conversationId":' + self.cid_json + ',"audioChunk":"'
+        t0 = now_ns() + int(self.phase * CHUNK_NS)
+        seq = 0
+        try:
+            while not stop.is_set():
+                seq += 1
+                due = t0 + seq * CHUNK_NS
+                wait = due - now_ns()
+                if wait > 0:
+                    await asyncio.sleep(wait / 1e9)
+                at = now_ns()
+                await ws.send(head + payload(call, seq, at) + '"}')
+                stats.sent(True, at, at - due)
+        except ConnectionClosed as exc:
+            self.error = f"caller socket closed: {exc}"
+        finally:
+            reader.cancel()
+
+    async def read(self) -> None:
+        assert self.ws is not None
+        stats, call = self.stats, self.index
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in self.ws:
+                at = now_ns()
+                k = frame.find('"audioChunk":"')
+                if k < 0:
+                    continue
+                who, _seq, sent = read_head(frame, k + 14)
+                if who != call:
+                    stats.crossed += 1
+                stats.got(False, sent, at)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(), 2)
+
+
+# ------------------------------------------------------------------ the bridges
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_bridge(
+    target: str, model_url: str, port: int, work: Path, baseline: str
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    log = open(work / f"{target}-{port}.log", "wb")
+    if target == "relay":
+        cmd = [sys.executable, str(HERE / "bridge_relay.py"), "--port", str(port)]
+        cmd += ["--upstream", model_url]
+    else:
+        env.update(FASTAGENT_REALTIME_URL=model_url, OPENAI_API_KEY="bench")
+        env.pop("FASTAGENT_VAIC_TOKEN", None)
+        if target == "base":
+            env["PYTHONPATH"] = baseline
+        store = work / f"{target}-{port}.db"
+        cmd = [sys.executable, "-c", "from fastagent.cli import main; main()", "serve"]
+        cmd += ["--no-auth", "--port", str(port), "--store", str(store)]
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+
+
+async def wait_listening(proc: subprocess.Popen[bytes], port: int) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"bridge exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError):
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("bridge did not listen within 15 s")
+
+
+def stop_bridge(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------ one level
+
+
+@dataclass
+class Result:
+    target: str
+    calls: int
+    up: tuple[float, float, float]  # p50, p99, p99.9 ms
+    down: tuple[float, float, float]
+    cpu_per_call_min: float
+    cores: float
+    gen_cores: float
+    late_p99: float
+    lost: float  # fraction of window frames that never arrived
+    failed: int
+    crossed: int
+
+    @property
+    def worst_p99(self) -> float:
+        return max(self.up[1], self.down[1])
+
+
+async def run_level(
+    target: str, calls: int, window: float, warmup: float, work: Path, baseline: str, seed: int
+) -> Result:
+    rng = random.Random(seed)
+    stats, stop = Stats(), asyncio.Event()
+    model = FakeModel(stats, stop, rng)
+    server = await serve(model.handle, "127.0.0.1", 0, compression=None, max_size=None)
+    model_port = next(iter(server.sockets)).getsockname()[1]
+    port = free_port()
+    proc = start_bridge(target, f"ws://127.0.0.1:{model_port}/v1", port, work, baseline)
+    callers: list[Caller] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await wait_listening(proc, port)
+        url = f"ws://127.0.0.1:{port}/audiocodes"
+        callers = [Caller(i, url, stats, stop, rng.random()) for i in range(calls)]
+        run_id = f"{target}{calls}-{seed}"
+        sem = asyncio.Semaphore(20)  # ramp: at most 20 handshakes at a time
+
+        async def setup(c: Caller) -> bool:
+            async with sem:
+                try:
+                    await c.setup(run_id)
+                    return True
+                except Exception as exc:
+                    c.error = f"setup: {exc}"
+                    return False
+
+        ok = await asyncio.gather(*(setup(c) for c in callers))
+        live = [c for c, good in zip(callers, ok, strict=True) if good]
+        tasks = [asyncio.create_task(c.run()) for c in live]
+        await asyncio.sleep(warmup)
+        cpu0, gen0, t0 = cpu_seconds(proc.pid), self_cpu(), now_ns()
+        stats.start = t0
+        await asyncio.sleep(window)
+        t1 = now_ns()
+        stats.end = t1
+        cpu1, gen1 = cpu_seconds(proc.pid), self_cpu()
+        await asyncio.sleep(0.5)  # frames in flight at the end of the window arrive
+        stop.set()
+    finally:
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in callers), return_exceptions=True)
+        server.close()
+        stop_bridge(proc)
+    secs = (t1 - t0) / 1e9
+    cpu = cpu1 - cpu0
+    n = max(1, len(live))
+    sent = stats.sent_up + stats.sent_down
+    got = len(stats.up) + len(stats.down)
+    return Result(
+        target=target,
+        calls=calls,
+        up=(pct(stats.up, 0.5), pct(stats.up, 0.99), pct(stats.up, 0.999)),
+        down=(pct(stats.down, 0.5), pct(stats.down, 0.99), pct(stats.down, 0.999)),
+        cpu_per_call_min=cpu / (n * secs / 60),
+        cores=cpu / secs,
+        gen_cores=(gen1 - gen0) / secs,
+        late_p99=pct(stats.late, 0.99),
+        lost=(sent - got) / sent if sent else 1.0,
+        failed=calls - len(live) + sum(1 for c in live if c.error),
+        crossed=stats.crossed,
+    )
+
+
+# ------------------------------------------------------------------ report
+
+
+def row(r: Result) -> str:
+    return (
+        f"| {r.target:7} | {r.calls:5} | {r.up[0]:5.2f} | {r.up[1]:6.2f} | {r.up[2]:6.2f} "
+        f"| {r.down[0]:5.2f} | {r.down[1]:6.2f} | {r.down[2]:6.2f} | {r.cpu_per_call_min:6.3f} "
+        f"| {r.cores:5.2f} | {r.gen_cores:4.2f} | {r.late_p99:5.2f} | {r.lost:6.2%} "
+        f"| {r.failed} |"
+    )
+
+
+HEADER = (
+    "| target  | calls | up p50 | up p99 | up p99.9 | down p50 | down p99 | down p99.9 "
+    "| CPU s/call-min | cores | gen cores | send late p99 | lost | failed |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def ratios(results: list[Result]) -> list[str]:
+    lines = []
+    by = {(r.target, r.calls): r for r in results}
+    for r in results:
+        floor = by.get(("relay", r.calls))
+        if r.target == "relay" or floor is None:
+            continue
+        x = r.cpu_per_call_min / floor.cpu_per_call_min
+        lines.append(
+            f"{r.target} vs relay at {r.calls} calls: CPU x{x:.2f} ({x - 1:+.0%}), added p99 up "
+            f"{r.up[1] - floor.up[1]:+.2f} ms, down {r.down[1] - floor.down[1]:+.2f} ms"
+        )
+    return lines
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.baseline:
+        targets.append("base")
+    levels = [int(x) for x in args.calls.split(",")]
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
+        work = Path(tmp)
+
+        async def measure(target: str, calls: int) -> Result:
+            r = await run_level(target, calls, args.window, args.warmup, work, args.baseline, calls)
+            print(row(r), flush=True)
+            results.append(r)
+            return r
+
+        print(HEADER, flush=True)
+        for calls in levels:
+            for target in targets:
+                await measure(target, calls)
+        if args.search:
+            await search(measure, [r for r in results if r.target == "service"], args.limit_ms)
+    print()
+    for line in ratios(results):
+        print(line)
+
+
+async def search(measure: object, done: list[Result], limit: float) -> None:
+    """Step the service's call count to the largest that keeps both p99s within limit."""
+    ok = {r.calls: r.worst_p99 <= limit and r.lost < 0.001 for r in done}
+    passing = [n for n, good in ok.items() if good]
+    failing = [n for n, good in ok.items() if not good]
+    lo, hi = max(passing, default=0), min(failing, default=0)
+    step = 50
+    while hi == 0 and lo < 1000:  # grow until something fails
+        n = lo + step
+        r = await measure("service", n)  # type: ignore[operator]
+        if r.worst_p99 <= limit and r.lost < 0.001:
+            lo = n
+        else:
+            hi = n
+    while hi - lo > 25:
+        n = (lo + hi) // 2 // 25 * 25
+        if not lo < n < hi:
+            n = (lo + hi) // 2
+        r = await measure("service", n)  # type: ignore[operator]
+        if r.worst_p99 <= limit and r.lost < 0.001:
+            lo = n
+        else:
+            hi = n
+    print(f"\nlargest call count with both p99 <= {limit:g} ms: {lo} (fails at {hi})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", default="1,50,200", help="comma-separated call counts")
+    parser.add_argument("--targets", default="relay,service", help="relay,service")
+    parser.add_argument("--baseline", default="", help="a source tree to run as target 'base'")
+    parser.add_argument("--window", type=float, default=20.0, help="seconds measured per level")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
+    parser.add_argument(
+        "--search", action="store_true", help="find the largest N within --limit-ms"
+    )
+    parser.add_argument("--limit-ms", type=float, default=10.0)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.run(main_async(args))
+    except ImportError:
+        asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
