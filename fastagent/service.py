@@ -27,11 +27,10 @@ from typing import Any
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from fastagent import audio, realtime, vaic
+from fastagent import audio, realtime, snapshots, vaic
 from fastagent import events as ev
 from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine
-from fastagent.replay import replay
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall, open_store
 from projections import live
 
@@ -80,6 +79,12 @@ class ServiceConfig:
             if value is not None:
                 setattr(cfg, key, value)
         return cfg
+
+
+GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
+SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
+SNAPSHOT_CHECK_S = 2.0
+CLAIM_ATTEMPTS = 5  # a resume overtakes an old owner still finishing its writes
 
 
 class ConfigError(ValueError):
@@ -156,6 +161,7 @@ class CallSession:
         self.seeded = False
         self.closing = False
         self.lost = False
+        self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
 
     # --------------------------------------------------------------- recording
 
@@ -555,12 +561,69 @@ class CallSession:
                 await ws.close()
 
     def start_grace(self) -> None:
+        """The caller dropped: wait for a resume; end the call when the grace is over.
+
+        Meanwhile watch the log: if another instance resumed the call, let go of it
+        (model socket included) at once instead of at the end of the grace.
+        """
+        grace = self.service.config.grace_s
+
         async def expire() -> None:
-            await asyncio.sleep(self.service.config.grace_s)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while (left := deadline - loop.time()) > 0:
+                await asyncio.sleep(min(left, GRACE_POLL_S))
+                if self.caller is not None or self.closing:
+                    return
+                if await self.taken_over():
+                    await self.close("call resumed on another instance")
+                    return
             if self.caller is None and not self.closing:
-                await self.input(ev.GraceExpired, seconds=self.service.config.grace_s)
+                await self.input(ev.GraceExpired, seconds=grace)
 
         self.grace_task = asyncio.create_task(self._guard(expire()))
+
+    async def taken_over(self) -> bool:
+        """True if another writer appended to this call's stream after us."""
+        if self.lost or self.store.conflicted(self.call_id):
+            return True
+        try:
+            stored = await asyncio.to_thread(self.store.last_seq, self.call_id)
+        except StoreError:
+            return False  # cannot tell; the next write will
+        return stored >= self.engine.next_seq
+
+    async def save_snapshot(self) -> None:
+        """Snapshot the call's state once what it reflects is durable (see snapshots.py)."""
+        data = snapshots.take(self.engine, self.state, self.chunks_in, self.chunks_out)
+        if data is None:
+            return
+        seq = self.engine.next_seq - 1
+
+        def write() -> None:
+            self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
+            self.store.write_snapshot(self.call_id, seq, data)
+
+        try:
+            await asyncio.to_thread(write)
+        except StreamConflict:
+            self.lost = True
+        except StoreError as exc:
+            log.warning("call %s: snapshot not written: %s", self.call_id, exc)
+            return
+        self.snapshot_seq = seq
+
+    def keep_snapshots(self) -> None:
+        """Snapshot every SNAPSHOT_EVERY events or so, bounding what a resume after a
+        crash must replay."""
+
+        async def loop() -> None:
+            while not self.closing:
+                await asyncio.sleep(SNAPSHOT_CHECK_S)
+                if self.engine.next_seq - 1 - self.snapshot_seq >= SNAPSHOT_EVERY:
+                    await self.save_snapshot()
+
+        self.spawn(loop())
 
 
 # ------------------------------------------------------------------ the socket
@@ -639,6 +702,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 return
             if not session.closing:
                 session.start_grace()
+                session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
 
 
 async def initiate(
@@ -672,6 +736,7 @@ async def initiate(
     if session.engine.status == "ended":
         return None
     await start_model_and_tools(session)
+    session.keep_snapshots()
     return session
 
 
@@ -692,51 +757,107 @@ async def start_model_and_tools(session: CallSession) -> None:
 async def resume(
     service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionResume
 ) -> CallSession | None:
+    """``session.resume``: re-attach the call, from memory if this instance still
+    drives it, else rebuilt from the store (snapshot + tail) and claimed."""
     call_id = msg.conversationId
     session = service.calls.get(call_id)
     if session is not None and not session.closing:
         if session.grace_task is not None:
             session.grace_task.cancel()
-        old = session.caller
-        session.caller, session.proto = ws, proto
-        if old is not None and old is not ws:
-            with contextlib.suppress(Exception):
-                await old.close()
-        await session.input(ev.SessionResumed, instance=service.config.instance)
-        return session
-    # Another instance (or this one before a restart) drove the call: rebuild it.
-    try:
-        events = await asyncio.to_thread(service.store.read_call, call_id)
-    except UnknownCall:
-        await ws.send_text(vaic.session_error("conversation not found").decode())
+        if not await session.taken_over():
+            old = session.caller
+            session.caller, session.proto = ws, proto
+            if old is not None and old is not ws:
+                with contextlib.suppress(Exception):
+                    await old.close()
+            await session.input(ev.SessionResumed, instance=service.config.instance)
+            return session
+        # It moved to another instance and back: this copy is stale.
+        await session.close("call resumed on another instance")
+    return await resume_from_store(service, ws, proto, call_id)
+
+
+async def resume_from_store(
+    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, call_id: str
+) -> CallSession | None:
+    store, instance = service.store, service.config.instance
+
+    async def refuse(reason: str) -> None:
+        await ws.send_text(vaic.session_error(reason).decode())
+
+    for attempt in range(CLAIM_ATTEMPTS):
+        try:
+            await asyncio.to_thread(store.reclaim, call_id)
+            rebuilt = await asyncio.to_thread(snapshots.rebuild, store, call_id)
+        except UnknownCall:
+            await refuse("conversation not found")
+            return None
+        except StoreError as exc:
+            log.error("call %s: cannot resume: %s", call_id, exc)
+            await refuse("store unavailable")
+            return None
+        engine = rebuilt.engine
+        if engine is None or engine.status == "ended" or engine.agent is None:
+            await refuse("conversation has ended")
+            return None
+        if rebuilt.divergence:
+            log.warning("call %s: %s; resuming anyway", call_id, rebuilt.divergence)
+        read_to = engine.next_seq - 1
+        batch: list[ev.Event] = []
+        at = now_us()
+        if engine.status == "active":
+            # The instance that had the caller died without recording the drop.
+            lost = ev.ConnectionLost(
+                call_id=call_id, seq=engine.next_seq, at=at, side="caller", reason="instance lost"
+            )
+            batch += [lost, *engine.handle(lost)]
+        resumed = ev.SessionResumed(call_id=call_id, seq=engine.next_seq, at=at, instance=instance)
+        decisions = engine.handle(resumed)
+        batch += [resumed, *decisions]
+        try:
+            # Claim the call: a synchronous append fails if anyone wrote after our read.
+            await asyncio.to_thread(store.append_now, batch)
+            break
+        except StreamConflict:
+            pass
+        except StoreError as exc:
+            log.error("call %s: cannot resume: %s", call_id, exc)
+            await refuse("store unavailable")
+            return None
+        # Who wrote?  Another resume (a claim) wins: back off.  An old owner still
+        # finishing its writes (its caller is gone) is overtaken: read again, retry.
+        try:
+            newer = await asyncio.to_thread(store.read_call, call_id, read_to)
+        except StoreError:
+            newer = []
+        if any(isinstance(e, ev.SessionResumed) for e in newer):
+            await refuse("call is active on another instance")
+            return None
+        await asyncio.sleep(0.02 * 2**attempt)
+    else:
+        await refuse("call is active on another instance")
         return None
-    result = replay(events)
-    engine = result.engine
-    if engine is None or engine.status == "ended" or engine.agent is None:
-        await ws.send_text(vaic.session_error("conversation has ended").decode())
-        return None
-    if result.divergence is not None:
-        log.warning("call %s: log replays with a divergence; resuming anyway", call_id)
     session = CallSession(service, call_id, engine)
-    live.fold(events, session.state)
+    session.state = rebuilt.state
+    session.chunks_in, session.chunks_out = rebuilt.chunks_in, rebuilt.chunks_out
+    session.snapshot_seq = rebuilt.from_snapshot
     session.caller, session.proto = ws, proto
-    inp = ev.SessionResumed(
-        call_id=call_id, seq=engine.next_seq, at=now_us(), instance=service.config.instance
-    )
-    decisions = engine.handle(inp)
-    try:
-        # Claim the call: a synchronous append fails if another instance wrote first.
-        await asyncio.to_thread(service.store.append_now, [inp, *decisions])
-    except StreamConflict:
-        await ws.send_text(vaic.session_error("call is active on another instance").decode())
-        return None
-    for e in (inp, *decisions):
+    for e in batch:
         live.apply(session.state, e)
     service.calls[call_id] = session
-    await session.execute(decisions)
-    await start_model_and_tools(session)
-    # The model session is new: configure it (and seed the transcript).
-    await session.input(ev.ConnectionRestored, side="model", instance=service.config.instance)
+    await session.execute(decisions)  # session.accepted, and held calls the drop left
+    # Whatever model session there was is not ours: record it gone, so the engine
+    # drops a response in progress and owes the caller a new one.
+    await session.input(ev.ConnectionLost, side="model", reason=f"call resumed on {instance}")
+    for d in rebuilt.pending:
+        # Decided and durable, but its result never made it to the log: run it again
+        # with the same idempotency key (the backend answers a repeat with the first result).
+        session.spawn(session.run_tool(d))
+    if not engine.external:  # tools are in the log already; list only if never listed
+        await start_model_and_tools(session)
+    # A new model session: configure it and seed it with the conversation so far.
+    await session.input(ev.ConnectionRestored, side="model", instance=instance)
+    session.keep_snapshots()
     return session
 
 

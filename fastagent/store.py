@@ -358,6 +358,7 @@ class EventStore:
         self._buf_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer at a time keeps append order
         self._conflicted: set[str] = set()
+        self._snapshots_ready = False
         self._unreported: list[str] = []
         self._error: str = ""
         self._closed = False
@@ -434,6 +435,20 @@ class EventStore:
                 self._mark(bad, reported=True)
                 raise StreamConflict(sorted(bad)[0]) from None
 
+    def reclaim(self, call_id: str) -> None:
+        """Before claiming a call again (a resume here after it moved away): write
+        what is buffered (this store's stale rows for the call are dropped as
+        conflicting) and forget the call's conflict mark, so a claim can succeed."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        if call_id not in self._conflicted:
+            return
+        with self._write_lock:
+            self._write_buffered_locked()
+            self._conflicted.discard(call_id)
+            if call_id in self._unreported:
+                self._unreported.remove(call_id)
+
     def conflicted(self, call_id: str) -> bool:
         """True once a write for this call hit another writer's events."""
         return call_id in self._conflicted
@@ -460,11 +475,15 @@ class EventStore:
 
     # ------------------------------------------------------------------ reading
 
-    def read_call(self, call_id: str) -> list[Event]:
-        """Every durable event of one call, in seq order."""
+    def read_call(self, call_id: str, after: int = 0) -> list[Event]:
+        """Every durable event of one call with seq > ``after``, in seq order.
+
+        Raises UnknownCall if the call has no events at all (an empty tail after a
+        snapshot is not an error).
+        """
         with self._errors("read"):
-            rows = self._recorder.select_events(call_id)
-        if not rows:
+            rows = self._recorder.select_events(call_id, gt=after if after > 0 else None)
+        if not rows and (after <= 0 or self.last_seq(call_id) == 0):
             raise UnknownCall(call_id)
         return [_decode(call_id, r.originator_version, r.topic, bytes(r.state)) for r in rows]
 
@@ -531,6 +550,48 @@ class EventStore:
             )
         return out
 
+    # ------------------------------------------------------------------ snapshots
+
+    def write_snapshot(self, call_id: str, seq: int, data: bytes) -> None:
+        """Keep ``data`` as the call's state after event ``seq`` (an older one never
+        replaces a newer one).  Write only what reflects durable events."""
+        self._ensure_snapshots()
+        t = self._snapshot_table
+        sql = (
+            f"INSERT INTO {t} (call_id, seq, data) VALUES ({{p}}, {{p}}, {{p}}) "
+            "ON CONFLICT (call_id) DO UPDATE SET seq = excluded.seq, data = excluded.data "
+            f"WHERE excluded.seq > {t}.seq"
+        )
+        self._query(sql, (call_id, seq, data), commit=True)
+
+    def read_snapshot(self, call_id: str) -> tuple[int, bytes] | None:
+        """(seq, data) of the call's latest snapshot, or None."""
+        self._ensure_snapshots()
+        sql = f"SELECT seq, data FROM {self._snapshot_table} WHERE call_id = {{p}}"
+        rows = self._query(sql, (call_id,))
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    @property
+    def _snapshot_table(self) -> str:
+        t = self._target
+        name = f"{t.table}_snapshots"
+        return f'"{t.schema}"."{name}"' if t.kind == "postgresql" else f'"{name}"'
+
+    def _ensure_snapshots(self) -> None:
+        if self._snapshots_ready:
+            return
+        blob = "BYTEA" if self._target.kind == "postgresql" else "BLOB"
+        sql = (
+            f"CREATE TABLE IF NOT EXISTS {self._snapshot_table} "
+            f"(call_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, data {blob} NOT NULL)"
+        )
+        try:
+            self._query(sql, (), commit=True)
+        except StoreError:
+            # Two instances creating it at once on PostgreSQL: one loses the race.
+            self._query(f"SELECT 1 FROM {self._snapshot_table} WHERE 1 = 0", ())
+        self._snapshots_ready = True
+
     # ------------------------------------------------------------------ internals
 
     @property
@@ -542,16 +603,18 @@ class EventStore:
     def _position_column(self) -> str:
         return "notification_id" if self._target.kind == "postgresql" else "rowid"
 
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Sequence[Any]]:
-        with self._errors("read"):
+    def _query(
+        self, sql: str, params: tuple[Any, ...], *, commit: bool = False
+    ) -> list[Sequence[Any]]:
+        with self._errors("write" if commit else "read"):
             if self._target.kind == "postgresql":
                 from psycopg.rows import tuple_row
 
                 with self._datastore.get_connection() as conn:
-                    with conn.cursor(row_factory=tuple_row) as cur:
+                    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
                         cur.execute(sql.replace("{p}", "%s"), params)
-                        return cur.fetchall()  # type: ignore[no-any-return]
-            with self._datastore.transaction(commit=False) as cur:
+                        return cur.fetchall() if cur.description else []
+            with self._datastore.transaction(commit=commit) as cur:
                 cur.execute(sql.replace("{p}", "?"), params)
                 return cur.fetchall()  # type: ignore[no-any-return]
 
