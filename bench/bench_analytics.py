@@ -231,7 +231,7 @@ def generate(path: str, total: int, calls: int, wave: int = 50, seed: int = 7) -
     db = sqlite3.connect(path)
     db.execute("PRAGMA synchronous=OFF")
     rnd = random.Random(seed)
-    seconds = total / calls * 0.016  # ~62 events per second of call
+    seconds = total / calls * 0.016  # ~62 events per second of call: --events 10M makes ~10M
     written = 0
     enc = ev.encode
     for w in range(0, calls, wave):

@@ -40,6 +40,7 @@ from fastagent.events import EventFormatError
 __all__ = [
     "DEFAULT_BATCH",
     "AnalyticsError",
+    "Batch",
     "LogSource",
     "SqliteSource",
     "StoreSource",
@@ -94,6 +95,47 @@ def raw_table(positions: list[int], topics: list[str], states: list[bytes]) -> p
     )
 
 
+AUDIO_TYPES = ("CallerAudio", "BotAudio")
+# Topics of today's audio events: the bulk of the log, taken by the fast path.
+FAST_TOPICS = tuple(f"{n}/v{events.EVENT_TYPES[n].version}" for n in AUDIO_TYPES)
+
+
+@dataclass
+class Batch:
+    """Every event of the log with a position in ``(after, last]``, in two parts.
+
+    ``audio``: the JSON states of today's CallerAudio/BotAudio events (most of the
+    log), without positions or topics -- only aggregated, never a row each.
+    ``rows``: every other event as raw rows (position, topic, state).
+    ``raw()`` re-reads the whole batch as raw rows: when the audio part turns out
+    to hold something invalid, the batch is redone row by row so the bad rows can
+    be named and skipped.
+    """
+
+    after: int
+    last: int
+    rows: pa.Table
+    audio: pa.Array | None
+    raw: Callable[[], pa.Table]
+
+    @property
+    def events(self) -> int:
+        return self.rows.num_rows + (len(self.audio) if self.audio is not None else 0)
+
+
+def split_audio(after: int, table: pa.Table) -> Batch:
+    """A batch from raw rows: today's audio events become the ``audio`` part."""
+    import pyarrow.compute as pc
+
+    last = int(table.column("pos")[-1].as_py()) if table.num_rows else after
+    mask = pc.is_in(table.column("topic"), value_set=pa.array(FAST_TOPICS, pa.string()))
+    try:
+        audio = table.filter(mask).column("state").combine_chunks().cast(pa.large_string())
+    except pa.ArrowInvalid:  # not UTF-8: handle every row one by one
+        return Batch(after, last, table, None, lambda: table)
+    return Batch(after, last, table.filter(pc.invert(mask)), audio, lambda: table)
+
+
 class LogSource(Protocol):
     """Where the global event log is read from."""
 
@@ -101,7 +143,10 @@ class LogSource(Protocol):
 
     def max_position(self) -> int: ...
 
-    def read(self, after: int, limit: int) -> pa.Table: ...
+    def read_batch(self, after: int, limit: int, until: int) -> Batch:
+        """Events after position ``after``: at most ``limit`` of them, and none
+        needed beyond ``until`` (the position the sync aims at)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -116,9 +161,11 @@ class StoreSource:
     def max_position(self) -> int:
         return int(self._store.max_position())
 
-    def read(self, after: int, limit: int) -> pa.Table:
+    def read_batch(self, after: int, limit: int, until: int) -> Batch:
         rows = self._store.read_all_raw(after, limit)
-        return raw_table([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        return split_audio(
+            after, raw_table([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        )
 
     def close(self) -> None:
         self._store.close()
@@ -127,7 +174,11 @@ class StoreSource:
 class SqliteSource:
     """Fast path for SQLite stores: read the eventsourcing table directly, read-only.
 
-    The notification log position of an eventsourcing SQLite table is its rowid.
+    The notification log position of an eventsourcing SQLite table is its rowid
+    (rows are never deleted, so a rowid at or below the maximum seen is final).
+    A batch is a range of rowids.  Its audio events are fetched by SQLite as one
+    string (``group_concat`` of the states, plus their lengths), so none of them
+    becomes a Python object: that and the scan run without the GIL.
     """
 
     def __init__(self, path: str, table: str = "stored_events") -> None:
@@ -140,23 +191,63 @@ class SqliteSource:
         except sqlite3.Error as exc:
             raise AnalyticsError(f"cannot open store {path}: {one_line(exc)}") from None
         self._lock = threading.Lock()
+        topics = ", ".join(f"'{t}'" for t in FAST_TOPICS)
+        where = f'FROM "{table}" WHERE rowid > ? AND rowid <= ?'
+        self._rows_sql = f"SELECT rowid, topic, state {where} AND topic NOT IN ({topics})"
+        self._raw_sql = f"SELECT rowid, topic, state {where}"
+        # Both group_concats see the rows in the same order: lengths split the states.
+        self._audio_sql = (
+            "SELECT count(*), CAST(group_concat(state, '') AS BLOB), group_concat(length(state)) "
+            f"{where} AND topic IN ({topics})"
+        )
 
     def max_position(self) -> int:
         with self._lock:
             row = self._db.execute(f'SELECT max(rowid) FROM "{self._table}"').fetchone()
         return int(row[0] or 0)
 
-    def read(self, after: int, limit: int) -> pa.Table:
-        sql = (
-            f'SELECT rowid, topic, state FROM "{self._table}" '
-            "WHERE rowid > ? ORDER BY rowid LIMIT ?"
-        )
+    def _raw(self, sql: str, after: int, last: int) -> pa.Table:
         with self._lock:
-            rows = self._db.execute(sql, (after, limit)).fetchall()
+            rows = self._db.execute(sql, (after, last)).fetchall()
         return raw_table([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+    def read_batch(self, after: int, limit: int, until: int) -> Batch:
+        last = max(after, min(after + limit, until))
+
+        def raw() -> pa.Table:
+            return self._raw(self._raw_sql, after, last)
+
+        rows = self._raw(self._rows_sql, after, last)
+        with self._lock:
+            n, blob, lengths = self._db.execute(self._audio_sql, (after, last)).fetchone()
+        audio = _concatenated_strings(n, blob or b"", lengths or "")
+        if audio is None:  # not what SQLite should give (e.g. not UTF-8): row by row
+            return Batch(after, last, raw(), None, raw)
+        return Batch(after, last, rows, audio, raw)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _concatenated_strings(n: int, blob: bytes, lengths: str) -> pa.Array | None:
+    """``n`` strings stored back to back in ``blob`` as an Arrow array (no copy).
+
+    None if the lengths do not add up or the bytes are not UTF-8.
+    """
+    # np.fromstring parses the comma-separated text in C (~20 ns a number).
+    sizes = np.fromstring(lengths, dtype=np.int64, sep=",") if n else np.zeros(0, np.int64)
+    if len(sizes) != n or int(sizes.sum()) != len(blob):
+        return None
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    array = pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(blob), null_count=0
+    )
+    try:
+        array.validate(full=True)  # UTF-8
+    except pa.ArrowInvalid:
+        return None
+    return array
 
 
 def open_source(url: str | None = None, *, fast: bool = True) -> LogSource:
@@ -320,7 +411,7 @@ _OTHER_FIELDS = {
     "stream_id": "VARCHAR",
     "played_ms": "BIGINT",
 }
-AUDIO_TYPES = ("CallerAudio", "BotAudio")
+_FAST_FIELDS = {"type": "VARCHAR", **_AUDIO_FIELDS}
 
 
 def _in(types: tuple[str, ...]) -> str:
@@ -395,20 +486,20 @@ _FILL: list[str] = [
         coalesce(nullif(e.code, ''), e.error_type), e.message
         FROM _other WHERE type IN ('ModelError', 'ProtocolError')""",
     """INSERT INTO audio_stats
-        SELECT e.call_id, CASE type WHEN 'CallerAudio' THEN 'caller' ELSE 'bot' END,
-            count(*), sum(e.nbytes), sum(e.duration_us),
-            make_timestamp(min(e.at)), make_timestamp(max(e.at))
-        FROM _audio GROUP BY ALL
+        SELECT call_id, CASE type WHEN 'CallerAudio' THEN 'caller' ELSE 'bot' END,
+            sum(n), sum(nbytes), sum(duration_us),
+            make_timestamp(min(first_at)), make_timestamp(max(last_at))
+        FROM _audio_agg GROUP BY ALL
         ON CONFLICT (call_id, direction) DO UPDATE SET
             chunks = chunks + excluded.chunks, nbytes = nbytes + excluded.nbytes,
             duration_us = duration_us + excluded.duration_us,
             first_at = least(first_at, excluded.first_at),
             last_at = greatest(last_at, excluded.last_at)""",
     """INSERT INTO response_audio
-        SELECT e.call_id, e.response_id, arg_min(e.item_id, e.seq), min(e.seq),
-            make_timestamp(arg_min(e.at, e.seq)), make_timestamp(max(e.at)),
-            count(*), sum(e.nbytes), sum(e.duration_us)
-        FROM _audio WHERE type = 'BotAudio' GROUP BY e.call_id, e.response_id
+        SELECT call_id, response_id, arg_min(first_item, first_seq), min(first_seq),
+            make_timestamp(arg_min(first_seq_at, first_seq)), make_timestamp(max(last_at)),
+            sum(n), sum(nbytes), sum(duration_us)
+        FROM _audio_agg WHERE type = 'BotAudio' GROUP BY call_id, response_id
         ON CONFLICT (call_id, response_id) DO UPDATE SET
             item_id = CASE WHEN excluded.first_seq < first_seq THEN excluded.item_id
                 ELSE item_id END,
@@ -419,11 +510,27 @@ _FILL: list[str] = [
             chunks = chunks + excluded.chunks, nbytes = nbytes + excluded.nbytes,
             duration_us = duration_us + excluded.duration_us""",
     """INSERT INTO event_counts
-        SELECT call_id, type, count(*) FROM (
-            SELECT e.call_id, type FROM _audio UNION ALL SELECT e.call_id, type FROM _other
+        SELECT call_id, type, sum(n) FROM (
+            SELECT call_id, type, n FROM _audio_agg
+            UNION ALL SELECT e.call_id, type, 1 FROM _other
         ) GROUP BY ALL
         ON CONFLICT (call_id, type) DO UPDATE SET events = events + excluded.events""",
 ]
+
+# Audio events of a batch, aggregated per call, type and response (a few thousand
+# rows): the audio tables above are upserted from this.  ``{src}`` yields
+# (type, e) with e the struct of _AUDIO_FIELDS; ``bad`` counts rows that miss a
+# field the tables need (only the fast path can have them: it then falls back).
+_AUDIO_AGG = """SELECT type, e.call_id AS call_id, e.response_id AS response_id,
+        count(*) AS n, sum(e.nbytes) AS nbytes, sum(e.duration_us) AS duration_us,
+        min(e.at) AS first_at, max(e.at) AS last_at, min(e.seq) AS first_seq,
+        arg_min(e.item_id, e.seq) AS first_item, arg_min(e.at, e.seq) AS first_seq_at,
+        count(*) FILTER (e.call_id IS NULL OR e.seq IS NULL OR e.at IS NULL
+            OR type NOT IN ('CallerAudio', 'BotAudio')
+            OR (type = 'BotAudio' AND e.response_id IS NULL)) AS bad
+    FROM ({src}) GROUP BY type, e.call_id, e.response_id"""
+_FAST_SRC = f"""SELECT e.type AS type, e FROM (
+    SELECT json_transform(state, '{json.dumps(_FAST_FIELDS)}') AS e FROM _fast)"""
 
 _SKIP = """INSERT INTO sync_skipped SELECT topic, reason, count(*), min(pos), max(pos)
     FROM _skipped GROUP BY ALL
@@ -525,18 +632,57 @@ class Projector:
         return pa.concat_tables([keep, raw_table(pos, tops, states)]), corrupt
 
     def apply(
-        self, batch: pa.Table, before_commit: Callable[[int], None] | None = None
+        self, batch: Batch, before_commit: Callable[[int], None] | None = None
     ) -> tuple[int, int, dict[tuple[str, str], int]]:
-        """Apply one raw batch; returns (last position, events applied, skipped counts)."""
-        last = int(batch.column("pos")[-1].as_py())
+        """Apply one batch; returns (last position, events applied, skipped counts)."""
         con = self.con
-        topics = self._topic_table(batch)
+        fast = 0
+        try:
+            if batch.audio is not None and len(batch.audio):
+                fast = self._stage_fast_audio(batch.audio)
+                if fast < 0:  # something invalid among the audio: redo row by row
+                    rows = batch.raw()
+                    batch = Batch(batch.after, batch.last, rows, None, lambda: rows)
+                    fast = 0
+            return self._apply_rows(batch, fast, before_commit)
+        finally:
+            for name in ("_part", "_skipped", "_fast"):
+                con.unregister(name)
+
+    def _stage_fast_audio(self, audio: pa.Array) -> int:
+        """Aggregate the audio states into ``_audio_agg``; -1 if one is invalid.
+
+        One parallel DuckDB pass over the JSON, outside the batch transaction (a
+        parse error would abort it).
+        """
+        con = self.con
+        con.register("_fast", pa.table({"state": audio}))
+        try:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _audio_agg AS " + _AUDIO_AGG.format(src=_FAST_SRC)
+            )
+        except duckdb.InvalidInputException:
+            return -1
+        row = _first_row(con, "SELECT sum(n), sum(bad) FROM _audio_agg")
+        if row is None or row[1]:
+            return -1
+        return int(row[0] or 0)
+
+    def _apply_rows(
+        self, batch: Batch, fast: int, before_commit: Callable[[int], None] | None
+    ) -> tuple[int, int, dict[tuple[str, str], int]]:
+        """Stage the raw rows (the ``_audio_agg`` of ``fast`` audio events is
+        staged already) and apply everything in one transaction."""
+        con = self.con
+        last = batch.last
+        rows = batch.rows
+        topics = self._topic_table(rows)
         corrupt: list[tuple[int, str]] = []
         if "upcast" in topics["action"].to_pylist():
-            batch, corrupt = self._upcast(batch, topics)
-            topics = self._topic_table(batch)
+            rows, corrupt = self._upcast(rows, topics)
+            topics = self._topic_table(rows)
         # State as text: invalid UTF-8 fails the cast for the whole batch, so find bad rows.
-        batch, bad = _text_states(batch)
+        rows, bad = _text_states(rows)
         corrupt += bad
         # Split by table group in Arrow, so each DuckDB query scans only its rows.
         by_action: dict[str, list[str]] = {}
@@ -547,60 +693,62 @@ class Projector:
             strict=True,
         ):
             by_action.setdefault(grp if action in ("apply", "upcast") else action, []).append(t)
-        staged = 0
+        staged = fast
+        for grp, fields in (("audio", _AUDIO_FIELDS), ("other", _OTHER_FIELDS)):
+            part = _rows_with_topics(rows, by_action.get(grp, []))
+            n = self._stage(grp, part, fields)
+            staged += n
+            if n != part.num_rows:  # rows dropped as corrupt: name them
+                lost = con.execute(
+                    f"SELECT topic, pos FROM _part WHERE pos NOT IN (SELECT pos FROM _{grp})"
+                ).fetchall()
+                corrupt += [(p, t) for t, p in lost]
+            con.unregister("_part")
+        # Audio that came as rows (older versions, a batch redone row by row).
+        src = "SELECT type, e FROM _audio"
+        if fast:
+            con.execute("INSERT INTO _audio_agg " + _AUDIO_AGG.format(src=src))
+        else:
+            con.execute("CREATE OR REPLACE TEMP TABLE _audio_agg AS " + _AUDIO_AGG.format(src=src))
         skipped_parts = []
-        try:
-            for grp, fields in (("audio", _AUDIO_FIELDS), ("other", _OTHER_FIELDS)):
-                part = _rows_with_topics(batch, by_action.get(grp, []))
-                n = self._stage(grp, part, fields)
-                staged += n
-                if n != part.num_rows:  # rows dropped as corrupt: name them
-                    lost = con.execute(
-                        f"SELECT topic, pos FROM _part WHERE pos NOT IN (SELECT pos FROM _{grp})"
-                    ).fetchall()
-                    corrupt += [(p, t) for t, p in lost]
-                con.unregister("_part")
-            for reason in ("unknown_type", "newer_version"):
-                part = _rows_with_topics(batch, by_action.get(reason, []))
-                skipped_parts.append(
-                    part.select(["topic", "pos"]).append_column(
-                        "reason", pa.array([reason] * part.num_rows, pa.string())
-                    )
-                )
+        for reason in ("unknown_type", "newer_version"):
+            part = _rows_with_topics(rows, by_action.get(reason, []))
             skipped_parts.append(
-                pa.table(
-                    {
-                        "topic": pa.array([t for _, t in corrupt], pa.string()),
-                        "pos": pa.array([p for p, _ in corrupt], pa.int64()),
-                        "reason": pa.array(["corrupt"] * len(corrupt), pa.string()),
-                    }
+                part.select(["topic", "pos"]).append_column(
+                    "reason", pa.array([reason] * part.num_rows, pa.string())
                 )
             )
-            skipped_rows = pa.concat_tables(skipped_parts)
-            con.register("_skipped", skipped_rows)
-            skipped: dict[tuple[str, str], int] = {}
-            for t, r in zip(
-                skipped_rows["topic"].to_pylist(), skipped_rows["reason"].to_pylist(), strict=True
-            ):
-                skipped[(t, r)] = skipped.get((t, r), 0) + 1
-            con.execute("BEGIN")
-            try:
-                for sql in _FILL:
-                    con.execute(sql)
-                con.execute(_SKIP)
-                con.execute(
-                    "UPDATE sync_state SET position = ?, events = events + ? WHERE id = 1",
-                    [last, staged],
-                )
-                if before_commit is not None:
-                    before_commit(last)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            for name in ("_part", "_skipped"):
-                con.unregister(name)
+        skipped_parts.append(
+            pa.table(
+                {
+                    "topic": pa.array([t for _, t in corrupt], pa.string()),
+                    "pos": pa.array([p for p, _ in corrupt], pa.int64()),
+                    "reason": pa.array(["corrupt"] * len(corrupt), pa.string()),
+                }
+            )
+        )
+        skipped_rows = pa.concat_tables(skipped_parts)
+        con.register("_skipped", skipped_rows)
+        skipped: dict[tuple[str, str], int] = {}
+        for t, r in zip(
+            skipped_rows["topic"].to_pylist(), skipped_rows["reason"].to_pylist(), strict=True
+        ):
+            skipped[(t, r)] = skipped.get((t, r), 0) + 1
+        con.execute("BEGIN")
+        try:
+            for sql in _FILL:
+                con.execute(sql)
+            con.execute(_SKIP)
+            con.execute(
+                "UPDATE sync_state SET position = ?, events = events + ? WHERE id = 1",
+                [last, staged],
+            )
+            if before_commit is not None:
+                before_commit(last)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
         return last, staged, skipped
 
     def _stage(self, grp: str, part: pa.Table, fields: dict[str, Any]) -> int:
@@ -622,6 +770,8 @@ class Projector:
             con.execute(sql.replace("WHERE_CLAUSE", "WHERE json_valid(state)"))
         # Filtering in the same query would evaluate json_transform once per condition.
         missing = "e.call_id IS NULL OR e.seq IS NULL OR e.at IS NULL"
+        if grp == "audio":  # the response is part of response_audio's key
+            missing += " OR (type = 'BotAudio' AND e.response_id IS NULL)"
         rows = _first_row(con, f"SELECT count(*), count(*) FILTER ({missing}) FROM _{grp}")
         total, bad = (int(rows[0]), int(rows[1])) if rows else (0, 0)
         if bad:
@@ -684,15 +834,14 @@ def sync(
         return result
     projector = Projector(con)
     with ThreadPoolExecutor(1, thread_name_prefix="fastagent-sync-read") as pool:
-        pending: Future[pa.Table] | None = pool.submit(source.read, start, batch_size)
+        pending: Future[Batch] | None = pool.submit(source.read_batch, start, batch_size, target)
         while pending is not None:
             batch = pending.result()
             pending = None
-            if batch.num_rows == 0:
+            if batch.last <= batch.after:
                 break
-            last = int(batch.column("pos")[-1].as_py())
-            if last < target:
-                pending = pool.submit(source.read, last, batch_size)
+            if batch.last < target:
+                pending = pool.submit(source.read_batch, batch.last, batch_size, target)
             try:
                 position, applied, skipped = projector.apply(batch, before_commit)
             except BaseException:
