@@ -3,7 +3,10 @@
 A snapshot view of a call holds its decision trail and transcript with no
 wall-clock time and no random id: ids are renamed ``<name-1>``, ``<name-2>`` in
 order of first appearance, so cross-references survive and re-recording the
-same conversation gives the same snapshot.
+same conversation gives the same snapshot.  What depends on timing is left out
+too: ``seq`` (how many audio chunks came between two decisions; the list order
+remains) and how much of the bot's audio the caller heard before barging in
+(``<heard>``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ _ID_FIELDS = {
     "idempotency_key": "key",
     "stream_id": "stream",
 }
-_ACTION = re.compile(r"^act-\d+$")
+_ACTION = re.compile(r"^act-\d+$")  # an FSA action's call id: "act-<seq>"
+_HEARD = "<heard>"  # ms heard before a barge-in: set by the caller's timing
 
 
 class _Ids:
@@ -49,9 +53,15 @@ def snapshot_view(events: Sequence[ev.Event]) -> dict[str, Any]:
     ids = _Ids()
     trail = []
     for row in trail_rows(events):
+        del row["seq"]
         for name, kind in _ID_FIELDS.items():
-            if name in row and not (kind == "call" and _ACTION.match(str(row[name]))):
-                row[name] = ids(kind, str(row[name]))
+            if name in row:
+                value = str(row[name])
+                row[name] = ids("action" if _ACTION.match(value) else kind, value)
+        if row["type"] == "TruncateRequested":
+            row["audio_end_ms"] = _HEARD
+        elif row["type"] == "PlaybackStopped" and row["reason"] == "barge_in":
+            row["played_ms"] = _HEARD
         trail.append(row)
     transcript = [{"role": e.role, "text": e.text} for e in events if isinstance(e, ev.Transcript)]
     return {"decisions": trail, "transcript": transcript}
