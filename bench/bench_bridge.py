@@ -347,7 +347,14 @@ class Result:
 
 
 async def run_level(
-    target: str, calls: int, window: float, warmup: float, work: Path, baseline: str, seed: int
+    target: str,
+    calls: int,
+    window: float,
+    warmup: float,
+    work: Path,
+    baseline: str,
+    seed: int,
+    profile: str = "",
 ) -> Result:
     rng = random.Random(seed)
     stats, stop = Stats(), asyncio.Event()
@@ -378,6 +385,14 @@ async def run_level(
         live = [c for c, good in zip(callers, ok, strict=True) if good]
         tasks = [asyncio.create_task(c.run()) for c in live]
         await asyncio.sleep(warmup)
+        spy = None
+        if profile:  # sample the bridge during the window (py-spy, collapsed stacks)
+            out = Path(profile) / f"{target}-{calls}.txt"
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(proc.pid), "--duration", str(int(window)),
+                 "--rate", "200", "--nonblocking", "--format", "raw", "-o", str(out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         cpu0, gen0, t0 = cpu_seconds(proc.pid), self_cpu(), now_ns()
         stats.start = t0
         await asyncio.sleep(window)
@@ -386,6 +401,8 @@ async def run_level(
         cpu1, gen1 = cpu_seconds(proc.pid), self_cpu()
         await asyncio.sleep(0.5)  # frames in flight at the end of the window arrive
         stop.set()
+        if spy is not None:
+            await asyncio.to_thread(spy.wait)
     finally:
         stop.set()
         for t in tasks:
@@ -458,7 +475,9 @@ async def main_async(args: argparse.Namespace) -> None:
         work = Path(tmp)
 
         async def measure(target: str, calls: int) -> Result:
-            r = await run_level(target, calls, args.window, args.warmup, work, args.baseline, calls)
+            r = await run_level(
+                target, calls, args.window, args.warmup, work, args.baseline, calls, args.profile
+            )
             print(row(r), flush=True)
             results.append(r)
             return r
@@ -510,6 +529,7 @@ def main() -> None:
     parser.add_argument(
         "--search", action="store_true", help="find the largest N within --limit-ms"
     )
+    parser.add_argument("--profile", default="", help="py-spy each bridge into this directory")
     parser.add_argument("--limit-ms", type=float, default=10.0)
     args = parser.parse_args()
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import os
@@ -35,6 +36,16 @@ from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall,
 from projections import live
 
 log = logging.getLogger("fastagent.service")
+_APPEND_HEAD = realtime._APPEND_HEAD
+
+
+def _raw_socket(conn: Any) -> Any:
+    """The SDK connection's websockets socket when sending on it directly is safe
+    (no reconnect in progress, nothing queued), else None."""
+    ws = getattr(conn, "_connection", None)
+    if ws is None or getattr(conn, "_is_reconnecting", False) or getattr(conn, "_send_queue", None):
+        return None
+    return ws
 
 
 def now_us() -> int:
@@ -341,7 +352,8 @@ class CallSession:
         if ws is None:
             return
         try:
-            await ws.send_text(frame.decode())
+            # The raw ASGI send: Starlette's checks cost more than the frame (hot path).
+            await ws._send({"type": "websocket.send", "text": frame.decode()})
         except Exception:  # a gone socket is noticed by its reader
             pass
 
@@ -364,7 +376,7 @@ class CallSession:
         if self.to_model is not None:
             b64 = self.to_model.process_b64(b64)
         if self.model_ready.is_set():
-            await self.send_model(realtime.append_audio(b64))
+            await self.send_model(_APPEND_HEAD + b64 + '"}')  # realtime.append_audio
 
     # ------------------------------------------------------------- model side
 
@@ -375,7 +387,11 @@ class CallSession:
         if conn is None:
             return
         try:
-            await conn.send_raw(frame)
+            ws = _raw_socket(conn)
+            if ws is not None:
+                await ws.send(frame)  # nothing queued in the SDK: straight to the socket
+            else:
+                await conn.send_raw(frame)
         except Exception as exc:  # the reader sees the close and reconnects
             log.warning("call %s: model send failed: %s", self.call_id, exc)
 
@@ -412,9 +428,13 @@ class CallSession:
 
     async def read_model(self) -> None:
         conn = self.model
+        ws = getattr(conn, "_connection", None)
+        # The SDK's recv_bytes adds only bookkeeping for its own reconnects, which
+        # the service does not use: read the websockets connection itself.
+        recv = conn.recv_bytes if ws is None else functools.partial(ws.recv, decode=False)
         try:
             while True:
-                data = await conn.recv_bytes()
+                data = await recv()
                 await self.on_model_frame(data)
         except asyncio.CancelledError:
             raise
@@ -634,18 +654,21 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
     proto = vaic.VaicProtocol(service.config.max_frame_bytes)
     session: CallSession | None = None
     ended = False
+    receive = ws._receive  # raw ASGI receive: Starlette's wrapper costs more than a frame
+    parse = proto.receive
+    chunk = vaic.UserStreamChunk
     try:
         while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
+            message = await receive()
             data = message.get("text")
             if data is None:
+                if message["type"] == "websocket.disconnect":
+                    break
                 data = message.get("bytes") or b""
-            msg = proto.receive(data)
-            if type(msg) is vaic.UserStreamChunk:  # hot path
+            msg = parse(data)
+            if type(msg) is chunk:  # hot path
                 if session is not None:
-                    await session.on_caller_audio(msg)
+                    await session.on_caller_audio(msg)  # type: ignore[arg-type]
                 continue
             if isinstance(msg, vaic.ProtocolViolation):
                 log.warning("VAIC frame rejected: %s", msg.message)

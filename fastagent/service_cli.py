@@ -59,9 +59,12 @@ def serve(
         host=host,
         port=port,
         ws="websockets-sansio",
-        loop="auto",
+        loop="auto",  # uvloop when installed
         log_level="info",
+        access_log=False,  # one line per VAIC connection adds nothing to the event log
         ws_max_size=config.max_frame_bytes * 2,
+        # base64 audio barely compresses: deflate would only cost CPU per frame.
+        ws_per_message_deflate=False,
     )
 
 
