@@ -217,7 +217,7 @@ def register(app: typer.Typer) -> None:
     def sync_cmd(
         store: StoreOpt = None,
         db: DbOpt = None,
-        batch: Annotated[int, typer.Option(min=1, help="Events per batch")] = (
+        batch: Annotated[int, typer.Option(min=1, help="Log positions per transaction")] = (
             analytics.DEFAULT_BATCH
         ),
         rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete and rebuild")] = False,

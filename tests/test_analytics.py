@@ -219,6 +219,55 @@ def test_unknown_newer_and_corrupt_events_are_skipped_and_reported(
     assert _q(db, "SELECT detail FROM call_events WHERE type = 'Dtmf'") == [("1",)]
 
 
+def test_invalid_audio_in_a_batch_is_redone_row_by_row(store_path: str, tmp_path: Path) -> None:
+    """Audio is aggregated without positions; a bad audio row makes its batch go row by row,
+    so it is named and skipped while the good audio of the same batch still counts."""
+    raw = sqlite3.connect(store_path)
+    good = ev.encode(ev.CallerAudio(call_id="call-x", seq=1, at=T, chunk=0, nbytes=7,
+                                    duration_us=20_000, fmt="m"))  # fmt: skip
+    raw.executemany(
+        "INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+        [
+            ("call-x", 1, "CallerAudio/v1", good),
+            ("call-x", 2, "CallerAudio/v1", b'{"call_id":"call-x","seq":2,"at":'),
+            ("call-x", 3, "BotAudio/v1", b'{"call_id":"call-x","seq":3,"at":1,"nbytes":1}'),
+            ("call-x", 4, "CallerAudio/v1", b'{"call_id":"call-x","seq":4,"at":1}\x00'),
+        ],
+    )
+    raw.commit()
+    raw.close()
+    db = str(tmp_path / "a.duckdb")
+    res = _sync(store_path, db)
+    assert res.skipped == {("CallerAudio/v1", "corrupt"): 2, ("BotAudio/v1", "corrupt"): 1}
+    assert res.applied == len(EVENTS) + 1
+    rows = _q(db, "SELECT chunks, nbytes FROM audio_stats WHERE call_id = 'call-x'")
+    assert rows == [(1, 7)]
+    assert _q(db, "SELECT events FROM event_counts WHERE call_id = 'call-x'") == [(1,)]
+
+
+def test_sqlite_source_hands_audio_over_without_positions(store_path: str) -> None:
+    source = analytics.open_source(store_path)
+    try:
+        batch = source.read_batch(0, 1000, source.max_position())
+    finally:
+        source.close()
+    assert isinstance(source, analytics.SqliteSource)
+    assert (batch.after, batch.last, batch.events) == (0, len(EVENTS), len(EVENTS))
+    assert batch.audio is not None and len(batch.audio) == 11
+    assert "CallerAudio/v1" not in batch.rows.column("topic").to_pylist()
+    assert batch.raw().num_rows == len(EVENTS)
+
+
+def test_store_api_source_gives_the_same_result(store_path: str, tmp_path: Path) -> None:
+    """The generic path (store.read_all_raw, as for PostgreSQL) on an SQLite store."""
+    db = str(tmp_path / "a.duckdb")
+    with analytics.opened(store_path, db, fast=False) as (source, con):
+        assert isinstance(source, analytics.StoreSource)
+        res = analytics.sync(source, con, batch_size=5)
+    assert (res.applied, res.position) == (len(EVENTS), len(EVENTS))
+    _check_views(db)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
