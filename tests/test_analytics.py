@@ -249,13 +249,13 @@ def test_sqlite_source_hands_audio_over_without_positions(store_path: str) -> No
     source = analytics.open_source(store_path)
     try:
         batch = source.read_batch(0, 1000, source.max_position())
+        assert isinstance(source, analytics.SqliteSource)
+        assert (batch.after, batch.last, batch.events) == (0, len(EVENTS), len(EVENTS))
+        assert batch.audio is not None and len(batch.audio) == 11
+        assert "CallerAudio/v1" not in batch.rows.column("topic").to_pylist()
+        assert batch.raw().num_rows == len(EVENTS)
     finally:
         source.close()
-    assert isinstance(source, analytics.SqliteSource)
-    assert (batch.after, batch.last, batch.events) == (0, len(EVENTS), len(EVENTS))
-    assert batch.audio is not None and len(batch.audio) == 11
-    assert "CallerAudio/v1" not in batch.rows.column("topic").to_pylist()
-    assert batch.raw().num_rows == len(EVENTS)
 
 
 def test_store_api_source_gives_the_same_result(store_path: str, tmp_path: Path) -> None:
