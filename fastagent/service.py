@@ -96,6 +96,7 @@ GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewh
 SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
 SNAPSHOT_CHECK_S = 2.0
 CLAIM_ATTEMPTS = 5  # a resume overtakes an old owner still finishing its writes
+LIVE_S = 1.0  # a call not suspended whose log is quiet this long has lost its driver
 
 
 class ConfigError(ValueError):
@@ -603,6 +604,16 @@ class CallSession:
 
         self.grace_task = asyncio.create_task(self._guard(expire()))
 
+    async def claim(self, batch: list[ev.Event]) -> None:
+        """Append at once (not group-committed) and apply: raises StreamConflict if
+        anyone else wrote to the call's stream since this instance last did."""
+        await asyncio.to_thread(self.store.append_now, batch)
+        for e in batch:
+            live.apply(self.state, e)
+        for observe in self.service.observers:
+            for e in batch:
+                observe(e)
+
     async def taken_over(self) -> bool:
         """True if another writer appended to this call's stream after us."""
         if self.lost or self.store.conflicted(self.call_id):
@@ -788,16 +799,49 @@ async def resume(
         if session.grace_task is not None:
             session.grace_task.cancel()
         if not await session.taken_over():
+            inp = ev.SessionResumed(
+                call_id=call_id,
+                seq=session.engine.next_seq,
+                at=now_us(),
+                instance=service.config.instance,
+            )
+            decisions = session.engine.handle(inp)
+            try:
+                await session.claim([inp, *decisions])
+            except StreamConflict:  # a resume elsewhere claimed it a moment ago
+                await session.close("call resumed on another instance")
+                await ws.send_text(
+                    vaic.session_error("call is active on another instance").decode()
+                )
+                return None
             old = session.caller
             session.caller, session.proto = ws, proto
             if old is not None and old is not ws:
                 with contextlib.suppress(Exception):
                     await old.close()
-            await session.input(ev.SessionResumed, instance=service.config.instance)
+            await session.execute(decisions)
             return session
         # It moved to another instance and back: this copy is stale.
         await session.close("call resumed on another instance")
     return await resume_from_store(service, ws, proto, call_id)
+
+
+async def quiet_for(store: EventStore, call_id: str, last: int) -> bool:
+    """True if nobody appends to the call for LIVE_S seconds (its driver is gone).
+
+    A call not suspended is either driven by a live instance (whose caller streams
+    audio, so its log grows every few tens of ms) or was left by a crashed one.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LIVE_S
+    while loop.time() < deadline:
+        await asyncio.sleep(0.1)
+        try:
+            if await asyncio.to_thread(store.last_seq, call_id) > last:
+                return False
+        except StoreError:
+            return False
+    return True
 
 
 async def resume_from_store(
@@ -826,6 +870,10 @@ async def resume_from_store(
         if rebuilt.divergence:
             log.warning("call %s: %s; resuming anyway", call_id, rebuilt.divergence)
         read_to = engine.next_seq - 1
+        if engine.status != "suspended" and not await quiet_for(store, call_id, read_to):
+            # Not suspended and its log still grows: an instance drives it with a caller.
+            await refuse("call is active on another instance")
+            return None
         batch: list[ev.Event] = []
         at = now_us()
         if engine.status == "active":
@@ -837,9 +885,11 @@ async def resume_from_store(
         resumed = ev.SessionResumed(call_id=call_id, seq=engine.next_seq, at=at, instance=instance)
         decisions = engine.handle(resumed)
         batch += [resumed, *decisions]
+        session = CallSession(service, call_id, engine)
+        session.state = rebuilt.state
         try:
             # Claim the call: a synchronous append fails if anyone wrote after our read.
-            await asyncio.to_thread(store.append_now, batch)
+            await session.claim(batch)
             break
         except StreamConflict:
             pass
@@ -860,13 +910,9 @@ async def resume_from_store(
     else:
         await refuse("call is active on another instance")
         return None
-    session = CallSession(service, call_id, engine)
-    session.state = rebuilt.state
     session.chunks_in, session.chunks_out = rebuilt.chunks_in, rebuilt.chunks_out
     session.snapshot_seq = rebuilt.from_snapshot
     session.caller, session.proto = ws, proto
-    for e in batch:
-        live.apply(session.state, e)
     service.calls[call_id] = session
     await session.execute(decisions)  # session.accepted, and held calls the drop left
     # Whatever model session there was is not ours: record it gone, so the engine

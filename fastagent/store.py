@@ -287,9 +287,14 @@ def _prepare_pg(target: _Target) -> None:
     try:
         with psycopg.connect(**target.conninfo, autocommit=True) as conn:
             if target.schema != "public":
-                conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(target.schema))
-                )
+                try:
+                    conn.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(target.schema)
+                        )
+                    )
+                except psycopg.errors.UniqueViolation:
+                    pass  # another instance starting at the same moment created it
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(f"cannot open store {target.display}: {first}") from None
@@ -587,7 +592,7 @@ class EventStore:
         )
         try:
             self._query(sql, (), commit=True)
-        except StoreError:
+        except (StoreError, IntegrityError):
             # Two instances creating it at once on PostgreSQL: one loses the race.
             self._query(f"SELECT 1 FROM {self._snapshot_table} WHERE 1 = 0", ())
         self._snapshots_ready = True
@@ -786,9 +791,15 @@ def open_store(url: str | None = None, *, flush_interval: float | None = None) -
     target = _parse_url(url)
     if target.kind == "postgresql":
         _prepare_pg(target)
-    try:
-        app = _CallLog(target)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StoreError(f"cannot open store {target.display}: {first}") from None
+    for attempt in range(3):
+        try:
+            app = _CallLog(target)
+            break
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            # Instances starting together race on CREATE TABLE IF NOT EXISTS: retry.
+            if attempt < 2 and ("duplicate key" in first or "already exists" in first):
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            raise StoreError(f"cannot open store {target.display}: {first}") from None
     return EventStore(app, target, interval)
