@@ -135,7 +135,10 @@ async def run_demo(
             if show:
                 service.observers.append(_printer())
             caller = SimulatedCaller(url, formats=scenario.caller.formats, realtime=realtime)
-            await caller.play(scenario, timeout=120)
+            report = await caller.play(scenario, timeout=120)
+            # A scenario that no longer fits the agent must not pass silently.
+            for problem in (*fake.violations, *fake.mismatches, *report.errors):
+                logging.getLogger("fastagent.demo").warning("scenario problem: %s", problem)
             for _ in range(500):  # let the service finish the call's log
                 if not service.calls:
                     break

@@ -43,6 +43,9 @@ def db_path(name: str) -> Path:
         os.close(fd)
         con = sqlite3.connect(tmp)
         try:
+            # WAL is a property of the file: set it once here, not on every connect
+            # (switching it needs a lock that concurrent tool calls would contend for).
+            con.execute("PRAGMA journal_mode=WAL")
             con.executescript((DATA_SQL / f"{name}.sql").read_text(encoding="utf-8"))
             con.execute(
                 "CREATE TABLE IF NOT EXISTS idempotency"
@@ -65,7 +68,6 @@ def connect(name: str) -> Iterator[sqlite3.Connection]:
     """A short-lived connection; one per tool call keeps threads apart."""
     con = sqlite3.connect(db_path(name), timeout=10.0, isolation_level=None)
     con.row_factory = sqlite3.Row
-    con.execute("PRAGMA journal_mode=WAL")
     try:
         yield con
     finally:
