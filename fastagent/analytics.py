@@ -1,17 +1,21 @@
 """Decision-trail analytics: follow the store's global log into a DuckDB file.
 
-The projection reads the log in batches of raw rows (position, topic, JSON state),
-turns each batch into one Arrow table, and lets DuckDB parse the JSON and fill
-the tables of ``projections/00_tables.sql`` with ``INSERT ... SELECT`` -- no
-per-row Python beyond building the Arrow buffers.  Each batch is one DuckDB
-transaction that also records the last log position applied (``sync_state``), so
-every event is applied exactly once and an interrupted sync resumes cleanly.
+The projection reads the log in batches of positions.  Audio boundaries (~97% of
+the log) are only aggregated, so they never become Python objects: the SQLite
+fast path fetches a batch's audio states as one ``group_concat`` string, viewed
+as an Arrow string array, and DuckDB parses that JSON straight into per-call and
+per-response aggregates.  Every other event comes as a raw row (position, topic,
+state) in one Arrow table; DuckDB parses the JSON and fills the tables of
+``projections/00_tables.sql`` with ``INSERT ... SELECT``.  Each batch is one
+DuckDB transaction that also records the last log position applied
+(``sync_state``), so every event is applied exactly once and an interrupted sync
+resumes cleanly.
 
-Audio boundaries (most of the log) are only aggregated: per call and direction,
-and per bot response (its first chunk, for latency).  Everything that needs
-several events (calls, tool calls, latency, funnels) is a view in
-``projections/*.sql``.  Events of an unknown type, a newer version, or that are
-corrupt are skipped and counted per topic in ``sync_skipped``.  See docs/analytics.md.
+Everything that needs several events (calls, tool calls, latency, funnels) is a
+view in ``projections/*.sql``.  Events of an unknown type, a newer version, or
+that are corrupt are skipped and counted per topic in ``sync_skipped`` (a batch
+whose audio holds a corrupt event is redone row by row to name it).  See
+docs/analytics.md.
 """
 
 from __future__ import annotations
