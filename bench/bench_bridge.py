@@ -81,6 +81,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores, /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / CLK_TCK
+
+
 def self_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -336,6 +344,7 @@ class Result:
     cpu_per_call_min: float
     cores: float
     gen_cores: float
+    other_cores: float  # everything else on the machine meanwhile (noise)
     late_p99: float
     lost: float  # fraction of window frames that never arrived
     failed: int
@@ -393,12 +402,12 @@ async def run_level(
                  "--rate", "200", "--nonblocking", "--format", "raw", "-o", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-        cpu0, gen0, t0 = cpu_seconds(proc.pid), self_cpu(), now_ns()
+        cpu0, gen0, busy0, t0 = cpu_seconds(proc.pid), self_cpu(), machine_busy(), now_ns()
         stats.start = t0
         await asyncio.sleep(window)
         t1 = now_ns()
         stats.end = t1
-        cpu1, gen1 = cpu_seconds(proc.pid), self_cpu()
+        cpu1, gen1, busy1 = cpu_seconds(proc.pid), self_cpu(), machine_busy()
         await asyncio.sleep(0.5)  # frames in flight at the end of the window arrive
         stop.set()
         if spy is not None:
@@ -424,6 +433,7 @@ async def run_level(
         cpu_per_call_min=cpu / (n * secs / 60),
         cores=cpu / secs,
         gen_cores=(gen1 - gen0) / secs,
+        other_cores=max(0.0, (busy1 - busy0 - cpu - (gen1 - gen0)) / secs),
         late_p99=pct(stats.late, 0.99),
         lost=(sent - got) / sent if sent else 1.0,
         failed=calls - len(live) + sum(1 for c in live if c.error),
@@ -438,15 +448,15 @@ def row(r: Result) -> str:
     return (
         f"| {r.target:7} | {r.calls:5} | {r.up[0]:5.2f} | {r.up[1]:6.2f} | {r.up[2]:6.2f} "
         f"| {r.down[0]:5.2f} | {r.down[1]:6.2f} | {r.down[2]:6.2f} | {r.cpu_per_call_min:6.3f} "
-        f"| {r.cores:5.2f} | {r.gen_cores:4.2f} | {r.late_p99:5.2f} | {r.lost:6.2%} "
-        f"| {r.failed} |"
+        f"| {r.cores:5.2f} | {r.gen_cores:4.2f} | {r.other_cores:4.2f} | {r.late_p99:5.2f} "
+        f"| {r.lost:6.2%} | {r.failed} |"
     )
 
 
 HEADER = (
     "| target  | calls | up p50 | up p99 | up p99.9 | down p50 | down p99 | down p99.9 "
-    "| CPU s/call-min | cores | gen cores | send late p99 | lost | failed |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| CPU s/call-min | cores | gen cores | other cores | send late p99 | lost | failed |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
