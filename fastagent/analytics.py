@@ -702,8 +702,13 @@ class Projector:
         ):
             by_action.setdefault(grp if action in ("apply", "upcast") else action, []).append(t)
         staged = fast
+        row_audio = 0
         for grp, fields in (("audio", _AUDIO_FIELDS), ("other", _OTHER_FIELDS)):
             part = _rows_with_topics(rows, by_action.get(grp, []))
+            if grp == "audio":
+                row_audio = part.num_rows
+                if fast and not row_audio:  # the usual case: all audio took the fast path
+                    continue
             n = self._stage(grp, part, fields)
             staged += n
             if n != part.num_rows:  # rows dropped as corrupt: name them
@@ -715,7 +720,8 @@ class Projector:
         # Audio that came as rows (older versions, a batch redone row by row).
         src = "SELECT type, e FROM _audio"
         if fast:
-            con.execute("INSERT INTO _audio_agg " + _AUDIO_AGG.format(src=src))
+            if row_audio:
+                con.execute("INSERT INTO _audio_agg " + _AUDIO_AGG.format(src=src))
         else:
             con.execute("CREATE OR REPLACE TEMP TABLE _audio_agg AS " + _AUDIO_AGG.format(src=src))
         skipped_parts = []
@@ -746,7 +752,8 @@ class Projector:
         try:
             for sql in _FILL:
                 con.execute(sql)
-            con.execute(_SKIP)
+            if skipped_rows.num_rows:
+                con.execute(_SKIP)
             con.execute(
                 "UPDATE sync_state SET position = ?, events = events + ? WHERE id = 1",
                 [last, staged],
