@@ -61,6 +61,8 @@ DEFAULT_DB = "./fastagent-analytics.duckdb"
 # Log positions per batch (one DuckDB transaction each).  Large, because each batch
 # costs ~60 ms of fixed work (a dozen statements); memory is ~150 bytes a position.
 DEFAULT_BATCH = 500_000
+# A backlog is split into smaller batches, but not below this (fixed cost per batch).
+MIN_SPLIT_BATCH = 100_000
 # Rows per read through the store API (a Python tuple each): batches are smaller there.
 STORE_READ_LIMIT = 100_000
 
@@ -847,6 +849,8 @@ def sync(
     if target <= start:
         result.seconds = time.perf_counter() - t0
         return result
+    # At least 4 batches (of >= 100k positions) so that reading overlaps applying.
+    batch_size = min(batch_size, max(MIN_SPLIT_BATCH, -(-(target - start) // 4)))
     projector = Projector(con)
     with ThreadPoolExecutor(1, thread_name_prefix="fastagent-sync-read") as pool:
         pending: Future[Batch] | None = pool.submit(source.read_batch, start, batch_size, target)
