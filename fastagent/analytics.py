@@ -203,8 +203,10 @@ class SqliteSource:
         self._lock = threading.Lock()
         topics = ", ".join(f"'{t}'" for t in FAST_TOPICS)
         where = f'FROM "{table}" WHERE rowid > ? AND rowid <= ?'
-        self._rows_sql = f"SELECT rowid, topic, state {where} AND topic NOT IN ({topics})"
-        self._raw_sql = f"SELECT rowid, topic, state {where}"
+        # A NULL or TEXT cell (not what eventsourcing writes) becomes a corrupt row, not a crash.
+        cols = "rowid, ifnull(topic, ''), CAST(ifnull(state, x'') AS BLOB)"
+        self._rows_sql = f"SELECT {cols} {where} AND topic NOT IN ({topics})"
+        self._raw_sql = f"SELECT {cols} {where}"
         # Both group_concats see the rows in the same order: lengths split the states.
         self._audio_sql = (
             "SELECT count(*), CAST(group_concat(state, '') AS BLOB), group_concat(length(state)) "
