@@ -121,6 +121,22 @@ class Service:
         self.hubs: dict[str, Any] = {}
         self.observers: list[Callable[[ev.Event], None]] = []
         self._hub_lock = asyncio.Lock()
+        self._openai: Any = None
+
+    def openai_client(self) -> Any:
+        """One SDK client for all calls (building one costs ~20 ms of CPU)."""
+        if self._openai is None:
+            from openai import AsyncOpenAI
+
+            url = self.config.realtime_url
+            if url is not None and not url.startswith(("ws://", "wss://")):
+                raise realtime.RealtimeConfigError(
+                    f"Realtime URL must start with ws:// or wss://, got {url!r}"
+                )
+            self._openai = AsyncOpenAI(
+                api_key=self.config.api_key or "sk-none", websocket_base_url=url
+            )
+        return self._openai
 
     def authorized(self, header: str | None) -> bool:
         if self.config.no_auth:
@@ -403,7 +419,7 @@ class CallSession:
         for attempt in range(cfg.model_retries + 1):
             try:
                 self.model = await realtime.connect_realtime(
-                    cfg.realtime_url, cfg.api_key or "sk-none", cfg.model
+                    model=cfg.model, client=self.service.openai_client()
                 )
                 break
             except Exception as exc:
@@ -826,6 +842,17 @@ async def resume(
     return await resume_from_store(service, ws, proto, call_id)
 
 
+async def dial_model(cfg: ServiceConfig) -> Any:
+    """A Realtime connection, its SDK client built in a worker thread: building one
+    (httpx, TLS context) costs ~20 ms of CPU that would otherwise stall the loop."""
+    from openai import AsyncOpenAI
+
+    client = await asyncio.to_thread(
+        AsyncOpenAI, api_key=cfg.api_key or "sk-none", websocket_base_url=cfg.realtime_url
+    )
+    return await client.realtime.connect(model=cfg.model).enter()
+
+
 async def quiet_for(store: EventStore, call_id: str, last: int) -> bool:
     """True if nobody appends to the call for LIVE_S seconds (its driver is gone).
 
@@ -847,10 +874,17 @@ async def quiet_for(store: EventStore, call_id: str, last: int) -> bool:
 async def resume_from_store(
     service: Service, ws: WebSocket, proto: vaic.VaicProtocol, call_id: str
 ) -> CallSession | None:
-    store, instance = service.store, service.config.instance
+    store, cfg = service.store, service.config
+    instance = cfg.instance
+    # Dial the model while the call is rebuilt: most of a resume's latency is this socket.
+    dial = asyncio.create_task(dial_model(cfg))
 
     async def refuse(reason: str) -> None:
         await ws.send_text(vaic.session_error(reason).decode())
+        dial.cancel()
+        with contextlib.suppress(BaseException):
+            conn = await dial
+            await conn.close()
 
     for attempt in range(CLAIM_ATTEMPTS):
         try:
@@ -918,6 +952,14 @@ async def resume_from_store(
     # Whatever model session there was is not ours: record it gone, so the engine
     # drops a response in progress and owes the caller a new one.
     await session.input(ev.ConnectionLost, side="model", reason=f"call resumed on {instance}")
+    try:
+        conn = await dial
+    except Exception as exc:  # configuring the model dials again, with backoff
+        log.warning("call %s: model connect failed (%s)", call_id, exc)
+    else:
+        session.model = conn
+        session.model_ready.set()
+        session.model_task = asyncio.create_task(session.read_model())
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).

@@ -791,14 +791,16 @@ def open_store(url: str | None = None, *, flush_interval: float | None = None) -
     target = _parse_url(url)
     if target.kind == "postgresql":
         _prepare_pg(target)
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             app = _CallLog(target)
             break
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            # Instances starting together race on CREATE TABLE IF NOT EXISTS: retry.
-            if attempt < 2 and ("duplicate key" in first or "already exists" in first):
+            # Instances starting together race on eventsourcing's DDL (CREATE TABLE IF
+            # NOT EXISTS, CREATE OR REPLACE FUNCTION): retry.
+            racing = ("duplicate key", "already exists", "concurrently updated")
+            if attempt < 4 and any(r in first for r in racing):
                 time.sleep(0.05 * (attempt + 1))
                 continue
             raise StoreError(f"cannot open store {target.display}: {first}") from None
