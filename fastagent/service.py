@@ -84,6 +84,8 @@ class ServiceConfig:
             model=env.get("FASTAGENT_MODEL", "gpt-realtime"),
             grace_s=float(env.get("FASTAGENT_GRACE_S", "30")),
             greet=env.get("FASTAGENT_GREET", "1").lower() not in ("0", "false", "no"),
+            # Only for simulated callers that play bot audio faster than real time.
+            playback_speed=float(env.get("FASTAGENT_PLAYBACK_SPEED", "1")),
             max_frame_bytes=int(env.get("FASTAGENT_MAX_FRAME_BYTES", vaic.DEFAULT_MAX_FRAME_BYTES)),
         )
         for key, value in overrides.items():
@@ -158,6 +160,8 @@ class Service:
 
     async def aclose(self) -> None:
         for session in list(self.calls.values()):
+            if session.grace_task is not None:
+                session.grace_task.cancel()
             await session.detach_model()
         for hub in self.hubs.values():
             with contextlib.suppress(Exception):
@@ -842,15 +846,11 @@ async def resume(
     return await resume_from_store(service, ws, proto, call_id)
 
 
-async def dial_model(cfg: ServiceConfig) -> Any:
-    """A Realtime connection, its SDK client built in a worker thread: building one
-    (httpx, TLS context) costs ~20 ms of CPU that would otherwise stall the loop."""
-    from openai import AsyncOpenAI
-
-    client = await asyncio.to_thread(
-        AsyncOpenAI, api_key=cfg.api_key or "sk-none", websocket_base_url=cfg.realtime_url
+async def dial_model(service: Service) -> Any:
+    """A Realtime connection on the service's shared SDK client."""
+    return await realtime.connect_realtime(
+        model=service.config.model, client=service.openai_client()
     )
-    return await client.realtime.connect(model=cfg.model).enter()
 
 
 async def quiet_for(store: EventStore, call_id: str, last: int) -> bool:
@@ -877,7 +877,7 @@ async def resume_from_store(
     store, cfg = service.store, service.config
     instance = cfg.instance
     # Dial the model while the call is rebuilt: most of a resume's latency is this socket.
-    dial = asyncio.create_task(dial_model(cfg))
+    dial = asyncio.create_task(dial_model(service))
 
     async def refuse(reason: str) -> None:
         await ws.send_text(vaic.session_error(reason).decode())
@@ -984,6 +984,7 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         service = Service(config, store)
         holder["service"] = service
         app.state.service = service
+        await asyncio.to_thread(service.openai_client)  # built once, off the event loop
         mcp_ctx = getattr(app.state, "mcp_lifespan", None)
         if mcp_ctx is not None:
             async with mcp_ctx():
