@@ -170,6 +170,23 @@ class Service:
         await asyncio.to_thread(self.store.flush)
 
 
+SEED_ITEMS = 24  # recent transcript items seeded one by one; older ones as one summary
+
+
+def seed_pairs(transcript: list[live.Line]) -> list[tuple[str, str]]:
+    """What a fresh model session is told of the call so far.
+
+    The last turns go in as conversation items; anything older is folded into
+    one system message, so a long call resumes with a few frames, not hundreds.
+    """
+    pairs = [(line.role, line.text) for line in transcript if line.text]
+    if len(pairs) <= SEED_ITEMS:
+        return pairs
+    older, recent = pairs[:-SEED_ITEMS], pairs[-SEED_ITEMS:]
+    summary = "Earlier in this call:\n" + "\n".join(f"{role}: {text}" for role, text in older)
+    return [("system", summary), *recent]
+
+
 class CallSession:
     """One call driven by this process: engine, live state, model socket, caller socket."""
 
@@ -288,8 +305,7 @@ class CallSession:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
-            pairs = [(line.role, line.text) for line in self.state.transcript]
-            for item in realtime.seed_items(pairs):
+            for item in realtime.seed_items(seed_pairs(self.state.transcript)):
                 await self.send_model(item)
 
     def watch_drain(self) -> None:

@@ -422,3 +422,16 @@ async def test_store_opened_by_service_keeps_everything(tmp_path: Path) -> None:
         s.append([ev.Dtmf(call_id="x", seq=1, at=1, digits="1")])
     with open_store(path) as s:
         assert len(s.read_call("x")) == 1
+
+
+async def test_seeding_folds_old_turns_into_one_summary() -> None:
+    from fastagent.service import SEED_ITEMS, seed_pairs
+    from projections.live import Line
+
+    short = [Line(role="user", text="hi", at=0), Line(role="assistant", text="", at=1)]
+    assert seed_pairs(short) == [("user", "hi")]
+    long = [Line(role="user" if i % 2 else "assistant", text=f"t{i}", at=i) for i in range(100)]
+    pairs = seed_pairs(long)
+    assert len(pairs) == SEED_ITEMS + 1
+    assert pairs[0][0] == "system" and "t0" in pairs[0][1] and "t75" in pairs[0][1]
+    assert pairs[-1] == ("user", "t99") and ("assistant", "t76") in pairs
