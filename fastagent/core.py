@@ -64,7 +64,7 @@ class Engine:
     agent: Agent | None = None
     media_format: str = ""
     model_format: str = ""
-    status: str = "new"  # new | active | suspended | ending | ended
+    status: str = "new"  # new | active | suspended | ending | closing | ended
     next_seq: int = 1
     streams: int = 0
     play: Playback | None = None
@@ -75,6 +75,7 @@ class Engine:
     calls_in_response: list[ev.FunctionCallRequested] = field(default_factory=list)
     held_calls: list[ev.FunctionCallRequested] = field(default_factory=list)
     held_response: str = ""
+    pending_end: tuple[str, str] = ("", "")  # CallEnded owed once running tools finish
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     queued: list[tuple[str, str]] = field(default_factory=list)  # (model call id | "", text)
     control: tuple[str, str] = ("", "")  # (hangup | transfer, reason) after the next response
@@ -91,8 +92,13 @@ class Engine:
         self._at = event.at
         self._out = []
         handler = _HANDLERS.get(type(event))
-        if handler is not None and self.status != "ended":
-            handler(self, event)
+        if handler is None or self.status == "ended":
+            return self._out
+        if self.status == "closing":
+            if type(event) is ev.ToolResult:
+                self._close_after_tool(event)  # type: ignore[arg-type]
+            return self._out
+        handler(self, event)
         return self._out
 
     def tool_specs(self, names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -219,6 +225,13 @@ class Engine:
                 ev.FsaFinished, fsa=name, state=run.state, outcome="abandoned", reason=reason
             )
         self.runs.clear()
+        self.held_calls, self.held_response = [], ""
+        if self.in_flight:
+            # A side effect that started has its result recorded before the log
+            # closes: wait for the tool calls still running (they all time out).
+            self.status = "closing"
+            self.pending_end = (reason, outcome)
+            return
         self.status = "ended"
         self._emit(ev.CallEnded, reason=reason, outcome=outcome)
 
@@ -585,6 +598,13 @@ class Engine:
             self._tell(model_call_id, out.output)
         if started or finished or out.target != out.source:
             self._configure()
+
+    def _close_after_tool(self, e: ev.ToolResult) -> None:
+        self.in_flight.pop(e.tool_call_id, None)
+        if not self.in_flight:
+            reason, outcome = self.pending_end
+            self.status = "ended"
+            self._emit(ev.CallEnded, reason=reason, outcome=outcome)
 
     def _on_tool_result(self, e: ev.ToolResult) -> None:
         flight = self.in_flight.pop(e.tool_call_id, None)

@@ -260,3 +260,25 @@ def test_engine_state_stays_small_over_a_long_call() -> None:
     assert engine is not None
     assert not engine.calls_in_response and not engine.queued and not engine.in_flight
     assert engine.play is None or engine.play.sent_us < 10 * 60 * 1_000_000
+
+
+def test_the_log_closes_only_after_running_tools_report() -> None:
+    c = Call()
+    c.feed(ev.ToolsListed, 0, server="bank", tools=(ev.ToolSpec(name="order"),))
+    c.feed(ev.ResponseStarted, 1, response_id="r1")
+    c.feed(
+        ev.FunctionCallRequested,
+        2,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="k",
+        name="order",
+        arguments="{}",
+    )
+    c.feed(ev.ResponseDone, 3, response_id="r1", status="completed")
+    assert c.feed(ev.SessionEnded, 4, reason_code="client-disconnected") == []
+    assert c.engine.status == "closing"
+    assert c.feed(ev.Dtmf, 5, digits="1") == []  # nothing else is decided meanwhile
+    out = c.feed(ev.ToolResult, 6, tool_call_id="k", name="order", ok=True, output="{}")
+    assert out == ["CallEnded"]
+    assert c.decisions(ev.CallEnded)[0].outcome == "caller_hangup"
