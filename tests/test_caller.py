@@ -346,9 +346,9 @@ async def test_overall_timeout() -> None:
     bot = Bot(silent=True)
     async with running(bot) as url:
         caller = SimulatedCaller(url, TOKEN, pace=FAST, turn_timeout=30)
-        report = await caller.play(scenario(), timeout=0.5)
-    assert report.ended == "timeout"
-    assert report.errors == ["scenario timed out after 0.5 s"]
+        report = await caller.play(scenario(), timeout=1.5)
+    assert report.ended == "timeout", report.errors
+    assert report.errors == ["scenario timed out after 1.5 s"]
 
 
 async def test_bot_misbehaviour_is_reported() -> None:
