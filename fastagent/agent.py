@@ -28,6 +28,8 @@ class Agent:
     servers: tuple[McpServer, ...] = ()
     tools: tuple[str, ...] = ()  # external tools offered in open conversation
     transfer_target: str = ""
+    send_dtmf: bool = False  # offer the model a send_dtmf tool (e.g. to drive an IVR)
+    session_params: dict[str, object] = field(default_factory=dict)  # VAIC config at start
     scenario: str = ""  # the demo scenario file name in fastagent/scenarios/
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ transcript and other growing things belong to projections.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from fastagent.vaic import choose_format, no_format_reason
 ENGINE_SERVER = "fastagent"  # the engine's own tools (FSA intents/steps, call control)
 END_CALL = "end_call"
 TRANSFER = "transfer_to_human"
+SEND_DTMF = "send_dtmf"
+_DTMF = re.compile(r"[0-9*#]{1,20}")
 
 
 @dataclass(slots=True)
@@ -151,6 +154,20 @@ class Engine:
                     },
                 }
             )
+        assert self.agent is not None
+        if self.agent.send_dtmf:
+            tools.append(
+                {
+                    "type": "function",
+                    "name": SEND_DTMF,
+                    "description": "Send DTMF keys on the line (0-9, * and #, up to 20).",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"digits": {"type": "string"}},
+                        "required": ["digits"],
+                    },
+                }
+            )
         return tools
 
     def _transfer_target(self) -> str:
@@ -265,6 +282,8 @@ class Engine:
     playback_speed: float = 1.0
 
     def _on_call_started(self, e: ev.CallStarted) -> None:
+        if self.agent is not None and self.agent.session_params:
+            self._emit(ev.SessionParamsSent, params=dict(self.agent.session_params))
         if self.agent is not None and self.greet:
             self._request("greeting", self.agent.greeting)
 
@@ -482,6 +501,15 @@ class Engine:
         except ValueError:
             self._dispatch_engine(call)
             self._tell(call.tool_call_id, {"ok": False, "error": "arguments are not valid JSON"})
+            return
+        if call.name == SEND_DTMF and agent.send_dtmf:
+            self._dispatch_engine(call)
+            digits = str(args.get("digits", ""))
+            if _DTMF.fullmatch(digits):
+                self._emit(ev.DtmfSent, digits=digits)
+                self._tell(call.tool_call_id, {"ok": True, "sent": digits})
+            else:
+                self._tell(call.tool_call_id, {"ok": False, "error": "digits: 1-20 of 0-9 * #"})
             return
         if call.name in (END_CALL, TRANSFER):
             self._dispatch_engine(call)

@@ -375,6 +375,12 @@ class DtmfSent(Decision, frozen=True, kw_only=True):
     digits: str
 
 
+class SessionParamsSent(Decision, frozen=True, kw_only=True):
+    """The VAIC ``config`` activity: change session settings (e.g. DTMF collection)."""
+
+    params: dict[str, Any]
+
+
 class CallEnded(Decision, frozen=True, kw_only=True):
     """The engine closed the call's log: nothing follows."""
 

@@ -272,6 +272,8 @@ class CallSession:
             elif t is ev.TransferRequested:
                 frame = vaic.transfer(d.target, handover_reason=d.reason)  # type: ignore[attr-defined]
                 self.spawn(self.after_playback(frame))
+            elif t is ev.SessionParamsSent:
+                await self.to_vaic(vaic.config(d.params))  # type: ignore[attr-defined]
             elif t is ev.DtmfSent:
                 await self.to_vaic(vaic.send_dtmf(d.digits))  # type: ignore[attr-defined]
             elif t is ev.CallEnded:

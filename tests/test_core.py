@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastagent import events as ev
@@ -282,3 +283,39 @@ def test_the_log_closes_only_after_running_tools_report() -> None:
     out = c.feed(ev.ToolResult, 6, tool_call_id="k", name="order", ok=True, output="{}")
     assert out == ["CallEnded"]
     assert c.decisions(ev.CallEnded)[0].outcome == "caller_hangup"
+
+
+def test_send_dtmf_tool_and_session_params() -> None:
+    from fastagent.agent import Agent
+
+    ivr = Agent(name="ivr", instructions="x", send_dtmf=True, session_params={"sendDTMF": True})
+    engine = Engine("d", agents=lambda name: ivr)
+    seq = 1
+
+    def feed(cls: type[ev.Input], **kw: Any) -> list[ev.Decision]:
+        nonlocal seq
+        out = engine.handle(cls(call_id="d", seq=engine.next_seq, at=seq, **kw))
+        seq += 1
+        return out
+
+    out = feed(
+        ev.SessionInitiated, config=ev.CallConfig(agent="ivr"), offered_formats=("raw/mulaw",)
+    )
+    assert "send_dtmf" in out[-1].tools  # type: ignore[attr-defined]
+    out = feed(ev.CallStarted)
+    assert isinstance(out[0], ev.SessionParamsSent) and out[0].params == {"sendDTMF": True}
+    feed(ev.ResponseStarted, response_id="r1")
+    for i, digits in enumerate(("12#", "12345678901234567890X")):
+        feed(
+            ev.FunctionCallRequested,
+            response_id="r1",
+            item_id=f"f{i}",
+            tool_call_id=f"k{i}",
+            name="send_dtmf",
+            arguments=json.dumps({"digits": digits}),
+        )
+    out = feed(ev.ResponseDone, response_id="r1", status="completed")
+    sent = [d for d in out if isinstance(d, ev.DtmfSent)]
+    assert [d.digits for d in sent] == ["12#"]
+    outputs = [d.output for d in out if isinstance(d, ev.FunctionOutputSent)]
+    assert '"ok": false' in outputs[1]
