@@ -23,7 +23,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PATH = "./fastagent.db"
 DEFAULT_TABLE = "fastagent_events"
 DEFAULT_FLUSH_INTERVAL = 0.05
+# A PostgreSQL flush is cut into transactions of about this size (see _insert).
 _PG_CHUNK_ROWS = 2000
 _PG_CHUNK_BYTES = 512 * 1024
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
@@ -106,6 +107,52 @@ class CallSummary(msgspec.Struct, frozen=True, kw_only=True):
 _json_encoder = msgspec.json.Encoder()
 
 
+def chunk_batches(
+    batches: Sequence[list[StoredEvent]], max_rows: int, max_bytes: int
+) -> list[list[list[StoredEvent]]]:
+    """Group batches, in order, into chunks of at most ``max_rows`` rows and
+    ``max_bytes`` of state; each chunk is one transaction.
+
+    A chunk holds whole batches only: each batch is one ``append`` call (an input
+    and its decisions) and must commit atomically.  A batch larger than the limits
+    on its own is a chunk by itself, whole.
+    """
+    chunks: list[list[list[StoredEvent]]] = []
+    chunk: list[list[StoredEvent]] = []
+    rows = size = 0
+    for batch in batches:
+        nbytes = sum(len(r.state) for r in batch)
+        if chunk and (rows + len(batch) > max_rows or size + nbytes > max_bytes):
+            chunks.append(chunk)
+            chunk, rows, size = [], 0, 0
+        chunk.append(batch)
+        rows += len(batch)
+        size += nbytes
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def _keep_rows(
+    batches: Sequence[list[StoredEvent]], keep: Callable[[StoredEvent], bool]
+) -> list[list[StoredEvent]]:
+    """The batches reduced to the rows ``keep`` accepts (emptied batches dropped)."""
+    out = []
+    for batch in batches:
+        kept = [r for r in batch if keep(r)]
+        if kept:
+            out.append(kept)
+    return out
+
+
+def _still_pending(
+    batches: Sequence[list[StoredEvent]], left: Sequence[StoredEvent]
+) -> list[list[StoredEvent]]:
+    """The batches reduced to the rows in ``left`` (the ones a failed write left)."""
+    ids = {id(r) for r in left}
+    return _keep_rows(batches, lambda r: id(r) in ids)
+
+
 class MsgspecTranscoder(Transcoder):
     """eventsourcing transcoder hook backed by msgspec JSON (not eventsourcing's JSON)."""
 
@@ -116,10 +163,17 @@ class MsgspecTranscoder(Transcoder):
         return msgspec.json.decode(data)
 
 
-def _decode(call_id: str, seq: int, topic: str, state: bytes) -> Event:
-    """Decode one stored row; any problem is an EventFormatError naming call and seq."""
+def _decode(call_id: str, seq: int, topic: str, state: Any) -> Event:
+    """Decode one stored row; any problem is an EventFormatError naming call and seq.
+
+    ``state`` is the column as the driver returns it (bytes, memoryview; TEXT or
+    NULL if someone wrote the row by hand), so the conversion is checked here too.
+    """
     try:
-        event = events.decode(topic, state)
+        if not isinstance(state, (bytes, bytearray, memoryview)):
+            kind = "NULL" if state is None else type(state).__name__
+            raise EventFormatError(f"stored state is {kind}, not bytes")
+        event = events.decode(topic, bytes(state))
         name = topic.partition("/")[0]
     except (EventFormatError, TypeError, AttributeError, ValueError) as exc:
         raise EventFormatError(f"call {call_id!r} seq {seq}: {exc}") from None
@@ -359,7 +413,8 @@ class EventStore:
         self._mapper: EventMapper = app.mapper  # type: ignore[assignment]
         self._datastore: Any = app.factory.datastore  # type: ignore[attr-defined]
         self._interval = flush_interval
-        self._buf: list[StoredEvent] = []
+        # One list per append() call: a batch commits whole (see chunk_batches).
+        self._buf: list[list[StoredEvent]] = []
         self._buf_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer at a time keeps append order
         self._conflicted: set[str] = set()
@@ -398,8 +453,10 @@ class EventStore:
                 if e.call_id in self._conflicted:
                     raise StreamConflict(e.call_id)
         rows = self._mapper.to_stored_events(batch)
+        if not rows:
+            return
         with self._buf_lock:
-            self._buf += rows
+            self._buf.append(rows)
 
     def flush(self, call_id: str | None = None) -> None:
         """Write everything appended so far; return when it is durable.
@@ -490,7 +547,7 @@ class EventStore:
             rows = self._recorder.select_events(call_id, gt=after if after > 0 else None)
         if not rows and (after <= 0 or self.last_seq(call_id) == 0):
             raise UnknownCall(call_id)
-        return [_decode(call_id, r.originator_version, r.topic, bytes(r.state)) for r in rows]
+        return [_decode(call_id, r.originator_version, r.topic, r.state) for r in rows]
 
     def last_seq(self, call_id: str) -> int:
         """The highest durable seq of a call (0 if none)."""
@@ -505,7 +562,7 @@ class EventStore:
         return [
             (
                 n.id,
-                _decode(str(n.originator_id), n.originator_version, n.topic, bytes(n.state)),
+                _decode(str(n.originator_id), n.originator_version, n.topic, n.state),
             )
             for n in notes
         ]
@@ -541,8 +598,8 @@ class EventStore:
         )
         out = []
         for call_id, n, lo, f_topic, f_state, hi, l_topic, l_state in self._query(sql, ()):
-            first = _decode(call_id, lo, f_topic, bytes(f_state))
-            last = first if hi == lo else _decode(call_id, hi, l_topic, bytes(l_state))
+            first = _decode(call_id, lo, f_topic, f_state)
+            last = first if hi == lo else _decode(call_id, hi, l_topic, l_state)
             outcome = last.outcome if isinstance(last, CallEnded) else "live"
             out.append(
                 CallSummary(
@@ -658,7 +715,7 @@ class EventStore:
         with self._buf_lock:
             pending, self._buf = self._buf, []
         if self._conflicted and pending:
-            pending = [r for r in pending if r.originator_id not in self._conflicted]
+            pending = _keep_rows(pending, self._not_conflicted)
         if not pending:
             return
         try:
@@ -670,31 +727,36 @@ class EventStore:
             raise
         self._error = ""
 
-    def _insert(self, pending: list[StoredEvent]) -> None:
-        """Insert ``pending``: one transaction on SQLite, chunks of at most
-        ``_PG_CHUNK_ROWS`` rows / ``_PG_CHUNK_BYTES`` on PostgreSQL.
+    def _insert(self, pending: list[list[StoredEvent]]) -> None:
+        """Insert the buffered batches ``pending``: one transaction on SQLite; on
+        PostgreSQL, chunks of whole batches of about ``_PG_CHUNK_ROWS`` rows /
+        ``_PG_CHUNK_BYTES`` (see :func:`chunk_batches`).
 
         Why chunks: psycopg's pipeline mode (used by eventsourcing's insert) can hang
         forever sending a multi-megabyte batch with the pure-Python libpq wrapper
         (psycopg issue #685; reproduced here with 40,000 events in one insert).
+
+        ``pending`` is emptied of whatever got written, so a failure leaves in it
+        exactly the batches (or what is left of them) still to write.
         """
         if self._target.kind != "postgresql":
-            self._insert_chunk(pending)
-            return
-        while pending:
+            chunks = [list(pending)]
+        else:
+            chunks = chunk_batches(pending, _PG_CHUNK_ROWS, _PG_CHUNK_BYTES)
+        for i, chunk in enumerate(chunks):
             if self._conflicted:
-                pending[:] = [r for r in pending if r.originator_id not in self._conflicted]
-            n, size = 0, 0
-            for r in pending:
-                n += 1
-                size += len(r.state)
-                if n >= _PG_CHUNK_ROWS or size >= _PG_CHUNK_BYTES:
-                    break
-            chunk = pending[:n]
+                chunk = _keep_rows(chunk, self._not_conflicted)
+            rows = [r for batch in chunk for r in batch]
             try:
-                self._insert_chunk(chunk)
-            finally:
-                pending[:n] = chunk  # what is left of the chunk (nothing if written)
+                self._insert_chunk(rows)
+            except BaseException:
+                rest = _still_pending(chunk, rows)  # `rows` is now what was not written
+                pending[:] = rest + [batch for later in chunks[i + 1 :] for batch in later]
+                raise
+        pending.clear()
+
+    def _not_conflicted(self, row: StoredEvent) -> bool:
+        return row.originator_id not in self._conflicted
 
     def _insert_chunk(self, pending: list[StoredEvent]) -> None:
         """Insert in one transaction; on a conflict, drop the conflicting calls and retry.

@@ -91,16 +91,47 @@ class Activity(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def digits(self) -> str:
-        """DTMF digits of a DTMF activity ("" when absent)."""
-        return "" if self.value is None else str(self.value)
+        """DTMF digits of a DTMF activity, upper-cased; "" unless ``value`` is a
+        string (or integer) of 1 to 32 of ``0-9*#A-D`` (see :attr:`dtmf_error`)."""
+        v = self.value
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        if isinstance(v, str) and _DTMF_IN_RE.fullmatch(v):
+            return v.upper()
+        return ""
+
+    @property
+    def dtmf_error(self) -> str | None:
+        """Why a DTMF activity's value is not valid DTMF (one line), else None."""
+        if not self.is_dtmf or self.digits:
+            return None
+        v = self.value
+        if v is None:
+            return "DTMF activity without a value"
+        if not isinstance(v, str | int) or isinstance(v, bool):
+            return f"DTMF activity value is {_json_kind(v)}, not a string of digits"
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+        return f"DTMF activity value {shown} is not 1-{MAX_DTMF_DIGITS} of 0-9*#A-D"
 
     @property
     def caller(self) -> str:
-        return str(self.parameters.get("caller", ""))
+        v = self.parameters.get("caller")
+        return v if isinstance(v, str) else ""
 
     @property
     def callee(self) -> str:
-        return str(self.parameters.get("callee", ""))
+        v = self.parameters.get("callee")
+        return v if isinstance(v, str) else ""
+
+
+MAX_DTMF_DIGITS = 32  # per activity; keys pressed by a person, not a data channel
+_DTMF_IN_RE = re.compile(rf"[0-9*#A-Da-d]{{1,{MAX_DTMF_DIGITS}}}")
+
+
+def _json_kind(value: object) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    kinds = {dict: "an object", list: "an array", float: "a number", bool: "a boolean"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
 
 
 class Activities(_In, frozen=True, kw_only=True, tag="activities"):

@@ -11,15 +11,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from fastagent import events as ev
+from fastagent import store as store_module
 from fastagent.store import (
     CallSummary,
     EventStore,
     StoreError,
     StreamConflict,
     UnknownCall,
+    chunk_batches,
     open_store,
 )
 
@@ -387,3 +390,123 @@ def test_password_not_shown(pg_url: str) -> None:
     with pytest.raises(StoreError) as info:
         open_store("postgresql://postgres:s3cret@127.0.0.1:1/test")
     assert "s3cret" not in str(info.value)
+
+
+# ------------------------------------------------------------------ batch atomicity
+
+
+def _row(seq: int, nbytes: int = 10) -> StoredEvent:
+    return StoredEvent("c", seq, "CallerAudio/v1", b"x" * nbytes)
+
+
+def _rows(sizes: list[int], nbytes: int = 10) -> list[list[StoredEvent]]:
+    out, seq = [], 0
+    for n in sizes:
+        out.append([_row(seq + i + 1, nbytes) for i in range(n)])
+        seq += n
+    return out
+
+
+def test_chunks_hold_whole_batches_by_rows() -> None:
+    batches = _rows([2, 2, 1, 4, 2, 1, 1])
+    chunks = chunk_batches(batches, max_rows=3, max_bytes=10_000)
+    assert [[len(b) for b in c] for c in chunks] == [[2], [2, 1], [4], [2, 1], [1]]
+    assert [b for c in chunks for b in c] == batches  # same batches, same order, none cut
+
+
+def test_chunks_hold_whole_batches_by_bytes() -> None:
+    batches = _rows([1, 2, 1, 1], nbytes=100)
+    chunks = chunk_batches(batches, max_rows=1000, max_bytes=250)
+    assert [[len(b) for b in c] for c in chunks] == [[1], [2], [1, 1]]
+    big = _rows([50], nbytes=100)  # larger than both limits on its own: stays whole
+    assert chunk_batches(big, max_rows=3, max_bytes=250) == [big]
+    assert chunk_batches([], max_rows=3, max_bytes=250) == []
+
+
+def _batches(call_id: str, sizes: list[int]) -> list[list[ev.Event]]:
+    out, seq = [], 0
+    for n in sizes:
+        out.append([audio(call_id, seq + i + 1) for i in range(n)])
+        seq += n
+    return out
+
+
+def test_postgresql_flush_commits_whole_batches(
+    pg_store_url: str, opened: Callable[..., EventStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each append() is an input and its decisions: a transaction never splits one,
+    so a crash between two transactions cannot leave an input without its decisions."""
+    monkeypatch.setattr(store_module, "_PG_CHUNK_ROWS", 3)
+    store = opened(pg_store_url, flush_interval=30)
+    batches = _batches("call-c", [2, 2, 1, 4, 2, 1])
+    ends = {0} | {b[-1].seq for b in batches}
+    insert = store._recorder.insert_events
+    transactions: list[list[int]] = []
+    fail_at = {2}  # the 2nd transaction fails once (a lost connection, say)
+
+    def spy(rows: list[StoredEvent], **kw: object) -> object:
+        transactions.append([r.originator_version for r in rows])
+        if len(transactions) in fail_at:
+            fail_at.clear()
+            raise OSError("connection lost")
+        return insert(rows, **kw)
+
+    monkeypatch.setattr(store._recorder, "insert_events", spy)
+    for b in batches:
+        store.append(b)
+    with pytest.raises(StoreError, match="connection lost"):
+        store.flush()
+    assert store.last_seq("call-c") == 2  # the first batch only: a batch boundary
+    store.flush()  # the rest, retried
+    assert store.read_call("call-c") == [e for b in batches for e in b]
+    assert len(transactions) > 3
+    for seqs in transactions:
+        assert seqs[0] - 1 in ends and seqs[-1] in ends, transactions
+    assert [6, 7, 8, 9] in transactions  # the 4-event batch stayed whole
+
+
+# ------------------------------------------------------------------ state not bytes
+
+
+@pytest.mark.parametrize(("value", "kind"), [("'text'", "str"), ("NULL", "NULL")])
+def test_state_not_a_blob_raises_event_format_error(
+    db: str, opened: Callable[..., EventStore], value: str, kind: str
+) -> None:
+    store = opened(db)
+    store.append(a_call("call-t"))
+    store.flush()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE stored_events SET state = {value} WHERE originator_version = 7")
+    for read in (
+        lambda: store.read_call("call-t"),
+        lambda: store.read_all(),
+        lambda: store.list_calls(),
+    ):
+        with pytest.raises(ev.EventFormatError) as info:
+            read()
+        assert str(info.value) == f"call 'call-t' seq 7: stored state is {kind}, not bytes"
+
+
+@pytest.mark.parametrize("value", ["'text'", "NULL"])
+def test_cli_reports_state_not_a_blob_in_one_line(tmp_path: Path, value: str) -> None:
+    from typer.testing import CliRunner
+
+    from fastagent.cli import app
+
+    db = str(tmp_path / "calls.db")
+    with open_store(db) as store:
+        store.append(a_call("call-t"))
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE stored_events SET state = {value} WHERE originator_version = 1")
+    out = str(tmp_path / "out.jsonl")
+    for args in (
+        ["replay", "call-t", "--store", db],
+        ["export", "call-t", "-o", out, "--store", db],
+        ["calls", "--store", db],
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and "call 'call-t' seq 1: stored state" in lines[0], lines
+        assert "Traceback" not in result.output

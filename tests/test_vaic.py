@@ -324,3 +324,60 @@ def test_passthrough_flag_and_reason() -> None:
 def test_is_base64() -> None:
     assert vaic.is_base64("AAAA") and vaic.is_base64("AA==") and vaic.is_base64("")
     assert not vaic.is_base64("AAA") and not vaic.is_base64("A=AA")
+
+
+# ------------------------------------------------------------------ activity values
+
+
+def dtmf_activity(value: object) -> vaic.Activity:
+    """A DTMF activity as parsed from a real frame."""
+    msg = started().receive(
+        frame("activities", activities=[{"type": "event", "name": "DTMF", "value": value}])
+    )
+    assert isinstance(msg, Activities)
+    return msg.activities[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "digits"),
+    [("42#", "42#"), ("*0", "*0"), ("abcd", "ABCD"), ("D9", "D9"), (7, "7"), ("1" * 32, "1" * 32)],
+)
+def test_valid_dtmf_values(value: object, digits: str) -> None:
+    act = dtmf_activity(value)
+    assert act.digits == digits
+    assert act.dtmf_error is None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ({"a": 1}, "DTMF activity value is an object, not a string of digits"),
+        ([1, 2], "DTMF activity value is an array, not a string of digits"),
+        (True, "DTMF activity value is a boolean, not a string of digits"),
+        (1.5, "DTMF activity value is a number, not a string of digits"),
+        (None, "DTMF activity without a value"),
+        ("", "DTMF activity value '' is not 1-32 of 0-9*#A-D"),
+        ("1 2", "DTMF activity value '1 2' is not 1-32 of 0-9*#A-D"),
+        ("12E", "DTMF activity value '12E' is not 1-32 of 0-9*#A-D"),
+        (-1, "DTMF activity value -1 is not 1-32 of 0-9*#A-D"),
+        ("1" * 33, "DTMF activity value '111111111111111111111111111111111' is not"),
+        ("9" * 100, "DTMF activity value '" + "9" * 36 + "... is not"),  # shortened
+    ],
+)
+def test_invalid_dtmf_values_give_no_digits_and_a_reason(value: object, reason: str) -> None:
+    act = dtmf_activity(value)
+    assert act.digits == ""
+    assert act.dtmf_error is not None and act.dtmf_error.startswith(reason)
+    assert "\n" not in act.dtmf_error and len(act.dtmf_error) < 120
+
+
+def test_dtmf_error_only_for_dtmf_activities() -> None:
+    act = vaic.Activity(name="start", value={"a": 1})
+    assert act.dtmf_error is None and act.digits == ""
+
+
+@pytest.mark.parametrize("bad", [None, 15550100, {"n": 1}, ["+1"]])
+def test_non_string_caller_and_callee_are_empty(bad: object) -> None:
+    act = vaic.Activity(name="start", parameters={"caller": bad, "callee": bad})
+    assert (act.caller, act.callee) == ("", "")
+    assert vaic.Activity(name="start").caller == ""
