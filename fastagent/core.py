@@ -79,6 +79,7 @@ class Engine:
     held_calls: list[ev.FunctionCallRequested] = field(default_factory=list)
     held_response: str = ""
     pending_end: tuple[str, str] = ("", "")  # CallEnded owed once running tools finish
+    request_seq: int = 0  # seq of the last ResponseRequested (its event id on the wire)
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     queued: list[tuple[str, str]] = field(default_factory=list)  # (model call id | "", text)
     control: tuple[str, str] = ("", "")  # (hangup | transfer, reason) after the next response
@@ -97,11 +98,20 @@ class Engine:
         handler = _HANDLERS.get(type(event))
         if handler is None or self.status == "ended":
             return self._out
-        if self.status == "closing":
-            if type(event) is ev.ToolResult:
-                self._close_after_tool(event)  # type: ignore[arg-type]
-            return self._out
-        handler(self, event)
+        try:
+            if self.status == "closing":
+                if type(event) is ev.ToolResult:
+                    self._close_after_tool(event)  # type: ignore[arg-type]
+                return self._out
+            handler(self, event)
+        except Exception as exc:  # never leave a half-decided input without a trace
+            self._out = []
+            self.next_seq = event.seq + 1
+            self._emit(
+                ev.EngineFault,
+                input_type=type(event).__name__,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
         return self._out
 
     def tool_specs(self, names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -205,6 +215,7 @@ class Engine:
             return
         self.response_active = True
         self.owe_response = ""
+        self.request_seq = self.next_seq
         self._emit(ev.ResponseRequested, reason=reason, instructions=instructions)
 
     def _tell(self, model_call_id: str, payload: dict[str, Any] | str) -> None:
@@ -298,9 +309,10 @@ class Engine:
             model_format=self.model_format,
             resumed=True,
         )
-        if self.held_calls:  # no barge-in happened before the drop
+        if self.held_response:  # no barge-in happened before the drop
             calls, self.held_calls, self.held_response = self.held_calls, [], ""
             self._run_calls(calls, e, interrupted=False)
+
 
     def _on_session_ended(self, e: ev.SessionEnded) -> None:
         outcome = {"transfer": "transferred", "hangup": "completed"}.get(self.control[0], "")
@@ -412,12 +424,13 @@ class Engine:
         if pb is not None and pb.response_id == e.response_id:
             self._stop_playback("done")
         interrupted = e.status != "completed" or e.response_id == self.interrupted_response
-        if calls and not interrupted and pb is not None and pb.response_id == e.response_id:
-            if e.at < pb.audible_until():
-                # The caller is still hearing this response: its calls run once they
-                # have heard it out (PlaybackDrained), and never if they barge in.
-                self.held_calls, self.held_response = calls, e.response_id
-                calls = []
+        audible = pb is not None and pb.response_id == e.response_id and e.at < pb.audible_until()
+        if audible and not interrupted and (calls or self.control[0]):
+            # The caller is still hearing this response: its calls (and a hangup or
+            # transfer after it) wait until they have heard it out (PlaybackDrained),
+            # and a barge-in before that cancels them.
+            self.held_calls, self.held_response = calls, e.response_id
+            return
         self._run_calls(calls, e, interrupted)
 
     def _run_calls(
@@ -451,7 +464,8 @@ class Engine:
             self._request(reason)
 
     def _on_playback_drained(self, e: ev.PlaybackDrained) -> None:
-        if self.held_calls and e.response_id == self.held_response:
+        # While the caller is away, the decision waits for the resume.
+        if self.status == "active" and e.response_id == self.held_response:
             calls, self.held_calls, self.held_response = self.held_calls, [], ""
             self._run_calls(calls, e, interrupted=False)
 
@@ -466,8 +480,18 @@ class Engine:
         self.held_calls, self.held_response = [], ""
 
     def _on_model_error(self, e: ev.ModelError) -> None:
+        if e.error_type == "connection":
+            # No model to talk to: say so with a hangup rather than leave dead air.
+            if self.status == "active":
+                self._emit(ev.HangupRequested, reason="the voice model is unavailable")
+                self.status = "ending"
+            return
         if e.code == "conversation_already_has_active_response":
             self.owe_response = self.owe_response or "retry"
+        elif e.event_id and e.event_id == response_event_id(self.request_seq):
+            # Our response.create was refused: no response is coming for it.  Queued
+            # outputs go out with the next response (e.g. when the caller speaks).
+            self.response_active = False
 
     def _on_dtmf(self, e: ev.Dtmf) -> None:
         if self.status != "active":
@@ -605,6 +629,7 @@ class Engine:
                 json.dumps(out.dispatch_args, sort_keys=True),
                 spec.server if spec else "",
             )
+            run.waiting_id = action_id
             waiting_on_model = bool(model_call_id) and not out.output
             self.in_flight[action_id] = InFlight(
                 name=out.dispatch.tool,
@@ -647,11 +672,14 @@ class Engine:
                 result = {"value": result}
         else:
             result = {"ok": False, "error": e.error}
-        if flight.fsa and flight.fsa in self.runs:
-            assert self.agent is not None
-            f = self.agent.fsa(flight.fsa)
-            run = self.runs[flight.fsa]
-            self._apply(f, run, fsa_mod.after_action(f, run, result), flight.model_call_id)
+        if flight.fsa:
+            run = self.runs.get(flight.fsa)
+            # Only the action the run waits for moves it: a result for a cancelled
+            # or restarted run is recorded, and changes nothing.
+            if run is not None and run.waiting_id == e.tool_call_id:
+                assert self.agent is not None
+                f = self.agent.fsa(flight.fsa)
+                self._apply(f, run, fsa_mod.after_action(f, run, result), flight.model_call_id)
         elif flight.model_call_id:
             self._tell(flight.model_call_id, e.output if e.ok else {"ok": False, "error": e.error})
         self._flush("tool result")
@@ -677,3 +705,8 @@ _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.ConnectionRestored: Engine._on_connection_restored,
     ev.GraceExpired: Engine._on_grace_expired,
 }
+
+
+def response_event_id(seq: int) -> str:
+    """The ``event_id`` of the ``response.create`` sent for the decision at ``seq``."""
+    return f"fa-response-{seq}"

@@ -222,9 +222,10 @@ class RateLimitsUpdated(Input, frozen=True, kw_only=True):
 
 
 class ModelError(Input, frozen=True, kw_only=True):
-    error_type: str = ""
+    error_type: str = ""  # "connection" when the model cannot be reached at all
     code: str = ""
     message: str = ""
+    event_id: str = ""  # the client event the error is about, when the server says
 
 
 class ProtocolError(Input, frozen=True, kw_only=True):
@@ -379,6 +380,17 @@ class SessionParamsSent(Decision, frozen=True, kw_only=True):
     """The VAIC ``config`` activity: change session settings (e.g. DTMF collection)."""
 
     params: dict[str, Any]
+
+
+class EngineFault(Decision, frozen=True, kw_only=True):
+    """The core failed on an input (a bug, or an agent's guard that raised).
+
+    The input stays in the log; nothing else was decided for it.  Replay
+    reproduces the fault, so a fix shows up as a divergence here.
+    """
+
+    input_type: str
+    error: str
 
 
 class CallEnded(Decision, frozen=True, kw_only=True):

@@ -283,6 +283,7 @@ class Run(msgspec.Struct, kw_only=True):
     slots: dict[str, Any] = msgspec.field(default_factory=dict)
     attempts: dict[str, int] = msgspec.field(default_factory=dict)
     waiting: str = ""  # the step or "enter:<state>" whose action result is awaited
+    waiting_id: str = ""  # the tool call id of that action (set by the engine)
     waiting_args: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -358,7 +359,7 @@ def call_step(fsa: FSA, run: Run, tool: str, args: Mapping[str, Any]) -> Outcome
 
 def after_action(fsa: FSA, run: Run, result: Mapping[str, Any]) -> Outcome:
     """The backend action this run was waiting for finished with ``result``."""
-    waiting, run.waiting = run.waiting, ""
+    waiting, run.waiting, run.waiting_id = run.waiting, "", ""
     args, run.waiting_args = run.waiting_args, {}
     st = fsa.state(run.state)
     if waiting.startswith("enter:"):

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastagent import audio, realtime, snapshots, vaic
 from fastagent import events as ev
 from fastagent.agents import get_agent
-from fastagent.core import ENGINE_SERVER, Engine
+from fastagent.core import ENGINE_SERVER, Engine, response_event_id
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall, open_store
 from projections import live
 
@@ -73,7 +73,23 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceConfig:
+        """The configuration from FASTAGENT_* variables, then ``overrides`` that are
+        not None.  Raises ConfigError (one line) for a malformed number."""
         env = os.environ
+
+        def number(name: str, default: float, kind: type, expected: str, ok: Any) -> Any:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return kind(default)
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = None
+            if value is None or not ok(value):  # NaN fails every comparison
+                raise ConfigError(f"bad {name}={raw!r}: expected {expected}")
+            return value
+
+        inf = float("inf")
         cfg = cls(
             store=env.get("FASTAGENT_STORE"),
             token=env.get("FASTAGENT_VAIC_TOKEN") or None,
@@ -82,11 +98,21 @@ class ServiceConfig:
             realtime_url=env.get("FASTAGENT_REALTIME_URL") or None,
             api_key=env.get("OPENAI_API_KEY") or None,
             model=env.get("FASTAGENT_MODEL", "gpt-realtime"),
-            grace_s=float(env.get("FASTAGENT_GRACE_S", "30")),
+            grace_s=number(
+                "FASTAGENT_GRACE_S", 30, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
+            ),
             greet=env.get("FASTAGENT_GREET", "1").lower() not in ("0", "false", "no"),
             # Only for simulated callers that play bot audio faster than real time.
-            playback_speed=float(env.get("FASTAGENT_PLAYBACK_SPEED", "1")),
-            max_frame_bytes=int(env.get("FASTAGENT_MAX_FRAME_BYTES", vaic.DEFAULT_MAX_FRAME_BYTES)),
+            playback_speed=number(
+                "FASTAGENT_PLAYBACK_SPEED", 1, float, "a number > 0", lambda v: 0 < v < inf
+            ),
+            max_frame_bytes=number(
+                "FASTAGENT_MAX_FRAME_BYTES",
+                vaic.DEFAULT_MAX_FRAME_BYTES,
+                int,
+                "a whole number of bytes > 0",
+                lambda v: v > 0,
+            ),
         )
         for key, value in overrides.items():
             if value is not None:
@@ -254,7 +280,12 @@ class CallSession:
             elif t is ev.ModelConfigured:
                 await self.configure_model(d)  # type: ignore[arg-type]
             elif t is ev.ResponseRequested:
-                await self.send_model(realtime.response_create(d.instructions or None))  # type: ignore[attr-defined]
+                await self.send_model(
+                    realtime.response_create(
+                        d.instructions or None,  # type: ignore[attr-defined]
+                        event_id=response_event_id(d.seq),
+                    )
+                )
             elif t is ev.FunctionOutputSent:
                 await self.send_model(realtime.function_call_output(d.tool_call_id, d.output))  # type: ignore[attr-defined]
             elif t is ev.MessageInjected:
@@ -292,8 +323,8 @@ class CallSession:
             try:
                 await self.attach_model()  # first configuration of the call: connect now
             except Exception as exc:
+                # The core answers with a hangup: no dead air, and the log says why.
                 await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
-                self.spawn(self.close("model unreachable"))
                 return
         frame = realtime.session_update(
             instructions=d.instructions,
@@ -313,7 +344,7 @@ class CallSession:
     def watch_drain(self) -> None:
         """Tell the core when the caller has heard a response whose calls it holds."""
         pb = self.engine.play
-        if pb is None or not self.engine.held_calls or self.engine.held_response != pb.response_id:
+        if pb is None or self.engine.held_response != pb.response_id:
             return
 
         async def drained() -> None:
@@ -421,7 +452,11 @@ class CallSession:
 
     async def send_model(self, frame: str) -> None:
         if not self.model_ready.is_set():
-            await asyncio.wait_for(self.model_ready.wait(), timeout=30)
+            try:  # a (re)connect is under way; never hold the caller's reader for long
+                await asyncio.wait_for(self.model_ready.wait(), timeout=5)
+            except TimeoutError:
+                log.warning("call %s: model not connected; frame dropped", self.call_id)
+                return
         conn = self.model
         if conn is None:
             return
@@ -569,6 +604,7 @@ class CallSession:
                 error_type=err.type or "",
                 code=err.code or "",
                 message=(err.message or "")[:500],
+                event_id=err.event_id or "",
             )
         elif t is realtime.Malformed:
             await self.input(ev.ProtocolError, side="model", message=e.message[:300])  # type: ignore[union-attr]

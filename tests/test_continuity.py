@@ -30,7 +30,7 @@ from fastagent import events as ev
 from fastagent import snapshots
 from fastagent.replay import replay
 from fastagent.store import EventStore, open_store
-from fastagent.testing.caller import SimulatedCaller
+from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
 from fastagent.testing.fake_realtime import FakeRealtimeServer
 from fastagent.testing.scenario import Scenario, expected_play_streams, scenario_from_dict
 from fastagent.testing.synth import synthetic_call
@@ -82,6 +82,8 @@ def _start(
     full = {
         **os.environ,
         "FASTAGENT_REALTIME_URL": fake_url,
+        # The simulated caller plays bot audio at 4x; the service must know.
+        "FASTAGENT_PLAYBACK_SPEED": str(1 / DEFAULT_PACE),
         "OPENAI_API_KEY": "test",
         "FASTAGENT_VAIC_TOKEN": TOKEN,
         "FASTAGENT_DATA_DIR": str(tmp_path / "backends"),

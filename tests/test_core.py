@@ -319,3 +319,148 @@ def test_send_dtmf_tool_and_session_params() -> None:
     assert [d.digits for d in sent] == ["12#"]
     outputs = [d.output for d in out if isinstance(d, ev.FunctionOutputSent)]
     assert '"ok": false' in outputs[1]
+
+
+def _goodbye_response(c: Call, rid: str, at_ms: int) -> list[str]:
+    c.feed(ev.ResponseStarted, at_ms, response_id=rid)
+    c.audio(rid, 50, at_ms=at_ms)  # 1 s of goodbye, audible until at_ms + 1000
+    return c.feed(ev.ResponseDone, at_ms + 60, response_id=rid, status="completed")
+
+
+def test_hangup_waits_for_the_goodbye_and_a_barge_in_keeps_the_call() -> None:
+    c = Call()
+    c.feed(ev.ResponseStarted, 0, response_id="r1")
+    c.feed(
+        ev.FunctionCallRequested,
+        1,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="k",
+        name="end_call",
+        arguments="{}",
+    )
+    c.feed(ev.ResponseDone, 2, response_id="r1", status="completed")  # -> goodbye requested
+    assert _goodbye_response(c, "bye", 100) == ["PlaybackStopped"]  # no hangup yet
+    assert c.feed(ev.SpeechStarted, 500, item_id="u") == ["TruncateRequested"]
+    assert c.engine.status == "active" and c.engine.control == ("", "")
+    # The same goodbye heard out: now the bot hangs up.
+    c2 = Call()
+    c2.feed(ev.ResponseStarted, 0, response_id="r1")
+    c2.feed(
+        ev.FunctionCallRequested,
+        1,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="k",
+        name="end_call",
+        arguments="{}",
+    )
+    c2.feed(ev.ResponseDone, 2, response_id="r1", status="completed")
+    _goodbye_response(c2, "bye", 100)
+    out = c2.feed(ev.PlaybackDrained, 1100, stream_id="play-1", response_id="bye")
+    assert out == ["HangupRequested"]
+
+
+def test_a_result_for_a_cancelled_run_changes_nothing() -> None:
+    from fastagent.agents.banking import AGENT
+
+    engine = Engine("b", agents=lambda name: AGENT)
+    n = 0
+
+    def feed(cls: type[ev.Input], **kw: Any) -> list[ev.Decision]:
+        nonlocal n
+        n += 1
+        return engine.handle(cls(call_id="b", seq=engine.next_seq, at=n, **kw))
+
+    def respond(*calls: tuple[str, dict[str, Any]]) -> list[ev.Decision]:
+        rid = f"r{n}"
+        feed(ev.ResponseStarted, response_id=rid)
+        for i, (name, args) in enumerate(calls):
+            feed(
+                ev.FunctionCallRequested,
+                response_id=rid,
+                item_id=f"i{n}{i}",
+                tool_call_id=f"c{n}{i}",
+                name=name,
+                arguments=json.dumps(args),
+            )
+        return feed(ev.ResponseDone, response_id=rid, status="completed")
+
+    feed(ev.SessionInitiated, config=ev.CallConfig(agent="banking"), offered_formats=("raw/mulaw",))
+    feed(ev.ToolsListed, server="bank", tools=(ev.ToolSpec(name="find_customer"),))
+    respond(("start_card_replacement", {}))
+    out = respond(
+        ("provide_customer_number", {"customer_id": "123456"}), ("cancel_card_replacement", {})
+    )
+    action = next(
+        d for d in out if isinstance(d, ev.FunctionCallDispatched) and d.name == "find_customer"
+    )
+    respond(("start_card_replacement", {}))
+    out = feed(
+        ev.ToolResult,
+        tool_call_id=action.tool_call_id,
+        name="find_customer",
+        ok=True,
+        output='{"found": true}',
+    )
+    assert not any(isinstance(d, ev.EngineFault | ev.FsaTransition) for d in out)
+    assert engine.runs["card_replacement"].state == "identify"
+
+
+def test_a_guard_that_raises_is_an_engine_fault_not_a_crash() -> None:
+    from fastagent.agent import Agent
+    from fastagent.fsa import FSA, Go, State, Step
+
+    def broken(ctx: Any) -> bool:
+        raise RuntimeError("guard bug")
+
+    fsa = FSA(
+        name="t",
+        intent="start_t",
+        description="x",
+        initial="a",
+        states=(
+            State("a", "x", steps=(Step("s", "x", go=(Go("b", when=broken),)),)),
+            State("b", "x", terminal=True),
+        ),
+    )
+    agent = Agent(name="t", instructions="x", fsas=(fsa,))
+    engine = Engine("g", agents=lambda name: agent)
+    n = 0
+
+    def feed(cls: type[ev.Input], **kw: Any) -> list[ev.Decision]:
+        nonlocal n
+        n += 1
+        return engine.handle(cls(call_id="g", seq=engine.next_seq, at=n, **kw))
+
+    feed(ev.SessionInitiated, config=ev.CallConfig(agent="t"), offered_formats=("raw/mulaw",))
+    for name in ("start_t", "s"):
+        feed(ev.ResponseStarted, response_id=name)
+        feed(
+            ev.FunctionCallRequested,
+            response_id=name,
+            item_id=name,
+            tool_call_id=name,
+            name=name,
+            arguments="{}",
+        )
+        before = engine.next_seq
+        out = feed(ev.ResponseDone, response_id=name, status="completed")
+    assert [type(d).__name__ for d in out] == ["EngineFault"]
+    assert "guard bug" in out[0].error  # type: ignore[attr-defined]
+    assert out[0].seq == before + 1 and engine.next_seq == before + 2  # no gap in the log
+
+
+def test_model_unreachable_hangs_up_and_refused_response_is_not_awaited() -> None:
+    c = Call()
+    assert c.feed(ev.ModelError, 1, error_type="connection", message="refused") == [
+        "HangupRequested"
+    ]
+    c2 = Call()
+    c2.feed(ev.CallStarted, 1)  # greeting requested
+    req = c2.decisions(ev.ResponseRequested)[0]
+    from fastagent.core import response_event_id
+
+    c2.feed(ev.ModelError, 2, code="invalid_value", event_id=response_event_id(req.seq))
+    assert c2.engine.response_active is False
+    assert c2.feed(ev.Dtmf, 3, digits="1") == ["MessageInjected", "ResponseRequested"]

@@ -16,9 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from fastagent import events as ev
 from fastagent.agent import Agent
 from fastagent.agents import get_agent
+from fastagent.core import Engine
 from fastagent.replay import read_recording, replay
 from projections.trail import trail_rows
 
@@ -70,13 +73,33 @@ def snapshot_view(events: Sequence[ev.Event]) -> dict[str, Any]:
 def replay_for_snapshot(
     path: str | Path, agents: Callable[[str], Agent] = get_agent
 ) -> dict[str, Any]:
-    """Replay a recording file; the view plus whether the replay was identical."""
+    """Replay a recording file; the view plus whether the replay was identical.
+
+    The view's decisions are today's: every recorded input goes through today's
+    core, past any divergence, so an intended change to an agent or the core
+    shows up as a reviewable snapshot diff (accept it with --snapshot-update).
+    """
     events = read_recording(path)
     result = replay(events, agents=agents)
-    view = snapshot_view(events)
+    view = snapshot_view(redecide(events, agents))
     view["identical"] = result.identical
     view["divergence"] = result.divergence.to_dict() if result.divergence else None
     return view
+
+
+def redecide(
+    events: Sequence[ev.Event], agents: Callable[[str], Agent] = get_agent
+) -> list[ev.Event]:
+    """The recorded inputs, each followed by what today's core decides for it."""
+    engine = Engine(events[0].call_id if events else "", agents=agents)
+    out: list[ev.Event] = []
+    for e in events:
+        if isinstance(e, ev.Input):
+            # Renumber so the engine sees a gapless log whatever it decided before.
+            e = msgspec.structs.replace(e, seq=engine.next_seq)
+            out.append(e)
+            out.extend(engine.handle(e))
+    return out
 
 
 def recordings(directory: str | Path) -> list[Path]:
