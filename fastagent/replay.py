@@ -124,8 +124,15 @@ class _Line(msgspec.Struct):
     event: msgspec.Raw
 
 
+class _Tagged(msgspec.Struct):
+    """Only the ``type`` of an event body (the rest is skipped unparsed)."""
+
+    type: str = ""
+
+
 _header_decoder = msgspec.json.Decoder(_Header)
 _line_decoder = msgspec.json.Decoder(_Line)
+_tag_decoder = msgspec.json.Decoder(_Tagged)
 _encoder = msgspec.json.Encoder()
 
 
@@ -164,16 +171,27 @@ def read_recording(path: str | Path) -> list[ev.Event]:
             f"{path}: recording format version {header.version} is newer than this "
             f"FastAgent reads ({RECORDING_VERSION}); upgrade FastAgent"
         )
+    if header.events < 1:
+        raise RecordingError(f"{path}: recording of call {header.call_id!r} has no events")
     out: list[ev.Event] = []
     for n, raw in enumerate(lines[1:], start=2):
         try:
             line = _line_decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise RecordingError(f"{path}:{n}: corrupt line") from None
+        body = bytes(line.event)
         try:
-            out.append(ev.decode(line.topic, bytes(line.event)))
-        except ev.EventFormatError as exc:
+            out.append(ev.decode(line.topic, body))
+            tag = _tag_decoder.decode(body).type
+        except (ev.EventFormatError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise RecordingError(f"{path}:{n}: {exc}") from None
+        # Today's version decodes by the body's tag, an old one by the topic: both must
+        # agree (an old body without a tag is upcast by its topic alone).
+        name = line.topic.partition("/")[0]
+        if (tag and tag != name) or type(out[-1]).__name__ != name:
+            raise RecordingError(
+                f"{path}:{n}: topic {line.topic!r} does not match the event's type {tag!r}"
+            )
     if len(out) != header.events:
         raise RecordingError(f"{path}: truncated ({len(out)} of {header.events} events)")
     for i, e in enumerate(out, start=1):

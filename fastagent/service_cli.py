@@ -27,14 +27,25 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    host: Annotated[
+        str, typer.Option(envvar="FASTAGENT_HOST", help="Interface to listen on")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar="FASTAGENT_PORT", min=0, max=65535, help="TCP port")
+    ] = 8080,
     store: StoreOpt = None,
-    agent: Annotated[str, typer.Option(envvar="FASTAGENT_AGENT", help="Agent name")] = "default",
+    agent: Annotated[
+        str, typer.Option(envvar="FASTAGENT_AGENT", help="Agent name or module:ATTRIBUTE")
+    ] = "default",
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept calls without a token")
     ] = False,
-    grace: Annotated[float, typer.Option(help="Seconds a dropped caller may resume")] = 30.0,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Seconds a dropped caller may resume [default: $FASTAGENT_GRACE_S or 30]"
+        ),
+    ] = None,
     greet: Annotated[bool, typer.Option(help="The bot greets the caller first")] = True,
 ) -> None:
     """Run the voice service: VAIC WebSocket at /audiocodes."""
@@ -44,15 +55,16 @@ def serve(
     from fastagent.cli import clear_errors, fail
     from fastagent.service import ConfigError, Service, ServiceConfig, create_app
 
-    config = ServiceConfig.from_env(store=store, agent=agent, no_auth=no_auth or None)
-    config.grace_s = grace
-    config.greet = config.greet and greet
     with clear_errors():
-        get_agent(config.agent)
         try:
+            config = ServiceConfig.from_env(
+                store=store, agent=agent, no_auth=no_auth or None, grace_s=grace
+            )
+            get_agent(config.agent)
             Service(config).store.close()  # check token and store before listening
         except ConfigError as exc:
             raise fail(str(exc)) from None
+    config.greet = config.greet and greet
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         create_app(config),
@@ -174,13 +186,14 @@ def _printer() -> Any:
 
 
 def demo(
-    agent: Annotated[str, typer.Option(help="Agent to run")] = "default",
+    agent: Annotated[str, typer.Option(help="Agent name or module:ATTRIBUTE")] = "default",
     scenario: Annotated[Path | None, typer.Option(help="A scenario JSON file")] = None,
     store: StoreOpt = None,
     realtime: Annotated[bool, typer.Option(help="Pace audio in real time")] = False,
 ) -> None:
     """Run a complete simulated call over loopback and print its transcript."""
     from fastagent.cli import clear_errors, fail
+    from fastagent.service import ConfigError
     from fastagent.testing.scenario import ScenarioError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -188,7 +201,7 @@ def demo(
         try:
             typer.echo(f"demo call with agent {agent!r} (fake model, simulated caller, loopback)")
             call_id = asyncio.run(run_demo(agent, scenario, store, realtime=realtime))
-        except ScenarioError as exc:
+        except (ScenarioError, ConfigError) as exc:
             raise fail(str(exc)) from None
     where = f" --store {store}" if store else ""
     typer.echo(f"call id: {call_id}")

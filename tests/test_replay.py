@@ -211,3 +211,32 @@ def test_events_are_frozen_and_inputs_distinct_from_decisions() -> None:
     # Audio boundaries never carry the bytes.
     names = {f.name for t in (ev.CallerAudio, ev.BotAudio) for f in msgspec.structs.fields(t)}
     assert not names & {"audio", "data", "payload", "delta", "audioChunk"}
+
+
+def test_recording_without_events_is_rejected(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"format":"fastagent-recording","version":1,"call_id":"","events":0}\n')
+    with pytest.raises(RecordingError, match="has no events"):
+        read_recording(empty)
+    _one_line_error(runner.invoke(app, ["replay", "--file", str(empty)]), "has no events")
+
+
+def test_recording_line_whose_topic_is_not_its_type(tmp_path: Path, call: list[ev.Event]) -> None:
+    path = tmp_path / "call.jsonl"
+    write_recording(call[:3], path)
+    lines = path.read_text().splitlines()
+    line = json.loads(lines[2])
+    kind = line["event"]["type"]
+    other = "Dtmf" if kind != "Dtmf" else "CallEnded"
+    lines[2] = json.dumps({"topic": f"{other}/v1", "event": line["event"]})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordingError) as info:
+        read_recording(path)
+    assert str(info.value) == (
+        f"{path}:3: topic '{other}/v1' does not match the event's type '{kind}'"
+    )
+    _one_line_error(runner.invoke(app, ["replay", "--file", str(path)]), f"{path}:3: topic")
+
+
+def test_cli_replay_without_call_id_or_file() -> None:
+    _one_line_error(runner.invoke(app, ["replay"]), "give a call id or --file")

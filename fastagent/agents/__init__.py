@@ -1,4 +1,11 @@
-"""The agent registry: built-in example agents by name."""
+"""The agent registry: built-in example agents by name, your own by import path.
+
+A name with a colon, ``package.module:ATTRIBUTE``, imports the module and takes
+the attribute, which must be an :class:`~fastagent.agent.Agent`.  The name is
+recorded in the call's ``CallConfig``, so replay finds the same agent again.
+The name comes from the operator's configuration (``--agent``,
+``FASTAGENT_AGENT``), never from a caller.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +32,11 @@ class UnknownAgent(LookupError):
 
 
 def get_agent(name: str) -> Agent:
+    """The agent called ``name``; raises UnknownAgent (one line) if there is none."""
     if name == "default":
         return DEFAULT
+    if ":" in name:
+        return _import_agent(name)
     module = _MODULES.get(name)
     if module is None:
         raise UnknownAgent(f"unknown agent {name!r} (known: {', '.join(agent_names())})")
@@ -35,3 +45,22 @@ def get_agent(name: str) -> Agent:
 
 def agent_names() -> list[str]:
     return ["default", *_MODULES]
+
+
+def _import_agent(path: str) -> Agent:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr.isidentifier():
+        raise UnknownAgent(f"bad agent {path!r}: expected package.module:ATTRIBUTE")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # missing module, or an error in the user's module
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UnknownAgent(
+            f"cannot import agent module {module_name!r}: {type(exc).__name__}: {first}"
+        ) from None
+    agent = getattr(module, attr, None)
+    if agent is None:
+        raise UnknownAgent(f"agent module {module_name!r} has no attribute {attr!r}")
+    if not isinstance(agent, Agent):
+        raise UnknownAgent(f"{path} is a {type(agent).__name__}, not a fastagent Agent")
+    return agent
