@@ -360,7 +360,9 @@ class CallSession:
 
     async def after_playback(self, frame: bytes) -> None:
         """Send a call-control activity once the caller has heard the goodbye."""
-        await self.store.flush_async(self.call_id)  # durable before the side effect
+        # Durable before the side effect; a hangup still goes out if the store is
+        # down: leaving the caller on a dead line would be worse.
+        await self.durable()
         pb = self.engine.play
         if pb is not None:
             wait = (pb.audible_until() - now_us()) / 1e6
@@ -368,8 +370,29 @@ class CallSession:
                 await asyncio.sleep(min(wait, 30.0))
         await self.to_vaic(frame)
 
+    async def durable(self) -> bool:
+        """Make the log durable before a side effect; False if the store cannot."""
+        for delay in (0.05, 0.2, 0.5, 1.0, 2.0):
+            try:
+                await self.store.flush_async(self.call_id)
+                return True
+            except StreamConflict:
+                raise _Lost(self.call_id) from None
+            except StoreError as exc:
+                log.warning("call %s: store unavailable (%s); retrying", self.call_id, exc)
+                await asyncio.sleep(delay)
+        return False
+
     async def run_tool(self, d: ev.FunctionCallDispatched) -> None:
-        await self.store.flush_async(self.call_id)  # durable before the side effect starts
+        if not await self.durable():  # durable before the side effect starts, or not at all
+            await self.input(
+                ev.ToolResult,
+                tool_call_id=d.tool_call_id,
+                name=d.name,
+                ok=False,
+                error="not run: the call log could not be made durable",
+            )
+            return
         started = time.perf_counter()
         try:
             hub = await self.service.hub(self.state.agent)
@@ -817,7 +840,13 @@ async def initiate(
     service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionInitiate
 ) -> CallSession | None:
     call_id = msg.conversationId
-    if call_id in service.calls or service.store.last_seq(call_id) > 0:
+    try:
+        known = call_id in service.calls or await asyncio.to_thread(service.store.last_seq, call_id)
+    except StoreError as exc:
+        log.error("call %s: store unavailable: %s", call_id, exc)
+        await ws.send_text(vaic.session_error("service unavailable").decode())
+        return None
+    if known:
         await ws.send_text(vaic.session_error("conversation already exists").decode())
         return None
     cfg = service.config
@@ -879,10 +908,13 @@ async def resume(
                 at=now_us(),
                 instance=service.config.instance,
             )
-            decisions = session.engine.handle(inp)
             try:
-                await session.claim([inp, *decisions])
-            except StreamConflict:  # a resume elsewhere claimed it a moment ago
+                # This instance owns the stream: record in order like any input (the
+                # model reader may be recording too), then make it durable, which
+                # fails if a resume elsewhere claimed the call a moment ago.
+                decisions = session.record(inp)
+                await session.store.flush_async(call_id)
+            except (StreamConflict, _Lost):
                 await session.close("call resumed on another instance")
                 await ws.send_text(
                     vaic.session_error("call is active on another instance").decode()
