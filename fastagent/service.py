@@ -812,8 +812,13 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                             callee=act.callee,
                             parameters=dict(act.parameters),
                         )
-                    elif act.is_dtmf and act.digits:
-                        await session.input(ev.Dtmf, digits=act.digits)
+                    elif act.is_dtmf:
+                        if act.dtmf_error:
+                            await session.input(
+                                ev.ProtocolError, side="caller", message=act.dtmf_error[:300]
+                            )
+                        else:
+                            await session.input(ev.Dtmf, digits=act.digits)
     except WebSocketDisconnect:
         pass
     except _Lost:

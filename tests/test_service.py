@@ -435,3 +435,23 @@ async def test_seeding_folds_old_turns_into_one_summary() -> None:
     assert len(pairs) == SEED_ITEMS + 1
     assert pairs[0][0] == "system" and "t0" in pairs[0][1] and "t75" in pairs[0][1]
     assert pairs[-1] == ("user", "t99") and ("assistant", "t76") in pairs
+
+
+async def test_invalid_dtmf_is_a_protocol_error(voice: Voice) -> None:
+    ws = await _raw(voice, "dtmf")
+    for value in ({"a": 1}, "12#"):
+        act = {"type": "event", "name": "DTMF", "value": value}
+        await ws.send(
+            json.dumps({"type": "activities", "conversationId": "dtmf", "activities": [act]})
+        )
+    await ws.send(
+        json.dumps(
+            {"type": "session.end", "conversationId": "dtmf", "reasonCode": "client-disconnected"}
+        )
+    )
+    with pytest.raises(websockets.ConnectionClosed):
+        for _ in range(200):
+            await asyncio.wait_for(ws.recv(), 5)
+    events = await voice.log("dtmf")
+    assert [e.digits for e in events if isinstance(e, ev.Dtmf)] == ["12#"]
+    assert any(isinstance(e, ev.ProtocolError) and "DTMF" in e.message for e in events)
