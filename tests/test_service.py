@@ -455,3 +455,31 @@ async def test_invalid_dtmf_is_a_protocol_error(voice: Voice) -> None:
     events = await voice.log("dtmf")
     assert [e.digits for e in events if isinstance(e, ev.Dtmf)] == ["12#"]
     assert any(isinstance(e, ev.ProtocolError) and "DTMF" in e.message for e in events)
+
+
+class _KeepGone(dict):  # type: ignore[type-arg]
+    """service.calls that remembers the sessions it let go."""
+
+    gone: dict[str, Any]
+
+    def __delitem__(self, key: str) -> None:
+        self.gone[key] = self[key]
+        super().__delitem__(key)
+
+
+async def test_live_state_kept_during_the_call_equals_a_fold_of_its_log(voice: Voice) -> None:
+    import msgspec
+
+    from projections import live
+
+    service = voice.app.state.service
+    calls = _KeepGone()
+    calls.gone = {}
+    service.calls = calls
+    sc = scenario([{"caller": "Hello", "model": [{"say": "Hi."}]}, {"dtmf": "7"}, GOODBYE])
+    report, events = await voice.call(sc)
+    assert report.ended == "bot-disconnected", report.errors
+    (session,) = calls.gone.values()
+    kept = msgspec.to_builtins(session.state)
+    assert kept == msgspec.to_builtins(live.fold(events))
+    assert kept["status"] == "ended" and kept["events"] == len(events)
