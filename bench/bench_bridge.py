@@ -12,7 +12,9 @@ in its own process:
 * ``relay``: bench/bridge_relay.py, the same passthrough with no store or engine
   (the floor of docs on performance);
 * ``base``: the service from another source tree (``--baseline DIR``), to
-  measure a change before/after in one run.
+  measure a change before/after in one run;
+* ``service+SWITCH+...``: the service with bench-only switches (no store, other
+  uvicorn ws implementation, ...; see bench/service_variant.py).
 
 CPU is the bridge process's utime+stime (/proc/<pid>/stat, all threads) over the
 measurement window, per call-minute.  Targets run alternately at each level.
@@ -20,6 +22,7 @@ measurement window, per call-minute.  Targets run alternately at each level.
 Run:  python bench/bench_bridge.py                      (1, 50, 200 calls; ~20 s each)
       python bench/bench_bridge.py --calls 50 --window 10 --targets service
       python bench/bench_bridge.py --search             (largest N with p99 <= 10 ms)
+      python bench/bench_bridge.py --calls 50 --targets relay,service,service+nostore
 """
 
 from __future__ import annotations
@@ -79,6 +82,15 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def loop_seconds(pid: int) -> float:
+    """CPU time of the main thread alone (the event loop: what saturates first)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def machine_busy() -> float:
@@ -306,6 +318,9 @@ def start_bridge(
             env["PYTHONPATH"] = baseline
         store = work / f"{target}-{port}.db"
         cmd = [sys.executable, "-c", "from fastagent.cli import main; main()", "serve"]
+        if target.startswith("service+"):  # bench-only switches (bench/service_variant.py)
+            env["FASTAGENT_BENCH_VARIANT"] = target.partition("+")[2]
+            cmd[1:3] = [str(HERE / "service_variant.py")]
         cmd += ["--no-auth", "--port", str(port), "--store", str(store)]
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
 
@@ -343,6 +358,7 @@ class Result:
     down: tuple[float, float, float]
     cpu_per_call_min: float
     cores: float
+    loop_cores: float  # the bridge's main thread (its event loop) alone
     gen_cores: float
     other_cores: float  # everything else on the machine meanwhile (noise)
     late_p99: float
@@ -402,12 +418,14 @@ async def run_level(
                  "--rate", "200", "--nonblocking", "--format", "raw", "-o", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
+        loop0 = loop_seconds(proc.pid)
         cpu0, gen0, busy0, t0 = cpu_seconds(proc.pid), self_cpu(), machine_busy(), now_ns()
         stats.start = t0
         await asyncio.sleep(window)
         t1 = now_ns()
         stats.end = t1
         cpu1, gen1, busy1 = cpu_seconds(proc.pid), self_cpu(), machine_busy()
+        loop1 = loop_seconds(proc.pid)
         await asyncio.sleep(0.5)  # frames in flight at the end of the window arrive
         stop.set()
         if spy is not None:
@@ -432,6 +450,7 @@ async def run_level(
         down=(pct(stats.down, 0.5), pct(stats.down, 0.99), pct(stats.down, 0.999)),
         cpu_per_call_min=cpu / (n * secs / 60),
         cores=cpu / secs,
+        loop_cores=(loop1 - loop0) / secs,
         gen_cores=(gen1 - gen0) / secs,
         other_cores=max(0.0, (busy1 - busy0 - cpu - (gen1 - gen0)) / secs),
         late_p99=pct(stats.late, 0.99),
@@ -448,15 +467,16 @@ def row(r: Result) -> str:
     return (
         f"| {r.target:7} | {r.calls:5} | {r.up[0]:5.2f} | {r.up[1]:6.2f} | {r.up[2]:6.2f} "
         f"| {r.down[0]:5.2f} | {r.down[1]:6.2f} | {r.down[2]:6.2f} | {r.cpu_per_call_min:6.3f} "
-        f"| {r.cores:5.2f} | {r.gen_cores:4.2f} | {r.other_cores:4.2f} | {r.late_p99:5.2f} "
-        f"| {r.lost:6.2%} | {r.failed} |"
+        f"| {r.cores:5.2f} | {r.loop_cores:4.2f} | {r.gen_cores:4.2f} | {r.other_cores:4.2f} "
+        f"| {r.late_p99:5.2f} | {r.lost:6.2%} | {r.failed} |"
     )
 
 
 HEADER = (
     "| target  | calls | up p50 | up p99 | up p99.9 | down p50 | down p99 | down p99.9 "
-    "| CPU s/call-min | cores | gen cores | other cores | send late p99 | lost | failed |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| CPU s/call-min | cores | loop cores | gen cores | other cores | send late p99 | lost "
+    "| failed |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -532,7 +552,11 @@ async def search(measure: object, done: list[Result], limit: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="1,50,200", help="comma-separated call counts")
-    parser.add_argument("--targets", default="relay,service", help="relay,service")
+    parser.add_argument(
+        "--targets",
+        default="relay,service",
+        help="relay,service; service+SWITCH[+SWITCH] runs bench/service_variant.py",
+    )
     parser.add_argument("--baseline", default="", help="a source tree to run as target 'base'")
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per level")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")

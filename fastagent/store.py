@@ -20,11 +20,12 @@ import itertools
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -417,6 +418,7 @@ class EventStore:
         self._buf: list[list[StoredEvent]] = []
         self._buf_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer at a time keeps append order
+        self._writer: sqlite3.Connection | None = None  # see _insert_rows
         self._conflicted: set[str] = set()
         self._snapshots_ready = False
         self._unreported: list[str] = []
@@ -491,7 +493,7 @@ class EventStore:
             self._write_buffered_locked()  # earlier appends first: the log keeps their order
             try:
                 with self._errors("write"):
-                    self._recorder.insert_events(rows)
+                    self._insert_rows(rows)
             except IntegrityError:
                 bad = self._find_conflicts(rows) or {str(rows[0].originator_id)}
                 self._mark(bad, reported=True)
@@ -527,6 +529,8 @@ class EventStore:
             self._write_buffered()
         finally:
             _open_stores.discard(self)
+            if self._writer is not None:
+                self._writer.close()
             self._app.close()
 
     def __enter__(self) -> EventStore:
@@ -765,7 +769,7 @@ class EventStore:
         exactly the rows still to write.
         """
         try:
-            self._recorder.insert_events(pending)
+            self._insert_rows(pending)
             pending.clear()
             return
         except IntegrityError:
@@ -776,7 +780,7 @@ class EventStore:
         if not pending:
             return
         try:
-            self._recorder.insert_events(pending)
+            self._insert_rows(pending)
             pending.clear()
             return
         except IntegrityError:
@@ -787,11 +791,50 @@ class EventStore:
             by_call.setdefault(str(r.originator_id), []).append(r)
         for call_id, rows in by_call.items():
             try:
-                self._recorder.insert_events(rows)
+                self._insert_rows(rows)
             except IntegrityError:
                 self._mark({call_id})
             written = {id(r) for r in rows}
             pending[:] = [r for r in pending if id(r) not in written]
+
+    def _insert_rows(self, rows: Sequence[StoredEvent]) -> None:
+        """Insert rows in one transaction (caller holds ``_write_lock``); raises
+        IntegrityError, writing nothing, if any (call, seq) is already stored.
+
+        An SQLite file gets the same INSERT as eventsourcing's recorder, but as one
+        executemany on a connection kept for writing: the recorder executes row by
+        row and takes pooled connections in turn, each re-reading the pages the
+        last one wrote (bench_bridge at 50 calls: flusher thread 0.05 -> 0.04 cores,
+        a quarter of the page reads).  Same table, statement and rowid order, so
+        reads, the notification log and conflicts do not change.
+        """
+        conn = self._writer
+        if conn is None:
+            pool = getattr(self._datastore, "pool", None)
+            if self._target.kind != "sqlite" or pool is None or pool.is_sqlite_memory_mode:
+                self._recorder.insert_events(rows)  # PostgreSQL; shared-cache memory DB
+                return
+            conn = self._writer = sqlite3.connect(
+                pool.db_name,
+                uri=True,
+                check_same_thread=False,  # the flusher thread, or flush() callers
+                isolation_level=None,  # explicit BEGIN/COMMIT below
+                timeout=pool.lock_timeout or 5.0,
+            )
+        statement = self._recorder.insert_events_statement  # type: ignore[attr-defined]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                statement, [(r.originator_id, r.originator_version, r.topic, r.state) for r in rows]
+            )
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):  # a broken connection: keep the first error
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise IntegrityError(exc) from exc
+            raise
 
     def _find_conflicts(self, rows: Sequence[StoredEvent]) -> set[str]:
         """Calls whose rows duplicate each other or rows already stored."""

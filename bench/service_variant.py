@@ -1,0 +1,71 @@
+"""``fastagent serve`` with bench-only switches, to decompose the service's cost.
+
+bench/bench_bridge.py runs target ``service+a+b`` as this script with
+``FASTAGENT_BENCH_VARIANT=a+b``.  Each switch changes one thing in this process
+only (never in the service's code), so one bench run compares them side by side:
+
+* ``nostore``:  EventStore.append does nothing (no mapping, no SQLite thread);
+* ``nodb``:     append maps and buffers rows, the flusher drops them (mapping cost only);
+* ``nolive``:   CallSession.record skips the live projection (live.apply);
+* ``ws=NAME``:  uvicorn ``ws`` implementation (websockets-sansio, websockets, wsproto);
+* ``loop=NAME``: uvicorn ``loop`` (uvloop, asyncio);
+* ``http=NAME``: uvicorn ``http`` (httptools, h11; only the handshake uses it).
+
+Run: FASTAGENT_BENCH_VARIANT=nostore python bench/service_variant.py serve --no-auth ...
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def apply(variant: str) -> None:
+    switches = [s for s in variant.split("+") if s]
+    overrides: dict[str, str] = {}
+    for s in switches:
+        key, _, value = s.partition("=")
+        if value:
+            if key not in ("ws", "loop", "http"):
+                raise SystemExit(f"unknown bench switch {s!r}")
+            overrides[key] = value
+        elif s == "nostore":
+            from fastagent.store import EventStore
+
+            EventStore.append = lambda self, batch: None  # type: ignore[method-assign]
+        elif s == "nodb":
+            from fastagent.store import EventStore
+
+            EventStore._insert = lambda self, pending: pending.clear()  # type: ignore[method-assign]
+        elif s == "nolive":
+            from fastagent import service
+            from fastagent.store import StreamConflict
+
+            def record(self: Any, inp: Any) -> Any:
+                decisions = self.engine.handle(inp)
+                try:
+                    self.store.append([inp, *decisions] if decisions else [inp])
+                except StreamConflict:
+                    raise service._Lost(self.call_id) from None
+                return decisions
+
+            service.CallSession.record = record  # type: ignore[method-assign]
+        else:
+            raise SystemExit(f"unknown bench switch {s!r}")
+    if overrides:
+        import uvicorn
+
+        run = uvicorn.run
+
+        def patched(app: Any, **kwargs: Any) -> None:
+            kwargs.update(overrides)
+            run(app, **kwargs)
+
+        uvicorn.run = patched  # type: ignore[assignment]
+
+
+if __name__ == "__main__":
+    apply(os.environ.get("FASTAGENT_BENCH_VARIANT", ""))
+    from fastagent.cli import main
+
+    main()
