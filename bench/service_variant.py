@@ -7,6 +7,10 @@ only (never in the service's code), so one bench run compares them side by side:
 * ``nostore``:  EventStore.append does nothing (no mapping, no SQLite thread);
 * ``nodb``:     append maps and buffers rows, the flusher drops them (mapping cost only);
 * ``nolive``:   CallSession.record skips the live projection (live.apply);
+* ``norecord``: audio chunks skip record() altogether (no event, engine, store or
+  projection once playback is open): what is left is sockets and framing;
+* ``nogc``:     the cyclic garbage collector off (is it behind the latency tails?);
+* ``gcfreeze``: gc.freeze() once the app is built (start-up objects never rescanned);
 * ``ws=NAME``:  uvicorn ``ws`` implementation (websockets-sansio, websockets, wsproto);
 * ``loop=NAME``: uvicorn ``loop`` (uvloop, asyncio);
 * ``http=NAME``: uvicorn ``http`` (httptools, h11; only the handshake uses it).
@@ -50,6 +54,28 @@ def apply(variant: str) -> None:
                 return decisions
 
             service.CallSession.record = record  # type: ignore[method-assign]
+        elif s == "nogc":
+            import gc
+
+            gc.disable()
+        elif s == "gcfreeze":
+            overrides.setdefault("_freeze", "1")
+        elif s == "norecord":
+            from fastagent import events as ev
+            from fastagent import service
+
+            original = service.CallSession.record
+
+            def bare(self: Any, inp: Any, original: Any = original) -> Any:
+                t = type(inp)
+                if t is ev.CallerAudio:
+                    return []
+                pb = self.engine.play
+                if t is ev.BotAudio and pb is not None and pb.open and pb.item_id == inp.item_id:
+                    return []
+                return original(self, inp)
+
+            service.CallSession.record = bare  # type: ignore[method-assign]
         else:
             raise SystemExit(f"unknown bench switch {s!r}")
     if overrides:
@@ -58,6 +84,14 @@ def apply(variant: str) -> None:
         run = uvicorn.run
 
         def patched(app: Any, **kwargs: Any) -> None:
+            if overrides.pop("_freeze", ""):
+                import gc
+
+                import openai.resources.realtime.realtime  # noqa: F401  (what calls import)
+                import websockets.asyncio.client  # noqa: F401
+
+                gc.collect()
+                gc.freeze()
             kwargs.update(overrides)
             run(app, **kwargs)
 

@@ -109,8 +109,8 @@ _json_encoder = msgspec.json.Encoder()
 
 
 def chunk_batches(
-    batches: Sequence[list[StoredEvent]], max_rows: int, max_bytes: int
-) -> list[list[list[StoredEvent]]]:
+    batches: Sequence[list[_Row]], max_rows: int, max_bytes: int
+) -> list[list[list[_Row]]]:
     """Group batches, in order, into chunks of at most ``max_rows`` rows and
     ``max_bytes`` of state; each chunk is one transaction.
 
@@ -118,8 +118,8 @@ def chunk_batches(
     and its decisions) and must commit atomically.  A batch larger than the limits
     on its own is a chunk by itself, whole.
     """
-    chunks: list[list[list[StoredEvent]]] = []
-    chunk: list[list[StoredEvent]] = []
+    chunks: list[list[list[_Row]]] = []
+    chunk: list[list[_Row]] = []
     rows = size = 0
     for batch in batches:
         nbytes = sum(len(r.state) for r in batch)
@@ -134,9 +134,7 @@ def chunk_batches(
     return chunks
 
 
-def _keep_rows(
-    batches: Sequence[list[StoredEvent]], keep: Callable[[StoredEvent], bool]
-) -> list[list[StoredEvent]]:
+def _keep_rows(batches: Sequence[list[_Row]], keep: Callable[[_Row], bool]) -> list[list[_Row]]:
     """The batches reduced to the rows ``keep`` accepts (emptied batches dropped)."""
     out = []
     for batch in batches:
@@ -146,12 +144,24 @@ def _keep_rows(
     return out
 
 
-def _still_pending(
-    batches: Sequence[list[StoredEvent]], left: Sequence[StoredEvent]
-) -> list[list[StoredEvent]]:
+def _still_pending(batches: Sequence[list[_Row]], left: Sequence[_Row]) -> list[list[_Row]]:
     """The batches reduced to the rows in ``left`` (the ones a failed write left)."""
     ids = {id(r) for r in left}
     return _keep_rows(batches, lambda r: id(r) in ids)
+
+
+class _Row(msgspec.Struct, gc=False):
+    """A buffered row: a StoredEvent's four fields (what the recorders read).
+
+    Built ~10x faster than the StoredEvent dataclass on the event loop, and not
+    tracked by the cyclic GC: buffered StoredEvents lived long enough to reach the
+    oldest generation, so full collections (~100 ms with the SDKs loaded) kept
+    running (bench_bridge at 100 calls: p99.9 87 ms -> 4 ms)."""
+
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: bytes
 
 
 class MsgspecTranscoder(Transcoder):
@@ -213,6 +223,21 @@ class EventMapper(Mapper[str]):
                     raise TypeError(f"not an event: {e!r}")
                 topic = topics[cls] = events.topic_of(e)
             rows.append(StoredEvent(e.call_id, e.seq, topic, encode(e)))
+        return rows
+
+    def rows(self, batch: Sequence[Event]) -> list[_Row]:
+        """Like :meth:`to_stored_events`, as the buffer's cheaper rows."""
+        topics = self._topics
+        encode = _json_encoder.encode
+        rows = []
+        for e in batch:
+            cls = type(e)
+            topic = topics.get(cls)
+            if topic is None:
+                if not isinstance(e, Event):
+                    raise TypeError(f"not an event: {e!r}")
+                topic = topics[cls] = events.topic_of(e)
+            rows.append(_Row(e.call_id, e.seq, topic, encode(e)))
         return rows
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
@@ -415,7 +440,7 @@ class EventStore:
         self._datastore: Any = app.factory.datastore  # type: ignore[attr-defined]
         self._interval = flush_interval
         # One list per append() call: a batch commits whole (see chunk_batches).
-        self._buf: list[list[StoredEvent]] = []
+        self._buf: list[list[_Row]] = []
         self._buf_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer at a time keeps append order
         self._writer: sqlite3.Connection | None = None  # see _insert_rows
@@ -454,7 +479,7 @@ class EventStore:
             for e in batch:
                 if e.call_id in self._conflicted:
                     raise StreamConflict(e.call_id)
-        rows = self._mapper.to_stored_events(batch)
+        rows = self._mapper.rows(batch)
         if not rows:
             return
         with self._buf_lock:
@@ -486,7 +511,7 @@ class EventStore:
         for e in batch:
             if e.call_id in self._conflicted:
                 raise StreamConflict(e.call_id)
-        rows = self._mapper.to_stored_events(batch)
+        rows = self._mapper.rows(batch)
         if not rows:
             return
         with self._write_lock:
@@ -731,7 +756,7 @@ class EventStore:
             raise
         self._error = ""
 
-    def _insert(self, pending: list[list[StoredEvent]]) -> None:
+    def _insert(self, pending: list[list[_Row]]) -> None:
         """Insert the buffered batches ``pending``: one transaction on SQLite; on
         PostgreSQL, chunks of whole batches of about ``_PG_CHUNK_ROWS`` rows /
         ``_PG_CHUNK_BYTES`` (see :func:`chunk_batches`).
@@ -759,10 +784,10 @@ class EventStore:
                 raise
         pending.clear()
 
-    def _not_conflicted(self, row: StoredEvent) -> bool:
+    def _not_conflicted(self, row: _Row) -> bool:
         return row.originator_id not in self._conflicted
 
-    def _insert_chunk(self, pending: list[StoredEvent]) -> None:
+    def _insert_chunk(self, pending: list[_Row]) -> None:
         """Insert in one transaction; on a conflict, drop the conflicting calls and retry.
 
         ``pending`` is emptied of whatever got written, so a failure leaves in it
@@ -786,7 +811,7 @@ class EventStore:
         except IntegrityError:
             pass
         # Still conflicting (a writer raced us): isolate call by call.
-        by_call: dict[str, list[StoredEvent]] = {}
+        by_call: dict[str, list[_Row]] = {}
         for r in pending:
             by_call.setdefault(str(r.originator_id), []).append(r)
         for call_id, rows in by_call.items():
@@ -797,7 +822,7 @@ class EventStore:
             written = {id(r) for r in rows}
             pending[:] = [r for r in pending if id(r) not in written]
 
-    def _insert_rows(self, rows: Sequence[StoredEvent]) -> None:
+    def _insert_rows(self, rows: Sequence[_Row]) -> None:
         """Insert rows in one transaction (caller holds ``_write_lock``); raises
         IntegrityError, writing nothing, if any (call, seq) is already stored.
 
@@ -836,7 +861,7 @@ class EventStore:
                 raise IntegrityError(exc) from exc
             raise
 
-    def _find_conflicts(self, rows: Sequence[StoredEvent]) -> set[str]:
+    def _find_conflicts(self, rows: Sequence[_Row]) -> set[str]:
         """Calls whose rows duplicate each other or rows already stored."""
         seqs: dict[str, list[int]] = {}
         for r in rows:
