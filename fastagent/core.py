@@ -313,7 +313,6 @@ class Engine:
             calls, self.held_calls, self.held_response = self.held_calls, [], ""
             self._run_calls(calls, e, interrupted=False)
 
-
     def _on_session_ended(self, e: ev.SessionEnded) -> None:
         outcome = {"transfer": "transferred", "hangup": "completed"}.get(self.control[0], "")
         if not outcome:
