@@ -67,10 +67,20 @@ class ReplayResult:
         return self.divergence is None
 
 
-def replay(events: Sequence[ev.Event], agents: Callable[[str], Agent] = get_agent) -> ReplayResult:
-    """Replay ``events`` (one call, in seq order) and find the first divergence."""
-    call_id = events[0].call_id if events else ""
-    engine = Engine(call_id, agents=agents)
+def replay(
+    events: Sequence[ev.Event],
+    agents: Callable[[str], Agent] = get_agent,
+    *,
+    engine: Engine | None = None,
+) -> ReplayResult:
+    """Replay ``events`` (one call, in seq order) and find the first divergence.
+
+    ``engine``: go on from an engine restored from a snapshot (``events`` is then
+    the log after it) instead of a fresh one.
+    """
+    call_id = engine.call_id if engine is not None else (events[0].call_id if events else "")
+    if engine is None:
+        engine = Engine(call_id, agents=agents)
     expected: deque[ev.Decision] = deque()
     recent: deque[ev.Input] = deque(maxlen=CONTEXT_INPUTS)
     inputs = decisions = 0

@@ -989,11 +989,15 @@ async def resume_from_store(
             await refuse("store unavailable")
             return None
         engine = rebuilt.engine
+        if rebuilt.divergence:
+            # Today's agent decides differently from the one that drove the call:
+            # its state cannot be rebuilt faithfully here (a deploy changed the FSA).
+            log.error("call %s: %s; not resumed here", call_id, rebuilt.divergence)
+            await refuse("call cannot be resumed on this version of the agent")
+            return None
         if engine is None or engine.status == "ended" or engine.agent is None:
             await refuse("conversation has ended")
             return None
-        if rebuilt.divergence:
-            log.warning("call %s: %s; resuming anyway", call_id, rebuilt.divergence)
         read_to = engine.next_seq - 1
         if engine.status != "suspended" and not await quiet_for(store, call_id, read_to):
             # Not suspended and its log still grows: an instance drives it with a caller.

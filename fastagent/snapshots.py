@@ -161,20 +161,9 @@ def rebuild(store: EventStore, call_id: str, agents: Callable[[str], Agent] = ge
 
 
 def _feed(engine: Engine, tail: Sequence[ev.Event]) -> str:
-    """Replay the tail after a snapshot: inputs in, decisions compared."""
-    expected: list[ev.Decision] = []
-    for e in tail:
-        if isinstance(e, ev.Input):
-            if expected:
-                return f"log diverges from today's core at seq {expected[0].seq}"
-            expected = list(reversed(engine.handle(e)))
-        else:
-            new = expected.pop() if expected else None
-            if new != e:
-                return f"log diverges from today's core at seq {e.seq}"
-    if expected:
-        return f"log diverges from today's core at seq {expected[-1].seq}"
-    return ""
+    """Replay the tail after a snapshot into ``engine``: inputs in, decisions compared."""
+    div = replay(tail, engine=engine).divergence
+    return f"log diverges from today's core at seq {div.position}" if div else ""
 
 
 def _follow(out: Rebuilt, events: Sequence[ev.Event]) -> None:
