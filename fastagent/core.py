@@ -68,6 +68,9 @@ class Engine:
     media_format: str = ""
     model_format: str = ""
     status: str = "new"  # new | active | suspended | ending | closing | ended
+    config_transfer: str = ""  # from CallConfig: overrides the agent's target
+    greet: bool = True
+    playback_speed: float = 1.0  # the caller side's, from CallConfig
     next_seq: int = 1
     streams: int = 0
     play: Playback | None = None
@@ -184,8 +187,6 @@ class Engine:
         assert self.agent is not None
         return self.config_transfer or self.agent.transfer_target
 
-    config_transfer: str = ""
-
     def _configure(self) -> None:
         agent = self.agent
         assert agent is not None
@@ -288,9 +289,6 @@ class Engine:
             ev.SessionAccepted, media_format=self.media_format, model_format=self.model_format
         )
         self._configure()
-
-    greet: bool = True
-    playback_speed: float = 1.0
 
     def _on_call_started(self, e: ev.CallStarted) -> None:
         if self.agent is not None and self.agent.session_params:

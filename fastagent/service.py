@@ -249,13 +249,17 @@ class CallSession:
         except StreamConflict:
             self.lost = True
             raise _Lost(self.call_id) from None
+        self.applied(batch)
+        return decisions
+
+    def applied(self, batch: list[ev.Event]) -> None:
+        """Fold a recorded batch into the live state and show it to observers."""
         state = self.state
         for e in batch:
             live.apply(state, e)
         for observe in self.service.observers:
             for e in batch:
                 observe(e)
-        return decisions
 
     async def input(self, cls: type[ev.Input], **fields: Any) -> None:
         inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=now_us(), **fields)
@@ -705,11 +709,7 @@ class CallSession:
         """Append at once (not group-committed) and apply: raises StreamConflict if
         anyone else wrote to the call's stream since this instance last did."""
         await asyncio.to_thread(self.store.append_now, batch)
-        for e in batch:
-            live.apply(self.state, e)
-        for observe in self.service.observers:
-            for e in batch:
-                observe(e)
+        self.applied(batch)
 
     async def taken_over(self) -> bool:
         """True if another writer appended to this call's stream after us."""
