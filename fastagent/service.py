@@ -71,6 +71,23 @@ class ServiceConfig:
     model_retries: int = 5
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
+    def to_env(self) -> dict[str, str]:
+        """The FASTAGENT_* variables that rebuild this configuration (for workers)."""
+        env = {
+            "FASTAGENT_AGENT": self.agent,
+            "FASTAGENT_GRACE_S": repr(self.grace_s),
+            "FASTAGENT_GREET": "1" if self.greet else "0",
+            "FASTAGENT_PLAYBACK_SPEED": repr(self.playback_speed),
+            "FASTAGENT_MAX_FRAME_BYTES": str(self.max_frame_bytes),
+            "FASTAGENT_MODEL": self.model,
+            "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
+        }
+        if self.store:
+            env["FASTAGENT_STORE"] = self.store
+        if self.transfer_target:
+            env["FASTAGENT_TRANSFER_TARGET"] = self.transfer_target
+        return env
+
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceConfig:
         """The configuration from FASTAGENT_* variables, then ``overrides`` that are
@@ -1138,6 +1155,12 @@ def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) 
         await mcp_app(scope, receive, send)
 
     app.mount("/mcp", guarded)
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``fastagent serve --workers N``."""
+    no_auth = os.environ.get("FASTAGENT_NO_AUTH") == "1"
+    return create_app(ServiceConfig.from_env(no_auth=no_auth or None))
 
 
 def new_call_id() -> str:

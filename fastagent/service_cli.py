@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -47,6 +48,15 @@ def serve(
         ),
     ] = None,
     greet: Annotated[bool, typer.Option(help="The bot greets the caller first")] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="FASTAGENT_WORKERS",
+            min=1,
+            help="Processes sharing the port (one per core); calls move between them "
+            "through the store like between instances",
+        ),
+    ] = 1,
 ) -> None:
     """Run the voice service: VAIC WebSocket at /audiocodes."""
     import uvicorn
@@ -66,8 +76,7 @@ def serve(
             raise fail(str(exc)) from None
     config.greet = config.greet and greet
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(config),
+    settings: dict[str, Any] = dict(
         host=host,
         port=port,
         ws="websockets-sansio",
@@ -78,6 +87,12 @@ def serve(
         # base64 audio barely compresses: deflate would only cost CPU per frame.
         ws_per_message_deflate=False,
     )
+    if workers > 1:
+        # Each worker process builds its own service from the environment.
+        os.environ.update(config.to_env())
+        uvicorn.run("fastagent.service:app_from_env", factory=True, workers=workers, **settings)
+        return
+    uvicorn.run(create_app(config), **settings)
 
 
 def scenario_path(agent: str) -> Path:

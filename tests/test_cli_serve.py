@@ -209,3 +209,35 @@ def test_demo_and_replay_with_agent_by_import_path(
     replayed = runner.invoke(app, ["replay", call_id, "--store", store])
     assert replayed.exit_code == 0, replayed.output
     assert "identical:" in replayed.output
+
+
+def test_worker_processes_rebuild_the_same_config_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastagent.service import ServiceConfig
+
+    cfg = ServiceConfig(
+        store="/tmp/x.db",
+        agent="banking",
+        no_auth=True,
+        grace_s=12.5,
+        greet=False,
+        playback_speed=4.0,
+        transfer_target="tel:+1555",
+        model="gpt-realtime-mini",
+    )
+    for key, value in cfg.to_env().items():
+        monkeypatch.setenv(key, value)
+    back = ServiceConfig.from_env(no_auth=True)
+    for name in (
+        "store",
+        "agent",
+        "grace_s",
+        "greet",
+        "playback_speed",
+        "transfer_target",
+        "model",
+        "max_frame_bytes",
+        "no_auth",
+    ):
+        assert getattr(back, name) == getattr(cfg, name), name
