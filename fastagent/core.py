@@ -341,6 +341,11 @@ class Engine:
 
     def _on_connection_restored(self, e: ev.ConnectionRestored) -> None:
         if e.side == "model" and self.agent is not None:
+            # A new model session knows none of the old one's function call ids:
+            # results still owed to them are told as messages instead.
+            for flight in self.in_flight.values():
+                flight.model_call_id = ""
+            self.queued = [("", text) for _, text in self.queued]
             self._configure()  # the shell seeds the transcript after this
             if self.owe_response:
                 reason, self.owe_response = self.owe_response, ""
@@ -677,8 +682,11 @@ class Engine:
                 assert self.agent is not None
                 f = self.agent.fsa(flight.fsa)
                 self._apply(f, run, fsa_mod.after_action(f, run, result), flight.model_call_id)
-        elif flight.model_call_id:
-            self._tell(flight.model_call_id, e.output if e.ok else {"ok": False, "error": e.error})
+        else:  # a tool the model called: answer the call, or by message if it is gone
+            outcome = e.output if e.ok else {"ok": False, "error": e.error}
+            if not flight.model_call_id:
+                outcome = {"tool": e.name, "result": outcome}
+            self._tell(flight.model_call_id, outcome)
         self._flush("tool result")
 
 

@@ -464,3 +464,31 @@ def test_model_unreachable_hangs_up_and_refused_response_is_not_awaited() -> Non
     c2.feed(ev.ModelError, 2, code="invalid_value", event_id=response_event_id(req.seq))
     assert c2.engine.response_active is False
     assert c2.feed(ev.Dtmf, 3, digits="1") == ["MessageInjected", "ResponseRequested"]
+
+
+def test_results_owed_to_a_dead_model_session_are_told_as_messages() -> None:
+    c = Call()
+    c.feed(ev.ToolsListed, 0, server="weather", tools=(ev.ToolSpec(name="forecast"),))
+    c.feed(ev.ResponseStarted, 1, response_id="r1")
+    c.feed(
+        ev.FunctionCallRequested,
+        2,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="old-session-call",
+        name="forecast",
+        arguments="{}",
+    )
+    c.feed(ev.ResponseDone, 3, response_id="r1", status="completed")
+    c.feed(ev.ConnectionLost, 4, side="model", reason="dropped")
+    c.feed(ev.ConnectionRestored, 5, side="model")
+    out = c.feed(
+        ev.ToolResult,
+        6,
+        tool_call_id="old-session-call",
+        name="forecast",
+        ok=True,
+        output='{"sky": "clear"}',
+    )
+    assert out == ["MessageInjected", "ResponseRequested"]
+    assert "clear" in c.decisions(ev.MessageInjected)[-1].text
