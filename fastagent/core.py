@@ -254,7 +254,7 @@ class Engine:
                 ev.FsaFinished, fsa=name, state=run.state, outcome="abandoned", reason=reason
             )
         self.runs.clear()
-        self.held_calls, self.held_response = [], ""
+        self._skip_held("the call ended before the caller heard the response")
         if self.in_flight:
             # A side effect that started has its result recorded before the log
             # closes: wait for the tool calls still running (they all time out).

@@ -492,3 +492,22 @@ def test_results_owed_to_a_dead_model_session_are_told_as_messages() -> None:
     )
     assert out == ["MessageInjected", "ResponseRequested"]
     assert "clear" in c.decisions(ev.MessageInjected)[-1].text
+
+
+def test_calls_held_when_the_caller_never_comes_back_are_recorded_as_skipped() -> None:
+    c = Call()
+    c.feed(ev.ResponseStarted, 0, response_id="r1")
+    c.audio("r1", 50, at_ms=0)
+    c.feed(
+        ev.FunctionCallRequested,
+        60,
+        response_id="r1",
+        item_id="f",
+        tool_call_id="k",
+        name="end_call",
+        arguments="{}",
+    )
+    c.feed(ev.ResponseDone, 70, response_id="r1", status="completed")
+    c.feed(ev.ConnectionLost, 200, side="caller", reason="socket closed")
+    assert c.feed(ev.PlaybackDrained, 1000, stream_id="play-1", response_id="r1") == []
+    assert c.feed(ev.GraceExpired, 31_000, seconds=30.0) == ["FunctionCallSkipped", "CallEnded"]
