@@ -94,6 +94,18 @@ def _clear_errors() -> Iterator[None]:
         raise _fail(analytics.one_line(exc)) from None
 
 
+def _answer(
+    sections: Any, store: str | None, db: str | None, fmt: str, output: Any, no_sync: bool
+) -> None:
+    """Sync (unless told not to), run the queries, print or write them in ``fmt``."""
+    with _clear_errors():
+        if fmt not in FORMATS:
+            raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+        if not no_sync:
+            run_sync(store, db)
+        _write(_query(db, sections), fmt, output)
+
+
 def run_sync(
     store: str | None, db: str | None, *, batch: int = analytics.DEFAULT_BATCH, quiet: bool = False
 ) -> analytics.SyncResult:
@@ -248,12 +260,7 @@ def register(app: typer.Typer) -> None:
         no_sync: NoSyncOpt = False,
     ) -> None:
         """Run a SQL query on the analytics database (syncs first unless --no-sync)."""
-        with _clear_errors():
-            if fmt not in FORMATS:
-                raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
-            if not no_sync:
-                run_sync(store, db)
-            _write(_query(db, [("", query)]), fmt, output)
+        _answer([("", query)], store, db, fmt, output, no_sync)
 
     @app.command("report")
     def report_cmd(
@@ -264,12 +271,7 @@ def register(app: typer.Typer) -> None:
         no_sync: NoSyncOpt = False,
     ) -> None:
         """Outcomes, FSA funnel, tool error rates, latency percentiles, tokens, barge-ins."""
-        with _clear_errors():
-            if fmt not in FORMATS:
-                raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
-            if not no_sync:
-                run_sync(store, db)
-            _write(_query(db, REPORT_SECTIONS), fmt, output)
+        _answer(REPORT_SECTIONS, store, db, fmt, output, no_sync)
 
     @app.command("export-parquet")
     def export_cmd(
