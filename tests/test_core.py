@@ -43,6 +43,20 @@ class Call:
             )
         return names
 
+    def request(
+        self, at_ms: int, rid: str, call_id: str, name: str, arguments: str = "{}"
+    ) -> list[str]:
+        """The model asks for a function call in response ``rid``."""
+        return self.feed(
+            ev.FunctionCallRequested,
+            at_ms,
+            response_id=rid,
+            item_id=f"item-{call_id}",
+            tool_call_id=call_id,
+            name=name,
+            arguments=arguments,
+        )
+
     def decisions(self, cls: type[ev.Decision]) -> list[Any]:
         return [e for e in self.log if isinstance(e, cls)]
 
@@ -118,15 +132,7 @@ def test_calls_of_a_response_wait_until_heard_and_die_with_a_barge_in() -> None:
     c = Call()
     c.feed(ev.ResponseStarted, 0, response_id="r1")
     c.audio("r1", 50, at_ms=0)  # audible until 1000 ms
-    c.feed(
-        ev.FunctionCallRequested,
-        60,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="k1",
-        name="end_call",
-        arguments="{}",
-    )
+    c.request(60, "r1", "k1", "end_call")
     assert c.feed(ev.ResponseDone, 70, response_id="r1", status="completed") == ["PlaybackStopped"]
     assert c.feed(ev.SpeechStarted, 500, item_id="u") == [
         "TruncateRequested",
@@ -137,15 +143,7 @@ def test_calls_of_a_response_wait_until_heard_and_die_with_a_barge_in() -> None:
     c2 = Call()
     c2.feed(ev.ResponseStarted, 0, response_id="r1")
     c2.audio("r1", 50, at_ms=0)
-    c2.feed(
-        ev.FunctionCallRequested,
-        60,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="k1",
-        name="end_call",
-        arguments="{}",
-    )
+    c2.request(60, "r1", "k1", "end_call")
     c2.feed(ev.ResponseDone, 70, response_id="r1", status="completed")
     out = c2.feed(ev.PlaybackDrained, 1000, stream_id="play-1", response_id="r1")
     assert out == ["FunctionCallDispatched", "FunctionOutputSent", "ResponseRequested"]
@@ -154,15 +152,7 @@ def test_calls_of_a_response_wait_until_heard_and_die_with_a_barge_in() -> None:
 def test_cancelled_response_calls_are_skipped() -> None:
     c = Call()
     c.feed(ev.ResponseStarted, 0, response_id="r1")
-    c.feed(
-        ev.FunctionCallRequested,
-        1,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="k",
-        name="end_call",
-        arguments="{}",
-    )
+    c.request(1, "r1", "k", "end_call")
     out = c.feed(ev.ResponseDone, 2, response_id="r1", status="cancelled", reason="turn_detected")
     assert out == ["FunctionCallSkipped"]
 
@@ -170,24 +160,8 @@ def test_cancelled_response_calls_are_skipped() -> None:
 def test_end_call_says_goodbye_then_hangs_up_and_unknown_tools_are_refused() -> None:
     c = Call()
     c.feed(ev.ResponseStarted, 0, response_id="r1")
-    c.feed(
-        ev.FunctionCallRequested,
-        1,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="x",
-        name="launch_rockets",
-        arguments="{}",
-    )
-    c.feed(
-        ev.FunctionCallRequested,
-        1,
-        response_id="r1",
-        item_id="g",
-        tool_call_id="k",
-        name="end_call",
-        arguments='{"reason": "bye"}',
-    )
+    c.request(1, "r1", "x", "launch_rockets")
+    c.request(1, "r1", "k", "end_call", '{"reason": "bye"}')
     out = c.feed(ev.ResponseDone, 2, response_id="r1", status="completed")
     assert out == [
         "FunctionCallSkipped",
@@ -207,15 +181,7 @@ def test_external_tool_result_goes_back_to_the_model() -> None:
     c = Call()
     c.feed(ev.ToolsListed, 0, server="weather", tools=(ev.ToolSpec(name="forecast"),))
     c.feed(ev.ResponseStarted, 1, response_id="r1")
-    c.feed(
-        ev.FunctionCallRequested,
-        2,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="k",
-        name="forecast",
-        arguments='{"city": "Oslo"}',
-    )
+    c.request(2, "r1", "k", "forecast", '{"city": "Oslo"}')
     assert c.feed(ev.ResponseDone, 3, response_id="r1", status="completed") == [
         "FunctionCallDispatched"
     ]
@@ -237,15 +203,7 @@ def test_caller_drop_then_grace_expiry_ends_the_call() -> None:
 def test_model_drop_mid_response_skips_its_calls_and_asks_again_after_reconnect() -> None:
     c = Call()
     c.feed(ev.ResponseStarted, 1, response_id="r1")
-    c.feed(
-        ev.FunctionCallRequested,
-        2,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="k",
-        name="end_call",
-        arguments="{}",
-    )
+    c.request(2, "r1", "k", "end_call")
     assert c.feed(ev.ConnectionLost, 3, side="model") == ["FunctionCallSkipped"]
     assert c.feed(ev.ConnectionRestored, 4, side="model") == [
         "ModelConfigured",
@@ -267,15 +225,7 @@ def test_the_log_closes_only_after_running_tools_report() -> None:
     c = Call()
     c.feed(ev.ToolsListed, 0, server="bank", tools=(ev.ToolSpec(name="order"),))
     c.feed(ev.ResponseStarted, 1, response_id="r1")
-    c.feed(
-        ev.FunctionCallRequested,
-        2,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="k",
-        name="order",
-        arguments="{}",
-    )
+    c.request(2, "r1", "k", "order")
     c.feed(ev.ResponseDone, 3, response_id="r1", status="completed")
     assert c.feed(ev.SessionEnded, 4, reason_code="client-disconnected") == []
     assert c.engine.status == "closing"
@@ -330,15 +280,7 @@ def _goodbye_response(c: Call, rid: str, at_ms: int) -> list[str]:
 def test_hangup_waits_for_the_goodbye_and_a_barge_in_keeps_the_call() -> None:
     c = Call()
     c.feed(ev.ResponseStarted, 0, response_id="r1")
-    c.feed(
-        ev.FunctionCallRequested,
-        1,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="k",
-        name="end_call",
-        arguments="{}",
-    )
+    c.request(1, "r1", "k", "end_call")
     c.feed(ev.ResponseDone, 2, response_id="r1", status="completed")  # -> goodbye requested
     assert _goodbye_response(c, "bye", 100) == ["PlaybackStopped"]  # no hangup yet
     assert c.feed(ev.SpeechStarted, 500, item_id="u") == ["TruncateRequested"]
@@ -346,15 +288,7 @@ def test_hangup_waits_for_the_goodbye_and_a_barge_in_keeps_the_call() -> None:
     # The same goodbye heard out: now the bot hangs up.
     c2 = Call()
     c2.feed(ev.ResponseStarted, 0, response_id="r1")
-    c2.feed(
-        ev.FunctionCallRequested,
-        1,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="k",
-        name="end_call",
-        arguments="{}",
-    )
+    c2.request(1, "r1", "k", "end_call")
     c2.feed(ev.ResponseDone, 2, response_id="r1", status="completed")
     _goodbye_response(c2, "bye", 100)
     out = c2.feed(ev.PlaybackDrained, 1100, stream_id="play-1", response_id="bye")
@@ -470,15 +404,7 @@ def test_results_owed_to_a_dead_model_session_are_told_as_messages() -> None:
     c = Call()
     c.feed(ev.ToolsListed, 0, server="weather", tools=(ev.ToolSpec(name="forecast"),))
     c.feed(ev.ResponseStarted, 1, response_id="r1")
-    c.feed(
-        ev.FunctionCallRequested,
-        2,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="old-session-call",
-        name="forecast",
-        arguments="{}",
-    )
+    c.request(2, "r1", "old-session-call", "forecast")
     c.feed(ev.ResponseDone, 3, response_id="r1", status="completed")
     c.feed(ev.ConnectionLost, 4, side="model", reason="dropped")
     c.feed(ev.ConnectionRestored, 5, side="model")
@@ -498,15 +424,7 @@ def test_calls_held_when_the_caller_never_comes_back_are_recorded_as_skipped() -
     c = Call()
     c.feed(ev.ResponseStarted, 0, response_id="r1")
     c.audio("r1", 50, at_ms=0)
-    c.feed(
-        ev.FunctionCallRequested,
-        60,
-        response_id="r1",
-        item_id="f",
-        tool_call_id="k",
-        name="end_call",
-        arguments="{}",
-    )
+    c.request(60, "r1", "k", "end_call")
     c.feed(ev.ResponseDone, 70, response_id="r1", status="completed")
     c.feed(ev.ConnectionLost, 200, side="caller", reason="socket closed")
     assert c.feed(ev.PlaybackDrained, 1000, stream_id="play-1", response_id="r1") == []
