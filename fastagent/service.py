@@ -36,7 +36,6 @@ from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall,
 from projections import live
 
 log = logging.getLogger("fastagent.service")
-_APPEND_HEAD = realtime._APPEND_HEAD
 
 
 def _raw_socket(conn: Any) -> Any:
@@ -490,7 +489,7 @@ class CallSession:
         if self.to_model is not None:
             b64 = self.to_model.process_b64(b64)
         if self.model_ready.is_set():
-            await self.send_model(_APPEND_HEAD + b64 + '"}')  # realtime.append_audio
+            await self.send_model(realtime.append_audio(b64))
 
     # ------------------------------------------------------------- model side
 
