@@ -308,9 +308,9 @@ def start_bridge(
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     log = open(work / f"{target}-{port}.log", "wb")
-    if target == "relay":
+    if target == "relay" or target.startswith("relay+"):
         cmd = [sys.executable, str(HERE / "bridge_relay.py"), "--port", str(port)]
-        cmd += ["--upstream", model_url]
+        cmd += ["--upstream", model_url] + [f"--{opt}" for opt in target.split("+")[1:]]
     else:
         env.update(FASTAGENT_REALTIME_URL=model_url, OPENAI_API_KEY="bench")
         env.pop("FASTAGENT_VAIC_TOKEN", None)

@@ -41,6 +41,27 @@ def apply(variant: str) -> None:
             from fastagent.store import EventStore
 
             EventStore._insert = lambda self, pending: pending.clear()  # type: ignore[method-assign]
+        elif s == "packed":  # estimate only: one row per call per flush (unreadable log)
+            from fastagent.store import EventStore, _Row
+
+            original_insert = EventStore._insert_rows
+
+            def packed(self: Any, rows: Any, original_insert: Any = original_insert) -> None:
+                by_call: dict[str, list[Any]] = {}
+                for r in rows:
+                    by_call.setdefault(r.originator_id, []).append(r)
+                out = [
+                    _Row(
+                        c,
+                        rs[0].originator_version,
+                        "Packed/v1",
+                        b"[" + b",".join(r.state for r in rs) + b"]",
+                    )
+                    for c, rs in by_call.items()
+                ]
+                original_insert(self, out)
+
+            EventStore._insert_rows = packed  # type: ignore[method-assign]
         elif s == "nolive":
             from fastagent import service
             from fastagent.store import StreamConflict
