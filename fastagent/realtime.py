@@ -692,6 +692,7 @@ async def connect_realtime(
     model: str | None = None,
     *,
     client: Any = None,
+    connection_class: type | None = None,
 ) -> AsyncRealtimeConnection:
     """Open a GA Realtime connection with the official SDK.
 
@@ -701,12 +702,18 @@ async def connect_realtime(
     conn.send_raw(text)`` and ``await conn.recv_bytes()``; close with
     ``await conn.close()``.  Pass ``client`` (an ``AsyncOpenAI``) to reuse one
     across calls: building a client loads TLS settings, about 20 ms of CPU.
+    ``connection_class`` is the websockets ``ClientConnection`` subclass to use
+    (the service's :class:`fastagent.sockets.ModelConnection`).
     """
     from openai import AsyncOpenAI
 
+    options: Any = {"create_connection": connection_class} if connection_class else {}
+
     if client is not None:
         model = model or os.environ.get("FASTAGENT_MODEL") or DEFAULT_MODEL
-        return await client.realtime.connect(model=model).enter()
+        return await client.realtime.connect(
+            model=model, websocket_connection_options=options
+        ).enter()
     url = url or os.environ.get("FASTAGENT_REALTIME_URL") or None
     api_key = api_key or os.environ.get("OPENAI_API_KEY")
     if not api_key:
@@ -715,4 +722,4 @@ async def connect_realtime(
     if url is not None and not url.startswith(("ws://", "wss://")):
         raise RealtimeConfigError(f"Realtime URL must start with ws:// or wss://, got {url!r}")
     client = AsyncOpenAI(api_key=api_key, websocket_base_url=url)
-    return await client.realtime.connect(model=model).enter()
+    return await client.realtime.connect(model=model, websocket_connection_options=options).enter()

@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from fastagent import audio, realtime, snapshots, vaic
+from fastagent import audio, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine, response_event_id
@@ -239,8 +239,11 @@ class CallSession:
         self.engine = engine
         self.state = live.CallState()
         self.caller: WebSocket | None = None
+        self.caller_sock: sockets.CallerProtocol | None = None  # its fast lane, if served so
         self.proto: vaic.VaicProtocol | None = None
         self.model: Any = None
+        self.model_sock: sockets.ModelConnection | None = None
+        self.model_busy = False  # read_model is handling a frame (the slow lane)
         self.model_task: asyncio.Task[None] | None = None
         self.model_ready = asyncio.Event()
         self.grace_task: asyncio.Task[None] | None = None
@@ -460,9 +463,21 @@ class CallSession:
             self.proto = vaic.VaicProtocol(self.service.config.max_frame_bytes)
         return self.proto
 
+    def attach_caller(self, ws: WebSocket, proto: vaic.VaicProtocol) -> None:
+        self.caller, self.proto = ws, proto
+        self.caller_sock = sockets.caller_protocol_of(ws._receive)
+
+    def detach_caller(self) -> WebSocket | None:
+        ws, self.caller, self.caller_sock = self.caller, None, None
+        return ws
+
     async def to_vaic(self, frame: bytes) -> None:
         ws = self.caller
         if ws is None:
+            return
+        sock = self.caller_sock
+        if sock is not None and sock.can_write_now():
+            sock.write_now(frame)
             return
         try:
             # The raw ASGI send: Starlette's checks cost more than the frame (hot path).
@@ -470,13 +485,11 @@ class CallSession:
         except Exception:  # a gone socket is noticed by its reader
             pass
 
-    async def on_caller_audio(self, msg: vaic.UserStreamChunk) -> None:
-        """Hot path: record the boundary, forward the base64 untouched."""
-        b64 = msg.audioChunk
+    def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
         fmt = self.engine.media_format
-        inp = ev.CallerAudio(
+        return ev.CallerAudio(
             call_id=self.call_id,
             seq=self.engine.next_seq,
             at=now_us(),
@@ -485,11 +498,46 @@ class CallSession:
             duration_us=audio.duration_us(nbytes, fmt),
             fmt=fmt,
         )
-        self.record(inp)
+
+    async def on_caller_audio(self, msg: vaic.UserStreamChunk) -> None:
+        """Hot path (slow lane): record the boundary, forward the base64 untouched."""
+        decisions = self.record(self.caller_audio_input(msg))
+        if decisions:
+            await self.execute(decisions)
+        b64 = msg.audioChunk
         if self.to_model is not None:
             b64 = self.to_model.process_b64(b64)
         if self.model_ready.is_set():
             await self.send_model(realtime.append_audio(b64))
+
+    def caller_audio_now(self, msg: vaic.UserStreamChunk) -> bool:
+        """Fast lane, from the caller socket's data callback: record and forward a
+        chunk with no await, if the model socket can take it at once."""
+        sock = self.model_sock
+        if sock is None or self.closing or not self.model_ready.is_set():
+            return False
+        if not sock.can_write_now():
+            return False
+        if not self.record_now(self.caller_audio_input(msg)):
+            return True
+        b64 = msg.audioChunk
+        if self.to_model is not None:
+            b64 = self.to_model.process_b64(b64)
+        sock.write_now(realtime.append_audio(b64))
+        return True
+
+    def record_now(self, inp: ev.Input) -> bool:
+        """:meth:`record` from a socket callback, where nothing may be awaited: the
+        decisions run in a task (the engine decides none on audio of an open
+        stream today).  False if the call was lost to another instance."""
+        try:
+            decisions = self.record(inp)
+        except _Lost:
+            self.spawn(self.close("stream taken over by another instance"))
+            return False
+        if decisions:
+            self.spawn(self.execute(decisions))
+        return True
 
     # ------------------------------------------------------------- model side
 
@@ -518,9 +566,7 @@ class CallSession:
         delay = 0.2
         for attempt in range(cfg.model_retries + 1):
             try:
-                self.model = await realtime.connect_realtime(
-                    model=cfg.model, client=self.service.openai_client()
-                )
+                conn = await dial_model(self.service)
                 break
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
@@ -528,6 +574,15 @@ class CallSession:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        self.use_model(conn)
+
+    def use_model(self, conn: Any) -> None:
+        """Start driving a freshly connected Realtime socket."""
+        self.model = conn
+        ws = getattr(conn, "_connection", None)
+        self.model_sock = ws if isinstance(ws, sockets.ModelConnection) else None
+        if self.model_sock is not None:
+            self.model_sock.on_text = self.model_text_now
         self.model_ready.set()
         self.model_task = asyncio.create_task(self.read_model())
 
@@ -538,20 +593,32 @@ class CallSession:
             with contextlib.suppress(BaseException):
                 await task
         conn, self.model = self.model, None
+        self.drop_model_sock()
         self.model_ready.clear()
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
 
+    def drop_model_sock(self) -> None:
+        sock, self.model_sock = self.model_sock, None
+        if sock is not None:
+            sock.on_text = None
+
     async def read_model(self) -> None:
+        """The model socket's slow lane: every frame the fast lane left, in order."""
         conn = self.model
         ws = getattr(conn, "_connection", None)
+        sock = self.model_sock
         # The SDK's recv_bytes adds only bookkeeping for its own reconnects, which
         # the service does not use: read the websockets connection itself.
         recv = conn.recv_bytes if ws is None else functools.partial(ws.recv, decode=False)
         try:
             while True:
+                self.model_busy = False
                 data = await recv()
+                self.model_busy = True
+                if sock is not None:
+                    sock.backlog -= 1
                 await self.on_model_frame(data)
         except asyncio.CancelledError:
             raise
@@ -566,6 +633,7 @@ class CallSession:
         """The Realtime socket dropped: reconnect and seed the new session from the log."""
         self.model_ready.clear()
         self.model = None
+        self.drop_model_sock()
         await self.input(ev.ConnectionLost, side="model", reason=reason[:200])
         try:
             await self.attach_model()
@@ -652,13 +720,35 @@ class CallSession:
         elif t is realtime.Malformed:
             await self.input(ev.ProtocolError, side="model", message=e.message[:300])  # type: ignore[union-attr]
 
-    async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
-        """Hot path: record the boundary; forward the base64 if it is being played."""
+    def model_text_now(self, data: bytes) -> bool:
+        """Fast lane, from the model socket's data callback: a chunk of the audio
+        being played is recorded and forwarded with no await.  Anything else, or
+        anything while the slow lane holds earlier frames, is left to read_model."""
+        sock = self.model_sock
+        if self.model_busy or sock is None or sock.backlog or self.closing:
+            return False
+        caller = self.caller_sock
+        if caller is None or not caller.can_write_now():
+            return False
+        e = realtime.parse_server_event(data)
+        if type(e) is not realtime.AudioDelta:
+            return False
+        pb = self.engine.play
+        if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
+            return False  # a new stream starts, or audio nobody hears: decisions to act on
+        if not self.record_now(self.bot_audio_input(e)):  # type: ignore[arg-type]
+            return True
+        b64 = e.delta  # type: ignore[union-attr]
+        if self.to_caller is not None:
+            b64 = self.to_caller.process_b64(b64)
+        caller.write_now(self.vaic_proto().play_chunk(b64))
+        return True
+
+    def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
         self.chunks_out += 1
-        b64 = e.delta
-        nbytes = audio.b64_decoded_len(b64)
+        nbytes = audio.b64_decoded_len(e.delta)
         model_fmt = self.engine.model_format
-        inp = ev.BotAudio(
+        return ev.BotAudio(
             call_id=self.call_id,
             seq=self.engine.next_seq,
             at=now_us(),
@@ -669,7 +759,11 @@ class CallSession:
             duration_us=audio.duration_us(nbytes, model_fmt),
             fmt=model_fmt,
         )
-        decisions = self.record(inp)
+
+    async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
+        """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
+        b64 = e.delta
+        decisions = self.record(self.bot_audio_input(e))
         if decisions:
             await self.execute(decisions)
         pb = self.engine.play
@@ -693,7 +787,7 @@ class CallSession:
             await self.store.flush_async(self.call_id)
         if self.service.calls.get(self.call_id) is self:
             del self.service.calls[self.call_id]
-        ws, self.caller = self.caller, None
+        ws = self.detach_caller()
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
@@ -781,9 +875,24 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
     receive = ws._receive  # raw ASGI receive: Starlette's wrapper costs more than a frame
     parse = proto.receive
     chunk = vaic.UserStreamChunk
+    busy = False  # this loop is handling a message (the slow lane)
+    sock = sockets.caller_protocol_of(receive)
+
+    def chunk_now(data: bytes) -> bool:
+        """Fast lane, from the socket's data callback: an audio chunk while the slow
+        lane is idle goes straight to the session (see fastagent.sockets)."""
+        if busy or session is None or session.caller is not ws or sock is None or sock.backlog():
+            return False  # (a session gone or moved on leaves the socket to the slow lane)
+        msg = proto.receive_chunk(data)
+        return msg is not None and session.caller_audio_now(msg)
+
+    if sock is not None:
+        sock.on_text = chunk_now
     try:
         while True:
+            busy = False
             message = await receive()
+            busy = True
             data = message.get("text")
             if data is None:
                 if message["type"] == "websocket.disconnect":
@@ -844,7 +953,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
     if session is None or session.closing:
         return
     if session.caller is ws:
-        session.caller = None
+        session.detach_caller()
         session.proto = None
         if not ended and session.engine.status != "ended":
             try:
@@ -872,7 +981,7 @@ async def initiate(
         return None
     cfg = service.config
     session = CallSession(service, call_id, Engine(call_id))
-    session.caller, session.proto = ws, proto
+    session.attach_caller(ws, proto)
     service.calls[call_id] = session
     config = ev.CallConfig(
         agent=cfg.agent,
@@ -942,7 +1051,7 @@ async def resume(
                 )
                 return None
             old = session.caller
-            session.caller, session.proto = ws, proto
+            session.attach_caller(ws, proto)
             if old is not None and old is not ws:
                 with contextlib.suppress(Exception):
                     await old.close()
@@ -956,7 +1065,9 @@ async def resume(
 async def dial_model(service: Service) -> Any:
     """A Realtime connection on the service's shared SDK client."""
     return await realtime.connect_realtime(
-        model=service.config.model, client=service.openai_client()
+        model=service.config.model,
+        client=service.openai_client(),
+        connection_class=sockets.ModelConnection,
     )
 
 
@@ -1057,7 +1168,7 @@ async def resume_from_store(
         return None
     session.chunks_in, session.chunks_out = rebuilt.chunks_in, rebuilt.chunks_out
     session.snapshot_seq = rebuilt.from_snapshot
-    session.caller, session.proto = ws, proto
+    session.attach_caller(ws, proto)
     service.calls[call_id] = session
     await session.execute(decisions)  # session.accepted, and held calls the drop left
     # Whatever model session there was is not ours: record it gone, so the engine
@@ -1068,9 +1179,7 @@ async def resume_from_store(
     except Exception as exc:  # configuring the model dials again, with backoff
         log.warning("call %s: model connect failed (%s)", call_id, exc)
     else:
-        session.model = conn
-        session.model_ready.set()
-        session.model_task = asyncio.create_task(session.read_model())
+        session.use_model(conn)
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).

@@ -64,6 +64,7 @@ def serve(
     from fastagent.agents import get_agent
     from fastagent.cli import clear_errors, fail
     from fastagent.service import ConfigError, Service, ServiceConfig, create_app
+    from fastagent.sockets import CallerProtocol
 
     with clear_errors():
         try:
@@ -79,7 +80,7 @@ def serve(
     settings: dict[str, Any] = dict(
         host=host,
         port=port,
-        ws="websockets-sansio",
+        ws=CallerProtocol,  # uvicorn's websockets-sansio, with the audio fast lane
         loop="auto",  # uvloop when installed
         log_level="info",
         access_log=False,  # one line per VAIC connection adds nothing to the event log
@@ -108,6 +109,7 @@ async def running_service(config: Any, store: Any = None) -> AsyncIterator[tuple
     import uvicorn
 
     from fastagent.service import create_app
+    from fastagent.sockets import CallerProtocol
 
     app = create_app(config, store)
     server = uvicorn.Server(
@@ -115,7 +117,7 @@ async def running_service(config: Any, store: Any = None) -> AsyncIterator[tuple
             app,
             host="127.0.0.1",
             port=0,
-            ws="websockets-sansio",
+            ws=CallerProtocol,
             log_level="warning",
             lifespan="on",
         )

@@ -450,6 +450,21 @@ class VaicProtocol:
             return self._chunk(msg)
         return self._control(msg)
 
+    def receive_chunk(self, data: bytes) -> UserStreamChunk | None:
+        """The frame as a valid ``userStream.chunk``, or None (anything else, or a
+        chunk :meth:`receive` would reject).  Changes no state, so a None frame can
+        go through :meth:`receive` afterwards."""
+        if len(data) > self.max_frame_bytes or self.ended:
+            return None
+        try:
+            msg = _decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if type(msg) is not UserStreamChunk:
+            return None
+        ok = self._chunk(msg)
+        return ok if type(ok) is UserStreamChunk else None
+
     def _chunk(self, msg: UserStreamChunk) -> UserStreamChunk | ProtocolViolation:
         if self.user_stream != "started":
             return ProtocolViolation(

@@ -1,0 +1,110 @@
+"""The two WebSocket connections of a call, with a synchronous lane for audio.
+
+Each audio frame used to cross the event loop as a task switch: the socket's data
+callback queued it, a reader task woke, parsed it, recorded it and awaited a send.
+That hand-over cost about as much CPU as everything else the bridge does per frame
+(bench/bench_bridge.py: the bare relay itself runs ~30% cheaper with callbacks).
+
+So each connection class takes an ``on_text`` hook, called from the data callback
+with every complete text frame. The hook handles an audio frame on the spot (record
+its boundary, write the forwarded frame with ``write_now``) and returns True;
+anything else — control messages, a frame arriving while the slow lane still holds
+earlier ones — returns False and takes the usual queue to the reader task, so the
+order of frames is never changed.  The hooks live in :mod:`fastagent.service`.
+
+* :class:`CallerProtocol`: uvicorn's websockets-sansio protocol for the VAIC socket
+  (``uvicorn.run(..., ws=CallerProtocol)``);
+* :class:`ModelConnection`: the websockets client connection under the openai SDK's
+  Realtime connection (``websocket_connection_options={"create_connection": ...}``).
+
+Both keep their parent's behaviour when no hook is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.asyncio.client import ClientConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+TextHook = Callable[[bytes], bool]
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+# Above this many bytes waiting in a socket's write buffer, frames take the
+# awaited path, which applies the library's flow control.
+WRITE_BUFFER_LIMIT = 64 * 1024
+
+
+class CallerProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's VAIC-side protocol, plus the ``on_text`` hook and a direct write."""
+
+    on_text: TextHook | None = None
+
+    def handle_text(self, event: Frame) -> None:
+        hook = self.on_text
+        if hook is not None and event.fin and not self.close_sent and hook(event.data):
+            return
+        super().handle_text(event)
+
+    def can_write_now(self) -> bool:
+        """Open, and not holding back writes: a frame may be written at once."""
+        transport = self.transport
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= WRITE_BUFFER_LIMIT
+        )
+
+    def write_now(self, data: bytes) -> None:
+        """Write one text frame now (check :meth:`can_write_now` first)."""
+        conn = self.conn
+        conn.send_text(data)
+        self.transport.write(b"".join(conn.data_to_send()))
+
+    def backlog(self) -> int:
+        """Messages queued for the app and not read yet."""
+        return self.queue.qsize()
+
+
+class ModelConnection(ClientConnection):
+    """The Realtime socket, plus the ``on_text`` hook and a direct write.
+
+    ``backlog`` counts the messages passed to the reader task's queue, so the hook
+    can leave a frame to that queue while earlier ones wait there.
+    """
+
+    on_text: TextHook | None = None
+    backlog: int = 0
+
+    def process_event(self, event: Any) -> None:
+        if type(event) is Frame:  # (the handshake's Response comes here too)
+            hook = self.on_text
+            if hook is not None and event.opcode is Opcode.TEXT and event.fin and hook(event.data):
+                return
+            if event.fin and event.opcode in _DATA:
+                self.backlog += 1
+        super().process_event(event)
+
+    def can_write_now(self) -> bool:
+        """Open, no fragmented message under way, writes not paused or piling up."""
+        return (
+            self.protocol.state is State.OPEN
+            and self.fragmented_send_waiter is None
+            and not self.paused
+            and self.transport.get_write_buffer_size() <= WRITE_BUFFER_LIMIT
+        )
+
+    def write_now(self, text: str) -> None:
+        """Write one text frame now (check :meth:`can_write_now` first)."""
+        self.protocol.send_text(text.encode())
+        self.send_data()
+
+
+def caller_protocol_of(receive: Any) -> CallerProtocol | None:
+    """The :class:`CallerProtocol` behind an ASGI ``receive`` (its bound method), if any."""
+    owner = getattr(receive, "__self__", None)
+    return owner if isinstance(owner, CallerProtocol) else None
