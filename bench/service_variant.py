@@ -30,6 +30,11 @@ def apply(variant: str) -> None:
     for s in switches:
         key, _, value = s.partition("=")
         if value:
+            if key == "gcthresh":  # gc.set_threshold(a, b, c), e.g. gcthresh=5000:20:100
+                import gc
+
+                gc.set_threshold(*(int(x) for x in value.split(":")))
+                continue
             if key not in ("ws", "loop", "http"):
                 raise SystemExit(f"unknown bench switch {s!r}")
             overrides[key] = value

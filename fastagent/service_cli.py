@@ -63,7 +63,7 @@ def serve(
 
     from fastagent.agents import get_agent
     from fastagent.cli import clear_errors, fail
-    from fastagent.service import ConfigError, Service, ServiceConfig, create_app
+    from fastagent.service import ConfigError, Service, ServiceConfig, create_app, tune_gc
     from fastagent.sockets import CallerProtocol
 
     with clear_errors():
@@ -93,7 +93,9 @@ def serve(
         os.environ.update(config.to_env())
         uvicorn.run("fastagent.service:app_from_env", factory=True, workers=workers, **settings)
         return
-    uvicorn.run(create_app(config), **settings)
+    app = create_app(config)
+    tune_gc()
+    uvicorn.run(app, **settings)
 
 
 def scenario_path(agent: str) -> Path:

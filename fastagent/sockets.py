@@ -22,6 +22,7 @@ Both keep their parent's behaviour when no hook is set.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
+
+log = logging.getLogger("fastagent.sockets")
 
 TextHook = Callable[[bytes], bool]
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
@@ -45,7 +48,7 @@ class CallerProtocol(WebSocketsSansIOProtocol):
 
     def handle_text(self, event: Frame) -> None:
         hook = self.on_text
-        if hook is not None and event.fin and not self.close_sent and hook(event.data):
+        if hook is not None and event.fin and not self.close_sent and _run(self, hook, event.data):
             return
         super().handle_text(event)
 
@@ -83,7 +86,12 @@ class ModelConnection(ClientConnection):
     def process_event(self, event: Any) -> None:
         if type(event) is Frame:  # (the handshake's Response comes here too)
             hook = self.on_text
-            if hook is not None and event.opcode is Opcode.TEXT and event.fin and hook(event.data):
+            if (
+                hook is not None
+                and event.opcode is Opcode.TEXT
+                and event.fin
+                and _run(self, hook, event.data)
+            ):
                 return
             if event.fin and event.opcode in _DATA:
                 self.backlog += 1
@@ -102,6 +110,18 @@ class ModelConnection(ClientConnection):
         """Write one text frame now (check :meth:`can_write_now` first)."""
         self.protocol.send_text(text.encode())
         self.send_data()
+
+
+def _run(owner: CallerProtocol | ModelConnection, hook: TextHook, data: bytes) -> bool:
+    """Call a hook from a data callback, where an exception would kill the socket:
+    a failing hook is dropped and the frame, like every later one, takes the slow
+    lane, where the same fault meets the service's usual handling."""
+    try:
+        return hook(data)
+    except Exception:
+        log.exception("audio fast lane failed; this socket's frames take the slow lane")
+        owner.on_text = None
+        return False
 
 
 def caller_protocol_of(receive: Any) -> CallerProtocol | None:

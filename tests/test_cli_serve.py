@@ -7,6 +7,8 @@ recorder, so these tests check what would be served without listening.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from fastagent.agent import Agent
 from fastagent.agents import UnknownAgent, get_agent
 from fastagent.cli import app
 from fastagent.service import ConfigError, ServiceConfig
+from fastagent.sockets import CallerProtocol
 
 runner = CliRunner()
 
@@ -48,6 +51,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
     monkeypatch.setattr(service, "create_app", create_app)
     monkeypatch.setattr(uvicorn, "run", run)
+    # The real one freezes every object of this test process out of collection.
+    monkeypatch.setattr(service, "tune_gc", lambda: seen.update(gc_tuned=True))
     yield seen
 
 
@@ -132,6 +137,8 @@ def test_serve_host_and_port_from_environment(tmp_path: Path, served: dict[str, 
     assert (served["host"], served["port"]) == ("0.0.0.0", 9123)
     result = _serve(tmp_path, "--port", "9200", env=env)
     assert result.exit_code == 0 and served["port"] == 9200  # the option wins
+    # The audio fast lane's uvicorn protocol, and the collector tuned for tail latency.
+    assert served["ws"] is CallerProtocol and served["gc_tuned"]
 
 
 # ------------------------------------------------------------------ agents by import path
@@ -241,3 +248,12 @@ def test_worker_processes_rebuild_the_same_config_from_the_environment(
         "no_auth",
     ):
         assert getattr(back, name) == getattr(cfg, name), name
+
+
+def test_tune_gc_freezes_start_up_objects_and_spaces_full_collections() -> None:
+    code = (
+        "import gc; from fastagent.service import tune_gc; tune_gc(); "
+        "print(gc.get_freeze_count() > 1000, gc.get_threshold()[2])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "100"]

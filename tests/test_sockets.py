@@ -126,6 +126,31 @@ async def test_caller_protocol_hook_answers_from_the_callback() -> None:
     assert found[1] is None
 
 
+async def test_a_failing_hook_is_dropped_and_frames_take_the_queue() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        sock = sockets.caller_protocol_of(receive)
+        assert sock is not None
+
+        def hook(data: bytes) -> bool:
+            raise RuntimeError("a bug in the fast lane")
+
+        sock.on_text = hook
+        while True:
+            m = await receive()
+            if m["type"] != "websocket.receive":
+                return
+            await send({"type": "websocket.send", "text": f"queue: {m['text']} {sock.on_text}"})
+
+    async with uvicorn_on_loopback(app, sockets.CallerProtocol) as url:
+        async with connect(url) as ws:
+            await ws.send("fast 1")
+            assert await asyncio.wait_for(ws.recv(), 5) == "queue: fast 1 None"
+            await ws.send("fast 2")  # the socket lives on
+            assert await asyncio.wait_for(ws.recv(), 5) == "queue: fast 2 None"
+
+
 def count_fast(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     counts = {"caller": 0, "model": 0}
     caller_now, model_now = CallSession.caller_audio_now, CallSession.model_text_now
