@@ -22,6 +22,7 @@ measurement window, per call-minute.  Targets run alternately at each level.
 Run:  python bench/bench_bridge.py                      (1, 50, 200 calls; ~20 s each)
       python bench/bench_bridge.py --calls 50 --window 10 --targets service
       python bench/bench_bridge.py --search             (largest N with p99 <= 10 ms)
+      python bench/bench_bridge.py --calls 50 --rounds 3 (paired CPU ratios, median)
       python bench/bench_bridge.py --calls 50 --targets relay,service,service+nostore
 """
 
@@ -481,17 +482,33 @@ HEADER = (
 
 
 def ratios(results: list[Result]) -> list[str]:
+    """Each result against the relay run just before it at the same call count
+    (targets alternate, so the pair shares the machine's state); with several
+    rounds, the median of the paired ratios too."""
     lines = []
-    by = {(r.target, r.calls): r for r in results}
+    paired: dict[tuple[str, int], list[float]] = {}
+    floor: dict[int, Result] = {}
     for r in results:
-        floor = by.get(("relay", r.calls))
-        if r.target == "relay" or floor is None:
+        if r.target == "relay":
+            floor[r.calls] = r
             continue
-        x = r.cpu_per_call_min / floor.cpu_per_call_min
+        f = floor.get(r.calls)
+        if f is None:
+            continue
+        x = r.cpu_per_call_min / f.cpu_per_call_min
+        paired.setdefault((r.target, r.calls), []).append(x)
         lines.append(
             f"{r.target} vs relay at {r.calls} calls: CPU x{x:.2f} ({x - 1:+.0%}), added p99 up "
-            f"{r.up[1] - floor.up[1]:+.2f} ms, down {r.down[1] - floor.down[1]:+.2f} ms"
+            f"{r.up[1] - f.up[1]:+.2f} ms, down {r.down[1] - f.down[1]:+.2f} ms"
         )
+    for (target, calls), xs in paired.items():
+        if len(xs) > 1:
+            xs = sorted(xs)
+            mid = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+            lines.append(
+                f"{target} vs relay at {calls} calls over {len(xs)} rounds: CPU x{mid:.2f} median "
+                f"(x{xs[0]:.2f}..x{xs[-1]:.2f})"
+            )
     return lines
 
 
@@ -514,8 +531,9 @@ async def main_async(args: argparse.Namespace) -> None:
 
         print(HEADER, flush=True)
         for calls in levels:
-            for target in targets:
-                await measure(target, calls)
+            for _ in range(args.rounds):
+                for target in targets:
+                    await measure(target, calls)
         if args.search:
             await search(measure, [r for r in results if r.target == "service"], args.limit_ms)
     print()
@@ -558,6 +576,7 @@ def main() -> None:
         help="relay,service; service+SWITCH[+SWITCH] runs bench/service_variant.py",
     )
     parser.add_argument("--baseline", default="", help="a source tree to run as target 'base'")
+    parser.add_argument("--rounds", type=int, default=1, help="alternations per call count")
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per level")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument(
