@@ -46,6 +46,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -69,7 +70,26 @@ def read_head(frame: str, start: int) -> tuple[int, int, int]:
     return HEAD.unpack(base64.b64decode(frame[start : start + 20]))
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``serve --workers N`` runs the calls in children)."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        try:
+            for tid in os.listdir(f"/proc/{tree[i]}/task"):
+                with open(f"/proc/{tree[i]}/task/{tid}/children") as f:
+                    tree += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+        i += 1
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
+    """CPU time of a bridge: its process and any worker processes under it."""
+    return sum(_cpu_seconds(p) for p in process_tree(pid))
+
+
+def _cpu_seconds(pid: int) -> float:
     """CPU time of a process, all its threads: ns-precise schedstat where the
     kernel has it (a 1-call level uses a few hundred ms), else utime+stime."""
     total = 0
@@ -486,7 +506,7 @@ def ratios(results: list[Result]) -> list[str]:
     (targets alternate, so the pair shares the machine's state); with several
     rounds, the median of the paired ratios too."""
     lines = []
-    paired: dict[tuple[str, int], list[float]] = {}
+    paired: dict[tuple[str, int], list[tuple[float, float]]] = {}
     floor: dict[int, Result] = {}
     for r in results:
         if r.target == "relay":
@@ -496,18 +516,20 @@ def ratios(results: list[Result]) -> list[str]:
         if f is None:
             continue
         x = r.cpu_per_call_min / f.cpu_per_call_min
-        paired.setdefault((r.target, r.calls), []).append(x)
+        added = max(r.up[1] - f.up[1], r.down[1] - f.down[1])
+        paired.setdefault((r.target, r.calls), []).append((x, added))
         lines.append(
             f"{r.target} vs relay at {r.calls} calls: CPU x{x:.2f} ({x - 1:+.0%}), added p99 up "
             f"{r.up[1] - f.up[1]:+.2f} ms, down {r.down[1] - f.down[1]:+.2f} ms"
         )
-    for (target, calls), xs in paired.items():
-        if len(xs) > 1:
-            xs = sorted(xs)
-            mid = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+    for (target, calls), pairs in paired.items():
+        if len(pairs) > 1:
+            xs, adds = sorted(p[0] for p in pairs), sorted(p[1] for p in pairs)
             lines.append(
-                f"{target} vs relay at {calls} calls over {len(xs)} rounds: CPU x{mid:.2f} median "
-                f"(x{xs[0]:.2f}..x{xs[-1]:.2f})"
+                f"{target} vs relay at {calls} calls over {len(pairs)} rounds: "
+                f"CPU x{median(xs):.2f} median (x{xs[0]:.2f}..x{xs[-1]:.2f}), "
+                f"added p99 {median(adds):+.2f} ms median "
+                f"({adds[0]:+.2f}..{adds[-1]:+.2f})"
             )
     return lines
 

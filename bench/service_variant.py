@@ -35,6 +35,11 @@ def apply(variant: str) -> None:
 
                 gc.set_threshold(*(int(x) for x in value.split(":")))
                 continue
+            if key == "switch":  # sys.setswitchinterval(seconds): the GIL hand-over period
+                import sys
+
+                sys.setswitchinterval(float(value))
+                continue
             if key not in ("ws", "loop", "http"):
                 raise SystemExit(f"unknown bench switch {s!r}")
             overrides[key] = value
