@@ -515,16 +515,17 @@ class CallSession:
         """Fast lane, from the caller socket's data callback: record and forward a
         chunk with no await, if the model socket can take it at once."""
         sock = self.model_sock
-        if sock is None or self.closing or not self.model_ready.is_set():
+        if sock is None or self.closing or self.lost or not self.model_ready.is_set():
             return False
         if not sock.can_write_now():
             return False
-        if not self.record_now(self.caller_audio_input(msg)):
-            return True
         b64 = msg.audioChunk
         if self.to_model is not None:
             b64 = self.to_model.process_b64(b64)
-        sock.write_now(realtime.append_audio(b64))
+        # Everything that can fail comes before the record: a recorded frame is done.
+        frame = realtime.append_audio(b64)
+        if self.record_now(self.caller_audio_input(msg)):
+            self.write_now(sock, frame)
         return True
 
     def record_now(self, inp: ev.Input) -> bool:
@@ -539,6 +540,15 @@ class CallSession:
         if decisions:
             self.spawn(self.execute(decisions))
         return True
+
+    def write_now(self, sock: Any, frame: Any) -> None:
+        """The fast lane's write of a frame already recorded: a failure closes the
+        call's socket the way the slow lane would, never records it again."""
+        try:
+            sock.write_now(frame)
+        except Exception as exc:
+            log.warning("call %s: fast-lane write failed: %s", self.call_id, exc)
+            sock.on_text = None
 
     # ------------------------------------------------------------- model side
 
@@ -726,7 +736,7 @@ class CallSession:
         being played is recorded and forwarded with no await.  Anything else, or
         anything while the slow lane holds earlier frames, is left to read_model."""
         sock = self.model_sock
-        if self.model_busy or sock is None or sock.backlog or self.closing:
+        if self.model_busy or sock is None or sock.backlog or self.closing or self.lost:
             return False
         caller = self.caller_sock
         if caller is None or not caller.can_write_now():
@@ -737,12 +747,12 @@ class CallSession:
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
             return False  # a new stream starts, or audio nobody hears: decisions to act on
-        if not self.record_now(self.bot_audio_input(e)):  # type: ignore[arg-type]
-            return True
         b64 = e.delta  # type: ignore[union-attr]
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
-        caller.write_now(self.vaic_proto().play_chunk(b64))
+        frame = self.vaic_proto().play_chunk(b64)  # before the record: it may raise
+        if self.record_now(self.bot_audio_input(e)):  # type: ignore[arg-type]
+            self.write_now(caller, frame)
         return True
 
     def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
@@ -1213,7 +1223,11 @@ class _App(FastAPI):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         handler = self.vaic_handler
-        if handler is not None and scope["type"] == "websocket" and scope["path"] == VAIC_PATH:
+        if (
+            handler is not None
+            and scope["type"] == "websocket"
+            and scope["path"].removeprefix(scope.get("root_path", "")) == VAIC_PATH
+        ):
             await handler(WebSocket(scope, receive, send))
             return
         await super().__call__(scope, receive, send)
@@ -1254,6 +1268,10 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
             log.exception("VAIC socket failed")
             with contextlib.suppress(Exception):
                 await ws.close(code=1011)
+        finally:  # also when cancelled: no frame goes to a finished handler's hook
+            sock = sockets.caller_protocol_of(ws._receive)
+            if sock is not None:
+                sock.on_text = None
 
     app = _App(title="FastAgent", lifespan=lifespan)
     app.vaic_handler = audiocodes

@@ -58,6 +58,8 @@ class CallerProtocol(WebSocketsSansIOProtocol):
         return (
             self.handshake_complete
             and not self.close_sent
+            and not self.disconnected
+            and self.writable.is_set()  # uvicorn's own flow control: awaited sends wait
             and not transport.is_closing()
             and transport.get_write_buffer_size() <= WRITE_BUFFER_LIMIT
         )
@@ -103,6 +105,7 @@ class ModelConnection(ClientConnection):
             self.protocol.state is State.OPEN
             and self.fragmented_send_waiter is None
             and not self.paused
+            and not self.transport.is_closing()
             and self.transport.get_write_buffer_size() <= WRITE_BUFFER_LIMIT
         )
 
