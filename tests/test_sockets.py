@@ -216,3 +216,23 @@ async def test_the_slow_lane_alone_records_the_same_call(
     assert names.count("CallerAudio") > 10 and names.count("BotAudio") > 10
     assert "TruncateRequested" in names and names[-1] == "CallEnded"
     assert replay(events).identical
+
+
+async def test_the_vaic_path_skips_fastapi_middleware_under_a_root_path(tmp_path: Path) -> None:
+    from fastagent.service import ServiceConfig, create_app
+
+    app = create_app(ServiceConfig(store=str(tmp_path / "calls.db"), no_auth=True))
+    seen: list[str] = []
+
+    async def handler(ws: Any) -> None:
+        seen.append(ws.scope["path"])
+
+    app.vaic_handler = handler  # type: ignore[attr-defined]
+
+    async def nothing(*args: Any) -> Any:
+        raise AssertionError("the handler is called before any I/O")
+
+    for root in ("", "/voice"):
+        scope = {"type": "websocket", "path": f"{root}/audiocodes", "root_path": root}
+        await app(scope, nothing, nothing)
+    assert seen == ["/audiocodes", "/voice/audiocodes"]
