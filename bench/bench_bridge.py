@@ -10,14 +10,16 @@ in its own process:
 * ``service``: ``fastagent serve --no-auth`` (a fresh SQLite store per run),
   ``FASTAGENT_REALTIME_URL`` pointing at the fake model;
 * ``relay``: bench/bridge_relay.py, the same passthrough with no store or engine
-  (the floor of docs on performance);
+  (the floor of docs on performance); ``relay+asgi`` serves its callers with
+  uvicorn instead, ``relay+callbacks`` forwards audio from the data callbacks;
 * ``base``: the service from another source tree (``--baseline DIR``), to
   measure a change before/after in one run;
 * ``service+SWITCH+...``: the service with bench-only switches (no store, other
   uvicorn ws implementation, ...; see bench/service_variant.py).
 
-CPU is the bridge process's utime+stime (/proc/<pid>/stat, all threads) over the
-measurement window, per call-minute.  Targets run alternately at each level.
+CPU is the bridge's (its process and any worker processes, all threads) over the
+measurement window, per call-minute.  Targets run alternately at each level, and
+each is compared with the relay run just before it.
 
 Run:  python bench/bench_bridge.py                      (1, 50, 200 calls; ~20 s each)
       python bench/bench_bridge.py --calls 50 --window 10 --targets service
