@@ -1043,16 +1043,30 @@ async def resume(
         if session.grace_task is not None:
             session.grace_task.cancel()
         if not await session.taken_over():
-            inp = ev.SessionResumed(
-                call_id=call_id,
-                seq=session.engine.next_seq,
-                at=now_us(),
-                instance=service.config.instance,
-            )
             try:
                 # This instance owns the stream: record in order like any input (the
                 # model reader may be recording too), then make it durable, which
                 # fails if a resume elsewhere claimed the call a moment ago.
+                dropped: list[ev.Decision] = []
+                if session.caller is not None and session.caller is not ws:
+                    # The old socket never reported its end (half-open TCP, or its
+                    # close is still queued): the caller says it is gone, so record
+                    # that first, which stops the play stream it was hearing.
+                    dropped = session.record(
+                        ev.ConnectionLost(
+                            call_id=call_id,
+                            seq=session.engine.next_seq,
+                            at=now_us(),
+                            side="caller",
+                            reason="replaced by session.resume",
+                        )
+                    )
+                inp = ev.SessionResumed(
+                    call_id=call_id,
+                    seq=session.engine.next_seq,
+                    at=now_us(),
+                    instance=service.config.instance,
+                )
                 decisions = session.record(inp)
                 await session.store.flush_async(call_id)
             except (StreamConflict, _Lost):
@@ -1061,6 +1075,7 @@ async def resume(
                     vaic.session_error("call is active on another instance").decode()
                 )
                 return None
+            await session.execute(dropped)  # (play_stop to the old socket, if it listens)
             old = session.caller
             session.attach_caller(ws, proto)
             if old is not None and old is not ws:

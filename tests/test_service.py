@@ -483,3 +483,40 @@ async def test_live_state_kept_during_the_call_equals_a_fold_of_its_log(voice: V
     kept = msgspec.to_builtins(session.state)
     assert kept == msgspec.to_builtins(live.fold(events))
     assert kept["status"] == "ended" and kept["events"] == len(events)
+
+
+async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> None:
+    """A caller whose old socket never closed (half-open TCP) resumes on a new one:
+    the old one is recorded as lost first, so the bot's speech goes on on the new
+    socket in a new play stream, with no model reconnect."""
+    long = "Welcome to the bank. " * 12
+    sc = scenario([GOODBYE], greeting=[{"say": long}])
+    async for v in _voice(tmp_path, sc, realtime=True):
+        old = await _raw(v, "half-open")
+        start = {"type": "event", "name": "start", "id": "half-open-start"}
+        await old.send(
+            json.dumps({"type": "activities", "conversationId": "half-open", "activities": [start]})
+        )
+        chunks = 0
+        while chunks < 5:  # the greeting is playing on the old socket
+            if json.loads(await asyncio.wait_for(old.recv(), 5))["type"] == "playStream.chunk":
+                chunks += 1
+        new = await websockets.connect(
+            v.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        await new.send(json.dumps({"type": "session.resume", "conversationId": "half-open"}))
+        seen: list[str] = []
+        while "playStream.chunk" not in seen:
+            seen.append(json.loads(await asyncio.wait_for(new.recv(), 5))["type"])
+        assert seen[0] == "session.accepted" and "playStream.start" in seen
+        await new.close()
+        await old.close()
+        events = await v.log("half-open")
+    lost = [e for e in events if isinstance(e, ev.ConnectionLost)]
+    assert lost[0].side == "caller" and lost[0].reason == "replaced by session.resume"
+    resumed = next(e for e in events if isinstance(e, ev.SessionResumed))
+    assert resumed.seq == lost[0].seq + 2  # lost, its PlaybackStopped, then resumed
+    assert not [e for e in lost if e.side == "model"]
+    starts = [e for e in events if isinstance(e, ev.PlaybackStarted)]
+    assert len(starts) >= 2 and starts[1].seq > resumed.seq
+    assert_replays(events)
