@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,7 +40,10 @@ _PLAY_START = '{"type":"playStream.start","streamId":"play-1","mediaFormat":"raw
 _PLAY = '{"type":"playStream.chunk","streamId":"play-1","audioChunk":"'
 
 
-async def _pump_model(up: ClientConnection, down: ServerConnection) -> None:
+SendText = Callable[[str], Awaitable[None]]
+
+
+async def _pump_model(up: ClientConnection, send_text: SendText) -> None:
     started = False
     with contextlib.suppress(ConnectionClosed):
         async for frame in up:
@@ -48,17 +52,16 @@ async def _pump_model(up: ClientConnection, down: ServerConnection) -> None:
                 continue
             if not started:
                 started = True
-                await down.send(
-                    '{"type":"playStream.start","streamId":"play-1","mediaFormat":"raw/mulaw"}'
-                )
-            await down.send(_PLAY + msg.delta + '"}')
+                await send_text(_PLAY_START)
+            await send_text(_PLAY + msg.delta + '"}')
 
 
-async def _handle(down: ServerConnection, upstream: str) -> None:
+async def _relay(frames: AsyncIterator[str | bytes], send_text: SendText, upstream: str) -> None:
+    """One call: VAIC frames in, model frames back through ``send_text``."""
     up: ClientConnection | None = None
     reader: asyncio.Task[None] | None = None
     try:
-        async for frame in down:
+        async for frame in frames:
             msg = _vaic(frame)
             kind = msg.type
             if kind == "userStream.chunk":
@@ -67,10 +70,10 @@ async def _handle(down: ServerConnection, upstream: str) -> None:
             elif kind == "session.initiate":
                 url = f"{upstream}/realtime?model=gpt-realtime"
                 up = await connect(url, compression=None, max_size=None)
-                reader = asyncio.create_task(_pump_model(up, down))
-                await down.send('{"type":"session.accepted","mediaFormat":"raw/mulaw"}')
+                reader = asyncio.create_task(_pump_model(up, send_text))
+                await send_text('{"type":"session.accepted","mediaFormat":"raw/mulaw"}')
             elif kind == "userStream.start":
-                await down.send('{"type":"userStream.started"}')
+                await send_text('{"type":"userStream.started"}')
             elif kind == "session.end":
                 break
     except ConnectionClosed:
@@ -80,6 +83,10 @@ async def _handle(down: ServerConnection, upstream: str) -> None:
             reader.cancel()
         if up is not None:
             await up.close()
+
+
+async def _handle(down: ServerConnection, upstream: str) -> None:
+    await _relay(down, down.send, upstream)
 
 
 class _CbServer(ServerConnection):
@@ -156,50 +163,15 @@ def asgi_app(upstream: str):  # type: ignore[no-untyped-def]
             return
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
-        up: ClientConnection | None = None
-        reader: asyncio.Task[None] | None = None
 
-        async def pump(up: ClientConnection) -> None:
-            started = False
-            with contextlib.suppress(ConnectionClosed):
-                async for frame in up:
-                    msg = _model(frame)
-                    if msg.type != "response.output_audio.delta":
-                        continue
-                    if not started:
-                        started = True
-                        await send({"type": "websocket.send", "text": _PLAY_START})
-                    await send({"type": "websocket.send", "text": _PLAY + msg.delta + '"}'})
+        async def frames() -> AsyncIterator[str | bytes]:
+            while (m := await receive())["type"] == "websocket.receive":
+                yield m.get("text") or m.get("bytes") or b""
 
-        try:
-            while True:
-                m = await receive()
-                if m["type"] != "websocket.receive":
-                    break
-                msg = _vaic(m.get("text") or m.get("bytes") or b"")
-                kind = msg.type
-                if kind == "userStream.chunk":
-                    if up is not None:
-                        await up.send(_APPEND + msg.audioChunk + '"}')
-                elif kind == "session.initiate":
-                    url = f"{upstream}/realtime?model=gpt-realtime"
-                    up = await connect(url, compression=None, max_size=None)
-                    reader = asyncio.create_task(pump(up))
-                    await send(
-                        {
-                            "type": "websocket.send",
-                            "text": '{"type":"session.accepted","mediaFormat":"raw/mulaw"}',
-                        }
-                    )
-                elif kind == "userStream.start":
-                    await send({"type": "websocket.send", "text": '{"type":"userStream.started"}'})
-                elif kind == "session.end":
-                    break
-        finally:
-            if reader is not None:
-                reader.cancel()
-            if up is not None:
-                await up.close()
+        async def send_text(text: str) -> None:
+            await send({"type": "websocket.send", "text": text})
+
+        await _relay(frames(), send_text, upstream)
 
     return app
 
