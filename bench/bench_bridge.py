@@ -86,6 +86,30 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+async def send_paced(
+    ws: ClientConnection | ServerConnection,
+    head: str,
+    call: int,
+    t0: int,
+    stats: Stats,
+    stop: asyncio.Event,
+    *,
+    up: bool,
+) -> None:
+    """One audio frame (``head`` + stamped payload) every 20 ms after ``t0``, until
+    ``stop``; each send's lateness goes to ``stats``."""
+    seq = 0
+    while not stop.is_set():
+        seq += 1
+        due = t0 + seq * CHUNK_NS
+        wait = due - now_ns()
+        if wait > 0:
+            await asyncio.sleep(wait / 1e9)
+        at = now_ns()
+        await ws.send(head + payload(call, seq, at) + '"}')
+        stats.sent(up, at, at - due)
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time of a bridge: its process and any worker processes under it."""
     return sum(_cpu_seconds(p) for p in process_tree(pid))
@@ -212,19 +236,9 @@ class FakeModel:
 
     async def stream(self, ws: ServerConnection, call: int) -> None:
         """Bot audio in real time: one delta every 20 ms, starting at a random phase."""
-        stats, stop = self.stats, self.stop
         t0 = now_ns() + int(self.rng.random() * CHUNK_NS)
-        seq = 0
         with contextlib.suppress(ConnectionClosed):
-            while not stop.is_set():
-                seq += 1
-                due = t0 + seq * CHUNK_NS
-                wait = due - now_ns()
-                if wait > 0:
-                    await asyncio.sleep(wait / 1e9)
-                at = now_ns()
-                await ws.send(_DELTA_HEAD + payload(call, seq, at) + '"}')
-                stats.sent(False, at, at - due)
+            await send_paced(ws, _DELTA_HEAD, call, t0, self.stats, self.stop, up=False)
 
 
 # ------------------------------------------------------------------ a caller
@@ -281,17 +295,8 @@ class Caller:
         ws, stats, stop, call = self.ws, self.stats, self.stop, self.index
         head = '{"type":"userStream.chunk","conversationId":' + self.cid_json + ',"audioChunk":"'
         t0 = now_ns() + int(self.phase * CHUNK_NS)
-        seq = 0
         try:
-            while not stop.is_set():
-                seq += 1
-                due = t0 + seq * CHUNK_NS
-                wait = due - now_ns()
-                if wait > 0:
-                    await asyncio.sleep(wait / 1e9)
-                at = now_ns()
-                await ws.send(head + payload(call, seq, at) + '"}')
-                stats.sent(True, at, at - due)
+            await send_paced(ws, head, call, t0, stats, stop, up=True)
         except ConnectionClosed as exc:
             self.error = f"caller socket closed: {exc}"
         finally:

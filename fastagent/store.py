@@ -464,17 +464,20 @@ class EventStore:
 
     def append(self, batch: Sequence[Event]) -> None:
         """Buffer events for the next group commit (cheap; safe from any thread)."""
+        rows = self._rows(batch)
+        if rows:
+            with self._buf_lock:
+                self._buf.append(rows)
+
+    def _rows(self, batch: Sequence[Event]) -> list[_Row]:
+        """``batch`` as rows, unless the store is closed or a call in it conflicted."""
         if self._closed:
             raise StoreError("the store is closed")
         if self._conflicted:
             for e in batch:
                 if e.call_id in self._conflicted:
                     raise StreamConflict(e.call_id)
-        rows = self._mapper.rows(batch)
-        if not rows:
-            return
-        with self._buf_lock:
-            self._buf.append(rows)
+        return self._mapper.rows(batch)
 
     def flush(self, call_id: str | None = None) -> None:
         """Write everything appended so far; return when it is durable.
@@ -497,12 +500,7 @@ class EventStore:
 
         Raises StreamConflict immediately if another writer holds any of the seqs.
         """
-        if self._closed:
-            raise StoreError("the store is closed")
-        for e in batch:
-            if e.call_id in self._conflicted:
-                raise StreamConflict(e.call_id)
-        rows = self._mapper.rows(batch)
+        rows = self._rows(batch)
         if not rows:
             return
         with self._write_lock:

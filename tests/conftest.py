@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +24,24 @@ def pg_url() -> Iterator[str]:
             pytest.fail(why + " (CI must run the PostgreSQL tests)")
         pytest.skip(why)
     yield url
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop for a module's synchronous tests that drive async code."""
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$FASTAGENT_DATA_DIR for the example agents' backends: a fresh folder per module."""
+    path = tmp_path_factory.mktemp("data")
+    old = os.environ.get("FASTAGENT_DATA_DIR")
+    os.environ["FASTAGENT_DATA_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("FASTAGENT_DATA_DIR", None)
+    else:
+        os.environ["FASTAGENT_DATA_DIR"] = old

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,25 +131,6 @@ def test_definition_errors_name_the_fsa_and_state(fsa: FSA, message: str) -> Non
 
 
 # ------------------------------------------------------- driving the engine core
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("data")
-    old = os.environ.get("FASTAGENT_DATA_DIR")
-    os.environ["FASTAGENT_DATA_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("FASTAGENT_DATA_DIR", None)
-    else:
-        os.environ["FASTAGENT_DATA_DIR"] = old
 
 
 @pytest.fixture(scope="module")

@@ -30,25 +30,6 @@ ORDER = {"customer_id": "123456", "card_last4": "4242", "reason": "lost"}
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("data")
-    old = os.environ.get("FASTAGENT_DATA_DIR")
-    os.environ["FASTAGENT_DATA_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("FASTAGENT_DATA_DIR", None)
-    else:
-        os.environ["FASTAGENT_DATA_DIR"] = old
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    yield lp
-    lp.close()
-
-
-@pytest.fixture(scope="module")
 def hub(loop: asyncio.AbstractEventLoop, data_dir: Path) -> Iterator[ToolHub]:
     h = ToolHub(get_agent("banking"))
     loop.run_until_complete(h.start())
