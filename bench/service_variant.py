@@ -74,6 +74,7 @@ def apply(variant: str) -> None:
             EventStore._insert_rows = packed  # type: ignore[method-assign]
         elif s == "nolive":
             from fastagent import service
+            from fastagent.service.call import _Lost
             from fastagent.store import StreamConflict
 
             def record(self: Any, inp: Any) -> Any:
@@ -81,7 +82,7 @@ def apply(variant: str) -> None:
                 try:
                     self.store.append([inp, *decisions] if decisions else [inp])
                 except StreamConflict:
-                    raise service._Lost(self.call_id) from None
+                    raise _Lost(self.call_id) from None
                 return decisions
 
             service.CallSession.record = record  # type: ignore[method-assign]

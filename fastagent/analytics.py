@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from fastagent import events
+from fastagent.errors import StoreError
 from fastagent.events import EventFormatError
 
 __all__ = [
@@ -69,7 +70,7 @@ STORE_READ_LIMIT = 100_000
 RAW_SCHEMA = pa.schema([("pos", pa.int64()), ("topic", pa.string()), ("state", pa.large_binary())])
 
 
-class AnalyticsError(Exception):
+class AnalyticsError(StoreError):
     """A one-line, user-facing analytics failure (cannot open, bad query, ...)."""
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union
 import msgspec
 
 from fastagent import events
+from fastagent.errors import ConfigError, LocalProtocolError
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -561,7 +562,7 @@ def seed_items(transcript: Iterable[tuple[str, str]]) -> list[str]:
 # ------------------------------------------------------------------ state tracker
 
 
-class ResponseActiveError(RuntimeError):
+class ResponseActiveError(LocalProtocolError):
     """``response.create`` was requested while a response is active."""
 
 
@@ -682,7 +683,7 @@ class RealtimeProtocol:
 DEFAULT_MODEL: Final = "gpt-realtime"
 
 
-class RealtimeConfigError(RuntimeError):
+class RealtimeConfigError(ConfigError):
     """Missing or bad Realtime connection settings."""
 
 

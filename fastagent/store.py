@@ -41,6 +41,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 
 from fastagent import events
+from fastagent.errors import StoreError
 from fastagent.events import CallEnded, Event, EventFormatError
 
 __all__ = [
@@ -67,10 +68,6 @@ _memory_ids = itertools.count(1)
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class StoreError(Exception):
-    """The store cannot do what was asked (cannot open, write failed, ...)."""
 
 
 class StreamConflict(StoreError):

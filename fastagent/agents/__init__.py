@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 
 from fastagent.agent import Agent
+from fastagent.errors import ConfigError
 
 DEFAULT = Agent(
     name="default",
@@ -27,7 +28,7 @@ DEFAULT = Agent(
 _MODULES = {"banking": "banking", "healthcare": "healthcare", "retail": "retail"}
 
 
-class UnknownAgent(LookupError):
+class UnknownAgent(ConfigError, LookupError):
     pass
 
 

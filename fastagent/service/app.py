@@ -1,0 +1,134 @@
+"""The ASGI app: ``/audiocodes`` (VAIC), ``/healthz`` and ``/mcp``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from fastagent import sockets
+from fastagent.service.config import ServiceConfig
+from fastagent.service.gc_tuning import tune_gc
+from fastagent.service.process import Service
+from fastagent.service.vaic_socket import serve_caller
+from fastagent.store import EventStore
+
+log = logging.getLogger("fastagent.service")
+
+
+VAIC_PATH = "/audiocodes"
+
+
+class _App(FastAPI):
+    """FastAPI, with the VAIC socket taken before the middleware stack.
+
+    Starlette wraps ``send`` and ``receive`` in every middleware (exceptions, exit
+    stacks, body limits, telemetry): each audio frame then went through six nested
+    coroutines each way, the service's largest framework cost (bench_bridge at 50
+    calls). The call socket needs none of them, so it gets the server's own
+    ``receive``/``send``; every other request goes through FastAPI as usual.
+    """
+
+    vaic_handler: Callable[[WebSocket], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        handler = self.vaic_handler
+        if (
+            handler is not None
+            and scope["type"] == "websocket"
+            and scope["path"].removeprefix(scope.get("root_path", "")) == VAIC_PATH
+        ):
+            await handler(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAPI:
+    """The FastAPI app: ``/audiocodes`` (VAIC), ``/healthz``, ``/mcp`` when available."""
+    holder: dict[str, Service] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        service = Service(config, store)
+        holder["service"] = service
+        app.state.service = service
+        await asyncio.to_thread(service.openai_client)  # built once, off the event loop
+        mcp_ctx = getattr(app.state, "mcp_lifespan", None)
+        if mcp_ctx is not None:
+            async with mcp_ctx():
+                yield
+        else:
+            yield
+        await service.aclose()
+        if store is None:
+            service.store.close()
+
+    async def audiocodes(ws: WebSocket) -> None:
+        service = holder.get("service")
+        if service is None:  # the lifespan has not run: nothing to serve the call with
+            await ws.close(code=1011)
+            return
+        if not service.authorized(ws.headers.get("authorization")):
+            await ws.send_denial_response(PlainTextResponse("unauthorized", status_code=401))
+            return
+        await ws.accept()
+        try:
+            await serve_caller(service, ws)
+        except Exception:  # one bad call must never take the service down
+            log.exception("VAIC socket failed")
+            with contextlib.suppress(Exception):
+                await ws.close(code=1011)
+        finally:  # also when cancelled: no frame goes to a finished handler's hook
+            sock = sockets.caller_protocol_of(ws._receive)
+            if sock is not None:
+                sock.on_text = None
+
+    app = _App(title="FastAgent", lifespan=lifespan)
+    app.vaic_handler = audiocodes
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        service = holder.get("service")
+        calls = len(service.calls) if service else 0
+        return JSONResponse({"ok": True, "calls": calls})
+
+    _mount_mcp(app, config, holder)
+    return app
+
+
+def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) -> None:
+    """Serve the "fastagent" MCP server at ``/mcp``, behind the same bearer token."""
+    try:
+        from fastagent.mcp_server import build_mcp_server, make_mcp_app
+    except ImportError:
+        return
+    server = build_mcp_server(lambda: holder["service"].store)
+    mcp_app = make_mcp_app(server)
+    # Mounted sub-app lifespans do not run: the service's lifespan runs its sessions.
+    app.state.mcp_lifespan = server.session_manager.run
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            auth = headers.get(b"authorization", b"").decode()
+            if not holder["service"].authorized(auth):
+                response = PlainTextResponse("unauthorized", status_code=401)
+                await response(scope, receive, send)
+                return
+        await mcp_app(scope, receive, send)
+
+    app.mount("/mcp", guarded)
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``fastagent serve --workers N``."""
+    no_auth = os.environ.get("FASTAGENT_NO_AUTH") == "1"
+    app = create_app(ServiceConfig.from_env(no_auth=no_auth or None))
+    tune_gc()
+    return app

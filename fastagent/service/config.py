@@ -1,0 +1,95 @@
+"""The service's settings: flags and ``FASTAGENT_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastagent import vaic
+from fastagent.errors import ConfigError
+
+
+@dataclass
+class ServiceConfig:
+    store: str | None = None
+    token: str | None = None  # FASTAGENT_VAIC_TOKEN; None only with no_auth
+    no_auth: bool = False
+    agent: str = "default"
+    greet: bool = True
+    transfer_target: str = ""
+    realtime_url: str | None = None  # FASTAGENT_REALTIME_URL
+    api_key: str | None = None  # OPENAI_API_KEY
+    model: str = "gpt-realtime"
+    voice: str = ""
+    grace_s: float = 30.0
+    playback_speed: float = 1.0  # >1 only for simulated callers that play faster
+    max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
+    tool_timeout_s: float = 10.0
+    model_retries: int = 5
+    instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+
+    def to_env(self) -> dict[str, str]:
+        """The FASTAGENT_* variables that rebuild this configuration (for workers)."""
+        env = {
+            "FASTAGENT_AGENT": self.agent,
+            "FASTAGENT_GRACE_S": repr(self.grace_s),
+            "FASTAGENT_GREET": "1" if self.greet else "0",
+            "FASTAGENT_PLAYBACK_SPEED": repr(self.playback_speed),
+            "FASTAGENT_MAX_FRAME_BYTES": str(self.max_frame_bytes),
+            "FASTAGENT_MODEL": self.model,
+            "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
+        }
+        if self.store:
+            env["FASTAGENT_STORE"] = self.store
+        if self.transfer_target:
+            env["FASTAGENT_TRANSFER_TARGET"] = self.transfer_target
+        return env
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServiceConfig:
+        """The configuration from FASTAGENT_* variables, then ``overrides`` that are
+        not None.  Raises ConfigError (one line) for a malformed number."""
+        env = os.environ
+
+        def number(name: str, default: float, kind: type, expected: str, ok: Any) -> Any:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return kind(default)
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = None
+            if value is None or not ok(value):  # NaN fails every comparison
+                raise ConfigError(f"bad {name}={raw!r}: expected {expected}")
+            return value
+
+        inf = float("inf")
+        cfg = cls(
+            store=env.get("FASTAGENT_STORE"),
+            token=env.get("FASTAGENT_VAIC_TOKEN") or None,
+            agent=env.get("FASTAGENT_AGENT", "default"),
+            transfer_target=env.get("FASTAGENT_TRANSFER_TARGET", ""),
+            realtime_url=env.get("FASTAGENT_REALTIME_URL") or None,
+            api_key=env.get("OPENAI_API_KEY") or None,
+            model=env.get("FASTAGENT_MODEL", "gpt-realtime"),
+            grace_s=number(
+                "FASTAGENT_GRACE_S", 30, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
+            ),
+            greet=env.get("FASTAGENT_GREET", "1").lower() not in ("0", "false", "no"),
+            # Only for simulated callers that play bot audio faster than real time.
+            playback_speed=number(
+                "FASTAGENT_PLAYBACK_SPEED", 1, float, "a number > 0", lambda v: 0 < v < inf
+            ),
+            max_frame_bytes=number(
+                "FASTAGENT_MAX_FRAME_BYTES",
+                vaic.DEFAULT_MAX_FRAME_BYTES,
+                int,
+                "a whole number of bytes > 0",
+                lambda v: v > 0,
+            ),
+        )
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, value)
+        return cfg

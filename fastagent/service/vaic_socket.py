@@ -1,0 +1,114 @@
+"""The VAIC WebSocket of one call: validate, initiate or resume, then pump frames."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import WebSocket, WebSocketDisconnect
+
+from fastagent import events as ev
+from fastagent import sockets, vaic
+from fastagent.service.call import CallSession, _Lost
+from fastagent.service.ownership import initiate, resume
+from fastagent.service.process import Service
+
+log = logging.getLogger("fastagent.service")
+
+
+async def serve_caller(service: Service, ws: WebSocket) -> None:
+    """One VAIC WebSocket: validate, initiate or resume, then pump frames."""
+    proto = vaic.VaicProtocol(service.config.max_frame_bytes)
+    session: CallSession | None = None
+    ended = False
+    receive = ws._receive  # raw ASGI receive: Starlette's wrapper costs more than a frame
+    parse = proto.receive
+    chunk = vaic.UserStreamChunk
+    busy = False  # this loop is handling a message (the slow lane)
+    sock = sockets.caller_protocol_of(receive)
+
+    def chunk_now(data: bytes) -> bool:
+        """Fast lane, from the socket's data callback: an audio chunk while the slow
+        lane is idle goes straight to the session (see fastagent.sockets)."""
+        if busy or session is None or session.caller is not ws or sock is None or sock.backlog():
+            return False  # (a session gone or moved on leaves the socket to the slow lane)
+        msg = proto.receive_chunk(data)
+        return msg is not None and session.caller_audio_now(msg)
+
+    if sock is not None:
+        sock.on_text = chunk_now
+    try:
+        while True:
+            busy = False
+            message = await receive()
+            busy = True
+            data = message.get("text")
+            if data is None:
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes") or b""
+            msg = parse(data)
+            if type(msg) is chunk:  # hot path
+                if session is not None:
+                    await session.on_caller_audio(msg)  # type: ignore[arg-type]
+                continue
+            if isinstance(msg, vaic.ProtocolViolation):
+                log.warning("VAIC frame rejected: %s", msg.message)
+                if session is not None and not session.closing and session.engine.status != "ended":
+                    await session.input(ev.ProtocolError, side="caller", message=msg.message[:300])
+                if msg.reply is not None:
+                    await ws.send_text(msg.reply.decode())
+                continue
+            if isinstance(msg, vaic.ConnectionValidate):
+                await ws.send_text(vaic.connection_validated().decode())
+            elif isinstance(msg, vaic.SessionInitiate):
+                session = await initiate(service, ws, proto, msg)
+            elif isinstance(msg, vaic.SessionResume):
+                session = await resume(service, ws, proto, msg)
+            elif session is None:
+                continue
+            elif isinstance(msg, vaic.SessionEnd):
+                ended = True
+                await session.input(ev.SessionEnded, reason_code=msg.reasonCode, reason=msg.reason)
+                break
+            elif isinstance(msg, vaic.UserStreamStart):
+                await session.input(ev.CallerStreamStarted)
+                await ws.send_text(vaic.user_stream_started(msg.participant).decode())
+            elif isinstance(msg, vaic.UserStreamStop):
+                await session.input(ev.CallerStreamStopped)
+                await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
+            elif isinstance(msg, vaic.Activities):
+                for act in msg.activities:
+                    if act.is_start:
+                        await session.input(
+                            ev.CallStarted,
+                            caller=act.caller,
+                            callee=act.callee,
+                            parameters=dict(act.parameters),
+                        )
+                    elif act.is_dtmf:
+                        if act.dtmf_error:
+                            await session.input(
+                                ev.ProtocolError, side="caller", message=act.dtmf_error[:300]
+                            )
+                        else:
+                            await session.input(ev.Dtmf, digits=act.digits)
+    except WebSocketDisconnect:
+        pass
+    except _Lost:
+        if session is not None:
+            await session.close("stream taken over by another instance")
+        return
+    if session is None or session.closing:
+        return
+    if session.caller is ws:
+        session.detach_caller()
+        session.proto = None
+        if not ended and session.engine.status != "ended":
+            try:
+                await session.input(ev.ConnectionLost, side="caller", reason="socket closed")
+            except _Lost:
+                await session.close("stream taken over by another instance")
+                return
+            if not session.closing:
+                session.start_grace()
+                session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
