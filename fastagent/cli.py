@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from fastagent import events as ev
+from fastagent.errors import FastAgentError
 
 app = typer.Typer(
     help="FastAgent: event-sourced, replayable voice agents on the phone.",
@@ -40,23 +41,18 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 @contextmanager
 def clear_errors() -> Iterator[None]:
-    """Turn the errors users can cause into one line and exit code 2."""
-    from fastagent.agents import UnknownAgent
-    from fastagent.fsa import FsaDefinitionError
-    from fastagent.replay import RecordingError
-    from fastagent.store import StoreError
-
+    """Turn the errors users can cause into one line and exit code 2: every
+    :class:`~fastagent.errors.FastAgentError`, and a file that cannot be read."""
     try:
         yield
-    except (
-        StoreError,
-        ev.EventFormatError,
-        RecordingError,
-        UnknownAgent,
-        FsaDefinitionError,
-        OSError,
-    ) as exc:
-        raise fail(str(exc)) from None
+    except (FastAgentError, OSError) as exc:
+        raise fail(one_line(exc)) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type name if it has none)."""
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0]
 
 
 def _open(store: str | None) -> Any:
@@ -209,26 +205,13 @@ def fsa_list() -> None:
             typer.echo(f"{agent_name}: {names}")
 
 
-def _register_optional(register: Callable[[], None]) -> None:
-    try:
-        register()
-    except ImportError:  # a part not installed in this build
-        pass
-
-
 def _register_parts() -> None:
-    def analytics() -> None:
-        from fastagent.analytics_cli import register
+    # Imported, not guarded: a broken import is a bug to see, not a command to hide.
+    from fastagent.analytics_cli import register as register_analytics
+    from fastagent.service_cli import register as register_service
 
-        register(app)
-
-    def service() -> None:
-        from fastagent.service_cli import register
-
-        register(app)
-
-    _register_optional(analytics)
-    _register_optional(service)
+    register_analytics(app)
+    register_service(app)
 
 
 _register_parts()
@@ -239,3 +222,6 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except FastAgentError as exc:  # one a command did not map itself
+        typer.echo(f"fastagent: {one_line(exc)}", err=True)
+        sys.exit(2)
