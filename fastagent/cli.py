@@ -134,8 +134,10 @@ def _clock(ms: int) -> str:
 @app.command()
 def calls(store: StoreOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
     """List recorded calls: id, start, duration, outcome."""
+    from projections.calls import list_calls
+
     with clear_errors(), _open(store) as s:
-        rows = s.list_calls()
+        rows = list_calls(s)
     if as_json:
         typer.echo(json.dumps([_call_row(r) for r in rows], indent=2))
         return

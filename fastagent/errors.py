@@ -43,6 +43,25 @@ class StoreError(FastAgentError):
     """The store cannot do what was asked (cannot open, write failed, ...)."""
 
 
+class StreamConflict(StoreError):
+    """Another writer appended to this call's stream: this store no longer owns it."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(
+            f"call {call_id!r}: stream conflict (another writer already appended "
+            "these sequence numbers; this store no longer owns the call)"
+        )
+        self.call_id = call_id
+
+
+class UnknownCall(StoreError):
+    """No event is stored for this call id."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"unknown call {call_id!r}: no events stored")
+        self.call_id = call_id
+
+
 class ReplayError(FastAgentError, ValueError):
     """A recording or a replay that cannot proceed."""
 
@@ -51,4 +70,12 @@ class LocalProtocolError(FastAgentError, RuntimeError):
     """This side tried something a protocol does not allow here (h11's name)."""
 
 
-__all__ = ["ConfigError", "FastAgentError", "LocalProtocolError", "ReplayError", "StoreError"]
+__all__ = [
+    "ConfigError",
+    "FastAgentError",
+    "LocalProtocolError",
+    "ReplayError",
+    "StoreError",
+    "StreamConflict",
+    "UnknownCall",
+]
