@@ -122,14 +122,14 @@ def _diverged(
 # --------------------------------------------------------------- recordings
 
 
-class _Header(msgspec.Struct, kw_only=True):
+class _Header(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     format: str
     version: int
     call_id: str
     events: int
 
 
-class _Line(msgspec.Struct):
+class _Line(msgspec.Struct, forbid_unknown_fields=True):
     topic: str
     event: msgspec.Raw
 
@@ -163,16 +163,31 @@ def write_recording(events: Sequence[ev.Event], path: str | Path) -> None:
 
 
 def read_recording(path: str | Path) -> list[ev.Event]:
+    """Read a recording file strictly; raise :class:`RecordingError` (one line) if it
+    is not exactly what :func:`write_recording` writes.
+
+    Strict means: the header and each line hold only their known keys, and every
+    event body only the fields its class declares (nested values included) --
+    after upcasting, so a field an older version declared and its upcaster
+    consumes is fine.  A field this code does not know is an error naming it
+    (``Transcript.confidence``): silently dropping it would replay a call that is
+    not the one recorded.  Trailing blank lines are allowed; a blank line in the
+    middle is not.
+    """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise RecordingError(f"cannot read recording {path}: {exc.strerror}") from None
     lines = data.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()  # trailing blank lines: an editor's or a shell's newline
     if not lines:
         raise RecordingError(f"{path}: empty file, not a FastAgent recording")
     try:
         header = _header_decoder.decode(lines[0])
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except msgspec.ValidationError as exc:
+        raise RecordingError(f"{path}: not a FastAgent recording (bad header: {exc})") from None
+    except msgspec.DecodeError:
         raise RecordingError(f"{path}: not a FastAgent recording (bad header)") from None
     if header.format != RECORDING_FORMAT:
         raise RecordingError(f"{path}: not a FastAgent recording (format {header.format!r})")
@@ -185,9 +200,13 @@ def read_recording(path: str | Path) -> list[ev.Event]:
         raise RecordingError(f"{path}: recording of call {header.call_id!r} has no events")
     out: list[ev.Event] = []
     for n, raw in enumerate(lines[1:], start=2):
+        if not raw.strip():
+            raise RecordingError(f"{path}:{n}: blank line inside the recording")
         try:
             line = _line_decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except msgspec.ValidationError as exc:
+            raise RecordingError(f"{path}:{n}: corrupt line ({exc})") from None
+        except msgspec.DecodeError:
             raise RecordingError(f"{path}:{n}: corrupt line") from None
         body = bytes(line.event)
         try:
@@ -201,6 +220,12 @@ def read_recording(path: str | Path) -> list[ev.Event]:
         if (tag and tag != name) or type(out[-1]).__name__ != name:
             raise RecordingError(
                 f"{path}:{n}: topic {line.topic!r} does not match the event's type {tag!r}"
+            )
+        unknown = ev.unknown_fields(line.topic, body)
+        if unknown:
+            raise RecordingError(
+                f"{path}:{n}: unknown field {unknown[0]} in a {line.topic} event "
+                "(not in this FastAgent's event catalogue)"
             )
     if len(out) != header.events:
         raise RecordingError(f"{path}: truncated ({len(out)} of {header.events} events)")
