@@ -474,6 +474,33 @@ def decode(topic: str, data: bytes) -> Event:
         raise EventFormatError(f"corrupt {name} event: {exc}") from None
 
 
+def lean(value: Any) -> Any:
+    """``value`` as plain data with every struct field at its default left out.
+
+    A struct becomes a dict (an event's ``type`` first); lists, tuples and dicts
+    are walked.  Two events that differ only by fields left at their defaults
+    give the same result: this is how a field added with a default stays
+    invisible to snapshots and reports until something sets it.
+    """
+    if isinstance(value, msgspec.Struct):
+        out: dict[str, Any] = {}
+        if isinstance(value, Event):
+            out["type"] = type(value).__name__
+        for f in msgspec.structs.fields(value):
+            v = getattr(value, f.name)
+            if f.default is not msgspec.NODEFAULT and v == f.default:
+                continue
+            if f.default_factory is not msgspec.NODEFAULT and v == f.default_factory():
+                continue
+            out[f.name] = lean(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [lean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: lean(v) for k, v in value.items()}
+    return value
+
+
 def unknown_fields(topic: str, data: bytes) -> list[str]:
     """The fields of a stored event body that today's class does not declare.
 

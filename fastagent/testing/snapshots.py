@@ -36,6 +36,8 @@ from fastagent.core import Engine
 from fastagent.replay import read_recording, replay
 from projections import live
 
+lean = ev.lean  # kept here for users of this module
+
 _ID_FIELDS = {
     "response_id": "response",
     "item_id": "item",
@@ -64,32 +66,6 @@ class _Ids:
             self.count[kind] = self.count.get(kind, 0) + 1
             self.seen[key] = f"<{kind}-{self.count[kind]}>"
         return self.seen[key]
-
-
-def lean(value: Any) -> Any:
-    """``value`` as plain data with every struct field at its default left out.
-
-    A struct becomes a dict (an event's ``type`` first); lists, tuples and dicts
-    are walked.  Two structs that differ only by fields left at their defaults
-    give the same result.
-    """
-    if isinstance(value, msgspec.Struct):
-        out: dict[str, Any] = {}
-        if isinstance(value, ev.Event):
-            out["type"] = type(value).__name__
-        for f in msgspec.structs.fields(value):
-            v = getattr(value, f.name)
-            if f.default is not msgspec.NODEFAULT and v == f.default:
-                continue
-            if f.default_factory is not msgspec.NODEFAULT and v == f.default_factory():
-                continue
-            out[f.name] = lean(v)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [lean(v) for v in value]
-    if isinstance(value, dict):
-        return {k: lean(v) for k, v in value.items()}
-    return value
 
 
 def snapshot_view(events: Sequence[ev.Event]) -> dict[str, Any]:
