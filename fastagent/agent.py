@@ -30,7 +30,7 @@ class Agent:
     transfer_target: str = ""
     send_dtmf: bool = False  # offer the model a send_dtmf tool (e.g. to drive an IVR)
     session_params: dict[str, object] = field(default_factory=dict)  # VAIC config at start
-    scenario: str = ""  # the demo scenario file name in fastagent/scenarios/
+    scenario: str = ""  # the demo scenario file name in fastagent/examples/scenarios/
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -102,7 +102,7 @@ def scenario_path(agent: str) -> Path:
     from fastagent.agents import get_agent
 
     name = get_agent(agent).scenario or "default.json"
-    return Path(str(resources.files("fastagent") / "scenarios" / name))
+    return Path(str(resources.files("fastagent.examples") / "scenarios" / name))
 
 
 @contextlib.asynccontextmanager

@@ -2,7 +2,7 @@
 
     python scripts/record_replays.py [--out replays] [--only banking ...]
 
-Each scenario in fastagent/scenarios/ is played end to end by ``run_demo`` (real
+Each scenario in fastagent/examples/scenarios/ is played end to end by ``run_demo`` (real
 loopback sockets, fake model, simulated caller, real stdio backends) into a
 temporary store, with fresh sample databases per scenario so a recording never
 depends on the one before it; the call is then exported with ``write_recording``
@@ -25,7 +25,7 @@ from fastagent.replay import replay, write_recording
 from fastagent.service_cli import run_demo
 from fastagent.store import open_store
 
-SCENARIOS = Path(str(resources.files("fastagent") / "scenarios"))
+SCENARIOS = Path(str(resources.files("fastagent.examples") / "scenarios"))
 
 
 def record(scenario: Path, out: Path, work: Path) -> str:

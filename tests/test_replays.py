@@ -21,7 +21,7 @@ from fastagent.testing.snapshots import decisions_view, recordings, snapshot_vie
 
 REPLAYS = Path(__file__).resolve().parent.parent / "replays"
 RECORDINGS = recordings(REPLAYS)
-SCENARIOS = Path(__file__).resolve().parent.parent / "fastagent" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "fastagent" / "examples" / "scenarios"
 
 
 def test_every_scenario_has_a_recording() -> None:

@@ -133,7 +133,7 @@ AGENT = Agent(
     greeting="Say: Riverside Clinic, how can I help?",
     fsas=(APPOINTMENT,),
     servers=(
-        McpServer("clinic", command=(sys.executable, "-m", "fastagent.agents.backends.clinic")),
+        McpServer("clinic", command=(sys.executable, "-m", "fastagent.examples.backends.clinic")),
     ),
     transfer_target="tel:+15550100300",
     scenario="healthcare.json",

@@ -133,7 +133,9 @@ AGENT = Agent(
     ),
     greeting="Say: Northwind Outfitters, how can I help?",
     fsas=(ORDER_STATUS, RETURN),
-    servers=(McpServer("shop", command=(sys.executable, "-m", "fastagent.agents.backends.shop")),),
+    servers=(
+        McpServer("shop", command=(sys.executable, "-m", "fastagent.examples.backends.shop")),
+    ),
     transfer_target="tel:+15550100400",
     scenario="retail.json",
 )
