@@ -34,6 +34,8 @@ _DTMF = re.compile(r"[0-9*#]{1,20}")
 
 @dataclass(slots=True)
 class Playback:
+    """One play stream (one assistant audio item) as the engine sent it to the caller."""
+
     stream_id: str
     response_id: str
     item_id: str
@@ -41,14 +43,61 @@ class Playback:
     speed: float = 1.0  # playback speed at the caller's side (1.0 = real time)
     sent_us: int = 0
     open: bool = True
+    offset_us: int = 0  # where its first audio sits in the call's playout (PlayoutClock)
+    until: int = 0  # when the caller will have heard all of it (µs since the epoch)
 
     def audible_until(self) -> int:
-        # VAIC plays in real time from the first chunk; audio arrives faster.
-        return self.started_at + int(self.sent_us / self.speed)
+        """When the caller will have heard this stream to its end."""
+        return self.until
 
-    def heard_ms(self, at: int) -> int:
-        """Whole ms of this stream the caller has heard at ``at``, clamped to what was sent."""
-        return max(0, min(int((at - self.started_at) * self.speed) // 1000, self.sent_us // 1000))
+
+@dataclass(slots=True)
+class PlayoutClock:
+    """What the caller has heard, across play streams and responses.
+
+    VAIC plays a call's audio in real time (times ``speed``), stream after stream,
+    as a queue: audio that arrives while earlier audio still plays waits its turn.
+    Audio µs are counted along the call's playout (``queued_us``: everything
+    forwarded so far); ``end_at`` is when the queue runs dry.  At any ``at`` not
+    earlier than the last chunk, the caller has heard up to
+    ``queued_us - (end_at - at) * speed`` -- the queue plays without a gap from
+    ``at`` to ``end_at``.  A barge-in empties the queue (VAIC stops playing).
+    """
+
+    speed: float = 1.0
+    queued_us: int = 0
+    end_at: int = 0
+
+    def add(self, at: int, duration_us: int) -> int:
+        """Queue ``duration_us`` of audio forwarded at ``at``; returns its offset."""
+        offset = self.queued_us
+        start = max(at, self.end_at)
+        self.end_at = start + int(duration_us / self.speed)
+        self.queued_us += duration_us
+        return offset
+
+    def played_us(self, at: int) -> int:
+        """Audio position (µs along the playout) the caller has heard by ``at``."""
+        return self.queued_us - max(0, int((self.end_at - at) * self.speed))
+
+    def heard_ms(self, offset_us: int, sent_us: int, at: int) -> int:
+        """Whole ms heard by ``at`` of the audio at ``offset_us`` (``sent_us`` long)."""
+        return max(0, min(self.played_us(at) - offset_us, sent_us)) // 1000
+
+    def flush(self, at: int) -> None:
+        """The caller's queue is dropped at ``at`` (barge-in, a new socket)."""
+        self.queued_us = self.played_us(at)
+        self.end_at = min(self.end_at, at)
+
+
+@dataclass(slots=True)
+class Queued:
+    """An assistant audio item that may still be playing at the caller."""
+
+    item_id: str
+    response_id: str
+    offset_us: int
+    sent_us: int = 0
 
 
 @dataclass(slots=True)
@@ -106,6 +155,8 @@ class Engine:
     next_seq: int = 1
     streams: int = 0
     play: Playback | None = None
+    clock: PlayoutClock = field(default_factory=PlayoutClock)
+    queue: list[Queued] = field(default_factory=list)  # items maybe still playing
     resp: ResponseLife = field(default_factory=ResponseLife)
     interrupted_response: str = ""
     failed: bool = False  # the model failed the call: its outcome is "failed"
@@ -371,6 +422,8 @@ class Engine:
                 return
             self._stop_playback("connection_lost")
             self.play = None
+            self.clock.flush(e.at)  # what the old socket still had queued is gone
+            self.queue.clear()
             self.status = "suspended"
         elif e.side == "model" and self.resp.busy:
             # The response in progress is gone with the socket: none of its calls run.
@@ -411,18 +464,27 @@ class Engine:
 
     def _on_bot_audio(self, e: ev.BotAudio) -> None:
         pb = self.play
+        clock = self.clock
         if pb is None or pb.item_id != e.item_id:
             if e.response_id == self.interrupted_response or self.status != "active":
                 return  # late audio of an interrupted response: not played
             self._stop_playback("next")
             self.streams += 1
+            clock.speed = self.playback_speed
             pb = self.play = Playback(
                 stream_id=f"play-{self.streams}",
                 response_id=e.response_id,
                 item_id=e.item_id,
                 started_at=e.at,
                 speed=self.playback_speed,
+                offset_us=clock.queued_us,
             )
+            # Items the caller has heard out need no tracking any more.
+            played = clock.played_us(e.at)
+            self.queue = [q for q in self.queue if q.offset_us + q.sent_us > played]
+            if len(self.queue) >= 64:  # bounded: a queue that long is heard out
+                del self.queue[0]
+            self.queue.append(Queued(e.item_id, e.response_id, clock.queued_us))
             self._emit(
                 ev.PlaybackStarted,
                 stream_id=pb.stream_id,
@@ -431,22 +493,37 @@ class Engine:
                 fmt=self.media_format,
             )
         if pb.open:
+            clock.add(e.at, e.duration_us)
             pb.sent_us += e.duration_us
+            pb.until = clock.end_at
+            self.queue[-1].sent_us = pb.sent_us
 
     def _on_speech_started(self, e: ev.SpeechStarted) -> None:
+        clock = self.clock
+        played = clock.played_us(e.at)
+        unheard = [q for q in self.queue if q.offset_us + q.sent_us > played]
         pb = self.play
-        if pb is None or e.at >= pb.audible_until():
-            return
-        heard_ms = pb.heard_ms(e.at)
-        if pb.open:
+        if not unheard:
+            return  # nothing is playing: the caller just speaks
+        # VAIC stops playing (barge-in): the item being heard is cut at what the
+        # caller heard of it, items queued behind it were never heard at all.
+        if pb is not None and pb.open:
             pb.open = False
+            heard = clock.heard_ms(pb.offset_us, pb.sent_us, e.at)
             self._emit(
-                ev.PlaybackStopped, stream_id=pb.stream_id, reason="barge_in", played_ms=heard_ms
+                ev.PlaybackStopped, stream_id=pb.stream_id, reason="barge_in", played_ms=heard
             )
-        self._emit(ev.TruncateRequested, item_id=pb.item_id, audio_end_ms=heard_ms)
-        self.interrupted_response = pb.response_id
-        if self.held_response == pb.response_id:
-            self._skip_held("caller interrupted the response before the call ran")
+        for q in unheard:
+            heard = clock.heard_ms(q.offset_us, q.sent_us, e.at)
+            if heard > 0:
+                self._emit(ev.TruncateRequested, item_id=q.item_id, audio_end_ms=heard)
+            else:
+                self._emit(ev.ItemDeleted, item_id=q.item_id, reason="never heard (barge-in)")
+            if self.held_response == q.response_id:
+                self._skip_held("caller interrupted the response before the call ran")
+        self.interrupted_response = unheard[-1].response_id
+        clock.flush(e.at)
+        self.queue.clear()
         self.play = None
         if self.control[0]:
             self.control = ("", "")  # the caller interrupted the goodbye: stay on the line
