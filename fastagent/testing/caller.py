@@ -686,7 +686,9 @@ async def run_scenario(
     return await caller.play(scenario, timeout=timeout)
 
 
-def truncation_errors(events: Sequence[Any], report: CallerReport, tolerance_ms: int = 40) -> list[str]:
+def truncation_errors(
+    events: Sequence[Any], report: CallerReport, tolerance_ms: int = 40
+) -> list[str]:
     """Check the engine's barge-in decisions against what the simulated caller heard.
 
     Every ``TruncateRequested`` must cut its item within ``tolerance_ms`` of what the
