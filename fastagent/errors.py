@@ -11,6 +11,7 @@ catches the one base class.
     │   ├── UnknownAgent         (also a LookupError)
     │   ├── FsaDefinitionError   an FSA that cannot run
     │   ├── RealtimeConfigError  missing or bad Realtime connection settings
+    │   ├── AccessError          a malformed read-credential setting
     │   └── AudioFormatError     an audio format name nobody knows
     ├── StoreError           the event log cannot do what was asked
     │   ├── StreamConflict       another writer owns the call's stream
@@ -21,7 +22,8 @@ catches the one base class.
     │   └── RecordingError       a recording file that cannot be read
     └── LocalProtocolError   this side used a protocol out of order (a bug here)
         ├── VaicStateError       on the VAIC side
-        └── ResponseActiveError  on the Realtime side
+        ├── ResponseActiveError  on the Realtime side
+        └── LiveStateError       on the GPT-Live side
 
 What the *other* side gets wrong is never raised: parsers return a violation
 value and the shell records it as an ``ev.ProtocolError`` input event (see

@@ -1,4 +1,4 @@
-"""The ASGI app: ``/audiocodes`` (VAIC), ``/healthz`` and ``/mcp``."""
+"""The ASGI app: ``/audiocodes`` (VAIC), ``/healthz``, ``/mcp`` and the API docs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from fastagent import sockets
-from fastagent.service.config import ServiceConfig
+from fastagent import access, models, sockets
+from fastagent.service.config import ServiceConfig, read_access
 from fastagent.service.gc_tuning import tune_gc
 from fastagent.service.process import Service
 from fastagent.service.vaic_socket import serve_caller
@@ -50,12 +50,18 @@ class _App(FastAPI):
 
 
 def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAPI:
-    """The FastAPI app: ``/audiocodes`` (VAIC), ``/healthz``, ``/mcp`` when available."""
+    """The FastAPI app: ``/audiocodes`` (VAIC token), ``/healthz``; ``/mcp`` and, with
+    ``api_docs``, ``/docs``, ``/redoc``, ``/openapi.json`` behind the read credential
+    (404 while none is configured; see fastagent.access)."""
     holder: dict[str, Service] = {}
+    readers = read_access(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         service = Service(config, store)
+        warning = models.shutdown_warning(config.model)
+        if warning:
+            log.warning(warning)
         holder["service"] = service
         app.state.service = service
         await asyncio.to_thread(service.openai_client)  # built once, off the event loop
@@ -80,8 +86,8 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         await ws.accept()
         try:
             await serve_caller(service, ws)
-        except Exception:  # one bad call must never take the service down
-            log.exception("VAIC socket failed")
+        except Exception as exc:  # one bad call must never take the service down
+            log.error("VAIC socket failed: %s: %s", type(exc).__name__, exc)
             with contextlib.suppress(Exception):
                 await ws.close(code=1011)
         finally:  # also when cancelled: no frame goes to a finished handler's hook
@@ -89,8 +95,9 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
             if sock is not None:
                 sock.on_text = None
 
-    app = _App(title="FastAgent", lifespan=lifespan)
+    app = _App(title="FastAgent", lifespan=lifespan, **access.docs_kwargs(config.api_docs))
     app.vaic_handler = audiocodes
+    app.state.read_access = readers  # for access.require_reader in other routes
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -98,12 +105,25 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         calls = len(service.calls) if service else 0
         return JSONResponse({"ok": True, "calls": calls})
 
-    _mount_mcp(app, config, holder)
+    _mount_mcp(app, readers, holder)
+    if config.api_docs:
+        app.add_middleware(_DocsGuard, readers=readers)
     return app
 
 
-def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) -> None:
-    """Serve the "fastagent" MCP server at ``/mcp``, behind the same bearer token."""
+class _DocsGuard:
+    """ASGI middleware: the API docs paths only for holders of the read credential."""
+
+    def __init__(self, app: Any, readers: access.ReadAccess) -> None:
+        self.app = readers.guard_paths(app, access.DOCS_PATHS)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service]) -> None:
+    """Serve the "fastagent" MCP server at ``/mcp``, behind the read credential (not
+    the VAIC token, which admits calls only); off (404) while none is configured."""
     try:
         from fastagent.mcp_server import build_mcp_server, make_mcp_app
     except ImportError:
@@ -113,17 +133,7 @@ def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) 
     # Mounted sub-app lifespans do not run: the service's lifespan runs its sessions.
     app.state.mcp_lifespan = server.session_manager.run
 
-    async def guarded(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope.get("headers") or [])
-            auth = headers.get(b"authorization", b"").decode()
-            if not holder["service"].authorized(auth):
-                response = PlainTextResponse("unauthorized", status_code=401)
-                await response(scope, receive, send)
-                return
-        await mcp_app(scope, receive, send)
-
-    app.mount("/mcp", guarded)
+    app.mount("/mcp", readers.guard(mcp_app))
 
 
 def app_from_env() -> FastAPI:

@@ -105,6 +105,7 @@ class CallSession:
         self.closing = False
         self.lost = False
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
     # --------------------------------------------------------------- recording
 
@@ -152,12 +153,18 @@ class CallSession:
             elif t is ev.ModelConfigured:
                 await self.configure_model(d)  # type: ignore[arg-type]
             elif t is ev.ResponseRequested:
+                event_id = response_event_id(d.seq)
                 await self.send_model(
                     realtime.response_create(
                         d.instructions or None,  # type: ignore[attr-defined]
-                        event_id=response_event_id(d.seq),
+                        event_id=event_id,
                     )
                 )
+                self.await_model("response.created", event_id)
+            elif t is ev.ModelFailureHandled:
+                self.on_failure_handled(d)  # type: ignore[arg-type]
+            elif t is ev.ItemDeleted:
+                await self.send_model(realtime.item_delete(d.item_id))  # type: ignore[attr-defined]
             elif t is ev.FunctionOutputSent:
                 await self.send_model(realtime.function_call_output(d.tool_call_id, d.output))  # type: ignore[attr-defined]
             elif t is ev.MessageInjected:
@@ -206,12 +213,63 @@ class CallSession:
             output_format=d.output_format,
         )
         await self.send_model(frame)
+        self.await_model("session.updated", "")
         if not self.seeded:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
             for item in realtime.seed_items(seed_pairs(self.state.transcript)):
                 await self.send_model(item)
+
+    def await_model(self, waiting_for: str, event_id: str) -> None:
+        """Start the timer for the model's answer to what was just sent: the
+        answer cancels it (see on_model_frame); if it fires, the core hears a
+        ModelTimeout (FASTAGENT_MODEL_TIMEOUT_S, recorded in CallConfig)."""
+        old = self.timers.pop(waiting_for, None)
+        if old is not None:
+            old.cancel()
+        seconds = self.service.config.model_timeout_s
+
+        async def expire() -> None:
+            await asyncio.sleep(seconds)
+            self.timers.pop(waiting_for, None)
+            if not self.closing and self.engine.status != "ended":
+                await self.input(
+                    ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                )
+
+        task = asyncio.create_task(self._guard(expire()))
+        self.timers[waiting_for] = task
+
+    def answered(self, waiting_for: str) -> None:
+        task = self.timers.pop(waiting_for, None)
+        if task is not None:
+            task.cancel()
+
+    def on_failure_handled(self, d: ev.ModelFailureHandled) -> None:
+        log.warning(
+            "call %s: model failure %s (%s) -> %s%s",
+            self.call_id,
+            d.kind,
+            d.code or "-",
+            d.action,
+            f": {d.message}" if d.message else "",
+        )
+        if d.action == "reconnect" and self.model is not None:
+            # The session is over (session_expired): a new one, seeded from the log.
+            self.spawn(self.reconnect_model(f"model {d.kind}"))
+
+    async def reconnect_model(self, reason: str) -> None:
+        """Close the model session on purpose and open a new one (model_lost)."""
+        conn, task = self.model, self.model_task
+        if conn is None:
+            return
+        self.model_task = None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await conn.close()
+        await self.model_lost(reason)
 
     def watch_drain(self) -> None:
         """Tell the core when the caller has heard a response whose calls it holds."""
@@ -302,8 +360,8 @@ class CallSession:
             await coro
         except _Lost:
             await self.close("stream taken over by another instance")
-        except Exception:
-            log.exception("call %s: task failed", self.call_id)
+        except Exception as exc:
+            log.error("call %s: task failed: %s: %s", self.call_id, type(exc).__name__, exc)
 
     # ------------------------------------------------------------ caller side
 
@@ -493,6 +551,9 @@ class CallSession:
         self.model_ready.clear()
         self.model = None
         self.drop_model_sock()
+        for task in self.timers.values():  # nothing more will answer on that socket
+            task.cancel()
+        self.timers.clear()
         await self.input(ev.ConnectionLost, side="model", reason=reason[:200])
         try:
             await self.attach_model()
@@ -526,7 +587,19 @@ class CallSession:
             await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
             await self.to_vaic(vaic.speech_recognition(text))
         elif t is realtime.ResponseCreated:
+            self.answered("response.created")
             await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
+        elif t is realtime.SessionUpdated:
+            self.answered("session.updated")
+        elif t is realtime.InputTranscriptionFailed:
+            err = e.error  # type: ignore[union-attr]
+            await self.input(
+                ev.TranscriptionFailed,
+                item_id=e.item_id or "",  # type: ignore[union-attr]
+                error_type=err.type or "",
+                code=err.code or "",
+                message=(err.message or "")[:500],
+            )
         elif t is realtime.AudioTranscriptDone:
             await self.input(
                 ev.Transcript,
@@ -547,12 +620,16 @@ class CallSession:
         elif t is realtime.ResponseDone:
             r = e.response  # type: ignore[union-attr]
             usage = r.usage.to_event_usage() if r.usage else ev.Usage()
+            err = r.error
             await self.input(
                 ev.ResponseDone,
                 response_id=r.id,
                 status=r.status or "",
                 reason=r.reason,
                 usage=usage,
+                error_type=err.type or "",
+                error_code=err.code or "",
+                error_message=(err.message or "")[:500],
             )
         elif t is realtime.ItemTruncated:
             await self.input(ev.ItemTruncated, item_id=e.item_id, audio_end_ms=e.audio_end_ms)  # type: ignore[union-attr]
@@ -569,15 +646,24 @@ class CallSession:
             await self.input(ev.RateLimitsUpdated, limits=limits)
         elif t is realtime.Error:
             err = e.error  # type: ignore[union-attr]
+            if err.event_id and err.event_id.startswith("fa-response-"):
+                self.answered("response.created")  # refused: that is an answer too
             await self.input(
                 ev.ModelError,
                 error_type=err.type or "",
                 code=err.code or "",
                 message=(err.message or "")[:500],
                 event_id=err.event_id or "",
+                param=err.param or "",
             )
         elif t is realtime.Malformed:
-            await self.input(ev.ProtocolError, side="model", message=e.message[:300])  # type: ignore[union-attr]
+            await self.protocol_error("model", e.message)  # type: ignore[union-attr]
+
+    async def protocol_error(self, side: str, message: str) -> None:
+        """Record a frame that was rejected, with one log line (no traceback)."""
+        log.warning("call %s: %s frame rejected: %s", self.call_id, side, message[:300])
+        if not self.closing and self.engine.status != "ended":
+            await self.input(ev.ProtocolError, side=side, message=message[:300])
 
     def model_text_now(self, data: bytes) -> bool:
         """Fast lane, from the model socket's data callback: a chunk of the audio
@@ -592,6 +678,8 @@ class CallSession:
         e = realtime.parse_server_event(data)
         if type(e) is not realtime.AudioDelta:
             return False
+        if realtime.audio_delta_error(e, self.model_sample_bytes()):  # type: ignore[arg-type]
+            return False  # the slow lane records it as a protocol error
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
             return False  # a new stream starts, or audio nobody hears: decisions to act on
@@ -619,8 +707,16 @@ class CallSession:
             fmt=model_fmt,
         )
 
+    def model_sample_bytes(self) -> int:
+        """Bytes per sample of the model's audio: bot audio must be whole samples."""
+        return 1 if self.engine.model_format == "audio/pcmu" else 2
+
     async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
         """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
+        err = realtime.audio_delta_error(e, self.model_sample_bytes())
+        if err is not None:  # dropped: the caller never hears what is not audio
+            await self.protocol_error("model", err)
+            return
         b64 = e.delta
         decisions = self.record(self.bot_audio_input(e))
         if decisions:
@@ -641,6 +737,9 @@ class CallSession:
         log.info("call %s: closing (%s)", self.call_id, why)
         if self.grace_task is not None:
             self.grace_task.cancel()
+        for task in self.timers.values():
+            task.cancel()
+        self.timers.clear()
         await self.detach_model()
         with contextlib.suppress(Exception):
             await self.store.flush_async(self.call_id)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastagent import vaic
+from fastagent import access, models, vaic
 from fastagent.errors import ConfigError
 
 
@@ -14,19 +14,25 @@ from fastagent.errors import ConfigError
 class ServiceConfig:
     store: str | None = None
     token: str | None = None  # FASTAGENT_VAIC_TOKEN; None only with no_auth
+    # FASTAGENT_READ_TOKEN: reading call data (/mcp, web views); None = reading is off.
+    read_token: str | None = None
+    api_docs: bool = False  # FASTAGENT_API_DOCS: /docs, /redoc, /openapi.json (read token)
     no_auth: bool = False
     agent: str = "default"
     greet: bool = True
     transfer_target: str = ""
     realtime_url: str | None = None  # FASTAGENT_REALTIME_URL
     api_key: str | None = None  # OPENAI_API_KEY
-    model: str = "gpt-realtime"
+    model: str = models.DEFAULT_MODEL
     voice: str = ""
     grace_s: float = 30.0
     playback_speed: float = 1.0  # >1 only for simulated callers that play faster
     max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
     tool_timeout_s: float = 10.0
     model_retries: int = 5
+    # A session.update or response.create the model does not answer within this
+    # many seconds is a model failure (the agent's fallback; outcome failed).
+    model_timeout_s: float = 10.0
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     def to_env(self) -> dict[str, str]:
@@ -38,6 +44,7 @@ class ServiceConfig:
             "FASTAGENT_PLAYBACK_SPEED": repr(self.playback_speed),
             "FASTAGENT_MAX_FRAME_BYTES": str(self.max_frame_bytes),
             "FASTAGENT_MODEL": self.model,
+            "FASTAGENT_MODEL_TIMEOUT_S": repr(self.model_timeout_s),
             "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
         }
         if self.store:
@@ -68,11 +75,20 @@ class ServiceConfig:
         cfg = cls(
             store=env.get("FASTAGENT_STORE"),
             token=env.get("FASTAGENT_VAIC_TOKEN") or None,
+            read_token=env.get(access.ENV_READ) or None,
+            api_docs=access.api_docs_enabled(env),
             agent=env.get("FASTAGENT_AGENT", "default"),
             transfer_target=env.get("FASTAGENT_TRANSFER_TARGET", ""),
             realtime_url=env.get("FASTAGENT_REALTIME_URL") or None,
             api_key=env.get("OPENAI_API_KEY") or None,
-            model=env.get("FASTAGENT_MODEL", "gpt-realtime"),
+            model=env.get("FASTAGENT_MODEL") or models.DEFAULT_MODEL,
+            model_timeout_s=number(
+                "FASTAGENT_MODEL_TIMEOUT_S",
+                10,
+                float,
+                "seconds (a number > 0)",
+                lambda v: 0 < v < inf,
+            ),
             grace_s=number(
                 "FASTAGENT_GRACE_S", 30, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
             ),
@@ -93,3 +109,12 @@ class ServiceConfig:
             if value is not None:
                 setattr(cfg, key, value)
         return cfg
+
+
+def read_access(config: ServiceConfig) -> access.ReadAccess:
+    """The read credentials of ``config``; ConfigError (one line) if malformed or
+    equal to the VAIC token."""
+    try:
+        return access.ReadAccess.parse(config.read_token, vaic_token=config.token)
+    except access.AccessError as exc:
+        raise ConfigError(str(exc)) from None

@@ -50,6 +50,7 @@ async def initiate(
         transfer_target=cfg.transfer_target,
         voice=cfg.voice or "marin",
         model=cfg.model,
+        model_timeout_s=cfg.model_timeout_s,
         playback_speed=cfg.playback_speed,
     )
     await session.input(

@@ -12,7 +12,7 @@ from fastagent import events as ev
 from fastagent import realtime
 from fastagent.agents import get_agent
 from fastagent.errors import ConfigError
-from fastagent.service.config import ServiceConfig
+from fastagent.service.config import ServiceConfig, read_access
 from fastagent.store import EventStore, open_store
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ class Service:
                 "no FASTAGENT_VAIC_TOKEN configured; set one, or pass --no-auth for local use"
             )
         self.config = config
+        self.read_access = read_access(config)
         self.store = store if store is not None else open_store(config.store)
         self.calls: dict[str, CallSession] = {}
         self.hubs: dict[str, Any] = {}

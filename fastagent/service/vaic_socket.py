@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -25,6 +26,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
     chunk = vaic.UserStreamChunk
     busy = False  # this loop is handling a message (the slow lane)
     sock = sockets.caller_protocol_of(receive)
+    failed: str | None = None
 
     def chunk_now(data: bytes) -> bool:
         """Fast lane, from the socket's data callback: an audio chunk while the slow
@@ -52,9 +54,10 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     await session.on_caller_audio(msg)  # type: ignore[arg-type]
                 continue
             if isinstance(msg, vaic.ProtocolViolation):
-                log.warning("VAIC frame rejected: %s", msg.message)
-                if session is not None and not session.closing and session.engine.status != "ended":
-                    await session.input(ev.ProtocolError, side="caller", message=msg.message[:300])
+                if session is not None:
+                    await session.protocol_error("caller", msg.message)
+                else:
+                    log.warning("VAIC frame rejected: %s", msg.message[:300])
                 if msg.reply is not None:
                     await ws.send_text(msg.reply.decode())
                 continue
@@ -87,9 +90,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                         )
                     elif act.is_dtmf:
                         if act.dtmf_error:
-                            await session.input(
-                                ev.ProtocolError, side="caller", message=act.dtmf_error[:300]
-                            )
+                            await session.protocol_error("caller", act.dtmf_error)
                         else:
                             await session.input(ev.Dtmf, digits=act.digits)
     except WebSocketDisconnect:
@@ -98,17 +99,38 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
         if session is not None:
             await session.close("stream taken over by another instance")
         return
+    except Exception as exc:
+        # Whatever failed, the socket is done: it takes the dropped socket's path
+        # below (ConnectionLost, grace timer, model closed when the grace ends).
+        cid = session.call_id if session is not None else "-"
+        failed = f"socket failed: {type(exc).__name__}"
+        log.error("call %s: caller socket failed: %s: %s", cid, type(exc).__name__, exc)
+        with contextlib.suppress(Exception):
+            await ws.close(code=1011)
     if session is None or session.closing:
         return
     if session.caller is ws:
-        session.detach_caller()
-        session.proto = None
-        if not ended and session.engine.status != "ended":
-            try:
-                await session.input(ev.ConnectionLost, side="caller", reason="socket closed")
-            except _Lost:
-                await session.close("stream taken over by another instance")
-                return
-            if not session.closing:
-                session.start_grace()
-                session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
+        await caller_gone(session, "socket closed" if failed is None else failed, ended)
+
+
+async def caller_gone(session: CallSession, reason: str, ended: bool = False) -> None:
+    """The caller's socket is gone (closed, failed, or gone silent): record it and
+    start the grace timer; the model socket is closed when the grace ends."""
+    session.detach_caller()
+    session.proto = None
+    if ended or session.engine.status == "ended":
+        return
+    try:
+        await session.input(ev.ConnectionLost, side="caller", reason=reason[:200])
+    except _Lost:
+        await session.close("stream taken over by another instance")
+        return
+    except Exception as exc:  # the store is failing too: do not keep the call open
+        log.error(
+            "call %s: cannot record the drop: %s: %s", session.call_id, type(exc).__name__, exc
+        )
+        await session.close("caller socket failed and the drop could not be recorded")
+        return
+    if not session.closing:
+        session.start_grace()
+        session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
