@@ -59,9 +59,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's headless chromium driven by playwright; skips (fails in CI) without one."""
+    """Debian's headless chromium driven by playwright; skips (fails in CI) without one.
+
+    Module-scoped: playwright's sync API keeps an event loop running in this thread
+    while it is open, which the asyncio tests of other modules cannot share."""
     why = ""
     try:
         from playwright.sync_api import sync_playwright
