@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Union
 
 import msgspec
+import msgspec.inspect
 
 Side = Literal["caller", "model", "tool"]
 Role = Literal["user", "assistant"]
@@ -471,6 +472,97 @@ def decode(topic: str, data: bytes) -> Event:
         raise EventFormatError(f"corrupt {name} event: {exc}") from None
     except msgspec.DecodeError as exc:
         raise EventFormatError(f"corrupt {name} event: {exc}") from None
+
+
+def lean(value: Any) -> Any:
+    """``value`` as plain data with every struct field at its default left out.
+
+    A struct becomes a dict (an event's ``type`` first); lists, tuples and dicts
+    are walked.  Two events that differ only by fields left at their defaults
+    give the same result: this is how a field added with a default stays
+    invisible to snapshots and reports until something sets it.
+    """
+    if isinstance(value, msgspec.Struct):
+        out: dict[str, Any] = {}
+        if isinstance(value, Event):
+            out["type"] = type(value).__name__
+        for f in msgspec.structs.fields(value):
+            v = getattr(value, f.name)
+            if f.default is not msgspec.NODEFAULT and v == f.default:
+                continue
+            if f.default_factory is not msgspec.NODEFAULT and v == f.default_factory():
+                continue
+            out[f.name] = lean(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [lean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: lean(v) for k, v in value.items()}
+    return value
+
+
+def unknown_fields(topic: str, data: bytes) -> list[str]:
+    """The fields of a stored event body that today's class does not declare.
+
+    Paths name the event and the nesting (``SessionInitiated.config.tone``); the
+    ``type`` tag is not a field.  An older version is upcast first: a field that
+    version declared is consumed (renamed, dropped) by its upcaster, so only
+    fields no version declares remain.  For a topic :func:`decode` refuses, or a
+    body that is not an object, the answer is ``[]`` (``decode`` says why).
+    """
+    name, _, v = topic.partition("/v")
+    cls = EVENT_TYPES.get(name)
+    try:
+        raw = msgspec.json.decode(data)
+        version = int(v) if v else 1
+    except (msgspec.DecodeError, ValueError):
+        return []
+    if cls is None or not isinstance(raw, dict):
+        return []
+    for from_v in range(version, cls.version):
+        upcast = UPCASTERS.get((name, from_v))
+        if upcast is None:
+            return []
+        raw = upcast(raw)
+    raw.pop("type", None)
+    out: list[str] = []
+    info = _TYPE_INFO.get(cls)
+    if info is None:
+        info = _TYPE_INFO[cls] = msgspec.inspect.type_info(cls)
+    _walk(info, raw, name, out)
+    return out
+
+
+_TYPE_INFO: dict[type, Any] = {}
+
+
+def _walk(t: Any, value: Any, path: str, out: list[str]) -> None:
+    """Collect the keys of ``value`` that the msgspec type ``t`` does not declare."""
+    insp = msgspec.inspect
+    if isinstance(t, insp.StructType) and isinstance(value, dict):
+        fields = {f.encode_name: f for f in t.fields}
+        for key, item in value.items():
+            if key == t.tag_field:
+                continue
+            f = fields.get(key)
+            if f is None:
+                out.append(f"{path}.{key}")
+            else:
+                _walk(f.type, item, f"{path}.{key}", out)
+    elif isinstance(t, (insp.ListType, insp.VarTupleType)) and isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk(t.item_type, item, f"{path}[{i}]", out)
+    elif isinstance(t, insp.TupleType) and isinstance(value, list):
+        for i, (sub, item) in enumerate(zip(t.item_types, value, strict=False)):
+            _walk(sub, item, f"{path}[{i}]", out)
+    elif isinstance(t, insp.UnionType):
+        for sub in t.types:
+            if isinstance(sub, insp.StructType):
+                _walk(sub, value, path, out)
+                return
+    elif isinstance(t, insp.DictType) and isinstance(value, dict):
+        for key, item in value.items():
+            _walk(t.value_type, item, f"{path}.{key}", out)
 
 
 def to_builtins(event: Event) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from fastagent import audio, realtime, snapshots, sockets, vaic
+from fastagent import access, audio, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine, response_event_id
@@ -56,6 +56,9 @@ def now_us() -> int:
 class ServiceConfig:
     store: str | None = None
     token: str | None = None  # FASTAGENT_VAIC_TOKEN; None only with no_auth
+    # FASTAGENT_READ_TOKEN: reading call data (/mcp, web views); None = reading is off.
+    read_token: str | None = None
+    api_docs: bool = False  # FASTAGENT_API_DOCS: /docs, /redoc, /openapi.json (read token)
     no_auth: bool = False
     agent: str = "default"
     greet: bool = True
@@ -110,6 +113,8 @@ class ServiceConfig:
         cfg = cls(
             store=env.get("FASTAGENT_STORE"),
             token=env.get("FASTAGENT_VAIC_TOKEN") or None,
+            read_token=env.get(access.ENV_READ) or None,
+            api_docs=access.api_docs_enabled(env),
             agent=env.get("FASTAGENT_AGENT", "default"),
             transfer_target=env.get("FASTAGENT_TRANSFER_TARGET", ""),
             realtime_url=env.get("FASTAGENT_REALTIME_URL") or None,
@@ -152,6 +157,15 @@ class _Lost(Exception):
     """This instance no longer drives the call (another writer took its stream)."""
 
 
+def read_access(config: ServiceConfig) -> access.ReadAccess:
+    """The read credentials of ``config``; ConfigError (one line) if malformed or
+    equal to the VAIC token."""
+    try:
+        return access.ReadAccess.parse(config.read_token, vaic_token=config.token)
+    except access.AccessError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 class Service:
     """Calls in this process, the store and the tool hubs they share."""
 
@@ -161,6 +175,7 @@ class Service:
                 "no FASTAGENT_VAIC_TOKEN configured; set one, or pass --no-auth for local use"
             )
         self.config = config
+        self.read_access = read_access(config)
         self.store = store if store is not None else open_store(config.store)
         self.calls: dict[str, CallSession] = {}
         self.hubs: dict[str, Any] = {}
@@ -1249,8 +1264,11 @@ class _App(FastAPI):
 
 
 def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAPI:
-    """The FastAPI app: ``/audiocodes`` (VAIC), ``/healthz``, ``/mcp`` when available."""
+    """The FastAPI app: ``/audiocodes`` (VAIC token), ``/healthz``; ``/mcp`` and, with
+    ``api_docs``, ``/docs``, ``/redoc``, ``/openapi.json`` behind the read credential
+    (404 while none is configured; see fastagent.access)."""
     holder: dict[str, Service] = {}
+    readers = read_access(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -1288,8 +1306,9 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
             if sock is not None:
                 sock.on_text = None
 
-    app = _App(title="FastAgent", lifespan=lifespan)
+    app = _App(title="FastAgent", lifespan=lifespan, **access.docs_kwargs(config.api_docs))
     app.vaic_handler = audiocodes
+    app.state.read_access = readers  # for access.require_reader in other routes
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -1297,12 +1316,25 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         calls = len(service.calls) if service else 0
         return JSONResponse({"ok": True, "calls": calls})
 
-    _mount_mcp(app, config, holder)
+    _mount_mcp(app, readers, holder)
+    if config.api_docs:
+        app.add_middleware(_DocsGuard, readers=readers)
     return app
 
 
-def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) -> None:
-    """Serve the "fastagent" MCP server at ``/mcp``, behind the same bearer token."""
+class _DocsGuard:
+    """ASGI middleware: the API docs paths only for holders of the read credential."""
+
+    def __init__(self, app: Any, readers: access.ReadAccess) -> None:
+        self.app = readers.guard_paths(app, access.DOCS_PATHS)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service]) -> None:
+    """Serve the "fastagent" MCP server at ``/mcp``, behind the read credential (not
+    the VAIC token, which admits calls only); off (404) while none is configured."""
     try:
         from fastagent.mcp_server import build_mcp_server, make_mcp_app
     except ImportError:
@@ -1312,17 +1344,7 @@ def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) 
     # Mounted sub-app lifespans do not run: the service's lifespan runs its sessions.
     app.state.mcp_lifespan = server.session_manager.run
 
-    async def guarded(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope.get("headers") or [])
-            auth = headers.get(b"authorization", b"").decode()
-            if not holder["service"].authorized(auth):
-                response = PlainTextResponse("unauthorized", status_code=401)
-                await response(scope, receive, send)
-                return
-        await mcp_app(scope, receive, send)
-
-    app.mount("/mcp", guarded)
+    app.mount("/mcp", readers.guard(mcp_app))
 
 
 def app_from_env() -> FastAPI:
