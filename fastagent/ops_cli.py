@@ -28,13 +28,16 @@ def inspect(
     """Browse recorded and running calls in the browser (listens on 127.0.0.1 only).
 
     The page, its script and its styles are served by FastAgent: nothing is loaded
-    from the internet.  Personal data is masked.  With FASTAGENT_READ_TOKEN set,
-    the page asks for it (user name ignored, password = the token).
+    from the internet.  Personal data is masked.  Reading needs a credential: a
+    fresh one for this run, in the printed URL's fragment (which the browser never
+    sends anywhere); with FASTAGENT_READ_TOKEN set, that one instead, typed into
+    the page.
     """
     import uvicorn
 
     from fastagent.cli import clear_errors, fail
-    from fastagent.inspector import local_app, token_guard
+    from fastagent.access import AccessError, ReadAccess
+    from fastagent.inspector import local_app
     from fastagent.store import open_store
 
     url = (store or os.environ.get("FASTAGENT_STORE", "").strip() or "./fastagent.db").strip()
@@ -42,8 +45,16 @@ def inspect(
         raise fail(f"no store at {url!r} (give --store PATH or a postgresql:// URL)")
     with clear_errors():
         opened = open_store(url)
-    token = os.environ.get("FASTAGENT_READ_TOKEN") or None
-    app = local_app(opened, authorize=token_guard(token) if token else None)
+    try:
+        readers = ReadAccess.from_env()
+    except AccessError as exc:
+        opened.close()
+        raise fail(str(exc)) from None
+    fragment = ""
+    if not readers.enabled:
+        readers, token = ReadAccess.ephemeral("inspect")
+        fragment = f"#token={token}"
+    app = local_app(opened, readers)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -55,7 +66,15 @@ def inspect(
     bound = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
-    typer.echo(f"call inspector on http://127.0.0.1:{bound}/inspect/  (Ctrl-C to stop)")
+    typer.echo(f"call inspector on http://127.0.0.1:{bound}/inspect/{fragment}")
+    typer.echo(
+        "(Ctrl-C to stop; "
+        + (
+            "this URL holds a credential for this run only)"
+            if fragment
+            else "sign in with your FASTAGENT_READ_TOKEN)"
+        )
+    )
     sys.stdout.flush()
     try:
         server.run(sockets=[sock])

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
 from fastagent import events as ev
+from fastagent import masking
 from fastagent.core import ENGINE_SERVER
 from projections import latency, live
 from projections.trail import describe
@@ -30,45 +31,30 @@ from projections.trail import describe
 Masker = Callable[[str, str], str]
 """``mask(kind, value) -> shown value``.  Kinds: ``caller`` (a phone number),
 ``dtmf`` (keys pressed), ``transcript``, ``arguments`` (tool or FSA arguments,
-JSON text), ``output`` (a tool result), ``text`` (any other free text that may
-quote the caller, e.g. an error message)."""
-
-_DIGITS = re.compile(r"\d(?:[\d\s\-./]{1,}\d)")
+JSON text), ``output`` (a tool result, JSON text), ``text`` (any other free text
+that may quote the caller, e.g. an error message)."""
 
 
-def _mask_digits(text: str) -> str:
-    """Runs of 3 or more digits (card and account numbers, dates, codes) as •."""
+def make_mask(keys: Collection[str] = masking.DEFAULT_SENSITIVE_KEYS) -> Masker:
+    """The inspector's masking (:mod:`fastagent.masking`): the caller's number and
+    DTMF keys whole; JSON arguments and results key by key (``keys``: the agent's
+    sensitive slots and the default personal keys masked whole, other strings as
+    free text); transcripts and other text as free text (card numbers, IBANs,
+    dates, e-mails, digit runs)."""
 
-    def sub(m: re.Match[str]) -> str:
-        run = m.group(0)
-        if sum(c.isdigit() for c in run) < 3:
-            return run
-        return re.sub(r"\d", "•", run)
+    def mask(kind: str, value: str) -> str:
+        if not value:
+            return value
+        if kind in ("caller", "dtmf"):
+            return masking.mask_value(value)  # type: ignore[no-any-return]
+        if kind in ("arguments", "output"):
+            return masking.mask_json_text(value, keys)
+        return masking.mask_text(value)
 
-    return _DIGITS.sub(sub, text)
+    return mask
 
 
-def default_mask(kind: str, value: str) -> str:
-    """Mask what identifies or authenticates a person: numbers in free text, the
-    caller's number but its last two digits, every DTMF key."""
-    if not value:
-        return value
-    if kind == "dtmf":
-        return "•" * len(value)
-    if kind == "caller":
-        digits = sum(c.isdigit() for c in value)
-        keep = 2 if digits > 4 else 0
-        out, seen = [], 0
-        for c in value:
-            if c.isdigit():
-                seen += 1
-                out.append(c if seen > digits - keep else "•")
-            elif c.isalpha():
-                out.append("•")
-            else:
-                out.append(c)
-        return "".join(out)
-    return _mask_digits(value)
+default_mask: Masker = make_mask()
 
 
 def _ms(at: int, t0: int) -> int:
@@ -504,7 +490,12 @@ def call_view(
     }
 
 
-def state_at(events: Iterable[ev.Event], seq: int, mask: Masker = default_mask) -> dict[str, Any]:
+def state_at(
+    events: Iterable[ev.Event],
+    seq: int,
+    mask: Masker = default_mask,
+    keys: Collection[str] = masking.DEFAULT_SENSITIVE_KEYS,
+) -> dict[str, Any]:
     """The live call state (:class:`projections.live.CallState`) folded from the
     log up to and including event ``seq``, masked, as plain JSON-able data."""
     state = live.CallState()
@@ -521,7 +512,12 @@ def state_at(events: Iterable[ev.Event], seq: int, mask: Masker = default_mask) 
     out["fsas"] = {
         name: {
             "state": view.state,
-            "slots": {k: _mask_value(v, mask) for k, v in view.slots.items()},
+            "slots": {
+                k: masking.mask_value(v)
+                if k.lower() in keys and not isinstance(v, bool)
+                else _mask_value(v, mask)
+                for k, v in view.slots.items()
+            },
         }
         for name, view in state.fsas.items()
     }

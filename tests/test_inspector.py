@@ -23,7 +23,8 @@ import pytest
 import uvicorn
 
 from fastagent import events as ev
-from fastagent.inspector import local_app, token_guard
+from fastagent.access import ReadAccess
+from fastagent.inspector import local_app
 from fastagent.replay import read_recording
 from fastagent.store import open_store
 from projections import inspect as views
@@ -75,7 +76,12 @@ def fill(store: Any) -> dict[str, list[ev.Event]]:
 
 
 class Served:
-    def __init__(self, app: Any) -> None:
+    """The inspector on 127.0.0.1 with a fresh read credential (sent by :meth:`get`)."""
+
+    def __init__(self, store: Any, readers: ReadAccess | None = None) -> None:
+        if readers is None:
+            readers, self.token = ReadAccess.ephemeral("test")
+        app = local_app(store, readers)
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
         )
@@ -89,7 +95,9 @@ class Served:
         self.base = f"http://127.0.0.1:{port}"
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        req = urllib.request.Request(self.base + path, headers=headers or {})
+        if headers is None:
+            headers = {"Authorization": f"Bearer {self.token}"}
+        req = urllib.request.Request(self.base + path, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 body = r.read()
@@ -114,7 +122,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def served(store: Any) -> Iterator[Served]:
-    srv = Served(local_app(store))
+    srv = Served(store)
     yield srv
     srv.stop()
 
@@ -190,11 +198,11 @@ def test_cost_prices_audio_text_and_cached_tokens() -> None:
 def test_views_mask_personal_data() -> None:
     evs = failed_call()
     row = views.call_summary(evs)
-    assert row["caller"] == "+••••••••56"
+    assert row["caller"] == "***"
     view = views.call_view(evs)
     text = json.dumps(view, ensure_ascii=False)
     assert "4930123456" not in text and "4711" not in text
-    assert "caller pressed ••••" in text
+    assert "caller pressed ***" in text
     assert [e["kind"] for e in view["errors"]] == ["server_error", "caller"]
 
 
@@ -273,18 +281,41 @@ def test_page_and_assets_come_from_fastagent_only(served: Served) -> None:
 
 
 def test_read_credential_guard(store: Any) -> None:
-    srv = Served(local_app(store, authorize=token_guard("s3cret")))
+    readers = ReadAccess.parse("alice:a-long-read-token-1234")
+    srv = Served(store, readers)
     try:
-        req = urllib.request.Request(srv.base + "/inspect/api/calls")
+        bearer = {"Authorization": "Bearer a-long-read-token-1234"}
+        status, body = srv.get("/inspect/api/calls", {})
+        assert status == 401 and body["error"] == "read credential required"
+        assert srv.get("/inspect/api/calls", {"Authorization": "Bearer wrong"})[0] == 401
+        assert srv.get(f"/inspect/api/calls/{BANKING}", {})[0] == 401
+        assert srv.get(f"/inspect/api/calls/{BANKING}/live", {})[0] == 401
+        assert srv.get("/inspect/api/calls", bearer)[0] == 200
+        # The page itself holds no call data.
+        assert srv.get("/inspect/", {})[0] == 200
+        # A typed token becomes an HttpOnly, SameSite=Strict cookie.
+        req = urllib.request.Request(
+            srv.base + "/inspect/login", data=b'{"token": "wrong"}', method="POST"
+        )
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(req, timeout=5)
         assert info.value.code == 401
-        assert info.value.headers["WWW-Authenticate"].startswith("Basic")
-        assert srv.get("/inspect/", {"Authorization": "Bearer wrong"})[0] == 401
-        assert srv.get("/inspect/api/calls", {"Authorization": "Bearer s3cret"})[0] == 200
-        basic = base64.b64encode(b"anyone:s3cret").decode()
-        assert srv.get("/inspect/api/calls", {"Authorization": f"Basic {basic}"})[0] == 200
-        assert srv.get("/inspect/api/calls", {"Authorization": "Basic !!!"})[0] == 401
+        req = urllib.request.Request(
+            srv.base + "/inspect/login", data=b'{"token": "a-long-read-token-1234"}', method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 204
+            cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+        value = cookie.split(";")[0]
+        assert srv.get("/inspect/api/calls", {"Cookie": value})[0] == 200
+    finally:
+        srv.stop()
+    # No credential configured: reading is off, not open.
+    srv = Served(store, ReadAccess())
+    try:
+        status, body = srv.get("/inspect/api/calls", {})
+        assert status == 404 and "FASTAGENT_READ_TOKEN" in body["error"]
     finally:
         srv.stop()
 
@@ -295,15 +326,17 @@ def test_live_view_streams_server_sent_events(tmp_path: Path) -> None:
     half = len(evs) // 2
     s.append(evs[:half])
     s.flush()
-    srv = Served(local_app(s))
+    srv = Served(s)
     call_id = evs[0].call_id
     try:
         got: list[str] = []
 
         def read() -> None:
-            with urllib.request.urlopen(
-                srv.base + f"/inspect/api/calls/{call_id}/live", timeout=20
-            ) as r:
+            req = urllib.request.Request(
+                srv.base + f"/inspect/api/calls/{call_id}/live",
+                headers={"Authorization": f"Bearer {srv.token}"},
+            )
+            with urllib.request.urlopen(req, timeout=20) as r:
                 assert r.headers["content-type"].startswith("text/event-stream")
                 for line in r:
                     got.append(line.decode().rstrip("\n"))
@@ -367,8 +400,13 @@ def test_inspect_command_serves_on_loopback(store: Any) -> None:
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("call inspector on http://127.0.0.1:"), line
-        url = line.split()[3]
-        with urllib.request.urlopen(url + "api/calls", timeout=10) as r:
+        url, _, token = line.split()[3].partition("#token=")
+        assert len(token) > 20
+        req = urllib.request.Request(url + "api/calls")
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(req, timeout=10)
+        req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=10) as r:
             assert {c["call_id"] for c in json.load(r)["calls"]} >= {BANKING, FAILED}
     finally:
         proc.terminate()
@@ -386,9 +424,17 @@ def test_browser_calls_list_filter_and_open_a_call(
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # (401s before signing in are expected: the browser logs them.)
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(served.base + "/inspect/")
+    page.wait_for_selector("#login")  # no credential yet
+    page.fill("#token", "not-it")
+    page.click("#login button")
+    expect(page.locator("#login-error")).to_be_visible()
+    page.fill("#token", served.token)
+    page.click("#login button")
     page.wait_for_selector("#calls")
+    errors = [e for e in errors if "401 (Unauthorized)" not in e]
     assert page.locator("#calls tbody tr").count() == 4
     page.screenshot(path=str(artifacts / "inspector-list.png"), full_page=True)
     page.select_option("#f-agent", "banking")
@@ -424,6 +470,8 @@ def test_browser_scrubber_shows_the_state_at_an_event(
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(served.base + f"/inspect/#token={served.token}")
+    page.wait_for_selector("#calls")
     page.goto(served.base + f"/inspect/#/call/{BANKING}")
     page.wait_for_selector("#state-facts")
     assert page.locator("#state-status").inner_text() == "ended"
@@ -442,6 +490,8 @@ def test_browser_scrubber_shows_the_state_at_an_event(
 
 def test_browser_shows_model_errors(browser: Any, served: Served, artifacts: Path) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(served.base + f"/inspect/#token={served.token}")
+    page.wait_for_selector("#calls")
     page.goto(served.base + f"/inspect/#/call/{FAILED}")
     page.wait_for_selector("#errors li")
     text = page.locator("#errors").inner_text()
@@ -462,9 +512,11 @@ def test_browser_live_view_follows_a_running_call(
     cut = next(i for i, e in enumerate(evs) if isinstance(e, ev.FsaStarted)) + 1
     s.append(evs[:cut])
     s.flush()
-    srv = Served(local_app(s))
+    srv = Served(s)
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(srv.base + f"/inspect/#token={srv.token}")
+        page.wait_for_selector("#calls")
         page.goto(srv.base + f"/inspect/#/call/{evs[0].call_id}")
         page.wait_for_selector("#state-facts")
         assert page.locator("#live-badge").is_visible()
@@ -478,3 +530,31 @@ def test_browser_live_view_follows_a_running_call(
     finally:
         srv.stop()
         s.close()
+
+
+def test_serve_mounts_the_inspector_behind_the_read_credential(store: Any) -> None:
+    from fastagent.service import ServiceConfig, create_app
+
+    config = ServiceConfig(no_auth=True, read_token="a-long-read-token-5678", store=store.url)
+    app = create_app(config, store)
+
+    async def run() -> None:
+        import httpx
+
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                r = await client.get("/inspect")
+                assert r.status_code == 308 and r.headers["location"].endswith("/inspect/")
+                assert (await client.get("/inspect/")).status_code == 200
+                assert (await client.get("/inspect/api/calls")).status_code == 401
+                r = await client.get(
+                    "/inspect/api/calls",
+                    headers={"Authorization": "Bearer a-long-read-token-5678"},
+                )
+                assert r.status_code == 200
+                assert {c["call_id"] for c in r.json()["calls"]} >= {BANKING, FAILED}
+
+    import asyncio
+
+    asyncio.run(run())

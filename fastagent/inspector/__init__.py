@@ -23,8 +23,15 @@ HTTP API (all JSON; times in µs since the epoch or ms from the call's start):
     the call ended.  The store is polled (``FASTAGENT_INSPECT_POLL_MS``), so a
     call driven by another instance on the same store is live here too.
 
-Personal data is masked by :mod:`projections.inspect` before it leaves the
-process.  Errors are one-line JSON ``{"error": ...}`` with 400/404/503.
+``POST login`` with ``{"token": ...}``
+    Checks a read token the user typed and sets it as an HttpOnly, SameSite=Strict
+    cookie, so the browser's later requests (and its EventSource) carry it.
+
+Every ``api/`` request needs the read credential (:mod:`fastagent.access`): 404
+while none is configured, 401 without it.  The page and its assets hold no call
+data.  Personal data is masked (:mod:`fastagent.masking`, through
+:mod:`projections.inspect`) before it leaves the process; the inspector has no
+way to reveal it.  Errors are one-line JSON ``{"error": ...}`` with 400/401/404/503.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from fastagent import events as ev
+from fastagent import masking
+from fastagent.access import ReadAccess, set_read_cookie
 from projections import inspect as views
 from projections import latency
 
@@ -52,11 +61,9 @@ STATIC = {
     "style.css": "text/css; charset=utf-8",
 }
 
-Authorize = Callable[[Request], bool]
-"""``authorize(request) -> bool``: may this request read calls?"""
-
-FsaResolver = Callable[[str], tuple[Any, ...]]
-"""``fsas(agent_name) -> FSA definitions`` for the state diagrams (may be empty)."""
+AgentResolver = Callable[[str], Any]
+"""``agent(name) -> Agent or None``: the definition behind a call, for its state
+diagrams and the slots it marks sensitive."""
 
 
 def poll_interval() -> float:
@@ -69,49 +76,22 @@ def poll_interval() -> float:
     return min(max(ms, 20.0), 10_000.0) / 1000
 
 
-def builtin_fsas(trusted: str = "") -> FsaResolver:
-    """FSA definitions of built-in agents by name, and of ``trusted`` (the agent the
-    service runs, which may be an import path).  Another import path named in a
-    log is never imported: its diagram is drawn from the log instead."""
+def builtin_agents(trusted: str = "") -> AgentResolver:
+    """Built-in agents by name, and ``trusted`` (the agent the service runs, which
+    may be an import path).  Another import path named in a log is never imported:
+    its diagram is drawn from the log instead, with the default masking keys."""
 
-    def resolve(name: str) -> tuple[Any, ...]:
-        from fastagent.agents import UnknownAgent, get_agent
+    def resolve(name: str) -> Any:
+        from fastagent.agents import get_agent
 
         if ":" in name and name != trusted:
-            return ()
+            return None
         try:
-            return tuple(get_agent(name).fsas)
-        except (UnknownAgent, Exception):
-            return ()
+            return get_agent(name)
+        except Exception:  # unknown, or an import that fails: no definition here
+            return None
 
     return resolve
-
-
-def token_guard(token: str) -> Authorize:
-    """Accept ``Authorization: Bearer <token>`` (API clients, scrapers) or HTTP Basic
-    with ``<token>`` as the password (a browser's own credential prompt; any user
-    name).  Compared in constant time."""
-    import base64
-    import hmac
-
-    want = token.encode()
-
-    def authorize(request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        scheme = scheme.lower()
-        if scheme == "bearer":
-            given = value.strip().encode()
-        elif scheme == "basic":
-            try:
-                given = base64.b64decode(value.strip(), validate=True).partition(b":")[2]
-            except ValueError:
-                return False
-        else:
-            return False
-        return hmac.compare_digest(given, want)
-
-    return authorize
 
 
 def _error(message: str, status: int) -> JSONResponse:
@@ -159,30 +139,28 @@ class _Summaries:
 
 def inspector_app(
     store: Callable[[], Any],
+    readers: ReadAccess,
     *,
-    authorize: Authorize | None = None,
-    fsas: FsaResolver | None = None,
+    agents: AgentResolver | None = None,
     prices: latency.Prices | None = None,
 ) -> Starlette:
     """The inspector over ``store()`` (called per request: the service's store).
 
-    ``authorize``: None lets every request in (``fastagent inspect`` on loopback).
-    A request it refuses gets 401 with a ``WWW-Authenticate: Basic`` challenge, so a
-    browser asks for the credential (user name ignored, password = the read token).
+    ``readers``: the read credential (:mod:`fastagent.access`).  The page and its
+    assets hold no call data and are served to anyone; every ``api/`` request needs
+    the credential (bearer token, or the cookie ``POST login`` sets from a token
+    the user typed) -- 401 without it, 404 while no credential is configured.
     """
-    resolve = fsas or builtin_fsas()
+    resolve = agents or builtin_agents()
     summaries = _Summaries()
     price_list = prices or latency.Prices.from_env()
 
     def guard(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def wrapped(request: Request) -> Response:
-            if authorize is not None and not authorize(request):
-                return Response(
-                    "read credential required\n",
-                    status_code=401,
-                    media_type="text/plain",
-                    headers={"WWW-Authenticate": 'Basic realm="fastagent inspector"'},
-                )
+            if not readers.enabled:
+                return _error("reading calls is off: set FASTAGENT_READ_TOKEN", 404)
+            if readers.reader(request.headers) is None:
+                return _error("read credential required", 401)
             try:
                 return await handler(request)  # type: ignore[no-any-return]
             except ValueError as exc:
@@ -192,6 +170,21 @@ def inspector_app(
 
     async def page(request: Request) -> Response:
         return _static("index.html")
+
+    async def login(request: Request) -> Response:
+        """``POST login`` with ``{"token": ...}``: the read credential as an HttpOnly,
+        SameSite=Strict cookie (Secure unless on plain-http loopback)."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = None
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or readers.check(token) is None:
+            return _error("wrong read credential", 401)
+        response = Response(status_code=204)
+        loopback = (request.client.host if request.client else "") in ("127.0.0.1", "::1")
+        set_read_cookie(response, token, secure=request.url.scheme == "https" or not loopback)
+        return response
 
     async def asset(request: Request) -> Response:
         name = request.path_params["name"]
@@ -252,11 +245,13 @@ def inspector_app(
             return evs
 
         def work() -> dict[str, Any]:
-            agent = next(
-                (e.config.agent for e in evs if type(e) is ev.SessionInitiated),  # type: ignore[attr-defined]
-                "",
+            agent = _agent_of(evs, resolve)
+            return views.call_view(
+                evs,
+                fsas=agent.fsas if agent is not None else (),
+                prices=price_list,
+                mask=views.make_mask(masking.sensitive_keys(agent)),
             )
-            return views.call_view(evs, fsas=resolve(agent) if agent else (), prices=price_list)
 
         return JSONResponse(await asyncio.to_thread(work))
 
@@ -269,7 +264,8 @@ def inspector_app(
         evs = await _events(request.path_params["call_id"])
         if isinstance(evs, Response):
             return evs
-        return JSONResponse(views.state_at(evs, seq))
+        keys = masking.sensitive_keys(_agent_of(evs, resolve))
+        return JSONResponse(views.state_at(evs, seq, views.make_mask(keys), keys))
 
     async def live(request: Request) -> Response:
         from fastagent.store import StoreError
@@ -314,14 +310,22 @@ def inspector_app(
         )
 
     routes = [
-        Route("/", guard(page)),
-        Route("/static/{name}", guard(asset)),
+        Route("/", page),
+        Route("/static/{name}", asset),
+        Route("/login", login, methods=["POST"]),
         Route("/api/calls", guard(calls)),
         Route("/api/calls/{call_id}", guard(call)),
         Route("/api/calls/{call_id}/state", guard(state)),
         Route("/api/calls/{call_id}/live", guard(live)),
     ]
     return Starlette(routes=routes)
+
+
+def _agent_of(evs: list[ev.Event], resolve: AgentResolver) -> Any:
+    for e in evs:
+        if type(e) is ev.SessionInitiated:
+            return resolve(e.config.agent)  # type: ignore[attr-defined]
+    return None
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +359,7 @@ def mount(app: Any, inspector: Starlette, prefix: str = "/inspect") -> None:
     app.router.routes.append(Mount(prefix, app=inspector))
 
 
-def local_app(store: Any, *, authorize: Authorize | None = None) -> Starlette:
+def local_app(store: Any, readers: ReadAccess) -> Starlette:
     """``fastagent inspect``'s whole app: the inspector at ``/inspect/``, ``/`` to it."""
     from starlette.responses import RedirectResponse
 
@@ -363,5 +367,5 @@ def local_app(store: Any, *, authorize: Authorize | None = None) -> Starlette:
         return RedirectResponse("/inspect/", status_code=307)
 
     app = Starlette(routes=[Route("/", root)])
-    mount(app, inspector_app(lambda: store, authorize=authorize))
+    mount(app, inspector_app(lambda: store, readers))
     return app

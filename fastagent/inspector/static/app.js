@@ -38,8 +38,11 @@ function setStatus(text) {
   document.getElementById("status").textContent = text || "";
 }
 
+class NeedCredential extends Error {}
+
 async function getJSON(url) {
-  const r = await fetch(url, { headers: { Accept: "application/json" } });
+  const r = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  if (r.status === 401) throw new NeedCredential("read credential required");
   let body;
   try {
     body = await r.json();
@@ -92,6 +95,7 @@ async function showList() {
   try {
     data = await getJSON(`api/calls?${params.toString()}`);
   } catch (e) {
+    if (e instanceof NeedCredential) return showLogin();
     main.replaceChildren(h("p", { class: "error", id: "error" }, `Cannot list calls: ${e.message}`));
     setStatus("");
     return;
@@ -170,6 +174,7 @@ async function showCall(callId, keepCursor) {
   try {
     data = await getJSON(`api/calls/${encodeURIComponent(callId)}`);
   } catch (e) {
+    if (e instanceof NeedCredential) return showLogin();
     main.replaceChildren(h("p", { class: "error", id: "error" }, `Cannot show call ${callId}: ${e.message}`),
       h("p", {}, h("a", { href: "#/" }, "← all calls")));
     setStatus("");
@@ -512,7 +517,46 @@ function drawDiagrams(st) {
   }));
 }
 
+// ------------------------------------------------------------------ credential
+
+async function login(token) {
+  const r = await fetch("login", { method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) });
+  return r.status === 204;
+}
+
+function showLogin(message) {
+  stopLive();
+  setStatus("");
+  const input = h("input", { type: "password", id: "token", name: "token", autocomplete: "current-password", required: true });
+  const form = h("form", { id: "login", class: "filters", onsubmit: async (ev) => {
+      ev.preventDefault();
+      if (await login(input.value)) route();
+      else showLogin("That is not a read credential of this service.");
+    } },
+    h("label", {}, "read credential (FASTAGENT_READ_TOKEN)", input),
+    h("button", { type: "submit" }, "Sign in"));
+  document.getElementById("main").replaceChildren(
+    h("h1", {}, "Sign in"),
+    h("p", {}, "Reading calls needs the service's read credential. It is kept as a cookie for this site only."),
+    message ? h("p", { class: "error", id: "login-error" }, message) : null,
+    form);
+  input.focus();
+}
+
 // ---------------------------------------------------------------------- router
+
+async function start() {
+  // `fastagent inspect` prints a URL whose fragment holds a credential for that run:
+  // the fragment never leaves the browser; trade it for the cookie, then drop it.
+  const m = location.hash.match(/^#token=([^&]+)/);
+  if (m) {
+    const ok = await login(decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + "#/");
+    if (!ok) return showLogin("The credential in the URL is not valid (any more).");
+  }
+  route();
+}
 
 function route() {
   const hash = location.hash || "#/";
@@ -528,4 +572,4 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
-document.addEventListener("DOMContentLoaded", route);
+document.addEventListener("DOMContentLoaded", start);
