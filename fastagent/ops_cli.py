@@ -35,8 +35,8 @@ def inspect(
     """
     import uvicorn
 
-    from fastagent.cli import clear_errors, fail
     from fastagent.access import AccessError, ReadAccess
+    from fastagent.cli import clear_errors, fail
     from fastagent.inspector import local_app
     from fastagent.store import open_store
 

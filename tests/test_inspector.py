@@ -7,7 +7,6 @@ on 127.0.0.1.  Browser tests keep screenshots in the test artefacts folder.
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -413,6 +412,34 @@ def test_inspect_command_serves_on_loopback(store: Any) -> None:
         proc.wait(timeout=10)
 
 
+def test_serve_mounts_the_inspector_behind_the_read_credential(store: Any) -> None:
+    from fastagent.service import ServiceConfig, create_app
+
+    config = ServiceConfig(no_auth=True, read_token="a-long-read-token-5678", store=store.url)
+    app = create_app(config, store)
+
+    async def run() -> None:
+        import httpx
+
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                r = await client.get("/inspect")
+                assert r.status_code == 308 and r.headers["location"].endswith("/inspect/")
+                assert (await client.get("/inspect/")).status_code == 200
+                assert (await client.get("/inspect/api/calls")).status_code == 401
+                r = await client.get(
+                    "/inspect/api/calls",
+                    headers={"Authorization": "Bearer a-long-read-token-5678"},
+                )
+                assert r.status_code == 200
+                assert {c["call_id"] for c in r.json()["calls"]} >= {BANKING, FAILED}
+
+    import asyncio
+
+    asyncio.run(run())
+
+
 # --------------------------------------------------------------------- browser
 
 
@@ -530,31 +557,3 @@ def test_browser_live_view_follows_a_running_call(
     finally:
         srv.stop()
         s.close()
-
-
-def test_serve_mounts_the_inspector_behind_the_read_credential(store: Any) -> None:
-    from fastagent.service import ServiceConfig, create_app
-
-    config = ServiceConfig(no_auth=True, read_token="a-long-read-token-5678", store=store.url)
-    app = create_app(config, store)
-
-    async def run() -> None:
-        import httpx
-
-        transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                r = await client.get("/inspect")
-                assert r.status_code == 308 and r.headers["location"].endswith("/inspect/")
-                assert (await client.get("/inspect/")).status_code == 200
-                assert (await client.get("/inspect/api/calls")).status_code == 401
-                r = await client.get(
-                    "/inspect/api/calls",
-                    headers={"Authorization": "Bearer a-long-read-token-5678"},
-                )
-                assert r.status_code == 200
-                assert {c["call_id"] for c in r.json()["calls"]} >= {BANKING, FAILED}
-
-    import asyncio
-
-    asyncio.run(run())
