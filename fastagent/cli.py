@@ -195,10 +195,12 @@ def fsa_list() -> None:
 def _register_parts() -> None:
     # Imported, not guarded: a broken import is a bug to see, not a command to hide.
     from fastagent.analytics_cli import register as register_analytics
+    from fastagent.ops_cli import register as register_ops
     from fastagent.service_cli import register as register_service
 
     register_analytics(app)
     register_service(app)
+    register_ops(app)
 
 
 _register_parts()
