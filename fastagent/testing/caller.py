@@ -176,6 +176,11 @@ class SimulatedCaller:
         if ws is not None:
             await ws.close()
 
+    async def hang_up(self, reason: str = "caller hung up") -> None:
+        """End the call now as a caller hanging up does (``session.end``, then close)."""
+        if self.ws is not None and not self.report.ended:
+            await self._end("client-disconnected", reason)
+
     async def drop_and_resume(self, url: str | None = None) -> bool:
         """Lose the socket abruptly (no close handshake), dial again and send
         ``session.resume`` with the same conversationId.
