@@ -230,7 +230,7 @@ async def run_demo(
                 async def hang_up() -> None:
                     with contextlib.suppress(Exception):
                         await caller.hang_up("the demo's output was closed")
-                    for _ in range(200):  # the service records the end (a few ms)
+                    for _ in range(500):  # the service records the end (ms; s under load)
                         if not service.calls:
                             break
                         await asyncio.sleep(0.01)
