@@ -12,6 +12,9 @@ in its own process:
 * ``relay``: bench/bridge_relay.py, the same passthrough with no store or engine
   (the floor of docs on performance); ``relay+asgi`` serves its callers with
   uvicorn instead, ``relay+callbacks`` forwards audio from the data callbacks;
+* ``pipecat``: the peer, bench/pipecat_bridge.py: one Pipecat pipeline per call
+  (its FastAPI WebSocket transport, a small VAIC serializer, its OpenAI Realtime
+  speech-to-speech service pointed at the same fake model);
 * ``base``: the service from another source tree (``--baseline DIR``), to
   measure a change before/after in one run;
 * ``service+SWITCH+...``: the service with bench-only switches (no store, other
@@ -23,9 +26,10 @@ each is compared with the relay run just before it.
 
 Run:  python bench/bench_bridge.py                      (1, 50, 200 calls; ~20 s each)
       python bench/bench_bridge.py --calls 50 --window 10 --targets service
-      python bench/bench_bridge.py --search             (largest N with p99 <= 10 ms)
+      python bench/bench_bridge.py --search             (each target's largest N with p99 <= 10 ms)
       python bench/bench_bridge.py --calls 50 --rounds 3 (paired CPU ratios, median)
       python bench/bench_bridge.py --calls 50 --targets relay,service,service+nostore
+      python bench/bench_bridge.py --calls 20,50 --targets relay,service,pipecat
 """
 
 from __future__ import annotations
@@ -131,6 +135,20 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a bridge: its process and any worker processes (MB)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1024
+
+
 def loop_seconds(pid: int) -> float:
     """CPU time of the main thread alone (the event loop: what saturates first)."""
     try:
@@ -220,7 +238,9 @@ class FakeModel:
                     continue
                 k = frame.find('"audio":"')
                 if k < 0:
-                    continue  # session.update, response.create, ...
+                    k = frame.find('"audio": "') + 1  # json.dumps' default spacing (Pipecat)
+                    if k <= 0:
+                        continue  # session.update, response.create, ...
                 call, _seq, sent = read_head(frame, k + 9)
                 stats.got(True, sent, at)
                 if streamer is None:
@@ -336,7 +356,10 @@ def start_bridge(
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     log = open(work / f"{target}-{port}.log", "wb")
-    if target == "relay" or target.startswith("relay+"):
+    if target == "pipecat":  # the peer (bench/pipecat_bridge.py; the bench extra)
+        cmd = [sys.executable, str(HERE / "pipecat_bridge.py"), "--port", str(port)]
+        cmd += ["--upstream", model_url]
+    elif target == "relay" or target.startswith("relay+"):
         cmd = [sys.executable, str(HERE / "bridge_relay.py"), "--port", str(port)]
         cmd += ["--upstream", model_url] + [f"--{opt}" for opt in target.split("+")[1:]]
     else:
@@ -393,6 +416,7 @@ class Result:
     lost: float  # fraction of window frames that never arrived
     failed: int
     crossed: int
+    rss: float = 0.0  # MB at the end of the window
 
     @property
     def worst_p99(self) -> float:
@@ -454,6 +478,7 @@ async def run_level(
         stats.end = t1
         cpu1, gen1, busy1 = cpu_seconds(proc.pid), self_cpu(), machine_busy()
         loop1 = loop_seconds(proc.pid)
+        rss = rss_mb(proc.pid)
         await asyncio.sleep(0.5)  # frames in flight at the end of the window arrive
         stop.set()
         if spy is not None:
@@ -466,6 +491,9 @@ async def run_level(
         await asyncio.gather(*(c.close() for c in callers), return_exceptions=True)
         server.close()
         stop_bridge(proc)
+    errs = [c.error for c in callers if c.error]
+    if errs:
+        print(f"{target}: {len(errs)} failed, e.g. {errs[0][:300]}", file=sys.stderr)
     secs = (t1 - t0) / 1e9
     cpu = cpu1 - cpu0
     n = max(1, len(live))
@@ -485,6 +513,7 @@ async def run_level(
         lost=(sent - got) / sent if sent else 1.0,
         failed=calls - len(live) + sum(1 for c in live if c.error),
         crossed=stats.crossed,
+        rss=rss,
     )
 
 
@@ -496,15 +525,15 @@ def row(r: Result) -> str:
         f"| {r.target:7} | {r.calls:5} | {r.up[0]:5.2f} | {r.up[1]:6.2f} | {r.up[2]:6.2f} "
         f"| {r.down[0]:5.2f} | {r.down[1]:6.2f} | {r.down[2]:6.2f} | {r.cpu_per_call_min:6.3f} "
         f"| {r.cores:5.2f} | {r.loop_cores:4.2f} | {r.gen_cores:4.2f} | {r.other_cores:4.2f} "
-        f"| {r.late_p99:5.2f} | {r.lost:6.2%} | {r.failed} |"
+        f"| {r.late_p99:5.2f} | {r.lost:6.2%} | {r.failed} | {r.rss:5.0f} |"
     )
 
 
 HEADER = (
     "| target  | calls | up p50 | up p99 | up p99.9 | down p50 | down p99 | down p99.9 "
     "| CPU s/call-min | cores | loop cores | gen cores | other cores | send late p99 | lost "
-    "| failed |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| failed | RSS MB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -564,22 +593,24 @@ async def main_async(args: argparse.Namespace) -> None:
                 for target in targets:
                     await measure(target, calls)
         if args.search:
-            await search(measure, [r for r in results if r.target == "service"], args.limit_ms)
+            for target in targets:
+                done = [r for r in results if r.target == target]
+                await search(measure, target, done, args.limit_ms, args.search_max)
     print()
     for line in ratios(results):
         print(line)
 
 
-async def search(measure: object, done: list[Result], limit: float) -> None:
-    """Step the service's call count to the largest that keeps both p99s within limit."""
+async def search(measure: object, target: str, done: list[Result], limit: float, most: int) -> None:
+    """Step ``target``'s call count to the largest that keeps both p99s within limit."""
     ok = {r.calls: r.worst_p99 <= limit and r.lost < 0.001 for r in done}
     passing = [n for n, good in ok.items() if good]
     failing = [n for n, good in ok.items() if not good]
     lo, hi = max(passing, default=0), min(failing, default=0)
     step = 50
-    while hi == 0 and lo < 1000:  # grow until something fails
+    while hi == 0 and lo < most:  # grow until something fails
         n = lo + step
-        r = await measure("service", n)  # type: ignore[operator]
+        r = await measure(target, n)  # type: ignore[operator]
         if r.worst_p99 <= limit and r.lost < 0.001:
             lo = n
         else:
@@ -588,12 +619,12 @@ async def search(measure: object, done: list[Result], limit: float) -> None:
         n = (lo + hi) // 2 // 25 * 25
         if not lo < n < hi:
             n = (lo + hi) // 2
-        r = await measure("service", n)  # type: ignore[operator]
+        r = await measure(target, n)  # type: ignore[operator]
         if r.worst_p99 <= limit and r.lost < 0.001:
             lo = n
         else:
             hi = n
-    print(f"\nlargest call count with both p99 <= {limit:g} ms: {lo} (fails at {hi})")
+    print(f"\n{target}: largest call count with both p99 <= {limit:g} ms: {lo} (fails at {hi})")
 
 
 def main() -> None:
@@ -609,10 +640,11 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per level")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument(
-        "--search", action="store_true", help="find the largest N within --limit-ms"
+        "--search", action="store_true", help="each target's largest N within --limit-ms"
     )
     parser.add_argument("--profile", default="", help="py-spy each bridge into this directory")
     parser.add_argument("--limit-ms", type=float, default=10.0)
+    parser.add_argument("--search-max", type=int, default=400, help="stop growing at this N")
     args = parser.parse_args()
     try:
         import uvloop

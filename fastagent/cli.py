@@ -136,25 +136,10 @@ def replay(
             f"replayed for call {result.call_id}"
         )
     else:
-        typer.echo(f"DIVERGED at position {div.position} of call {result.call_id}")
-        typer.echo(f"  recorded: {_short(div.recorded)}")
-        typer.echo(f"  new:      {_short(div.new)}")
-        typer.echo("  inputs just before:")
-        for i in div.inputs_before:
-            typer.echo(f"    {_short(i)}")
+        for line in div.report(result.call_id):
+            typer.echo(line)
     if div is not None:
         raise typer.Exit(1)
-
-
-def _short(e: ev.Event | None) -> str:
-    if e is None:
-        return "(nothing)"
-    d = ev.to_builtins(e)
-    for key in ("call_id", "at"):
-        d.pop(key, None)
-    kind = d.pop("type")
-    seq = d.pop("seq")
-    return f"#{seq} {kind} " + json.dumps(d, sort_keys=True)
 
 
 def _clock(ms: int) -> str:

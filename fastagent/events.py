@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Union
 
 import msgspec
+import msgspec.inspect
 
 Side = Literal["caller", "model", "tool"]
 Role = Literal["user", "assistant"]
@@ -54,7 +55,10 @@ class CallConfig(msgspec.Struct, frozen=True, kw_only=True):
     greet: bool = True
     transfer_target: str = ""
     voice: str = "marin"
-    model: str = "gpt-realtime"
+    model: str = "gpt-realtime-2"
+    # How long the model may take to answer a session.update or a response.create
+    # (FASTAGENT_MODEL_TIMEOUT_S); recorded so a replay sees the value it ran with.
+    model_timeout_s: float = 10.0
     # How fast the caller's side plays bot audio: 1.0 on a real phone line; a
     # simulated caller may play faster than real time (the demo and tests do).
     playback_speed: float = 1.0
@@ -178,10 +182,15 @@ class ResponseStarted(Input, frozen=True, kw_only=True):
 
 
 class ResponseDone(Input, frozen=True, kw_only=True):
+    """``response.done``; a failed response carries ``status_details.error``."""
+
     response_id: str
     status: str  # completed | cancelled | failed | incomplete
-    reason: str = ""
+    reason: str = ""  # status_details.reason: turn_detected, max_output_tokens, ...
     usage: Usage = Usage()
+    error_type: str = ""  # status_details.error.type, e.g. server_error
+    error_code: str = ""  # status_details.error.code
+    error_message: str = ""
 
 
 class FunctionCallRequested(Input, frozen=True, kw_only=True):
@@ -222,10 +231,37 @@ class RateLimitsUpdated(Input, frozen=True, kw_only=True):
 
 
 class ModelError(Input, frozen=True, kw_only=True):
+    """A Realtime ``error`` event, or the model socket could not be opened."""
+
     error_type: str = ""  # "connection" when the model cannot be reached at all
-    code: str = ""
+    code: str = ""  # free-form (the SDK enumerates none): session_expired, ...
     message: str = ""
     event_id: str = ""  # the client event the error is about, when the server says
+    param: str = ""
+
+
+class TranscriptionFailed(Input, frozen=True, kw_only=True):
+    """``conversation.item.input_audio_transcription.failed``: the model heard the
+    caller, but the caller's words have no transcript."""
+
+    item_id: str
+    error_type: str = ""
+    code: str = ""
+    message: str = ""
+
+
+class ModelTimeout(Input, frozen=True, kw_only=True):
+    """The model did not answer a client event in time (the shell's timer).
+
+    ``waiting_for`` is the server event that never came: ``session.updated`` after
+    a ``session.update``, ``response.created`` after a ``response.create``;
+    ``event_id`` names the request (``fa-response-<seq>``); ``seconds`` is the
+    setting the timer ran with (FASTAGENT_MODEL_TIMEOUT_S).
+    """
+
+    waiting_for: str
+    seconds: float
+    event_id: str = ""
 
 
 class ProtocolError(Input, frozen=True, kw_only=True):
@@ -382,6 +418,33 @@ class SessionParamsSent(Decision, frozen=True, kw_only=True):
     params: dict[str, Any]
 
 
+class ModelFailureHandled(Decision, frozen=True, kw_only=True):
+    """The core's reading of a model-side failure and what it does about it.
+
+    ``kind``: response_failed | response_incomplete | request_refused |
+    active_response | rate_limited | session_expired | error | timeout |
+    unreachable | transcription_failed | transcription_missing.
+    ``action``: retry | apology | fallback | settled | reconnect | none -- the
+    decisions that carry it out follow this one.  ``attempt`` counts the failed
+    replies in a row (the policy: 1 -> retry, 2 -> apology, 3 -> fallback).
+    """
+
+    kind: str
+    action: str
+    code: str = ""
+    message: str = ""
+    response_id: str = ""
+    item_id: str = ""
+    attempt: int = 0
+
+
+class ItemDeleted(Decision, frozen=True, kw_only=True):
+    """``conversation.item.delete`` of an assistant item the caller never heard."""
+
+    item_id: str
+    reason: str = ""
+
+
 class EngineFault(Decision, frozen=True, kw_only=True):
     """The core failed on an input (a bug, or an agent's guard that raised).
 
@@ -471,6 +534,97 @@ def decode(topic: str, data: bytes) -> Event:
         raise EventFormatError(f"corrupt {name} event: {exc}") from None
     except msgspec.DecodeError as exc:
         raise EventFormatError(f"corrupt {name} event: {exc}") from None
+
+
+def lean(value: Any) -> Any:
+    """``value`` as plain data with every struct field at its default left out.
+
+    A struct becomes a dict (an event's ``type`` first); lists, tuples and dicts
+    are walked.  Two events that differ only by fields left at their defaults
+    give the same result: this is how a field added with a default stays
+    invisible to snapshots and reports until something sets it.
+    """
+    if isinstance(value, msgspec.Struct):
+        out: dict[str, Any] = {}
+        if isinstance(value, Event):
+            out["type"] = type(value).__name__
+        for f in msgspec.structs.fields(value):
+            v = getattr(value, f.name)
+            if f.default is not msgspec.NODEFAULT and v == f.default:
+                continue
+            if f.default_factory is not msgspec.NODEFAULT and v == f.default_factory():
+                continue
+            out[f.name] = lean(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [lean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: lean(v) for k, v in value.items()}
+    return value
+
+
+def unknown_fields(topic: str, data: bytes) -> list[str]:
+    """The fields of a stored event body that today's class does not declare.
+
+    Paths name the event and the nesting (``SessionInitiated.config.tone``); the
+    ``type`` tag is not a field.  An older version is upcast first: a field that
+    version declared is consumed (renamed, dropped) by its upcaster, so only
+    fields no version declares remain.  For a topic :func:`decode` refuses, or a
+    body that is not an object, the answer is ``[]`` (``decode`` says why).
+    """
+    name, _, v = topic.partition("/v")
+    cls = EVENT_TYPES.get(name)
+    try:
+        raw = msgspec.json.decode(data)
+        version = int(v) if v else 1
+    except (msgspec.DecodeError, ValueError):
+        return []
+    if cls is None or not isinstance(raw, dict):
+        return []
+    for from_v in range(version, cls.version):
+        upcast = UPCASTERS.get((name, from_v))
+        if upcast is None:
+            return []
+        raw = upcast(raw)
+    raw.pop("type", None)
+    out: list[str] = []
+    info = _TYPE_INFO.get(cls)
+    if info is None:
+        info = _TYPE_INFO[cls] = msgspec.inspect.type_info(cls)
+    _walk(info, raw, name, out)
+    return out
+
+
+_TYPE_INFO: dict[type, Any] = {}
+
+
+def _walk(t: Any, value: Any, path: str, out: list[str]) -> None:
+    """Collect the keys of ``value`` that the msgspec type ``t`` does not declare."""
+    insp = msgspec.inspect
+    if isinstance(t, insp.StructType) and isinstance(value, dict):
+        fields = {f.encode_name: f for f in t.fields}
+        for key, item in value.items():
+            if key == t.tag_field:
+                continue
+            f = fields.get(key)
+            if f is None:
+                out.append(f"{path}.{key}")
+            else:
+                _walk(f.type, item, f"{path}.{key}", out)
+    elif isinstance(t, (insp.ListType, insp.VarTupleType)) and isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk(t.item_type, item, f"{path}[{i}]", out)
+    elif isinstance(t, insp.TupleType) and isinstance(value, list):
+        for i, (sub, item) in enumerate(zip(t.item_types, value, strict=False)):
+            _walk(sub, item, f"{path}[{i}]", out)
+    elif isinstance(t, insp.UnionType):
+        for sub in t.types:
+            if isinstance(sub, insp.StructType):
+                _walk(sub, value, path, out)
+                return
+    elif isinstance(t, insp.DictType) and isinstance(value, dict):
+        for key, item in value.items():
+            _walk(t.value_type, item, f"{path}.{key}", out)
 
 
 def to_builtins(event: Event) -> dict[str, Any]:

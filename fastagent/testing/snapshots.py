@@ -1,12 +1,23 @@
-"""Recorded calls as regression tests: replay them and snapshot what they decided.
+"""Recorded calls as regression tests: what *today's* core decides for them, snapshotted.
 
-A snapshot view of a call holds its decision trail and transcript with no
-wall-clock time and no random id: ids are renamed ``<name-1>``, ``<name-2>`` in
-order of first appearance, so cross-references survive and re-recording the
-same conversation gives the same snapshot.  What depends on timing is left out
-too: ``seq`` (how many audio chunks came between two decisions; the list order
-remains) and how much of the bot's audio the caller heard before barging in
-(``<heard>``).
+:func:`decisions_view` feeds a recording's inputs through today's core
+(:func:`redecide`) and returns what it decides, with the read models built from
+those decisions: so a snapshot test fails exactly when behaviour changes, and
+its diff shows every decision that changed, not only the first (replay reports
+the first, with its position).
+
+The view is stable across re-recordings of the same conversation:
+
+* no wall-clock time, no ``seq`` (how many audio chunks came between two
+  decisions; the list order remains), no call id;
+* ids are renamed ``<name-1>``, ``<name-2>`` in order of first appearance, so
+  cross-references survive;
+* how much of the bot's audio the caller heard before barging in reads
+  ``<heard>`` (it depends on the caller's timing; replay still compares it);
+* **a field whose value is its declared default is left out** (nested values
+  too).  Adding a field with a default to an event -- which needs no new
+  version (docs/events.md) -- therefore changes no snapshot while the core
+  leaves it at its default; the first call that sets it shows up as a diff.
 """
 
 from __future__ import annotations
@@ -23,7 +34,9 @@ from fastagent.agent import Agent
 from fastagent.agents import get_agent
 from fastagent.core import Engine
 from fastagent.replay import read_recording, replay
-from projections.trail import trail_rows
+from projections import live
+
+lean = ev.lean  # kept here for users of this module
 
 _ID_FIELDS = {
     "response_id": "response",
@@ -34,6 +47,10 @@ _ID_FIELDS = {
 }
 _ACTION = re.compile(r"^act-\d+$")  # an FSA action's call id: "act-<seq>"
 _HEARD = "<heard>"  # ms heard before a barge-in: set by the caller's timing
+_NOT_IN_VIEW = ("call_id", "seq", "at")
+# Live-state fields that count audio or time: they vary between re-recordings.
+_TIMING = ("call_id", "started_at", "ended_at", "events", "last_seq", "transcript")
+_TIMING += ("caller_audio_ms", "bot_audio_ms")
 
 
 class _Ids:
@@ -52,39 +69,60 @@ class _Ids:
 
 
 def snapshot_view(events: Sequence[ev.Event]) -> dict[str, Any]:
-    """The stable, comparable view of a call: decisions and transcript."""
+    """The stable, comparable view of ``events``: decisions, transcript, live state.
+
+    It shows whatever decisions ``events`` holds; :func:`decisions_view` is the
+    one that snapshots today's core.
+    """
     ids = _Ids()
     trail = []
-    for row in trail_rows(events):
-        del row["seq"]
+    for e in events:
+        if not isinstance(e, ev.Decision):
+            continue
+        row = lean(e)
+        for name in _NOT_IN_VIEW:
+            row.pop(name, None)
         for name, kind in _ID_FIELDS.items():
             if name in row:
                 value = str(row[name])
                 row[name] = ids("action" if _ACTION.match(value) else kind, value)
         if row["type"] == "TruncateRequested":
             row["audio_end_ms"] = _HEARD
-        elif row["type"] == "PlaybackStopped" and row["reason"] == "barge_in":
+        elif row["type"] == "PlaybackStopped" and row.get("reason") == "barge_in":
             row["played_ms"] = _HEARD
         trail.append(row)
     transcript = [{"role": e.role, "text": e.text} for e in events if isinstance(e, ev.Transcript)]
-    return {"decisions": trail, "transcript": transcript}
+    state = lean(live.fold(events))
+    for name in _TIMING:
+        state.pop(name, None)
+    if "pending_tools" in state:
+        state["pending_tools"] = {ids("call", k): v for k, v in state["pending_tools"].items()}
+    return {"decisions": trail, "transcript": transcript, "live": state}
 
 
-def replay_for_snapshot(
-    path: str | Path, agents: Callable[[str], Agent] = get_agent
+def decisions_view(
+    events: Sequence[ev.Event], agents: Callable[[str], Agent] = get_agent
 ) -> dict[str, Any]:
-    """Replay a recording file; the view plus whether the replay was identical.
-
-    The view's decisions are today's: every recorded input goes through today's
-    core, past any divergence, so an intended change to an agent or the core
-    shows up as a reviewable snapshot diff (accept it with --snapshot-update).
-    """
-    events = read_recording(path)
+    """The snapshot view of what today's core decides for ``events``' inputs,
+    plus whether that is what was recorded (``identical``) and, if not, the
+    first divergence (``divergence``, as :meth:`Divergence.to_dict`)."""
     result = replay(events, agents=agents)
     view = snapshot_view(redecide(events, agents))
     view["identical"] = result.identical
     view["divergence"] = result.divergence.to_dict() if result.divergence else None
     return view
+
+
+def replay_for_snapshot(
+    path: str | Path, agents: Callable[[str], Agent] = get_agent
+) -> dict[str, Any]:
+    """Read a recording file and return its :func:`decisions_view`.
+
+    Every recorded input goes through today's core, past any divergence, so an
+    intended change to an agent or the core shows up as a reviewable snapshot
+    diff (accept it with ``--snapshot-update``, then re-record the file).
+    """
+    return decisions_view(read_recording(path), agents)
 
 
 def redecide(
