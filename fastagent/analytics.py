@@ -265,7 +265,7 @@ def _concatenated_strings(n: int, blob: bytes, lengths: str) -> pa.Array | None:
 def open_source(url: str | None = None, *, fast: bool = True) -> LogSource:
     """Open the event store at ``url`` (default $FASTAGENT_STORE or ./fastagent.db) for reading.
 
-    A missing SQLite file is an error here (syncing must not create a store).
+    A store that does not exist is an error here (syncing must not create one).
     With ``fast``, an SQLite file store is read directly (:class:`SqliteSource`).
     """
     from fastagent.store import StoreError, open_store
@@ -278,10 +278,8 @@ def open_source(url: str | None = None, *, fast: bool = True) -> LogSource:
         raise AnalyticsError(one_line(exc)) from None
     path, table = target.display, target.table
     memory = target.in_memory
-    if target.kind == "sqlite" and not memory and not os.path.exists(path):
-        raise AnalyticsError(f"cannot open store {path}: no such file")
     try:
-        store = open_store(url)
+        store = open_store(url, create=False)
     except StoreError as exc:
         raise AnalyticsError(one_line(exc)) from None
     if fast and store.kind == "sqlite" and not memory:
