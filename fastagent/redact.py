@@ -56,7 +56,7 @@ class RedactFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         super().__init__()
-        self.secrets: set[str] = {s for s in secrets if s and len(s) >= 4}
+        self.secrets: set[str] = {s for s in secrets if s and len(s) >= 8}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == _REFUSED and record.args and record.args[-1] in (401, 403, 503):  # type: ignore[index]
@@ -83,7 +83,7 @@ def install(secrets: Iterable[str | None] = ()) -> RedactFilter:
     global _installed
     if _installed is None:
         _installed = RedactFilter()
-    _installed.secrets |= {s for s in secrets if s and len(s) >= 4}
+    _installed.secrets |= {s for s in secrets if s and len(s) >= 8}
     for name in LOGGERS:
         logger = logging.getLogger(name)
         targets: list[logging.Filterer] = [logger, *logger.handlers]

@@ -319,6 +319,13 @@ def seed_pairs(transcript: list[live.Line]) -> list[tuple[str, str]]:
     return [("system", summary), *recent]
 
 
+# Decisions acted on without waiting for the log: the audio stream's framing,
+# tools (run_tool makes the log durable itself before the side effect), the end.
+_AHEAD_OF_LOG: frozenset[type] = frozenset(
+    {ev.PlaybackStarted, ev.PlaybackStopped, ev.FunctionCallDispatched, ev.CallEnded}
+)
+
+
 class CallSession:
     """One call driven by this process: engine, live state, model socket, caller socket."""
 
@@ -381,8 +388,22 @@ class CallSession:
     # ---------------------------------------------------------------- decisions
 
     async def execute(self, decisions: list[ev.Decision]) -> None:
+        """Act on recorded decisions, in order.
+
+        The durability boundary: any decision that changes what the caller or the
+        model knows is sent only once the log holds it (one flush, a commit, before
+        the first such decision of the batch).  Only the audio stream itself (play
+        stream start/stop around the chunks) may run ahead of the log, by at most
+        one group commit.  If the log cannot be made durable the frame is not sent.
+        """
+        durable = False
         for d in decisions:
             t = type(d)
+            if not durable and t not in _AHEAD_OF_LOG:
+                durable = True
+                if not await self.durable():
+                    log.error("call %s: log not durable; %s not sent", self.call_id, t.__name__)
+                    return
             if t is ev.PlaybackStarted:
                 await self.to_vaic(self.vaic_proto().play_start(d.stream_id, d.fmt))  # type: ignore[attr-defined]
             elif t is ev.PlaybackStopped:
@@ -634,6 +655,12 @@ class CallSession:
         except Exception:  # a gone socket is noticed by its reader
             pass
 
+    async def to_vaic_durable(self, frame: bytes) -> None:
+        """A non-audio frame the caller learns something from (speech events, a
+        recognition): sent once the input that caused it is durable in the log."""
+        if self.caller is not None and await self.durable():
+            await self.to_vaic(frame)
+
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
@@ -815,19 +842,19 @@ class CallSession:
             await self.input(
                 ev.SpeechStarted, item_id=e.item_id or "", audio_start_ms=e.audio_start_ms or 0
             )  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_started())
+            await self.to_vaic_durable(vaic.speech_started())
         elif t is realtime.SpeechStopped:
             await self.input(
                 ev.SpeechStopped, item_id=e.item_id or "", audio_end_ms=e.audio_end_ms or 0
             )  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_stopped())
+            await self.to_vaic_durable(vaic.speech_stopped())
         elif t is realtime.AudioCommitted:
             await self.input(ev.SpeechCommitted, item_id=e.item_id or "")  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_committed())
+            await self.to_vaic_durable(vaic.speech_committed())
         elif t is realtime.InputTranscriptionCompleted:
             text = e.transcript or ""  # type: ignore[union-attr]
             await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_recognition(text))
+            await self.to_vaic_durable(vaic.speech_recognition(text))
         elif t is realtime.ResponseCreated:
             self.answered("response.created")
             await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
