@@ -404,6 +404,22 @@ def calls_skipped_interrupted() -> Call:
     c.feed(ev.SpeechStarted, item_id=c._id("item"), audio_start_ms=0)
     c.says("Wait, one more question")
     c.bot("Of course, what is it?")
+    c.says("And what are your opening hours")
+    rid = c._id("resp")  # the caller cuts in while the bot is still speaking ...
+    c._started = True
+    c.feed(ev.ResponseStarted, response_id=rid)
+    item = c._id("item")
+    for _ in range(6):
+        c.chunk_out += 1
+        c.wait(8)
+        c.feed(ev.BotAudio, response_id=rid, item_id=item, chunk=c.chunk_out, nbytes=160,
+               duration_us=CHUNK_US, fmt="audio/pcmu")  # fmt: skip
+    c.feed(ev.SpeechStarted, item_id=c._id("item"), audio_start_ms=0)
+    # ... and the model still completes that response, with a call in it: never run.
+    c.feed(ev.FunctionCallRequested, response_id=rid, item_id=c._id("item"),
+           tool_call_id=c._id("call"), name="end_call", arguments="{}")  # fmt: skip
+    c.feed(ev.ResponseDone, response_id=rid, status="completed")
+    c._started = False
     c.says("Press star for me")
     rid = c._id("resp")
     c._started = True
@@ -517,6 +533,9 @@ def banking_identify_locked() -> Call:
     c.says("I need to replace my card")
     c.bot("", (("start_card_replacement", {}),))
     c.answer("Your customer number please?")
+    c.says("It is one two three four five")
+    c.bot("", (("provide_customer_number", {"customer_id": "12345"}),))  # one digit short
+    c.answer("That number has five digits; customer numbers have six.")
     for n in ("111111", "222222", "333333"):
         c.says(f"It is {' '.join(n)}")
         c.bot("", (("provide_customer_number", {"customer_id": n}),))
@@ -600,7 +619,7 @@ def healthcare_another_day_slot_taken() -> Call:
     c.result("book_appointment", {"ok": True, "booked": False, "error": "slot taken"})
     c.answer("Sorry, that slot was just taken. The others are...")
     c.says("Never mind then")
-    c.bot("", (("cancel_appointment_booking", {}),))
+    c.bot("", (("cancel_appointment", {}),))
     c.answer("Okay.")
     _goodbye(c)
     return c
