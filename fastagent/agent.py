@@ -31,6 +31,14 @@ class Agent:
     send_dtmf: bool = False  # offer the model a send_dtmf tool (e.g. to drive an IVR)
     session_params: dict[str, object] = field(default_factory=dict)  # VAIC config at start
     scenario: str = ""  # the demo scenario file name in fastagent/scenarios/
+    # When the voice model fails: one retry, then this apology (a response with
+    # these instructions), then the fallback: "transfer" (to transfer_target, if
+    # set) or "hangup".  The call's outcome is then "failed".
+    apology: str = (
+        "Apologise in one short sentence: something went wrong on your side. "
+        "Ask the caller to say that again."
+    )
+    fallback: str = "transfer"
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -48,6 +48,9 @@ class Slot:
     type: str = "string"  # string | integer | boolean
     pattern: str | None = None  # full-match regex for strings
     choices: tuple[str, ...] = ()
+    # Personal data (an identifier, a date of birth, card digits): stored only
+    # encrypted, masked in every view (docs/privacy.md).
+    sensitive: bool = False
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}

@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 
 from fastagent import events as ev
 from fastagent import fsa as fsa_mod
+from fastagent import masking
 from fastagent.agent import Agent
 from fastagent.agents import UnknownAgent, agent_names, get_agent
 
@@ -43,6 +44,18 @@ def _agent(name: str, agents: Callable[[str], Agent]) -> Agent:
         return agents(name)
     except UnknownAgent as exc:
         raise ToolError(str(exc)) from None
+
+
+def _recorded_agent(events: list[ev.Event], agents: Callable[[str], Agent]) -> Agent | None:
+    """The built-in agent a call names, for its sensitive slots.  Never imports a
+    ``module:ATTR`` a recording names (replay and views do not run recorded code)."""
+    for e in events[:1]:
+        if isinstance(e, ev.SessionInitiated) and ":" not in e.config.agent:
+            try:
+                return agents(e.config.agent)
+            except UnknownAgent:
+                return None
+    return None
 
 
 def describe(agent: Agent) -> dict[str, Any]:
@@ -175,11 +188,13 @@ def build_mcp_server(
             raise ToolError(str(exc)) from None
         kept = [e for e in events if include_audio or not isinstance(e, _AUDIO)]
         limit = max(1, min(limit, 100_000))
+        keys = masking.sensitive_keys(_recorded_agent(events, agents))
         return {
             "call_id": call_id,
             "events": len(events),
             "shown": min(len(kept), limit),
-            "timeline": [ev.to_builtins(e) for e in kept[:limit]],
+            "masked": True,
+            "timeline": [ev.to_builtins(masking.mask_event(e, keys)) for e in kept[:limit]],
         }
 
     return mcp

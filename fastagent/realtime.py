@@ -125,6 +125,17 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str | None = None
 
 
+class InputTranscriptionFailed(
+    ServerEventBase,
+    frozen=True,
+    kw_only=True,
+    tag="conversation.item.input_audio_transcription.failed",
+):
+    item_id: str = ""
+    content_index: int = 0
+    error: ErrorInfo = ErrorInfo()
+
+
 class StatusDetails(msgspec.Struct, frozen=True, kw_only=True):
     type: str | None = None
     reason: str | None = None
@@ -200,6 +211,12 @@ class Response(msgspec.Struct, frozen=True, kw_only=True):
     def reason(self) -> str:
         d = self.status_details
         return (d.reason or "") if d else ""
+
+    @property
+    def error(self) -> ErrorInfo:
+        """``status_details.error`` of a failed response (empty fields otherwise)."""
+        d = self.status_details
+        return (d.error if d else None) or ErrorInfo()
 
     def function_calls(self) -> list[FunctionCall]:
         """All ``function_call`` items in the output, whatever the status."""
@@ -317,6 +334,7 @@ KnownEvent = Union[  # noqa: UP007 -- a runtime union for msgspec
     SpeechStopped,
     AudioCommitted,
     InputTranscriptionCompleted,
+    InputTranscriptionFailed,
     ResponseCreated,
     ResponseDone,
     AudioDelta,
@@ -518,6 +536,11 @@ def truncate(item_id: str, audio_end_ms: int | float) -> str:
     )
 
 
+def item_delete(item_id: str) -> str:
+    """``conversation.item.delete``: drop an item (e.g. assistant audio never heard)."""
+    return _encode({"type": "conversation.item.delete", "item_id": item_id})
+
+
 def _message(role: str, content_type: str, text: str) -> str:
     item = {
         "type": "message",
@@ -679,7 +702,7 @@ class RealtimeProtocol:
 
 # ------------------------------------------------------------------ connection
 
-DEFAULT_MODEL: Final = "gpt-realtime"
+DEFAULT_MODEL: Final = "gpt-realtime-2"  # see fastagent.models
 
 
 class RealtimeConfigError(RuntimeError):
@@ -698,7 +721,7 @@ async def connect_realtime(
 
     ``url`` (else ``FASTAGENT_REALTIME_URL``, e.g. ``ws://127.0.0.1:PORT/v1``)
     overrides the endpoint; ``api_key`` defaults to ``OPENAI_API_KEY``; ``model``
-    to ``FASTAGENT_MODEL`` or ``gpt-realtime``.  Raw frames: ``await
+    to ``FASTAGENT_MODEL`` or ``gpt-realtime-2``.  Raw frames: ``await
     conn.send_raw(text)`` and ``await conn.recv_bytes()``; close with
     ``await conn.close()``.  Pass ``client`` (an ``AsyncOpenAI``) to reuse one
     across calls: building a client loads TLS settings, about 20 ms of CPU.

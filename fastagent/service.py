@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from fastagent import audio, realtime, snapshots, sockets, vaic
+from fastagent import access, audio, models, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine, response_event_id
@@ -56,19 +56,25 @@ def now_us() -> int:
 class ServiceConfig:
     store: str | None = None
     token: str | None = None  # FASTAGENT_VAIC_TOKEN; None only with no_auth
+    # FASTAGENT_READ_TOKEN: reading call data (/mcp, web views); None = reading is off.
+    read_token: str | None = None
+    api_docs: bool = False  # FASTAGENT_API_DOCS: /docs, /redoc, /openapi.json (read token)
     no_auth: bool = False
     agent: str = "default"
     greet: bool = True
     transfer_target: str = ""
     realtime_url: str | None = None  # FASTAGENT_REALTIME_URL
     api_key: str | None = None  # OPENAI_API_KEY
-    model: str = "gpt-realtime"
+    model: str = models.DEFAULT_MODEL
     voice: str = ""
     grace_s: float | None = None  # None: the core's (core.POLICY); recorded per call
     playback_speed: float = 1.0  # >1 only for simulated callers that play faster
     max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
     tool_timeout_s: float | None = None  # None: the core's, like grace_s
     model_retries: int | None = None  # None: the core's, like grace_s
+    # A session.update or response.create the model does not answer within this
+    # many seconds is a model failure (the agent's fallback; outcome failed).
+    model_timeout_s: float = 10.0
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     def to_env(self) -> dict[str, str]:
@@ -79,6 +85,7 @@ class ServiceConfig:
             "FASTAGENT_PLAYBACK_SPEED": repr(self.playback_speed),
             "FASTAGENT_MAX_FRAME_BYTES": str(self.max_frame_bytes),
             "FASTAGENT_MODEL": self.model,
+            "FASTAGENT_MODEL_TIMEOUT_S": repr(self.model_timeout_s),
             "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
         }
         if self.store:
@@ -111,11 +118,20 @@ class ServiceConfig:
         cfg = cls(
             store=env.get("FASTAGENT_STORE"),
             token=env.get("FASTAGENT_VAIC_TOKEN") or None,
+            read_token=env.get(access.ENV_READ) or None,
+            api_docs=access.api_docs_enabled(env),
             agent=env.get("FASTAGENT_AGENT", "default"),
             transfer_target=env.get("FASTAGENT_TRANSFER_TARGET", ""),
             realtime_url=env.get("FASTAGENT_REALTIME_URL") or None,
             api_key=env.get("OPENAI_API_KEY") or None,
-            model=env.get("FASTAGENT_MODEL", "gpt-realtime"),
+            model=env.get("FASTAGENT_MODEL") or models.DEFAULT_MODEL,
+            model_timeout_s=number(
+                "FASTAGENT_MODEL_TIMEOUT_S",
+                10,
+                float,
+                "seconds (a number > 0)",
+                lambda v: 0 < v < inf,
+            ),
             grace_s=number(
                 "FASTAGENT_GRACE_S", None, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
             ),
@@ -153,6 +169,15 @@ class _Lost(Exception):
     """This instance no longer drives the call (another writer took its stream)."""
 
 
+def read_access(config: ServiceConfig) -> access.ReadAccess:
+    """The read credentials of ``config``; ConfigError (one line) if malformed or
+    equal to the VAIC token."""
+    try:
+        return access.ReadAccess.parse(config.read_token, vaic_token=config.token)
+    except access.AccessError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 class Service:
     """Calls in this process, the store and the tool hubs they share."""
 
@@ -162,6 +187,7 @@ class Service:
                 "no FASTAGENT_VAIC_TOKEN configured; set one, or pass --no-auth for local use"
             )
         self.config = config
+        self.read_access = read_access(config)
         self.store = store if store is not None else open_store(config.store)
         self.calls: dict[str, CallSession] = {}
         self.hubs: dict[str, Any] = {}
@@ -260,6 +286,7 @@ class CallSession:
         self.lost = False
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
         self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
+        self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
     # --------------------------------------------------------------- recording
 
@@ -307,12 +334,18 @@ class CallSession:
             elif t is ev.ModelConfigured:
                 await self.configure_model(d)  # type: ignore[arg-type]
             elif t is ev.ResponseRequested:
+                event_id = response_event_id(d.seq)
                 await self.send_model(
                     realtime.response_create(
                         d.instructions or None,  # type: ignore[attr-defined]
-                        event_id=response_event_id(d.seq),
+                        event_id=event_id,
                     )
                 )
+                self.await_model("response.created", event_id)
+            elif t is ev.ModelFailureHandled:
+                self.on_failure_handled(d)  # type: ignore[arg-type]
+            elif t is ev.ItemDeleted:
+                await self.send_model(realtime.item_delete(d.item_id))  # type: ignore[attr-defined]
             elif t is ev.FunctionOutputSent:
                 await self.send_model(realtime.function_call_output(d.tool_call_id, d.output))  # type: ignore[attr-defined]
             elif t is ev.MessageInjected:
@@ -362,6 +395,7 @@ class CallSession:
             output_format=d.output_format,
         )
         await self.send_model(frame)
+        self.await_model("session.updated", "")
         if not self.seeded:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
@@ -369,6 +403,56 @@ class CallSession:
             pairs = seed_pairs(self.state.transcript, self.policy.history_items)
             for item in realtime.seed_items(pairs):
                 await self.send_model(item)
+
+    def await_model(self, waiting_for: str, event_id: str) -> None:
+        """Start the timer for the model's answer to what was just sent: the
+        answer cancels it (see on_model_frame); if it fires, the core hears a
+        ModelTimeout (FASTAGENT_MODEL_TIMEOUT_S, recorded in CallConfig)."""
+        old = self.timers.pop(waiting_for, None)
+        if old is not None:
+            old.cancel()
+        seconds = self.service.config.model_timeout_s
+
+        async def expire() -> None:
+            await asyncio.sleep(seconds)
+            self.timers.pop(waiting_for, None)
+            if not self.closing and self.engine.status != "ended":
+                await self.input(
+                    ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                )
+
+        task = asyncio.create_task(self._guard(expire()))
+        self.timers[waiting_for] = task
+
+    def answered(self, waiting_for: str) -> None:
+        task = self.timers.pop(waiting_for, None)
+        if task is not None:
+            task.cancel()
+
+    def on_failure_handled(self, d: ev.ModelFailureHandled) -> None:
+        log.warning(
+            "call %s: model failure %s (%s) -> %s%s",
+            self.call_id,
+            d.kind,
+            d.code or "-",
+            d.action,
+            f": {d.message}" if d.message else "",
+        )
+        if d.action == "reconnect" and self.model is not None:
+            # The session is over (session_expired): a new one, seeded from the log.
+            self.spawn(self.reconnect_model(f"model {d.kind}"))
+
+    async def reconnect_model(self, reason: str) -> None:
+        """Close the model session on purpose and open a new one (model_lost)."""
+        conn, task = self.model, self.model_task
+        if conn is None:
+            return
+        self.model_task = None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await conn.close()
+        await self.model_lost(reason)
 
     def watch_drain(self) -> None:
         """Tell the core when the caller has heard a response whose calls it holds."""
@@ -650,6 +734,9 @@ class CallSession:
         self.model_ready.clear()
         self.model = None
         self.drop_model_sock()
+        for task in self.timers.values():  # nothing more will answer on that socket
+            task.cancel()
+        self.timers.clear()
         await self.input(ev.ConnectionLost, side="model", reason=reason[:200])
         try:
             await self.attach_model()
@@ -683,7 +770,19 @@ class CallSession:
             await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
             await self.to_vaic(vaic.speech_recognition(text))
         elif t is realtime.ResponseCreated:
+            self.answered("response.created")
             await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
+        elif t is realtime.SessionUpdated:
+            self.answered("session.updated")
+        elif t is realtime.InputTranscriptionFailed:
+            err = e.error  # type: ignore[union-attr]
+            await self.input(
+                ev.TranscriptionFailed,
+                item_id=e.item_id or "",  # type: ignore[union-attr]
+                error_type=err.type or "",
+                code=err.code or "",
+                message=(err.message or "")[:500],
+            )
         elif t is realtime.AudioTranscriptDone:
             await self.input(
                 ev.Transcript,
@@ -704,12 +803,16 @@ class CallSession:
         elif t is realtime.ResponseDone:
             r = e.response  # type: ignore[union-attr]
             usage = r.usage.to_event_usage() if r.usage else ev.Usage()
+            err = r.error
             await self.input(
                 ev.ResponseDone,
                 response_id=r.id,
                 status=r.status or "",
                 reason=r.reason,
                 usage=usage,
+                error_type=err.type or "",
+                error_code=err.code or "",
+                error_message=(err.message or "")[:500],
             )
         elif t is realtime.ItemTruncated:
             await self.input(ev.ItemTruncated, item_id=e.item_id, audio_end_ms=e.audio_end_ms)  # type: ignore[union-attr]
@@ -726,12 +829,15 @@ class CallSession:
             await self.input(ev.RateLimitsUpdated, limits=limits)
         elif t is realtime.Error:
             err = e.error  # type: ignore[union-attr]
+            if err.event_id and err.event_id.startswith("fa-response-"):
+                self.answered("response.created")  # refused: that is an answer too
             await self.input(
                 ev.ModelError,
                 error_type=err.type or "",
                 code=err.code or "",
                 message=(err.message or "")[:500],
                 event_id=err.event_id or "",
+                param=err.param or "",
             )
         elif t is realtime.Malformed:
             await self.input(ev.ProtocolError, side="model", message=e.message[:300])  # type: ignore[union-attr]
@@ -798,6 +904,9 @@ class CallSession:
         log.info("call %s: closing (%s)", self.call_id, why)
         if self.grace_task is not None:
             self.grace_task.cancel()
+        for task in self.timers.values():
+            task.cancel()
+        self.timers.clear()
         await self.detach_model()
         with contextlib.suppress(Exception):
             await self.store.flush_async(self.call_id)
@@ -1005,6 +1114,7 @@ async def initiate(
         transfer_target=cfg.transfer_target,
         voice=cfg.voice or "marin",
         model=cfg.model,
+        model_timeout_s=cfg.model_timeout_s,
         playback_speed=cfg.playback_speed,
         grace_s=cfg.grace_s,
         tool_timeout_s=cfg.tool_timeout_s,
@@ -1257,12 +1367,18 @@ class _App(FastAPI):
 
 
 def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAPI:
-    """The FastAPI app: ``/audiocodes`` (VAIC), ``/healthz``, ``/mcp`` when available."""
+    """The FastAPI app: ``/audiocodes`` (VAIC token), ``/healthz``; ``/mcp`` and, with
+    ``api_docs``, ``/docs``, ``/redoc``, ``/openapi.json`` behind the read credential
+    (404 while none is configured; see fastagent.access)."""
     holder: dict[str, Service] = {}
+    readers = read_access(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         service = Service(config, store)
+        warning = models.shutdown_warning(config.model)
+        if warning:
+            log.warning(warning)
         holder["service"] = service
         app.state.service = service
         await asyncio.to_thread(service.openai_client)  # built once, off the event loop
@@ -1296,8 +1412,9 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
             if sock is not None:
                 sock.on_text = None
 
-    app = _App(title="FastAgent", lifespan=lifespan)
+    app = _App(title="FastAgent", lifespan=lifespan, **access.docs_kwargs(config.api_docs))
     app.vaic_handler = audiocodes
+    app.state.read_access = readers  # for access.require_reader in other routes
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -1305,12 +1422,25 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         calls = len(service.calls) if service else 0
         return JSONResponse({"ok": True, "calls": calls})
 
-    _mount_mcp(app, config, holder)
+    _mount_mcp(app, readers, holder)
+    if config.api_docs:
+        app.add_middleware(_DocsGuard, readers=readers)
     return app
 
 
-def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) -> None:
-    """Serve the "fastagent" MCP server at ``/mcp``, behind the same bearer token."""
+class _DocsGuard:
+    """ASGI middleware: the API docs paths only for holders of the read credential."""
+
+    def __init__(self, app: Any, readers: access.ReadAccess) -> None:
+        self.app = readers.guard_paths(app, access.DOCS_PATHS)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service]) -> None:
+    """Serve the "fastagent" MCP server at ``/mcp``, behind the read credential (not
+    the VAIC token, which admits calls only); off (404) while none is configured."""
     try:
         from fastagent.mcp_server import build_mcp_server, make_mcp_app
     except ImportError:
@@ -1320,17 +1450,7 @@ def _mount_mcp(app: FastAPI, config: ServiceConfig, holder: dict[str, Service]) 
     # Mounted sub-app lifespans do not run: the service's lifespan runs its sessions.
     app.state.mcp_lifespan = server.session_manager.run
 
-    async def guarded(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope.get("headers") or [])
-            auth = headers.get(b"authorization", b"").decode()
-            if not holder["service"].authorized(auth):
-                response = PlainTextResponse("unauthorized", status_code=401)
-                await response(scope, receive, send)
-                return
-        await mcp_app(scope, receive, send)
-
-    app.mount("/mcp", guarded)
+    app.mount("/mcp", readers.guard(mcp_app))
 
 
 def app_from_env() -> FastAPI:

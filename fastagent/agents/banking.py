@@ -26,9 +26,13 @@ def out_of_attempts(c: Ctx) -> bool:
     return c.attempts >= MAX_ATTEMPTS
 
 
-CUSTOMER_ID = Slot("customer_id", "the 6-digit customer number", pattern=r"\d{6}")
-DATE_OF_BIRTH = Slot("date_of_birth", "date of birth as YYYY-MM-DD", pattern=r"\d{4}-\d{2}-\d{2}")
-CARD_LAST4 = Slot("card_last4", "the last four digits of the card", pattern=r"\d{4}")
+CUSTOMER_ID = Slot("customer_id", "the 6-digit customer number", pattern=r"\d{6}", sensitive=True)
+DATE_OF_BIRTH = Slot(
+    "date_of_birth", "date of birth as YYYY-MM-DD", pattern=r"\d{4}-\d{2}-\d{2}", sensitive=True
+)
+CARD_LAST4 = Slot(
+    "card_last4", "the last four digits of the card", pattern=r"\d{4}", sensitive=True
+)
 
 LOCKED = State(
     "locked",

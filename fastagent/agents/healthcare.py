@@ -28,11 +28,12 @@ APPOINTMENT = FSA(
     description="Book an appointment at the clinic.",
     initial="identify",
     slots=(
-        Slot("last_name", "the patient's last name"),
+        Slot("last_name", "the patient's last name", sensitive=True),
         Slot(
             "date_of_birth",
             "the patient's date of birth as YYYY-MM-DD",
             pattern=r"\d{4}-\d{2}-\d{2}",
+            sensitive=True,
         ),
         Slot(
             "specialty",

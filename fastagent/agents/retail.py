@@ -17,7 +17,9 @@ def created(c: Ctx) -> bool:
 
 
 ORDER_NUMBER = Slot("order_number", "the order number, like A1001", pattern=r"[A-Za-z]\d{4}")
-POSTAL_CODE = Slot("postal_code", "the delivery postcode", pattern=r"[A-Za-z0-9 -]{3,10}")
+POSTAL_CODE = Slot(
+    "postal_code", "the delivery postcode", pattern=r"[A-Za-z0-9 -]{3,10}", sensitive=True
+)
 
 ORDER_STATUS = FSA(
     name="order_status",
