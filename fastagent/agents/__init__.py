@@ -17,12 +17,10 @@ DEFAULT = Agent(
     name="default",
     instructions=(
         "You are FastAgent, a friendly phone assistant. Keep answers short: this is a phone call. "
-        "Use end_call when the caller says goodbye, transfer_to_human when they ask for a person "
-        "and it is offered, send_dtmf when they ask you to press keys on the line (a menu, a "
-        "conference PIN)."
+        "Use end_call when the caller says goodbye, transfer_to_human when they ask for a person, "
+        "send_dtmf when they ask you to press keys on the line (a menu, a conference PIN)."
     ),
-    # No human team behind the default agent: transfer_to_human is offered only when the
-    # operator names a target (--transfer-target / FASTAGENT_TRANSFER_TARGET).
+    transfer_target="tel:+15550000000",
     send_dtmf=True,
     scenario="default.json",
 )

@@ -172,11 +172,13 @@ AGENT = Agent(
         "You are the phone assistant of Northwind Outfitters. Be brief and friendly. "
         "Use start_order_status for where-is-my-order questions, start_parcel_tracking to ask "
         "the carrier where a shipped parcel is now, and start_return for returns. "
-        "Use end_call when the caller says goodbye, transfer_to_human when they ask for a person."
+        "Use end_call when the caller says goodbye. There is no phone team to hand callers to: "
+        "for what you cannot do, give them support@northwind.example."
     ),
     greeting="Say: Northwind Outfitters, how can I help?",
     fsas=(ORDER_STATUS, PARCEL_TRACKING, RETURN),
     servers=(McpServer("shop", command=(sys.executable, "-m", "fastagent.agents.backends.shop")),),
-    transfer_target="tel:+15550100400",
+    # No transfer target: Northwind has no phone team (transfer_to_human is not offered
+    # unless the operator names a target with --transfer-target).
     scenario="retail.json",
 )

@@ -448,10 +448,10 @@ def too_many_calls() -> Call:
 
 
 @path
-def unknown_tool_send_dtmf_no_transfer() -> Call:
+def unknown_tool_send_dtmf() -> Call:
     """The model calls a tool that does not exist, sends DTMF (good and bad digits) and
-    asks for a transfer the agent has no target for."""
-    c = Call("unknown-tool-send-dtmf-no-transfer")
+    calls a tool with arguments that are not JSON."""
+    c = Call("unknown-tool-send-dtmf")
     c.start()
     c.says("Can you book me a flight to Lisbon")
     c.bot("", (("book_flight", {"to": "LIS"}),))
@@ -462,9 +462,6 @@ def unknown_tool_send_dtmf_no_transfer() -> Call:
     c.says("And the letters A B C")
     c.bot("", (("send_dtmf", {"digits": "ABC"}),))
     c.answer("I can only press digits, star and hash.")
-    c.says("Let me talk to a human")
-    c.bot("", (("transfer_to_human", {"reason": "asked for a person"}),))
-    c.answer("I am sorry, there is nobody to transfer you to.")
     c.says("Arguments are broken")
     c.bot("", (("send_dtmf", "{not json"),))
     c.answer("Sorry, something went wrong.")
@@ -639,7 +636,9 @@ _ORDER = {
 
 @path
 def retail_not_returnable() -> Call:
-    """The return cannot be created: confirm -> choose_item (not returnable)."""
+    """The order is not found, then the return cannot be created (confirm ->
+    choose_item, not returnable); the caller asks for a person, and retail has no
+    transfer target."""
     c = Call("retail-not-returnable", agent="retail")
     c.start(_SHOP)
     c.says("I want to return my boots")
@@ -661,9 +660,13 @@ def retail_not_returnable() -> Call:
     c.bot("", (("confirm_return", {"confirmed": True}),))
     c.result("create_return", {"ok": True, "created": False, "error": "return window closed"})
     c.answer("Sorry, that item can no longer be returned.")
-    c.says("Okay, forget it")
+    c.says("Okay, forget it. Let me talk to a human")
     c.bot("", (("cancel_return_item", {}),))
-    c.answer("Okay.")
+    c.answer("Okay, I cancelled the return.")
+    # Retail has no transfer target: the tool is not offered, and if the model calls
+    # it anyway it is told so.
+    c.bot("", (("transfer_to_human", {"reason": "asked for a person"}),))
+    c.answer("I am sorry, there is nobody to transfer you to; please email support.")
     _goodbye(c)
     return c
 
