@@ -37,15 +37,16 @@ from fastagent.testing.scenario import load_scenario
 SCENARIOS = Path(str(resources.files("fastagent") / "scenarios"))
 
 
-ATTEMPTS = 4  # a barge-in is a race with the bot's audio: a loaded machine may miss it
+ATTEMPTS = 6  # a barge-in is a race with the bot's audio: a loaded machine may miss it
 
 
 def record(scenario: Path, out: Path, work: Path) -> str:
     """Play ``scenario`` and write its recording; return a one-line summary.
 
-    The scenario's barge-ins (``barge_in_after_ms``) must all have cut the bot
-    (one TruncateRequested each); on a busy machine the caller may speak only
-    after the bot's audio ended, so the call is played again (up to ATTEMPTS).
+    The scenario's barge-ins (``barge_in_after_ms``) must all have cut the bot's
+    stream while it still came in (a PlaybackStopped ``barge_in`` each); on a busy
+    machine the caller may speak only after the stream ended, so the call is
+    played again (up to ATTEMPTS).
     """
     wanted = sum(t.barge_in_after_ms is not None for t in load_scenario(scenario).turns)
     cut = 0
@@ -62,7 +63,9 @@ def record(scenario: Path, out: Path, work: Path) -> str:
         result = replay(events)
         if not result.identical:
             raise SystemExit(f"error: {scenario.name}: does not replay identically")
-        cut = sum(isinstance(e, ev.TruncateRequested) for e in events)
+        cut = sum(
+            isinstance(e, ev.PlaybackStopped) and e.reason == "barge_in" for e in events
+        )  # the caller spoke while the bot's stream still came in, as the scenario says
         if cut == wanted:
             break
         print(f"{scenario.name}: {cut} of {wanted} barge-ins cut the bot; again", flush=True)
