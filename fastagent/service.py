@@ -1497,6 +1497,7 @@ async def dial_model(service: Service) -> Any:
         model=service.config.model,
         client=service.openai_client(),
         connection_class=sockets.ModelConnection,
+        max_frame_bytes=service.config.model_max_frame_bytes,
     )
 
 
