@@ -208,5 +208,7 @@ AGENT = Agent(
         McpServer("bank", command=(sys.executable, "-m", "fastagent.examples.backends.bank")),
     ),
     transfer_target="tel:+15550100200",
+    # Callers may key in their customer number: VAIC sends DTMF only when asked to.
+    session_params={"sendDTMF": True},
     scenario="banking.json",
 )

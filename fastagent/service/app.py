@@ -1,4 +1,4 @@
-"""The ASGI app: ``/audiocodes`` (VAIC), ``/healthz``, ``/mcp`` and the API docs."""
+"""The ASGI app: ``/audiocodes`` (VAIC), ``/healthz``, ``/mcp``, the inspector and API docs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from fastagent import access, models, sockets
+from fastagent import access, models, redact, sockets
 from fastagent.service.config import ServiceConfig, read_access
 from fastagent.service.gc_tuning import tune_gc
 from fastagent.service.process import Service
@@ -60,6 +60,7 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         service = Service(config, store)
+        redact.install([config.token, config.api_key])
         warning = models.shutdown_warning(config.model)
         if warning:
             log.warning(warning)
@@ -81,17 +82,25 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         if service is None:  # the lifespan has not run: nothing to serve the call with
             await ws.close(code=1011)
             return
+        source = ws.client.host if ws.client else "unknown"
         if not service.authorized(ws.headers.get("authorization")):
+            service.rejected(source, 401, "missing or wrong token")
             await ws.send_denial_response(PlainTextResponse("unauthorized", status_code=401))
             return
-        await ws.accept()
+        if service.sockets >= service.config.max_sockets:
+            service.rejected(source, 503, f"{service.sockets} sockets open (FASTAGENT_MAX_SOCKETS)")
+            await ws.send_denial_response(PlainTextResponse("busy", status_code=503))
+            return
+        service.sockets += 1
         try:
+            await ws.accept()
             await serve_caller(service, ws)
         except Exception as exc:  # one bad call must never take the service down
             log.error("VAIC socket failed: %s: %s", type(exc).__name__, exc)
             with contextlib.suppress(Exception):
                 await ws.close(code=1011)
         finally:  # also when cancelled: no frame goes to a finished handler's hook
+            service.sockets -= 1
             sock = sockets.caller_protocol_of(ws._receive)
             if sock is not None:
                 sock.on_text = None

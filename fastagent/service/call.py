@@ -22,6 +22,7 @@ from fastapi import WebSocket
 from fastagent import audio, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.core import ENGINE_SERVER, Engine, response_event_id
+from fastagent.service.caller_link import CallerPace
 from fastagent.store import StoreError, StreamConflict
 from projections import live
 
@@ -29,14 +30,6 @@ if TYPE_CHECKING:
     from fastagent.service.process import Service
 
 log = logging.getLogger("fastagent.service")
-
-GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
-SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
-SNAPSHOT_CHECK_S = 2.0
-
-
-class _Lost(Exception):
-    """This instance no longer drives the call (another writer took its stream)."""
 
 
 def _raw_socket(conn: Any) -> Any:
@@ -52,30 +45,42 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-async def dial_model(service: Service) -> Any:
-    """A Realtime connection on the service's shared SDK client."""
-    return await realtime.connect_realtime(
-        model=service.config.model,
-        client=service.openai_client(),
-        connection_class=sockets.ModelConnection,
-    )
+GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
 
 
-SEED_ITEMS = 24  # recent transcript items seeded one by one; older ones as one summary
+SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
 
 
-def seed_pairs(transcript: list[live.Line]) -> list[tuple[str, str]]:
+SNAPSHOT_CHECK_S = 2.0
+
+
+class _Lost(Exception):
+    """This instance no longer drives the call (another writer took its stream)."""
+
+
+SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
+
+
+def seed_pairs(transcript: list[live.Line], items: int = SEED_ITEMS) -> list[tuple[str, str]]:
     """What a fresh model session is told of the call so far.
 
-    The last turns go in as conversation items; anything older is folded into
-    one system message, so a long call resumes with a few frames, not hundreds.
+    The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
+    conversation items; anything older is folded into one system message, so a
+    long call resumes with a few frames, not hundreds.
     """
     pairs = [(line.role, line.text) for line in transcript if line.text]
-    if len(pairs) <= SEED_ITEMS:
+    if len(pairs) <= items:
         return pairs
-    older, recent = pairs[:-SEED_ITEMS], pairs[-SEED_ITEMS:]
+    older, recent = (pairs[:-items], pairs[-items:]) if items else (pairs, [])
     summary = "Earlier in this call:\n" + "\n".join(f"{role}: {text}" for role, text in older)
     return [("system", summary), *recent]
+
+
+# Decisions acted on without waiting for the log: the audio stream's framing,
+# tools (run_tool makes the log durable itself before the side effect), the end.
+_AHEAD_OF_LOG: frozenset[type] = frozenset(
+    {ev.PlaybackStarted, ev.PlaybackStopped, ev.FunctionCallDispatched, ev.CallEnded}
+)
 
 
 class CallSession:
@@ -89,6 +94,7 @@ class CallSession:
         self.state = live.CallState()
         self.caller: WebSocket | None = None
         self.caller_sock: sockets.CallerProtocol | None = None  # its fast lane, if served so
+        self.caller_pace: CallerPace | None = None  # its liveness and message rate
         self.proto: vaic.VaicProtocol | None = None
         self.model: Any = None
         self.model_sock: sockets.ModelConnection | None = None
@@ -105,6 +111,7 @@ class CallSession:
         self.closing = False
         self.lost = False
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
     # --------------------------------------------------------------- recording
@@ -139,8 +146,22 @@ class CallSession:
     # ---------------------------------------------------------------- decisions
 
     async def execute(self, decisions: list[ev.Decision]) -> None:
+        """Act on recorded decisions, in order.
+
+        The durability boundary: any decision that changes what the caller or the
+        model knows is sent only once the log holds it (one flush, a commit, before
+        the first such decision of the batch).  Only the audio stream itself (play
+        stream start/stop around the chunks) may run ahead of the log, by at most
+        one group commit.  If the log cannot be made durable the frame is not sent.
+        """
+        durable = False
         for d in decisions:
             t = type(d)
+            if not durable and t not in _AHEAD_OF_LOG:
+                durable = True
+                if not await self.durable():
+                    log.error("call %s: log not durable; %s not sent", self.call_id, t.__name__)
+                    return
             if t is ev.PlaybackStarted:
                 await self.to_vaic(self.vaic_proto().play_start(d.stream_id, d.fmt))  # type: ignore[attr-defined]
             elif t is ev.PlaybackStopped:
@@ -190,6 +211,7 @@ class CallSession:
                 self.spawn(self.close("call ended"))
 
     async def accept(self, d: ev.SessionAccepted) -> None:
+        self.policy = d.policy
         negotiated = vaic.choose_format([d.media_format])
         assert negotiated is not None
         if not negotiated.passthrough:
@@ -218,7 +240,8 @@ class CallSession:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
-            for item in realtime.seed_items(seed_pairs(self.state.transcript)):
+            pairs = seed_pairs(self.state.transcript, self.policy.history_items)
+            for item in realtime.seed_items(pairs):
                 await self.send_model(item)
 
     def await_model(self, waiting_for: str, event_id: str) -> None:
@@ -331,7 +354,7 @@ class CallSession:
                 d.name,
                 d.arguments,
                 idempotency_key=d.idempotency_key,
-                timeout_s=self.service.config.tool_timeout_s,
+                timeout_s=self.policy.tool_timeout_s,
             )
             ok, output, error = out.ok, out.output, out.error
             duration = out.duration_us
@@ -391,6 +414,12 @@ class CallSession:
             await ws._send({"type": "websocket.send", "text": frame.decode()})
         except Exception:  # a gone socket is noticed by its reader
             pass
+
+    async def to_vaic_durable(self, frame: bytes) -> None:
+        """A non-audio frame the caller learns something from (speech events, a
+        recognition): sent once the input that caused it is durable in the log."""
+        if self.caller is not None and await self.durable():
+            await self.to_vaic(frame)
 
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
@@ -479,15 +508,15 @@ class CallSession:
 
     async def attach_model(self) -> None:
         """Connect the model socket (with backoff) and start reading it."""
-        cfg = self.service.config
+        retries = self.policy.model_retries
         delay = 0.2
-        for attempt in range(cfg.model_retries + 1):
+        for attempt in range(retries + 1):
             try:
                 conn = await dial_model(self.service)
                 break
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
-                if attempt == cfg.model_retries:
+                if attempt == retries:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -573,19 +602,19 @@ class CallSession:
             await self.input(
                 ev.SpeechStarted, item_id=e.item_id or "", audio_start_ms=e.audio_start_ms or 0
             )  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_started())
+            await self.to_vaic_durable(vaic.speech_started())
         elif t is realtime.SpeechStopped:
             await self.input(
                 ev.SpeechStopped, item_id=e.item_id or "", audio_end_ms=e.audio_end_ms or 0
             )  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_stopped())
+            await self.to_vaic_durable(vaic.speech_stopped())
         elif t is realtime.AudioCommitted:
             await self.input(ev.SpeechCommitted, item_id=e.item_id or "")  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_committed())
+            await self.to_vaic_durable(vaic.speech_committed())
         elif t is realtime.InputTranscriptionCompleted:
             text = e.transcript or ""  # type: ignore[union-attr]
             await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_recognition(text))
+            await self.to_vaic_durable(vaic.speech_recognition(text))
         elif t is realtime.ResponseCreated:
             self.answered("response.created")
             await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
@@ -683,6 +712,8 @@ class CallSession:
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
             return False  # a new stream starts, or audio nobody hears: decisions to act on
+        if self.vaic_proto().play_stream_id is None:
+            return False
         b64 = e.delta  # type: ignore[union-attr]
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
@@ -724,6 +755,8 @@ class CallSession:
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:
             return  # interrupted or not ours: the caller must not hear it
+        if self.vaic_proto().play_stream_id is None:
+            return  # a resume attached a new socket and has not started its stream yet
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         await self.to_vaic(self.vaic_proto().play_chunk(b64))
@@ -756,7 +789,7 @@ class CallSession:
         Meanwhile watch the log: if another instance resumed the call, let go of it
         (model socket included) at once instead of at the end of the grace.
         """
-        grace = self.service.config.grace_s
+        grace = self.policy.grace_s
 
         async def expire() -> None:
             loop = asyncio.get_running_loop()
@@ -820,3 +853,13 @@ class CallSession:
                     await self.save_snapshot()
 
         self.spawn(loop())
+
+
+async def dial_model(service: Service) -> Any:
+    """A Realtime connection on the service's shared SDK client."""
+    return await realtime.connect_realtime(
+        model=service.config.model,
+        client=service.openai_client(),
+        connection_class=sockets.ModelConnection,
+        max_frame_bytes=service.config.model_max_frame_bytes,
+    )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import logging
+
+log = logging.getLogger("fastagent.service")
 
 
 def tune_gc() -> None:

@@ -18,21 +18,49 @@ from fastagent import events as ev
 from fastagent import snapshots, vaic
 from fastagent.core import Engine
 from fastagent.service.call import CallSession, _Lost, dial_model, now_us
+from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.process import Service
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall
 
 log = logging.getLogger("fastagent.service")
 
+
 CLAIM_ATTEMPTS = 5  # a resume overtakes an old owner still finishing its writes
+
+
 LIVE_S = 1.0  # a call not suspended whose log is quiet this long has lost its driver
 
 
 async def initiate(
+    service: Service,
+    ws: WebSocket,
+    proto: vaic.VaicProtocol,
+    msg: vaic.SessionInitiate,
+    pace: CallerPace | None = None,
+) -> CallSession | None:
+    call_id = msg.conversationId
+    # One owner per call: a second initiate of the id, on this instance (checked
+    # and reserved with no await in between) or on another one (the claim below
+    # conflicts), gets session.error; the first keeps the call and all its events.
+    if call_id in service.calls or call_id in service.initiating:
+        await ws.send_text(vaic.session_error("conversation already exists").decode())
+        return None
+    service.initiating.add(call_id)
+    try:
+        session = await _initiate(service, ws, proto, msg)
+    finally:
+        service.initiating.discard(call_id)
+    if session is not None:
+        session.caller_pace = pace
+    return session
+
+
+async def _initiate(
     service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionInitiate
 ) -> CallSession | None:
     call_id = msg.conversationId
     try:
-        known = call_id in service.calls or await asyncio.to_thread(service.store.last_seq, call_id)
+        known = await asyncio.to_thread(service.store.last_seq, call_id)
     except StoreError as exc:
         log.error("call %s: store unavailable: %s", call_id, exc)
         await ws.send_text(vaic.session_error("service unavailable").decode())
@@ -42,8 +70,6 @@ async def initiate(
         return None
     cfg = service.config
     session = CallSession(service, call_id, Engine(call_id))
-    session.attach_caller(ws, proto)
-    service.calls[call_id] = session
     config = ev.CallConfig(
         agent=cfg.agent,
         greet=cfg.greet,
@@ -52,9 +78,14 @@ async def initiate(
         model=cfg.model,
         model_timeout_s=cfg.model_timeout_s,
         playback_speed=cfg.playback_speed,
+        grace_s=cfg.grace_s,
+        tool_timeout_s=cfg.tool_timeout_s,
+        model_retries=cfg.model_retries,
     )
-    await session.input(
-        ev.SessionInitiated,
+    inp = ev.SessionInitiated(
+        call_id=call_id,
+        seq=session.engine.next_seq,
+        at=now_us(),
         config=config,
         caller=msg.caller,
         bot_name=msg.botName,
@@ -62,6 +93,21 @@ async def initiate(
         expect_audio=msg.expectAudioMessages,
         instance=cfg.instance,
     )
+    decisions = session.engine.handle(inp)
+    try:
+        # Claimed at once, not group-committed: an instance that initiated the same
+        # id a moment ago wins the stream, and this one backs off before answering.
+        await session.claim([inp, *decisions])
+    except StreamConflict:
+        await ws.send_text(vaic.session_error("conversation already exists").decode())
+        return None
+    except StoreError as exc:
+        log.error("call %s: store unavailable: %s", call_id, exc)
+        await ws.send_text(vaic.session_error("service unavailable").decode())
+        return None
+    session.attach_caller(ws, proto)
+    service.calls[call_id] = session
+    await session.execute(decisions)
     if session.engine.status == "ended":
         return None
     await start_model_and_tools(session)
@@ -86,13 +132,39 @@ async def start_model_and_tools(session: CallSession) -> None:
 
 
 async def resume(
-    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionResume
+    service: Service,
+    ws: WebSocket,
+    proto: vaic.VaicProtocol,
+    msg: vaic.SessionResume,
+    pace: CallerPace | None = None,
 ) -> CallSession | None:
     """``session.resume``: re-attach the call, from memory if this instance still
-    drives it, else rebuilt from the store (snapshot + tail) and claimed."""
+    drives it, else rebuilt from the store (snapshot + tail) and claimed.
+
+    A call whose caller socket is alive and healthy (a frame within
+    ``resume_stale_s``) keeps it: the resume gets ``session.error``."""
+    session = await _resume(service, ws, proto, msg)
+    if session is not None:
+        session.caller_pace = pace
+    return session
+
+
+async def _resume(
+    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionResume
+) -> CallSession | None:
     call_id = msg.conversationId
     session = service.calls.get(call_id)
     if session is not None and not session.closing:
+        old_pace = session.caller_pace
+        if (
+            session.caller is not None
+            and session.caller is not ws
+            and old_pace is not None
+            and old_pace.silent_for() < service.config.resume_stale_s
+        ):
+            log.warning("call %s: resume refused: its caller socket is alive", call_id)
+            await ws.send_text(vaic.session_error("call is active on another socket").decode())
+            return None
         if session.grace_task is not None:
             session.grace_task.cancel()
         if not await session.taken_over():
@@ -128,12 +200,14 @@ async def resume(
                     vaic.session_error("call is active on another instance").decode()
                 )
                 return None
-            await session.execute(dropped)  # (play_stop to the old socket, if it listens)
-            old = session.caller
+            # The old socket is stale: nothing more is written to it (its buffers may
+            # be full), and its connection is dropped at once, not closed politely.
+            old, old_sock = session.caller, session.caller_sock
+            session.detach_caller()
+            await session.execute(dropped)  # (its play stream stops; no frame is sent)
             session.attach_caller(ws, proto)
             if old is not None and old is not ws:
-                with contextlib.suppress(Exception):
-                    await old.close()
+                _abort(old, old_sock)
             await session.execute(decisions)
             return session
         # It moved to another instance and back: this copy is stale.
@@ -141,14 +215,15 @@ async def resume(
     return await resume_from_store(service, ws, proto, call_id)
 
 
-async def quiet_for(store: EventStore, call_id: str, last: int) -> bool:
-    """True if nobody appends to the call for LIVE_S seconds (its driver is gone).
+async def quiet_for(store: EventStore, call_id: str, last: int, live_s: float = LIVE_S) -> bool:
+    """True if nobody appends to the call for ``live_s`` seconds (its driver is gone,
+    or its caller socket went silent: either way the socket is stale).
 
     A call not suspended is either driven by a live instance (whose caller streams
     audio, so its log grows every few tens of ms) or was left by a crashed one.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + LIVE_S
+    deadline = loop.time() + live_s
     while loop.time() < deadline:
         await asyncio.sleep(0.1)
         try:
@@ -196,7 +271,8 @@ async def resume_from_store(
             await refuse("conversation has ended")
             return None
         read_to = engine.next_seq - 1
-        if engine.status != "suspended" and not await quiet_for(store, call_id, read_to):
+        live_s = max(LIVE_S, cfg.resume_stale_s)
+        if engine.status != "suspended" and not await quiet_for(store, call_id, read_to, live_s):
             # Not suspended and its log still grows: an instance drives it with a caller.
             await refuse("call is active on another instance")
             return None
@@ -205,7 +281,13 @@ async def resume_from_store(
         if engine.status == "active":
             # The instance that had the caller died without recording the drop.
             lost = ev.ConnectionLost(
-                call_id=call_id, seq=engine.next_seq, at=at, side="caller", reason="instance lost"
+                call_id=call_id,
+                seq=engine.next_seq,
+                at=at,
+                side="caller",
+                # All that is known: its log stood still.  (Its instance may have died,
+                # or its caller's socket gone silent; either way the socket is stale.)
+                reason=f"no event for {live_s:g} s from the instance driving the call",
             )
             batch += [lost, *engine.handle(lost)]
         resumed = ev.SessionResumed(call_id=call_id, seq=engine.next_seq, at=at, instance=instance)

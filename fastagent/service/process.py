@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,11 @@ from fastagent.store import EventStore, open_store
 
 if TYPE_CHECKING:
     from fastagent.service.call import CallSession
+
+log = logging.getLogger("fastagent.service")
+
+
+REJECT_LOG_EVERY_S = 60  # refused upgrades: one log line per source per minute
 
 
 class Service:
@@ -35,6 +42,29 @@ class Service:
         self.observers: list[Callable[[ev.Event], None]] = []
         self._hub_lock = asyncio.Lock()
         self._openai: Any = None
+        self.sockets = 0  # VAIC sockets accepted and not yet finished
+        self.initiating: set[str] = set()  # conversation ids between check and claim
+        self._rejected: dict[str, float] = {}  # source -> when its last rejection was logged
+
+    def rejected(self, source: str, status: int, why: str) -> None:
+        """Log a refused upgrade at WARNING, at most once per source per minute (a
+        scanner or a misconfigured VAIC must not flood the log)."""
+        now = time.monotonic()
+        last = self._rejected.get(source)
+        if last is not None and now - last < REJECT_LOG_EVERY_S:
+            return
+        if len(self._rejected) >= 10_000:  # forget sources quiet for a minute
+            cutoff = now - REJECT_LOG_EVERY_S
+            self._rejected = {k: t for k, t in self._rejected.items() if t >= cutoff}
+        self._rejected[source] = now
+        log.warning(
+            "VAIC upgrade from %s refused with HTTP %d: %s (next refusal from it logged "
+            "after %d s)",
+            source,
+            status,
+            why,
+            REJECT_LOG_EVERY_S,
+        )
 
     def openai_client(self) -> Any:
         """One SDK client for all calls (building one costs ~20 ms of CPU)."""

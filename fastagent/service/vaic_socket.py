@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 
 from fastapi import WebSocket, WebSocketDisconnect
 
 from fastagent import events as ev
 from fastagent import sockets, vaic
 from fastagent.service.call import CallSession, _Lost
+from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.ownership import initiate, resume
 from fastagent.service.process import Service
 
@@ -27,27 +30,69 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
     busy = False  # this loop is handling a message (the slow lane)
     sock = sockets.caller_protocol_of(receive)
     failed: str | None = None
+    cfg = service.config
+    pace = CallerPace(cfg.max_msgs_per_s)
+    clock = time.monotonic
+    initiate_by = clock() + cfg.initiate_timeout_s
+    watchdog: asyncio.Task[None] | None = None
 
     def chunk_now(data: bytes) -> bool:
         """Fast lane, from the socket's data callback: an audio chunk while the slow
         lane is idle goes straight to the session (see fastagent.sockets)."""
         if busy or session is None or session.caller is not ws or sock is None or sock.backlog():
             return False  # (a session gone or moved on leaves the socket to the slow lane)
+        if not pace.take(clock()):
+            return False  # over the rate: the slow lane closes the socket
         msg = proto.receive_chunk(data)
-        return msg is not None and session.caller_audio_now(msg)
+        if msg is not None and session.caller_audio_now(msg):
+            return True
+        pace.tokens += 1.0  # the slow lane takes this frame, and counts it there
+        return False
+
+    async def watch() -> None:
+        """A caller socket with no frame at all for caller_idle_s is lost."""
+        nonlocal failed
+        idle = cfg.caller_idle_s
+        while (quiet := clock() - pace.seen) < idle:
+            await asyncio.sleep(min(1.0, idle / 4, idle - quiet + 0.01))
+        failed = f"no frame for {idle:g} s"
+        s = session
+        log.info("call %s: caller socket silent for %g s; lost", s and s.call_id, idle)
+        if s is not None and s.caller is ws and not s.closing:
+            await caller_gone(s, failed)
+        _abort(ws, sock)
 
     if sock is not None:
         sock.on_text = chunk_now
     try:
         while True:
             busy = False
-            message = await receive()
+            if session is None:
+                # session.initiate (or resume) within initiate_timeout_s of the upgrade.
+                try:
+                    message = await asyncio.wait_for(receive(), initiate_by - clock())
+                except TimeoutError:
+                    log.info(
+                        "VAIC socket sent no session.initiate in %g s; closed",
+                        cfg.initiate_timeout_s,
+                    )
+                    await ws.close(code=1008)
+                    break
+            else:
+                message = await receive()
             busy = True
             data = message.get("text")
             if data is None:
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes") or b""
+            if not pace.take(clock()):
+                failed = f"more than {cfg.max_msgs_per_s:g} messages/s"
+                log.warning(
+                    "call %s: caller socket closed: %s", session and session.call_id, failed
+                )
+                await ws.close(code=1008)
+                break
             msg = parse(data)
             if type(msg) is chunk:  # hot path
                 if session is not None:
@@ -63,10 +108,13 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 continue
             if isinstance(msg, vaic.ConnectionValidate):
                 await ws.send_text(vaic.connection_validated().decode())
-            elif isinstance(msg, vaic.SessionInitiate):
-                session = await initiate(service, ws, proto, msg)
-            elif isinstance(msg, vaic.SessionResume):
-                session = await resume(service, ws, proto, msg)
+            elif isinstance(msg, vaic.SessionInitiate | vaic.SessionResume):
+                if session is not None:
+                    continue  # (a repeat of this socket's own: the protocol allows it)
+                start = initiate if isinstance(msg, vaic.SessionInitiate) else resume
+                session = await start(service, ws, proto, msg, pace)  # type: ignore[operator]
+                if session is not None and watchdog is None:
+                    watchdog = asyncio.create_task(watch())
             elif session is None:
                 continue
             elif isinstance(msg, vaic.SessionEnd):
@@ -107,6 +155,9 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
         log.error("call %s: caller socket failed: %s: %s", cid, type(exc).__name__, exc)
         with contextlib.suppress(Exception):
             await ws.close(code=1011)
+    finally:
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
     if session is None or session.closing:
         return
     if session.caller is ws:
