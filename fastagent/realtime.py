@@ -740,4 +740,3 @@ DEFAULT_MODEL: Final = "gpt-realtime-2"  # see fastagent.models
 
 class RealtimeConfigError(ConfigError):
     """Missing or bad Realtime connection settings."""
-
