@@ -17,7 +17,8 @@ snapshot tests) in the scratch copy.
 The report gives, per mutation: how many recordings flagged it, the first one
 with its position and what each side holds there; and the totals: changes
 flagged, changes missed (with the reason when it is known), false alarms.  A
-mutation whose text no longer occurs (the code moved) is reported ``stale``.
+mutation whose text no longer occurs exactly once -- in its file, or in the one
+file under ``fastagent/`` it moved to -- is reported ``stale``.
 Exit status: 0 when every change is flagged and no quiet one is, else 1.
 """
 
@@ -68,6 +69,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "            clock.speed = self.playback_speed\n",
         "            clock.speed = 1.0\n",
     ),
+    Mutation("calls per response: 32 -> 31", C, "< 32:", "< 31:"),
     Mutation(
         "DTMF message text",
         C,
@@ -372,6 +374,20 @@ def _snapshots(scratch: Path) -> bool:
     return proc.returncode != 0
 
 
+def _locate(scratch: Path, m: Mutation) -> Path | None:
+    """The file to mutate: ``m.file``, or -- when code moved -- the one file under
+    ``fastagent/`` with the same name or in the same package that holds ``m.old``."""
+    path = scratch / m.file
+    if path.exists() and m.old in path.read_text():
+        return path
+    name = Path(m.file).name
+    pool = [p for p in (scratch / "fastagent").rglob("*.py") if p.name == name]
+    if name == "__init__.py" or not pool:
+        pool = list((scratch / "fastagent").rglob("*.py"))
+    found = [p for p in pool if m.old in p.read_text()]
+    return found[0] if len(found) == 1 else (path if path.exists() else None)
+
+
 def run(mutations: tuple[Mutation, ...], snapshots: bool) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="fastagent-mutants-") as tmp:
@@ -388,9 +404,10 @@ def run(mutations: tuple[Mutation, ...], snapshots: bool) -> list[dict[str, obje
         if broken:
             raise SystemExit(f"recordings that do not replay before any mutation: {broken}")
         for m in mutations:
-            path = scratch / m.file
-            text = path.read_text() if path.exists() else ""
-            row: dict[str, object] = {"name": m.name, "kind": m.kind, "file": m.file}
+            path = _locate(scratch, m)
+            text = path.read_text() if path is not None else ""
+            where = str(path.relative_to(scratch)) if path is not None else m.file
+            row: dict[str, object] = {"name": m.name, "kind": m.kind, "file": where}
             if text.count(m.old) != 1:
                 row["result"] = "stale"
                 rows.append(row)
