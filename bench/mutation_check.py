@@ -166,25 +166,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
     ),
     # --- timing and retry rules (CallPolicy) ------------------------------------------
+    Mutation("grace 30 s -> 20 s", C, "    grace_s=30.0, tool_", "    grace_s=20.0, tool_"),
     Mutation(
-        "grace 30 s -> 20 s",
-        C,
-        "POLICY = ev.CallPolicy(grace_s=30.0,",
-        "POLICY = ev.CallPolicy(grace_s=20.0,",
+        "tool timeout 10 s -> 15 s", C, "tool_timeout_s=10.0, model_", "tool_timeout_s=15.0, model_"
+    ),
+    Mutation("model retries 5 -> 3", C, "model_retries=5, history_", "model_retries=3, history_"),
+    Mutation(
+        "resume history window 24 -> 12", C, "history_items=24, model_", "history_items=12, model_"
     ),
     Mutation(
-        "tool timeout 10 s -> 15 s",
-        C,
-        "tool_timeout_s=10.0, model_retries=5",
-        "tool_timeout_s=15.0, model_retries=5",
+        "model answer timeout 10 s -> 5 s", C, "model_timeout_s=10.0\n)", "model_timeout_s=5.0\n)"
     ),
-    Mutation(
-        "model retries 5 -> 3",
-        C,
-        "model_retries=5, history_items=24)",
-        "model_retries=3, history_items=24)",
-    ),
-    Mutation("resume history window 24 -> 12", C, "history_items=24)", "history_items=12)"),
     # --- example agents: guards, targets, slots, prompts, tools -----------------------
     Mutation(
         "banking: 3 -> 4 failed checks before locking", BANK, "MAX_ATTEMPTS = 3", "MAX_ATTEMPTS = 4"
