@@ -50,10 +50,10 @@ class Mutation:
 
 C = "fastagent/core.py"
 E = "fastagent/events.py"
-BANK = "fastagent/agents/banking.py"
-CLINIC = "fastagent/agents/healthcare.py"
-SHOP = "fastagent/agents/retail.py"
-AGENTS = "fastagent/agents/__init__.py"
+BANK = "fastagent/examples/banking.py"
+CLINIC = "fastagent/examples/healthcare.py"
+SHOP = "fastagent/examples/retail.py"
+AGENTS = "fastagent/agents.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
     # --- the core: arithmetic, limits, texts, order -----------------------------------
