@@ -77,7 +77,7 @@ def test_the_service_leaves_the_rules_to_the_core_unless_told(
 
 
 def test_the_history_window_bounds_the_seeding() -> None:
-    from fastagent.service import seed_pairs
+    from fastagent.service.call import seed_pairs
     from projections.live import Line
 
     lines = [Line(role="user", text=f"t{i}", at=i) for i in range(10)]
