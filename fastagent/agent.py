@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastagent.fsa import FSA, validate
+from fastagent.privacy import Privacy
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Agent:
     send_dtmf: bool = False  # offer the model a send_dtmf tool (e.g. to drive an IVR)
     session_params: dict[str, object] = field(default_factory=dict)  # VAIC config at start
     scenario: str = ""  # the demo scenario file name in fastagent/scenarios/
+    # What is personal data besides tool data and sensitive slots (docs/privacy.md).
+    privacy: Privacy = field(default_factory=Privacy)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

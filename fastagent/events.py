@@ -59,6 +59,9 @@ class CallConfig(msgspec.Struct, frozen=True, kw_only=True):
     # How fast the caller's side plays bot audio: 1.0 on a real phone line; a
     # simulated caller may play faster than real time (the demo and tests do).
     playback_speed: float = 1.0
+    # The personal-data categories sealed in the store for this call (fastagent.privacy);
+    # None in calls recorded before: everything sealable is sealed.
+    sealed: tuple[str, ...] | None = None
 
 
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):

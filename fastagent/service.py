@@ -1016,6 +1016,7 @@ async def initiate(
         voice=cfg.voice or "marin",
         model=cfg.model,
         playback_speed=cfg.playback_speed,
+        sealed=_sealed_categories(cfg.agent),
     )
     await session.input(
         ev.SessionInitiated,
@@ -1031,6 +1032,15 @@ async def initiate(
     await start_model_and_tools(session)
     session.keep_snapshots()
     return session
+
+
+def _sealed_categories(agent: str) -> tuple[str, ...] | None:
+    """What the store seals for a call of ``agent`` (None, i.e. everything, if the
+    agent cannot be loaded: the engine then rejects the call anyway)."""
+    try:
+        return get_agent(agent).privacy.categories()
+    except Exception:
+        return None
 
 
 async def start_model_and_tools(session: CallSession) -> None:

@@ -72,7 +72,11 @@ def serve(
                 store=store, agent=agent, no_auth=no_auth or None, grace_s=grace
             )
             get_agent(config.agent)
-            Service(config).store.close()  # check token and store before listening
+            checked = Service(config)  # check tokens, store and master key before listening
+            try:
+                checked.store.check_keys()
+            finally:
+                checked.store.close()
         except ConfigError as exc:
             raise fail(str(exc)) from None
     config.greet = config.greet and greet

@@ -23,6 +23,11 @@ def pg_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(why + " (CI must run the PostgreSQL tests)")
         pytest.skip(why)
+    # A PostgreSQL store needs a master key (docs/privacy.md): one for the test session.
+    if not os.environ.get("FASTAGENT_MASTER_KEY"):
+        from fastagent.privacy import new_key_text
+
+        os.environ["FASTAGENT_MASTER_KEY"] = new_key_text()
     yield url
 
 
