@@ -189,24 +189,25 @@ def _masked(events: list[ev.Event], result: Any, agents: Any) -> tuple[list[ev.E
     """The events and the divergence as shown masked (after replaying the clear ones)."""
     import dataclasses
 
-    from fastagent.masking import mask_event, sensitive_keys
+    from fastagent.masking import Known, mask_event, sensitive_keys
     from fastagent.replay import field_diffs, recorded_agent, short
 
     try:
         keys = sensitive_keys(agents(recorded_agent(events)))
     except Exception:
         keys = sensitive_keys(None)
-    shown = [mask_event(e, keys) for e in events]
+    known = Known.of(events, keys)
+    shown = [mask_event(e, keys, known) for e in events]
     div = result.divergence
     if div is None:
         return shown, result
-    rec = mask_event(div.recorded, keys) if div.recorded is not None else None
-    new = mask_event(div.new, keys) if div.new is not None else None
+    rec = mask_event(div.recorded, keys, known) if div.recorded is not None else None
+    new = mask_event(div.new, keys, known) if div.new is not None else None
     masked = dataclasses.replace(
         div,
         recorded=rec,
         new=new,
-        inputs_before=[mask_event(i, keys) for i in div.inputs_before],
+        inputs_before=[mask_event(i, keys, known) for i in div.inputs_before],
         recorded_holds=short(rec) if rec is not None else div.recorded_holds,
         new_holds=short(new) if new is not None else div.new_holds,
         fields=field_diffs(rec, new) if rec is not None and new is not None else [],
