@@ -34,6 +34,14 @@ class Agent:
     scenario: str = ""  # the demo scenario file name in fastagent/scenarios/
     # What is personal data besides tool data and sensitive slots (docs/privacy.md).
     privacy: Privacy = field(default_factory=Privacy)
+    # When the voice model fails: one retry, then this apology (a response with
+    # these instructions), then the fallback: "transfer" (to transfer_target, if
+    # set) or "hangup".  The call's outcome is then "failed".
+    apology: str = (
+        "Apologise in one short sentence: something went wrong on your side. "
+        "Ask the caller to say that again."
+    )
+    fallback: str = "transfer"
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -56,7 +56,7 @@ __all__ = [
     "sync",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: model_failures
 DEFAULT_DB = "./fastagent-analytics.duckdb"
 # Log positions per batch (one DuckDB transaction each).  Large, because each batch
 # costs ~60 ms of fixed work (a dozen statements); memory is ~150 bytes a position.
@@ -422,6 +422,9 @@ _OTHER_FIELDS = {
     "guard": "VARCHAR",
     "stream_id": "VARCHAR",
     "played_ms": "BIGINT",
+    "kind": "VARCHAR",
+    "action": "VARCHAR",
+    "attempt": "BIGINT",
 }
 _FAST_FIELDS = {"type": "VARCHAR", **_AUDIO_FIELDS}
 
@@ -497,6 +500,9 @@ _FILL: list[str] = [
         CASE type WHEN 'ModelError' THEN 'model' ELSE e.side END,
         coalesce(nullif(e.code, ''), e.error_type), e.message
         FROM _other WHERE type IN ('ModelError', 'ProtocolError')""",
+    f"""INSERT INTO model_failures SELECT pos, e.call_id, e.seq, {_TS}, e.kind, e.action,
+        e.code, e.message, e.response_id, e.item_id, e.attempt
+        FROM _other WHERE type = 'ModelFailureHandled'""",
     """INSERT INTO audio_stats
         SELECT call_id, CASE type WHEN 'CallerAudio' THEN 'caller' ELSE 'bot' END,
             sum(n), sum(nbytes), sum(duration_us),

@@ -32,6 +32,7 @@ REPORT_SECTIONS: list[tuple[str, str]] = [
     ("Outcomes", "SELECT * FROM outcomes"),
     ("FSA funnel", "SELECT * FROM fsa_funnel"),
     ("Tool error rates", "SELECT * FROM tool_error_rates"),
+    ("Model failures", "SELECT * FROM model_failure_counts"),
     (
         "Response latency (caller stops speaking -> first bot audio)",
         "SELECT * FROM latency_percentiles",

@@ -34,6 +34,8 @@ _DTMF = re.compile(r"[0-9*#]{1,20}")
 
 @dataclass(slots=True)
 class Playback:
+    """One play stream (one assistant audio item) as the engine sent it to the caller."""
+
     stream_id: str
     response_id: str
     item_id: str
@@ -41,14 +43,93 @@ class Playback:
     speed: float = 1.0  # playback speed at the caller's side (1.0 = real time)
     sent_us: int = 0
     open: bool = True
+    offset_us: int = 0  # where its first audio sits in the call's playout (PlayoutClock)
+    until: int = 0  # when the caller will have heard all of it (µs since the epoch)
 
     def audible_until(self) -> int:
-        # VAIC plays in real time from the first chunk; audio arrives faster.
-        return self.started_at + int(self.sent_us / self.speed)
+        """When the caller will have heard this stream to its end."""
+        return self.until
 
-    def heard_ms(self, at: int) -> int:
-        """Whole ms of this stream the caller has heard at ``at``, clamped to what was sent."""
-        return max(0, min(int((at - self.started_at) * self.speed) // 1000, self.sent_us // 1000))
+
+@dataclass(slots=True)
+class PlayoutClock:
+    """What the caller has heard, across play streams and responses.
+
+    VAIC plays a call's audio in real time (times ``speed``), stream after stream,
+    as a queue: audio that arrives while earlier audio still plays waits its turn.
+    Audio µs are counted along the call's playout (``queued_us``: everything
+    forwarded so far); ``end_at`` is when the queue runs dry.  At any ``at`` not
+    earlier than the last chunk, the caller has heard up to
+    ``queued_us - (end_at - at) * speed`` -- the queue plays without a gap from
+    ``at`` to ``end_at``.  A barge-in empties the queue (VAIC stops playing).
+    """
+
+    speed: float = 1.0
+    queued_us: int = 0
+    end_at: int = 0
+
+    def add(self, at: int, duration_us: int) -> int:
+        """Queue ``duration_us`` of audio forwarded at ``at``; returns its offset."""
+        offset = self.queued_us
+        start = max(at, self.end_at)
+        self.end_at = start + int(duration_us / self.speed)
+        self.queued_us += duration_us
+        return offset
+
+    def played_us(self, at: int) -> int:
+        """Audio position (µs along the playout) the caller has heard by ``at``."""
+        return self.queued_us - max(0, int((self.end_at - at) * self.speed))
+
+    def heard_ms(self, offset_us: int, sent_us: int, at: int) -> int:
+        """Whole ms heard by ``at`` of the audio at ``offset_us`` (``sent_us`` long)."""
+        return max(0, min(self.played_us(at) - offset_us, sent_us)) // 1000
+
+    def flush(self, at: int) -> None:
+        """The caller's queue is dropped at ``at`` (barge-in, a new socket)."""
+        self.queued_us = self.played_us(at)
+        self.end_at = min(self.end_at, at)
+
+
+@dataclass(slots=True)
+class Queued:
+    """An assistant audio item that may still be playing at the caller."""
+
+    item_id: str
+    response_id: str
+    offset_us: int
+    sent_us: int = 0
+
+
+@dataclass(slots=True)
+class ResponseLife:
+    """The model's turn, owned in one place: is a response active, who started it,
+    and what reply is still owed.
+
+    FastAgent asks with ``response.create`` (``requested``: the seq of the
+    ResponseRequested, its ``event_id`` on the wire); the server also starts
+    responses itself (server VAD, the idle timeout, and -- racing ours -- right
+    after a function output).  A ``response.created`` while a request of ours is
+    waiting is taken as the answer to it; if the server then rejects that request
+    with ``conversation_already_has_active_response``, the response under way was
+    the server's, and it *is* the reply that was wanted: the debt is settled, not
+    asked again after it (which made the model speak a second, unrequested reply).
+    """
+
+    requested: int = 0  # seq of our response.create not yet answered (0: none)
+    requested_reason: str = ""
+    requested_instructions: str = ""
+    last_request: int = 0  # seq of our latest response.create (matches error.event_id)
+    active: str = ""  # id of the response in progress ("" = none)
+    origin: str = ""  # who started the active (or last) response: fastagent | server
+    reason: str = ""  # what the active response answers (our request's reason)
+    instructions: str = ""  # the instructions it was requested with
+    owed: str = ""  # reason of a reply owed once no response is active
+    failures: int = 0  # failed replies in a row (reset by a completed response)
+    limited: bool = False  # a rate limit is at 0 (noted once until it recovers)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.requested or self.active)
 
 
 @dataclass(slots=True)
@@ -74,15 +155,16 @@ class Engine:
     next_seq: int = 1
     streams: int = 0
     play: Playback | None = None
-    response_active: bool = False
-    response_id: str = ""
+    clock: PlayoutClock = field(default_factory=PlayoutClock)
+    queue: list[Queued] = field(default_factory=list)  # items maybe still playing
+    resp: ResponseLife = field(default_factory=ResponseLife)
     interrupted_response: str = ""
-    owe_response: str = ""  # reason of a response.create deferred until none is active
+    failed: bool = False  # the model failed the call: its outcome is "failed"
+    committed: str = ""  # caller item committed whose transcript has not arrived
     calls_in_response: list[ev.FunctionCallRequested] = field(default_factory=list)
     held_calls: list[ev.FunctionCallRequested] = field(default_factory=list)
     held_response: str = ""
     pending_end: tuple[str, str] = ("", "")  # CallEnded owed once running tools finish
-    request_seq: int = 0  # seq of the last ResponseRequested (its event id on the wire)
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     queued: list[tuple[str, str]] = field(default_factory=list)  # (model call id | "", text)
     control: tuple[str, str] = ("", "")  # (hangup | transfer, reason) after the next response
@@ -136,6 +218,11 @@ class Engine:
                 "parameters": spec.parameters or {"type": "object", "properties": {}},
             }
         return [specs[n] for n in names if n in specs]
+
+    @property
+    def response_active(self) -> bool:
+        """A response is under way or requested (no ``response.create`` may go now)."""
+        return self.resp.busy
 
     # -------------------------------------------------------------- helpers
 
@@ -211,13 +298,20 @@ class Engine:
         )
 
     def _request(self, reason: str, instructions: str = "") -> None:
-        if self.response_active:
-            self.owe_response = self.owe_response or reason
+        r = self.resp
+        if r.busy:
+            r.owed = r.owed or reason
             return
-        self.response_active = True
-        self.owe_response = ""
-        self.request_seq = self.next_seq
+        r.owed = ""
+        r.requested = r.last_request = self.next_seq
+        r.requested_reason, r.requested_instructions = reason, instructions
         self._emit(ev.ResponseRequested, reason=reason, instructions=instructions)
+
+    def _pay_owed(self) -> None:
+        r = self.resp
+        if r.owed and not r.busy and self.status == "active":
+            reason, r.owed = r.owed, ""
+            self._request(reason)
 
     def _tell(self, model_call_id: str, payload: dict[str, Any] | str) -> None:
         text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True)
@@ -225,7 +319,7 @@ class Engine:
 
     def _flush(self, reason: str) -> None:
         """Send what the model must hear, then ask for a response, never mid-response."""
-        if self.response_active or not self.queued:
+        if self.resp.busy or not self.queued:
             return
         for model_call_id, text in self.queued:
             if model_call_id:
@@ -247,6 +341,8 @@ class Engine:
             )
 
     def _end(self, reason: str, outcome: str) -> None:
+        if self.failed and outcome != "rejected":
+            outcome = "failed"  # the model failed the call: never "completed"
         self._stop_playback("ended")
         assert self.agent is not None or not self.runs
         for name, run in list(self.runs.items()):
@@ -255,6 +351,8 @@ class Engine:
             )
         self.runs.clear()
         self._skip_held("the call ended before the caller heard the response")
+        if self.committed:
+            self._transcript_missing()
         if self.in_flight:
             # A side effect that started has its result recorded before the log
             # closes: wait for the tool calls still running (they all time out).
@@ -324,8 +422,10 @@ class Engine:
                 return
             self._stop_playback("connection_lost")
             self.play = None
+            self.clock.flush(e.at)  # what the old socket still had queued is gone
+            self.queue.clear()
             self.status = "suspended"
-        elif e.side == "model" and self.response_active:
+        elif e.side == "model" and self.resp.busy:
             # The response in progress is gone with the socket: none of its calls run.
             for call in self.calls_in_response:
                 self._emit(
@@ -336,8 +436,10 @@ class Engine:
                 )
             self.calls_in_response.clear()
             self._stop_playback("model_lost")
-            self.response_active = False
-            self.owe_response = self.owe_response or "resume after model reconnect"
+            r = self.resp
+            r.requested = 0
+            r.active = ""
+            r.owed = r.owed or "resume after model reconnect"
 
     def _on_connection_restored(self, e: ev.ConnectionRestored) -> None:
         if e.side == "model" and self.agent is not None:
@@ -347,8 +449,8 @@ class Engine:
                 flight.model_call_id = ""
             self.queued = [("", text) for _, text in self.queued]
             self._configure()  # the shell seeds the transcript after this
-            if self.owe_response:
-                reason, self.owe_response = self.owe_response, ""
+            if self.resp.owed:
+                reason, self.resp.owed = self.resp.owed, ""
                 self._request(reason)
 
     def _on_grace_expired(self, e: ev.GraceExpired) -> None:
@@ -362,18 +464,27 @@ class Engine:
 
     def _on_bot_audio(self, e: ev.BotAudio) -> None:
         pb = self.play
+        clock = self.clock
         if pb is None or pb.item_id != e.item_id:
             if e.response_id == self.interrupted_response or self.status != "active":
                 return  # late audio of an interrupted response: not played
             self._stop_playback("next")
             self.streams += 1
+            clock.speed = self.playback_speed
             pb = self.play = Playback(
                 stream_id=f"play-{self.streams}",
                 response_id=e.response_id,
                 item_id=e.item_id,
                 started_at=e.at,
                 speed=self.playback_speed,
+                offset_us=clock.queued_us,
             )
+            # Items the caller has heard out need no tracking any more.
+            played = clock.played_us(e.at)
+            self.queue = [q for q in self.queue if q.offset_us + q.sent_us > played]
+            if len(self.queue) >= 64:  # bounded: a queue that long is heard out
+                del self.queue[0]
+            self.queue.append(Queued(e.item_id, e.response_id, clock.queued_us))
             self._emit(
                 ev.PlaybackStarted,
                 stream_id=pb.stream_id,
@@ -382,22 +493,37 @@ class Engine:
                 fmt=self.media_format,
             )
         if pb.open:
+            clock.add(e.at, e.duration_us)
             pb.sent_us += e.duration_us
+            pb.until = clock.end_at
+            self.queue[-1].sent_us = pb.sent_us
 
     def _on_speech_started(self, e: ev.SpeechStarted) -> None:
+        clock = self.clock
+        played = clock.played_us(e.at)
+        unheard = [q for q in self.queue if q.offset_us + q.sent_us > played]
         pb = self.play
-        if pb is None or e.at >= pb.audible_until():
-            return
-        heard_ms = pb.heard_ms(e.at)
-        if pb.open:
+        if not unheard:
+            return  # nothing is playing: the caller just speaks
+        # VAIC stops playing (barge-in): the item being heard is cut at what the
+        # caller heard of it, items queued behind it were never heard at all.
+        if pb is not None and pb.open:
             pb.open = False
+            heard = clock.heard_ms(pb.offset_us, pb.sent_us, e.at)
             self._emit(
-                ev.PlaybackStopped, stream_id=pb.stream_id, reason="barge_in", played_ms=heard_ms
+                ev.PlaybackStopped, stream_id=pb.stream_id, reason="barge_in", played_ms=heard
             )
-        self._emit(ev.TruncateRequested, item_id=pb.item_id, audio_end_ms=heard_ms)
-        self.interrupted_response = pb.response_id
-        if self.held_response == pb.response_id:
-            self._skip_held("caller interrupted the response before the call ran")
+        for q in unheard:
+            heard = clock.heard_ms(q.offset_us, q.sent_us, e.at)
+            if heard > 0:
+                self._emit(ev.TruncateRequested, item_id=q.item_id, audio_end_ms=heard)
+            else:
+                self._emit(ev.ItemDeleted, item_id=q.item_id, reason="never heard (barge-in)")
+            if self.held_response == q.response_id:
+                self._skip_held("caller interrupted the response before the call ran")
+        self.interrupted_response = unheard[-1].response_id
+        clock.flush(e.at)
+        self.queue.clear()
         self.play = None
         if self.control[0]:
             self.control = ("", "")  # the caller interrupted the goodbye: stay on the line
@@ -406,8 +532,13 @@ class Engine:
     # ------------------------------------------------------------ responses
 
     def _on_response_started(self, e: ev.ResponseStarted) -> None:
-        self.response_active = True
-        self.response_id = e.response_id
+        r = self.resp
+        if r.requested:  # the answer to our response.create (unless it is rejected)
+            r.origin, r.reason = "fastagent", r.requested_reason
+            r.instructions, r.requested = r.requested_instructions, 0
+        else:  # server VAD, the idle timeout, or the server going on by itself
+            r.origin, r.reason, r.instructions = "server", "server", ""
+        r.active = e.response_id
         self.calls_in_response.clear()
 
     def _on_function_call(self, e: ev.FunctionCallRequested) -> None:
@@ -420,11 +551,30 @@ class Engine:
             )
 
     def _on_response_done(self, e: ev.ResponseDone) -> None:
-        self.response_active = False
+        r = self.resp
+        if e.response_id == r.active or not r.active:
+            r.active = ""
         calls, self.calls_in_response = self.calls_in_response, []
         pb = self.play
         if pb is not None and pb.response_id == e.response_id:
             self._stop_playback("done")
+        if e.status == "completed":
+            r.failures = 0
+        elif e.status == "failed" or (e.status == "incomplete" and calls):
+            # None of its calls run, so the reply the caller is owed did not come.
+            self._skip_calls(calls, e)
+            kind = "response_failed" if e.status == "failed" else "response_incomplete"
+            code = e.error_code or e.error_type or e.reason
+            self._reply_failed(kind, code, e.error_message, e.response_id)
+            return
+        elif e.status == "incomplete":  # cut short (max_output_tokens, content_filter)
+            self._note(
+                kind="response_incomplete",
+                action="none",
+                code=e.reason,
+                message=e.error_message,
+                response_id=e.response_id,
+            )
         interrupted = e.status != "completed" or e.response_id == self.interrupted_response
         audible = pb is not None and pb.response_id == e.response_id and e.at < pb.audible_until()
         if audible and not interrupted and (calls or self.control[0]):
@@ -435,22 +585,23 @@ class Engine:
             return
         self._run_calls(calls, e, interrupted)
 
+    def _skip_calls(self, calls: list[ev.FunctionCallRequested], e: ev.ResponseDone) -> None:
+        why = f"response {e.status}" + (f" ({e.reason})" if e.reason else "")
+        if e.response_id == self.interrupted_response and e.status == "completed":
+            why = "response interrupted by the caller"
+        for call in calls:
+            self._emit(
+                ev.FunctionCallSkipped, tool_call_id=call.tool_call_id, name=call.name, reason=why
+            )
+
     def _run_calls(
         self, calls: list[ev.FunctionCallRequested], e: ev.Input, interrupted: bool
     ) -> None:
-        for call in calls:
-            if interrupted:
-                assert isinstance(e, ev.ResponseDone)
-                why = f"response {e.status}" + (f" ({e.reason})" if e.reason else "")
-                if e.response_id == self.interrupted_response and e.status == "completed":
-                    why = "response interrupted by the caller"
-                self._emit(
-                    ev.FunctionCallSkipped,
-                    tool_call_id=call.tool_call_id,
-                    name=call.name,
-                    reason=why,
-                )
-            else:
+        if interrupted:
+            assert isinstance(e, ev.ResponseDone)
+            self._skip_calls(calls, e)
+        else:
+            for call in calls:
                 self._run_call(call)
         kind, reason = self.control
         if kind and not interrupted and not self.queued:
@@ -461,9 +612,7 @@ class Engine:
             self.status = "ending"
             return
         self._flush("tool results")
-        if self.owe_response and not self.response_active:
-            reason, self.owe_response = self.owe_response, ""
-            self._request(reason)
+        self._pay_owed()
 
     def _on_playback_drained(self, e: ev.PlaybackDrained) -> None:
         # While the caller is away, the decision waits for the resume.
@@ -481,19 +630,138 @@ class Engine:
             )
         self.held_calls, self.held_response = [], ""
 
-    def _on_model_error(self, e: ev.ModelError) -> None:
-        if e.error_type == "connection":
-            # No model to talk to: say so with a hangup rather than leave dead air.
-            if self.status == "active":
-                self._emit(ev.HangupRequested, reason="the voice model is unavailable")
-                self.status = "ending"
+    # ------------------------------------------------------------- failures
+
+    def _note(self, **fields: Any) -> None:
+        self._emit(ev.ModelFailureHandled, attempt=self.resp.failures, **fields)
+
+    def _reply_failed(self, kind: str, code: str, message: str, response_id: str = "") -> None:
+        """A reply the caller is owed did not come: retry once, then apologise, then
+        the agent's fallback (transfer or hang-up; the call's outcome is failed)."""
+        r = self.resp
+        r.failures += 1
+        fields = dict(kind=kind, code=code, message=message[:300], response_id=response_id)
+        if self.status != "active":
+            self._note(action="none", **fields)
             return
-        if e.code == "conversation_already_has_active_response":
-            self.owe_response = self.owe_response or "retry"
-        elif e.event_id and e.event_id == response_event_id(self.request_seq):
-            # Our response.create was refused: no response is coming for it.  Queued
-            # outputs go out with the next response (e.g. when the caller speaks).
-            self.response_active = False
+        if r.failures == 1:
+            self._note(action="retry", **fields)
+            self._request(r.reason if r.reason != "server" else "retry", r.instructions)
+        elif r.failures == 2:
+            self._note(action="apology", **fields)
+            assert self.agent is not None
+            self._request("apology", self.agent.apology)
+        else:
+            self._note(action="fallback", **fields)
+            self._fallback(f"the voice model failed ({kind}{': ' + code if code else ''})")
+
+    def _fallback(self, why: str) -> None:
+        """The agent's fallback when the model cannot carry the call on."""
+        if self.status != "active":
+            return
+        self.failed = True
+        self._stop_playback("failed")
+        self._skip_held("the voice model failed")
+        target = self._transfer_target()
+        assert self.agent is not None
+        if target and self.agent.fallback != "hangup":
+            self._emit(ev.TransferRequested, target=target, reason=why)
+        else:
+            self._emit(ev.HangupRequested, reason=why)
+        self.status = "ending"
+
+    def _on_model_error(self, e: ev.ModelError) -> None:
+        r = self.resp
+        fields = dict(code=e.code or e.error_type, message=e.message[:300])
+        if e.error_type == "connection":
+            # No model to talk to: no dead air -- the fallback, and the log says why.
+            if self.status == "active":
+                r.failures += 1
+                self._note(kind="unreachable", action="fallback", **fields)
+                self._fallback("the voice model is unavailable")
+            return
+        ours = bool(e.event_id) and e.event_id == response_event_id(r.last_request)
+        if e.code == "conversation_already_has_active_response" and (ours or not e.event_id):
+            # The reply we asked for is already coming: the server started it itself.
+            if r.requested:
+                r.requested = 0
+                if not r.active:  # its response.created has not reached us: it will
+                    r.owed = ""
+            if r.active:
+                r.origin = "server"
+                r.owed = ""
+            self._note(kind="active_response", action="settled", **fields)
+            return
+        if e.code == "session_expired":
+            # The session is over: a new one, told the call so far (the shell reconnects).
+            self._note(kind="session_expired", action="reconnect", **fields)
+            return
+        limited = "rate_limit" in e.code or "rate_limit" in e.error_type
+        kind = "rate_limited" if limited else "request_refused" if ours else "error"
+        if ours and r.requested == r.last_request:
+            # Our response.create was refused: no response is coming for it.
+            r.requested = 0
+            r.reason, r.instructions = r.requested_reason, r.requested_instructions
+            self._reply_failed(kind, **fields)
+            return
+        self._note(kind=kind, action="none", **fields)
+
+    def _on_model_timeout(self, e: ev.ModelTimeout) -> None:
+        r = self.resp
+        if e.waiting_for == "response.created":
+            if not r.requested or e.event_id != response_event_id(r.requested):
+                return  # answered after all (the timer lost the race)
+            r.requested = 0
+        if self.status != "active":
+            return
+        r.failures += 1
+        self._note(
+            kind="timeout",
+            action="fallback",
+            code=e.waiting_for,
+            message=f"no {e.waiting_for} within {e.seconds:g} s",
+        )
+        self._fallback(f"the voice model did not answer ({e.waiting_for})")
+
+    def _on_rate_limits(self, e: ev.RateLimitsUpdated) -> None:
+        r = self.resp
+        hit = [x for x in e.limits if x.limit and x.remaining <= 0]
+        if hit and not r.limited:
+            r.limited = True
+            names = ", ".join(f"{x.name} (resets in {x.reset_seconds:g} s)" for x in hit)
+            self._note(kind="rate_limited", action="none", message=f"at 0: {names}")
+        elif not hit:
+            r.limited = False
+
+    def _on_transcript(self, e: ev.Transcript) -> None:
+        if e.role == "user" and e.item_id == self.committed:
+            self.committed = ""
+
+    def _on_committed(self, e: ev.SpeechCommitted) -> None:
+        if self.committed:
+            self._transcript_missing()
+        self.committed = e.item_id
+
+    def _transcript_missing(self) -> None:
+        item, self.committed = self.committed, ""
+        self._note(
+            kind="transcription_missing",
+            action="none",
+            item_id=item,
+            message="no transcript of the caller's words arrived before the next turn",
+        )
+
+    def _on_transcription_failed(self, e: ev.TranscriptionFailed) -> None:
+        # The model heard the audio and answers it; only the caller's words are missing.
+        if e.item_id == self.committed:
+            self.committed = ""
+        self._note(
+            kind="transcription_failed",
+            action="none",
+            code=e.code or e.error_type,
+            message=e.message[:300],
+            item_id=e.item_id,
+        )
 
     def _on_dtmf(self, e: ev.Dtmf) -> None:
         if self.status != "active":
@@ -705,6 +973,11 @@ _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.ToolResult: Engine._on_tool_result,
     ev.ToolsListed: Engine._on_tools_listed,
     ev.ModelError: Engine._on_model_error,
+    ev.ModelTimeout: Engine._on_model_timeout,
+    ev.RateLimitsUpdated: Engine._on_rate_limits,
+    ev.Transcript: Engine._on_transcript,
+    ev.SpeechCommitted: Engine._on_committed,
+    ev.TranscriptionFailed: Engine._on_transcription_failed,
     ev.Dtmf: Engine._on_dtmf,
     ev.ConnectionLost: Engine._on_connection_lost,
     ev.ConnectionRestored: Engine._on_connection_restored,

@@ -55,7 +55,10 @@ class CallConfig(msgspec.Struct, frozen=True, kw_only=True):
     greet: bool = True
     transfer_target: str = ""
     voice: str = "marin"
-    model: str = "gpt-realtime"
+    model: str = "gpt-realtime-2"
+    # How long the model may take to answer a session.update or a response.create
+    # (FASTAGENT_MODEL_TIMEOUT_S); recorded so a replay sees the value it ran with.
+    model_timeout_s: float = 10.0
     # How fast the caller's side plays bot audio: 1.0 on a real phone line; a
     # simulated caller may play faster than real time (the demo and tests do).
     playback_speed: float = 1.0
@@ -182,10 +185,15 @@ class ResponseStarted(Input, frozen=True, kw_only=True):
 
 
 class ResponseDone(Input, frozen=True, kw_only=True):
+    """``response.done``; a failed response carries ``status_details.error``."""
+
     response_id: str
     status: str  # completed | cancelled | failed | incomplete
-    reason: str = ""
+    reason: str = ""  # status_details.reason: turn_detected, max_output_tokens, ...
     usage: Usage = Usage()
+    error_type: str = ""  # status_details.error.type, e.g. server_error
+    error_code: str = ""  # status_details.error.code
+    error_message: str = ""
 
 
 class FunctionCallRequested(Input, frozen=True, kw_only=True):
@@ -226,10 +234,37 @@ class RateLimitsUpdated(Input, frozen=True, kw_only=True):
 
 
 class ModelError(Input, frozen=True, kw_only=True):
+    """A Realtime ``error`` event, or the model socket could not be opened."""
+
     error_type: str = ""  # "connection" when the model cannot be reached at all
-    code: str = ""
+    code: str = ""  # free-form (the SDK enumerates none): session_expired, ...
     message: str = ""
     event_id: str = ""  # the client event the error is about, when the server says
+    param: str = ""
+
+
+class TranscriptionFailed(Input, frozen=True, kw_only=True):
+    """``conversation.item.input_audio_transcription.failed``: the model heard the
+    caller, but the caller's words have no transcript."""
+
+    item_id: str
+    error_type: str = ""
+    code: str = ""
+    message: str = ""
+
+
+class ModelTimeout(Input, frozen=True, kw_only=True):
+    """The model did not answer a client event in time (the shell's timer).
+
+    ``waiting_for`` is the server event that never came: ``session.updated`` after
+    a ``session.update``, ``response.created`` after a ``response.create``;
+    ``event_id`` names the request (``fa-response-<seq>``); ``seconds`` is the
+    setting the timer ran with (FASTAGENT_MODEL_TIMEOUT_S).
+    """
+
+    waiting_for: str
+    seconds: float
+    event_id: str = ""
 
 
 class ProtocolError(Input, frozen=True, kw_only=True):
@@ -384,6 +419,33 @@ class SessionParamsSent(Decision, frozen=True, kw_only=True):
     """The VAIC ``config`` activity: change session settings (e.g. DTMF collection)."""
 
     params: dict[str, Any]
+
+
+class ModelFailureHandled(Decision, frozen=True, kw_only=True):
+    """The core's reading of a model-side failure and what it does about it.
+
+    ``kind``: response_failed | response_incomplete | request_refused |
+    active_response | rate_limited | session_expired | error | timeout |
+    unreachable | transcription_failed | transcription_missing.
+    ``action``: retry | apology | fallback | settled | reconnect | none -- the
+    decisions that carry it out follow this one.  ``attempt`` counts the failed
+    replies in a row (the policy: 1 -> retry, 2 -> apology, 3 -> fallback).
+    """
+
+    kind: str
+    action: str
+    code: str = ""
+    message: str = ""
+    response_id: str = ""
+    item_id: str = ""
+    attempt: int = 0
+
+
+class ItemDeleted(Decision, frozen=True, kw_only=True):
+    """``conversation.item.delete`` of an assistant item the caller never heard."""
+
+    item_id: str
+    reason: str = ""
 
 
 class EngineFault(Decision, frozen=True, kw_only=True):

@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from fastagent import access, audio, realtime, snapshots, sockets, vaic
+from fastagent import access, audio, models, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine, response_event_id
@@ -65,13 +65,16 @@ class ServiceConfig:
     transfer_target: str = ""
     realtime_url: str | None = None  # FASTAGENT_REALTIME_URL
     api_key: str | None = None  # OPENAI_API_KEY
-    model: str = "gpt-realtime"
+    model: str = models.DEFAULT_MODEL
     voice: str = ""
     grace_s: float = 30.0
     playback_speed: float = 1.0  # >1 only for simulated callers that play faster
     max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
     tool_timeout_s: float = 10.0
     model_retries: int = 5
+    # A session.update or response.create the model does not answer within this
+    # many seconds is a model failure (the agent's fallback; outcome failed).
+    model_timeout_s: float = 10.0
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     def to_env(self) -> dict[str, str]:
@@ -83,6 +86,7 @@ class ServiceConfig:
             "FASTAGENT_PLAYBACK_SPEED": repr(self.playback_speed),
             "FASTAGENT_MAX_FRAME_BYTES": str(self.max_frame_bytes),
             "FASTAGENT_MODEL": self.model,
+            "FASTAGENT_MODEL_TIMEOUT_S": repr(self.model_timeout_s),
             "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
         }
         if self.store:
@@ -119,7 +123,14 @@ class ServiceConfig:
             transfer_target=env.get("FASTAGENT_TRANSFER_TARGET", ""),
             realtime_url=env.get("FASTAGENT_REALTIME_URL") or None,
             api_key=env.get("OPENAI_API_KEY") or None,
-            model=env.get("FASTAGENT_MODEL", "gpt-realtime"),
+            model=env.get("FASTAGENT_MODEL") or models.DEFAULT_MODEL,
+            model_timeout_s=number(
+                "FASTAGENT_MODEL_TIMEOUT_S",
+                10,
+                float,
+                "seconds (a number > 0)",
+                lambda v: 0 < v < inf,
+            ),
             grace_s=number(
                 "FASTAGENT_GRACE_S", 30, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
             ),
@@ -272,6 +283,7 @@ class CallSession:
         self.closing = False
         self.lost = False
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
     # --------------------------------------------------------------- recording
 
@@ -319,12 +331,18 @@ class CallSession:
             elif t is ev.ModelConfigured:
                 await self.configure_model(d)  # type: ignore[arg-type]
             elif t is ev.ResponseRequested:
+                event_id = response_event_id(d.seq)
                 await self.send_model(
                     realtime.response_create(
                         d.instructions or None,  # type: ignore[attr-defined]
-                        event_id=response_event_id(d.seq),
+                        event_id=event_id,
                     )
                 )
+                self.await_model("response.created", event_id)
+            elif t is ev.ModelFailureHandled:
+                self.on_failure_handled(d)  # type: ignore[arg-type]
+            elif t is ev.ItemDeleted:
+                await self.send_model(realtime.item_delete(d.item_id))  # type: ignore[attr-defined]
             elif t is ev.FunctionOutputSent:
                 await self.send_model(realtime.function_call_output(d.tool_call_id, d.output))  # type: ignore[attr-defined]
             elif t is ev.MessageInjected:
@@ -373,12 +391,63 @@ class CallSession:
             output_format=d.output_format,
         )
         await self.send_model(frame)
+        self.await_model("session.updated", "")
         if not self.seeded:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
             for item in realtime.seed_items(seed_pairs(self.state.transcript)):
                 await self.send_model(item)
+
+    def await_model(self, waiting_for: str, event_id: str) -> None:
+        """Start the timer for the model's answer to what was just sent: the
+        answer cancels it (see on_model_frame); if it fires, the core hears a
+        ModelTimeout (FASTAGENT_MODEL_TIMEOUT_S, recorded in CallConfig)."""
+        old = self.timers.pop(waiting_for, None)
+        if old is not None:
+            old.cancel()
+        seconds = self.service.config.model_timeout_s
+
+        async def expire() -> None:
+            await asyncio.sleep(seconds)
+            self.timers.pop(waiting_for, None)
+            if not self.closing and self.engine.status != "ended":
+                await self.input(
+                    ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                )
+
+        task = asyncio.create_task(self._guard(expire()))
+        self.timers[waiting_for] = task
+
+    def answered(self, waiting_for: str) -> None:
+        task = self.timers.pop(waiting_for, None)
+        if task is not None:
+            task.cancel()
+
+    def on_failure_handled(self, d: ev.ModelFailureHandled) -> None:
+        log.warning(
+            "call %s: model failure %s (%s) -> %s%s",
+            self.call_id,
+            d.kind,
+            d.code or "-",
+            d.action,
+            f": {d.message}" if d.message else "",
+        )
+        if d.action == "reconnect" and self.model is not None:
+            # The session is over (session_expired): a new one, seeded from the log.
+            self.spawn(self.reconnect_model(f"model {d.kind}"))
+
+    async def reconnect_model(self, reason: str) -> None:
+        """Close the model session on purpose and open a new one (model_lost)."""
+        conn, task = self.model, self.model_task
+        if conn is None:
+            return
+        self.model_task = None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await conn.close()
+        await self.model_lost(reason)
 
     def watch_drain(self) -> None:
         """Tell the core when the caller has heard a response whose calls it holds."""
@@ -469,8 +538,8 @@ class CallSession:
             await coro
         except _Lost:
             await self.close("stream taken over by another instance")
-        except Exception:
-            log.exception("call %s: task failed", self.call_id)
+        except Exception as exc:
+            log.error("call %s: task failed: %s: %s", self.call_id, type(exc).__name__, exc)
 
     # ------------------------------------------------------------ caller side
 
@@ -660,6 +729,9 @@ class CallSession:
         self.model_ready.clear()
         self.model = None
         self.drop_model_sock()
+        for task in self.timers.values():  # nothing more will answer on that socket
+            task.cancel()
+        self.timers.clear()
         await self.input(ev.ConnectionLost, side="model", reason=reason[:200])
         try:
             await self.attach_model()
@@ -693,7 +765,19 @@ class CallSession:
             await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
             await self.to_vaic(vaic.speech_recognition(text))
         elif t is realtime.ResponseCreated:
+            self.answered("response.created")
             await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
+        elif t is realtime.SessionUpdated:
+            self.answered("session.updated")
+        elif t is realtime.InputTranscriptionFailed:
+            err = e.error  # type: ignore[union-attr]
+            await self.input(
+                ev.TranscriptionFailed,
+                item_id=e.item_id or "",  # type: ignore[union-attr]
+                error_type=err.type or "",
+                code=err.code or "",
+                message=(err.message or "")[:500],
+            )
         elif t is realtime.AudioTranscriptDone:
             await self.input(
                 ev.Transcript,
@@ -714,12 +798,16 @@ class CallSession:
         elif t is realtime.ResponseDone:
             r = e.response  # type: ignore[union-attr]
             usage = r.usage.to_event_usage() if r.usage else ev.Usage()
+            err = r.error
             await self.input(
                 ev.ResponseDone,
                 response_id=r.id,
                 status=r.status or "",
                 reason=r.reason,
                 usage=usage,
+                error_type=err.type or "",
+                error_code=err.code or "",
+                error_message=(err.message or "")[:500],
             )
         elif t is realtime.ItemTruncated:
             await self.input(ev.ItemTruncated, item_id=e.item_id, audio_end_ms=e.audio_end_ms)  # type: ignore[union-attr]
@@ -736,15 +824,24 @@ class CallSession:
             await self.input(ev.RateLimitsUpdated, limits=limits)
         elif t is realtime.Error:
             err = e.error  # type: ignore[union-attr]
+            if err.event_id and err.event_id.startswith("fa-response-"):
+                self.answered("response.created")  # refused: that is an answer too
             await self.input(
                 ev.ModelError,
                 error_type=err.type or "",
                 code=err.code or "",
                 message=(err.message or "")[:500],
                 event_id=err.event_id or "",
+                param=err.param or "",
             )
         elif t is realtime.Malformed:
-            await self.input(ev.ProtocolError, side="model", message=e.message[:300])  # type: ignore[union-attr]
+            await self.protocol_error("model", e.message)  # type: ignore[union-attr]
+
+    async def protocol_error(self, side: str, message: str) -> None:
+        """Record a frame that was rejected, with one log line (no traceback)."""
+        log.warning("call %s: %s frame rejected: %s", self.call_id, side, message[:300])
+        if not self.closing and self.engine.status != "ended":
+            await self.input(ev.ProtocolError, side=side, message=message[:300])
 
     def model_text_now(self, data: bytes) -> bool:
         """Fast lane, from the model socket's data callback: a chunk of the audio
@@ -759,6 +856,8 @@ class CallSession:
         e = realtime.parse_server_event(data)
         if type(e) is not realtime.AudioDelta:
             return False
+        if realtime.audio_delta_error(e, self.model_sample_bytes()):  # type: ignore[arg-type]
+            return False  # the slow lane records it as a protocol error
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
             return False  # a new stream starts, or audio nobody hears: decisions to act on
@@ -786,8 +885,16 @@ class CallSession:
             fmt=model_fmt,
         )
 
+    def model_sample_bytes(self) -> int:
+        """Bytes per sample of the model's audio: bot audio must be whole samples."""
+        return 1 if self.engine.model_format == "audio/pcmu" else 2
+
     async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
         """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
+        err = realtime.audio_delta_error(e, self.model_sample_bytes())
+        if err is not None:  # dropped: the caller never hears what is not audio
+            await self.protocol_error("model", err)
+            return
         b64 = e.delta
         decisions = self.record(self.bot_audio_input(e))
         if decisions:
@@ -808,6 +915,9 @@ class CallSession:
         log.info("call %s: closing (%s)", self.call_id, why)
         if self.grace_task is not None:
             self.grace_task.cancel()
+        for task in self.timers.values():
+            task.cancel()
+        self.timers.clear()
         await self.detach_model()
         with contextlib.suppress(Exception):
             await self.store.flush_async(self.call_id)
@@ -903,6 +1013,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
     chunk = vaic.UserStreamChunk
     busy = False  # this loop is handling a message (the slow lane)
     sock = sockets.caller_protocol_of(receive)
+    failed: str | None = None
 
     def chunk_now(data: bytes) -> bool:
         """Fast lane, from the socket's data callback: an audio chunk while the slow
@@ -930,9 +1041,10 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     await session.on_caller_audio(msg)  # type: ignore[arg-type]
                 continue
             if isinstance(msg, vaic.ProtocolViolation):
-                log.warning("VAIC frame rejected: %s", msg.message)
-                if session is not None and not session.closing and session.engine.status != "ended":
-                    await session.input(ev.ProtocolError, side="caller", message=msg.message[:300])
+                if session is not None:
+                    await session.protocol_error("caller", msg.message)
+                else:
+                    log.warning("VAIC frame rejected: %s", msg.message[:300])
                 if msg.reply is not None:
                     await ws.send_text(msg.reply.decode())
                 continue
@@ -965,9 +1077,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                         )
                     elif act.is_dtmf:
                         if act.dtmf_error:
-                            await session.input(
-                                ev.ProtocolError, side="caller", message=act.dtmf_error[:300]
-                            )
+                            await session.protocol_error("caller", act.dtmf_error)
                         else:
                             await session.input(ev.Dtmf, digits=act.digits)
     except WebSocketDisconnect:
@@ -976,20 +1086,41 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
         if session is not None:
             await session.close("stream taken over by another instance")
         return
+    except Exception as exc:
+        # Whatever failed, the socket is done: it takes the dropped socket's path
+        # below (ConnectionLost, grace timer, model closed when the grace ends).
+        cid = session.call_id if session is not None else "-"
+        failed = f"socket failed: {type(exc).__name__}"
+        log.error("call %s: caller socket failed: %s: %s", cid, type(exc).__name__, exc)
+        with contextlib.suppress(Exception):
+            await ws.close(code=1011)
     if session is None or session.closing:
         return
     if session.caller is ws:
-        session.detach_caller()
-        session.proto = None
-        if not ended and session.engine.status != "ended":
-            try:
-                await session.input(ev.ConnectionLost, side="caller", reason="socket closed")
-            except _Lost:
-                await session.close("stream taken over by another instance")
-                return
-            if not session.closing:
-                session.start_grace()
-                session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
+        await caller_gone(session, "socket closed" if failed is None else failed, ended)
+
+
+async def caller_gone(session: CallSession, reason: str, ended: bool = False) -> None:
+    """The caller's socket is gone (closed, failed, or gone silent): record it and
+    start the grace timer; the model socket is closed when the grace ends."""
+    session.detach_caller()
+    session.proto = None
+    if ended or session.engine.status == "ended":
+        return
+    try:
+        await session.input(ev.ConnectionLost, side="caller", reason=reason[:200])
+    except _Lost:
+        await session.close("stream taken over by another instance")
+        return
+    except Exception as exc:  # the store is failing too: do not keep the call open
+        log.error(
+            "call %s: cannot record the drop: %s: %s", session.call_id, type(exc).__name__, exc
+        )
+        await session.close("caller socket failed and the drop could not be recorded")
+        return
+    if not session.closing:
+        session.start_grace()
+        session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
 
 
 async def initiate(
@@ -1015,6 +1146,7 @@ async def initiate(
         transfer_target=cfg.transfer_target,
         voice=cfg.voice or "marin",
         model=cfg.model,
+        model_timeout_s=cfg.model_timeout_s,
         playback_speed=cfg.playback_speed,
         sealed=_sealed_categories(cfg.agent),
     )
@@ -1283,6 +1415,9 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         service = Service(config, store)
+        warning = models.shutdown_warning(config.model)
+        if warning:
+            log.warning(warning)
         holder["service"] = service
         app.state.service = service
         await asyncio.to_thread(service.openai_client)  # built once, off the event loop
@@ -1307,8 +1442,8 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         await ws.accept()
         try:
             await serve_caller(service, ws)
-        except Exception:  # one bad call must never take the service down
-            log.exception("VAIC socket failed")
+        except Exception as exc:  # one bad call must never take the service down
+            log.error("VAIC socket failed: %s: %s", type(exc).__name__, exc)
             with contextlib.suppress(Exception):
                 await ws.close(code=1011)
         finally:  # also when cancelled: no frame goes to a finished handler's hook

@@ -92,6 +92,17 @@ CREATE TABLE IF NOT EXISTS errors (
     side VARCHAR, code VARCHAR, message VARCHAR
 );
 
+-- Model-side failures as the engine core read them (ModelFailureHandled): kind =
+-- response_failed | response_incomplete | request_refused | active_response |
+-- rate_limited | session_expired | error | timeout | unreachable |
+-- transcription_failed | transcription_missing; action = retry | apology |
+-- fallback | settled | reconnect | none; attempt = failed replies in a row.
+CREATE TABLE IF NOT EXISTS model_failures (
+    position BIGINT, call_id VARCHAR, seq BIGINT, ts TIMESTAMP,
+    kind VARCHAR, action VARCHAR, code VARCHAR, message VARCHAR,
+    response_id VARCHAR, item_id VARCHAR, attempt BIGINT
+);
+
 -- Audio boundaries are most of the log: only aggregates are kept.
 -- Caller audio (CallerAudio) and bot audio (BotAudio) per call and direction.
 CREATE TABLE IF NOT EXISTS audio_stats (

@@ -47,3 +47,15 @@ SELECT
 FROM calls
 GROUP BY outcome
 ORDER BY calls DESC, outcome;
+
+-- model_failure_counts: model-side failures by kind and what the engine did.
+CREATE OR REPLACE VIEW model_failure_counts AS
+SELECT
+    kind,
+    action,
+    count(*) AS failures,
+    count(DISTINCT call_id) AS calls,
+    arg_max(nullif(code, ''), seq) AS last_code
+FROM model_failures
+GROUP BY kind, action
+ORDER BY failures DESC, kind, action;

@@ -113,8 +113,25 @@ def describe(e: ev.Event) -> str | None:
             return f"{e.side} connection lost {e.reason}".rstrip()
         case ev.ConnectionRestored():
             return f"{e.side} connection restored"
-        case ev.ModelError() | ev.ProtocolError():
-            return f"error: {getattr(e, 'message', '')}"
+        case ev.ResponseDone() if e.status in ("failed", "incomplete"):
+            what = ", ".join(x for x in (e.error_type, e.error_code or e.reason) if x)
+            tail = f": {e.error_message}" if e.error_message else ""
+            return f"model response {e.status}" + (f" ({what})" if what else "") + tail
+        case ev.ModelError():
+            code = e.code or e.error_type
+            return f"model error{f' {code}' if code else ''}: {e.message}".rstrip(": ")
+        case ev.TranscriptionFailed():
+            code = e.code or e.error_type
+            return f"caller's words not transcribed ({code or 'failed'}): {e.message}".rstrip(": ")
+        case ev.ModelTimeout():
+            return f"model did not answer: no {e.waiting_for} within {e.seconds:g} s"
+        case ev.ModelFailureHandled():
+            code = f" ({e.code})" if e.code else ""
+            return f"model failure {e.kind}{code} -> {e.action}"
+        case ev.ItemDeleted():
+            return f"bot item {e.item_id} never heard: deleted"
+        case ev.ProtocolError():
+            return f"error: {e.message}"
         case ev.CallEnded():
             return f"call ended: {e.reason} ({e.outcome})"
     return None

@@ -385,19 +385,24 @@ def test_a_guard_that_raises_is_an_engine_fault_not_a_crash() -> None:
     assert out[0].seq == before + 1 and engine.next_seq == before + 2  # no gap in the log
 
 
-def test_model_unreachable_hangs_up_and_refused_response_is_not_awaited() -> None:
+def test_model_unreachable_falls_back_and_a_refused_response_is_retried() -> None:
     c = Call()
     assert c.feed(ev.ModelError, 1, error_type="connection", message="refused") == [
-        "HangupRequested"
+        "ModelFailureHandled",
+        "TransferRequested",
     ]
+    assert c.engine.failed
+    c.feed(ev.SessionEnded, 2, reason_code="transferred")
+    assert c.decisions(ev.CallEnded)[-1].outcome == "failed"
     c2 = Call()
     c2.feed(ev.CallStarted, 1)  # greeting requested
     req = c2.decisions(ev.ResponseRequested)[0]
     from fastagent.core import response_event_id
 
-    c2.feed(ev.ModelError, 2, code="invalid_value", event_id=response_event_id(req.seq))
-    assert c2.engine.response_active is False
-    assert c2.feed(ev.Dtmf, 3, digits="1") == ["MessageInjected", "ResponseRequested"]
+    out = c2.feed(ev.ModelError, 2, code="invalid_value", event_id=response_event_id(req.seq))
+    assert out == ["ModelFailureHandled", "ResponseRequested"]  # no response coming: retry
+    assert c2.decisions(ev.ModelFailureHandled)[0].kind == "request_refused"
+    assert c2.decisions(ev.ResponseRequested)[-1].instructions == req.instructions
 
 
 def test_results_owed_to_a_dead_model_session_are_told_as_messages() -> None:

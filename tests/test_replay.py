@@ -64,10 +64,10 @@ def test_extra_decision_is_a_divergence(
 ) -> None:
     from fastagent import core
 
-    original = core._HANDLERS[ev.Transcript] if ev.Transcript in core._HANDLERS else None
-    assert original is None
+    original = core._HANDLERS[ev.Transcript]
 
     def chatty(engine: Engine, e: ev.Transcript) -> None:
+        original(engine, e)
         engine._emit(ev.MessageInjected, role="system", text="new rule")
 
     monkeypatch.setitem(core._HANDLERS, ev.Transcript, chatty)

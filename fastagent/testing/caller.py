@@ -43,6 +43,11 @@ class PlayStream(msgspec.Struct, kw_only=True):
     interrupted: bool = False  # the caller barged in while it played
     lost: bool = False  # the socket dropped while it played (no playStream.stop)
     started_at_ms: int = 0  # caller audio clock (ms of audio sent) at playStream.start
+    # Playout at the caller (VAIC plays streams back to back, in real time): each
+    # chunk's (start, duration) on the playout clock (ms, see SimulatedCaller.clock_ms),
+    # and when a barge-in stopped playback (None: never).
+    segments: list[tuple[float, float]] = msgspec.field(default_factory=list)
+    cut_at_ms: float | None = None
 
     @property
     def ms(self) -> int:
@@ -50,6 +55,17 @@ class PlayStream(msgspec.Struct, kw_only=True):
             return audio.duration_ms(self.nbytes, self.media_format)
         except audio.AudioFormatError:
             return 0
+
+    def heard_ms_at(self, clock_ms: float) -> float:
+        """How much of this stream the caller had heard at ``clock_ms`` (playout clock)."""
+        if self.cut_at_ms is not None:
+            clock_ms = min(clock_ms, self.cut_at_ms)
+        return sum(max(0.0, min(clock_ms - start, dur)) for start, dur in self.segments)
+
+    @property
+    def heard_ms(self) -> float:
+        """What the caller heard of this stream in the end (all of it, unless cut)."""
+        return self.heard_ms_at(float("inf"))
 
 
 class Timings(msgspec.Struct, kw_only=True):
@@ -123,7 +139,8 @@ class SimulatedCaller:
         self._user_stream_started = False
         self._active: PlayStream | None = None
         self._stops = 0
-        self._played_until = 0.0  # caller audio clock (ms) when queued bot audio ends
+        self._played_until = 0.0  # playout clock (ms) when queued bot audio ends
+        self._t0: float | None = None  # loop time the playout clock starts from
         self._bot_end: str | None = None  # session.end reasonCode the bot's activity implies
         self._closed = False
         self._resuming = False
@@ -176,6 +193,17 @@ class SimulatedCaller:
         if ws is not None:
             await ws.close()
 
+    def clock_ms(self) -> float:
+        """The playout clock: ms of real (paced) time since the call's audio began.
+
+        VAIC plays bot audio in real time whatever its own sending does, so playout
+        runs on the wall clock scaled by the pace, not on the count of chunks sent
+        (which lags when the machine is busy).
+        """
+        if self._t0 is None or not self.pace:
+            return float(self.report.sent_ms)
+        return (asyncio.get_running_loop().time() - self._t0) / self.pace * 1000
+
     async def drop_and_resume(self, url: str | None = None) -> bool:
         """Lose the socket abruptly (no close handshake), dial again and send
         ``session.resume`` with the same conversationId.
@@ -193,6 +221,7 @@ class SimulatedCaller:
             self._active.lost = True
             self._active = None
             self._stops += 1
+        self._cut_playout()  # what the old socket had queued is not played
         try:
             if old is not None:
                 old.transport.abort()
@@ -394,11 +423,11 @@ class SimulatedCaller:
         the caller's audio clock) and ``quiet_ms`` of silence followed."""
         while True:
             await self._wait_for(lambda: self._idle(expected), "the bot to finish playing")
-            mark = max(self.report.sent_ms, self._played_until) + self.quiet_ms
+            mark = max(self.clock_ms(), self._played_until) + self.quiet_ms
             streams = len(self.report.play_streams)
             await self._wait_for(
                 lambda m=mark, n=streams: (
-                    self.report.sent_ms >= m or len(self.report.play_streams) != n
+                    self.clock_ms() >= m or len(self.report.play_streams) != n
                 ),
                 "a quiet moment",
             )
@@ -406,13 +435,27 @@ class SimulatedCaller:
                 return
 
     async def _wait_barge_in(self, after_ms: int, expected: int) -> None:
+        """Start speaking once ``after_ms`` of the latest play stream have been *heard*
+        (the playout clock: it may be queued behind earlier streams)."""
+
+        def latest() -> PlayStream | None:
+            # The stream being received, else the last one the bot was expected to
+            # play (it may still be playing, queued behind the ones before it).
+            streams = self.report.play_streams
+            if self._active is not None:
+                return self._active
+            return streams[-1] if streams and len(streams) >= expected else None
+
         def ready() -> bool:
-            s = self._active
-            return (s is not None and s.ms >= after_ms) or self._idle(expected)
+            s = latest()
+            if s is not None and s.heard_ms_at(self.clock_ms()) >= after_ms:
+                return True
+            return self._idle(expected) and self.clock_ms() >= self._played_until
 
         await self._wait_for(ready, f"{after_ms} ms of bot audio to barge in on")
-        if self._active is not None:
-            self._active.interrupted = True
+        s = latest()
+        if s is not None and (s is self._active or s.heard_ms_at(self.clock_ms()) < s.ms):
+            s.interrupted = True
         else:
             self.report.errors.append(
                 f"barge-in: the bot's stream ended before {after_ms} ms; spoke after it"
@@ -436,6 +479,8 @@ class SimulatedCaller:
         timings = r.timings
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        if self._t0 is None:
+            self._t0 = t0 - self.report.sent_ms / 1000 * self.pace
         step = CHUNK_MS / 1000 * self.pace
         k = 0
         while True:
@@ -531,7 +576,19 @@ class SimulatedCaller:
         self._user_stream_started = False
 
     def _on_speech(self, msg: dict[str, Any]) -> None:
-        self.report.speech.append(msg["type"].rsplit(".", 1)[1])
+        kind = msg["type"].rsplit(".", 1)[1]
+        self.report.speech.append(kind)
+        if kind == "started":
+            self._cut_playout()  # VAIC's barge-in: playback stops where it is
+
+    def _cut_playout(self) -> None:
+        now = self.clock_ms()
+        if self._played_until <= now:
+            return
+        for s in self.report.play_streams:
+            if s.cut_at_ms is None and s.segments and s.segments[-1][0] + s.segments[-1][1] > now:
+                s.cut_at_ms = now
+        self._played_until = now
 
     def _on_hypothesis(self, msg: dict[str, Any]) -> None:
         self.report.hypotheses.append(str(msg["alternatives"][0]["text"]))
@@ -571,10 +628,12 @@ class SimulatedCaller:
         s.chunks += 1
         s.nbytes += nbytes
         # VAIC plays what it receives in real time, one chunk after another: on the
-        # caller's audio clock, playback ends at the later of arrival and the queue end.
+        # playout clock, a chunk starts at the later of its arrival and the queue end.
         per_ms = audio.BYTES_PER_MS.get(s.media_format)
         if per_ms:
-            self._played_until = max(self._played_until, self.report.sent_ms) + nbytes / per_ms
+            start = max(self._played_until, self.clock_ms())
+            s.segments.append((start, nbytes / per_ms))
+            self._played_until = start + nbytes / per_ms
         timings = self.report.timings
         if timings is not None:
             timings.play_received.append(
@@ -625,3 +684,41 @@ async def run_scenario(
     """Dial ``url`` and play ``scenario``; convenience for tests and the demo."""
     caller = SimulatedCaller(url, token, formats=scenario.caller.formats, **kw)
     return await caller.play(scenario, timeout=timeout)
+
+
+def truncation_errors(
+    events: Sequence[Any], report: CallerReport, tolerance_ms: int = 40
+) -> list[str]:
+    """Check the engine's barge-in decisions against what the simulated caller heard.
+
+    Every ``TruncateRequested`` must cut its item within ``tolerance_ms`` of what the
+    caller heard of that item's play stream; a stream the caller heard less than
+    all of (by more than the tolerance) must have been truncated or deleted; an
+    ``ItemDeleted`` item must not have been heard (beyond the tolerance).  Returns
+    one line per problem (empty: the engine's playout clock agreed with the caller).
+    """
+    from fastagent import events as ev
+
+    stream_of = {e.item_id: e.stream_id for e in events if isinstance(e, ev.PlaybackStarted)}
+    heard = {s.stream_id: s.heard_ms for s in report.play_streams}
+    problems: list[str] = []
+    cut: set[str] = set()
+    for e in events:
+        if isinstance(e, ev.TruncateRequested | ev.ItemDeleted):
+            sid = stream_of.get(e.item_id, "")
+            cut.add(sid)
+            said = e.audio_end_ms if isinstance(e, ev.TruncateRequested) else 0
+            got = heard.get(sid)
+            if got is None:
+                problems.append(f"{type(e).__name__} {e.item_id}: the caller got no stream {sid!r}")
+            elif abs(got - said) > tolerance_ms:
+                problems.append(
+                    f"{type(e).__name__} {e.item_id} at {said} ms, "
+                    f"but the caller heard {got:.0f} ms of {sid}"
+                )
+    for s in report.play_streams:
+        if s.stream_id not in cut and s.ms - s.heard_ms > tolerance_ms:
+            problems.append(
+                f"{s.stream_id}: the caller heard {s.heard_ms:.0f} of {s.ms} ms, nothing truncated"
+            )
+    return problems

@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -267,7 +267,9 @@ class FakeSession:
         except ValidationError as exc:
             raise FakeServerBug(f"fake sent an invalid {type_}: {_first_error(exc)}") from None
         self.log.append(("out", event))
-        await self.ws.send(json.dumps(event))
+        tamper = self.server.tamper
+        wire = tamper(event) if tamper is not None else None
+        await self.ws.send(json.dumps(event) if wire is None else wire)
 
     async def error(
         self,
@@ -874,7 +876,9 @@ class FakeRealtimeServer:
     session's socket with 1011 after that many audio deltas, ``error_on`` answers
     those client event types with an ``error``, ``rate_limited`` fails every
     response.  ``continue_script``: a new connection (a client reconnecting
-    after a drop) goes on with the script where the last one was.
+    after a drop) goes on with the script where the last one was.  ``tamper``:
+    a hostile model for tests: called with each valid event the fake is about to
+    send, it returns the text (or bytes) to send instead, or None to send it as is.
     """
 
     def __init__(
@@ -891,6 +895,7 @@ class FakeRealtimeServer:
         error_on: Iterable[str] = (),
         rate_limited: bool = False,
         continue_script: bool = False,
+        tamper: Callable[[dict[str, Any]], str | bytes | None] | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -904,6 +909,7 @@ class FakeRealtimeServer:
         self.error_on = frozenset(error_on)
         self.rate_limited = rate_limited
         self.continue_script = continue_script
+        self.tamper = tamper
         self.received: list[dict[str, Any]] = []
         self.violations: list[str] = []
         self.mismatches: list[str] = []

@@ -104,8 +104,9 @@ def response_segments(steps: tuple[ModelStep, ...]) -> list[tuple[ModelStep, ...
 
 
 def expected_play_streams(steps: tuple[ModelStep, ...]) -> int:
-    """How many play streams these steps make: one per response that says something."""
-    return sum(1 for seg in response_segments(steps) if any(s.say for s in seg))
+    """How many play streams these steps make: one per ``say`` (each is its own
+    audio item, e.g. a spoken preamble and then the answer in one response)."""
+    return sum(1 for s in steps if s.say)
 
 
 # ---------------------------------------------------------------- validation
