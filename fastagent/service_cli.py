@@ -227,6 +227,8 @@ def demo(
         except (ScenarioError, ConfigError) as exc:
             raise fail(str(exc)) from None
     where = f" --store {store}" if store else ""
+    if ":" in agent:  # replay never imports code a recording names: it must be given
+        where += f" --agent {agent}"
     typer.echo(f"call id: {call_id}")
     typer.echo(f"replay it:  fastagent replay {call_id}{where}")
     sys.stdout.flush()

@@ -95,12 +95,15 @@ def banking(
     """The banking demo call recorded in an SQLite store file."""
     where = tmp_path_factory.mktemp("privacy")
     path = str(where / "calls.db")
-    store = open_store(path)
-    try:
-        report = loop.run_until_complete(play("banking", store))
-        call_id = report.conversation_id
-    finally:
-        store.close()
+    with pytest.MonkeyPatch.context() as mp:  # the store's own key file, as in the demo
+        mp.delenv("FASTAGENT_MASTER_KEY", raising=False)
+        mp.delenv("FASTAGENT_MASTER_KEY_FILE", raising=False)
+        store = open_store(path)
+        try:
+            report = loop.run_until_complete(play("banking", store))
+            call_id = report.conversation_id
+        finally:
+            store.close()
     yield {"path": path, "dir": where, "call_id": call_id, "report": report}
 
 
