@@ -288,8 +288,7 @@ def test_forget_over_sockets_then_replay_export_and_analytics(
     assert "was forgotten at" in loop.run_until_complete(run())
 
 
-def test_forget_on_postgresql(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FASTAGENT_MASTER_KEY", new_key_text())
+def test_forget_on_postgresql(pg_url: str) -> None:
     url = f"{pg_url}?table=forget_{os.getpid()}"
     store = open_store(url)
     try:
