@@ -43,6 +43,8 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from fastagent.errors import StoreError
+
 __all__ = [
     "CATEGORIES",
     "SEALED_FIELDS",
@@ -107,8 +109,8 @@ class Privacy:
         return (*chosen, *ALWAYS)
 
 
-class PrivacyError(Exception):
-    """Base: a key cannot be had (one line)."""
+class PrivacyError(StoreError):
+    """Base: a call's personal data cannot be sealed or opened (one line)."""
 
 
 class KeyError_(PrivacyError):  # noqa: N801 -- not the builtin KeyError
