@@ -64,6 +64,9 @@ class CallConfig(msgspec.Struct, frozen=True, kw_only=True):
     # How fast the caller's side plays bot audio: 1.0 on a real phone line; a
     # simulated caller may play faster than real time (the demo and tests do).
     playback_speed: float = 1.0
+    # The personal-data categories sealed in the store for this call (fastagent.privacy);
+    # None in calls recorded before: everything sealable is sealed.
+    sealed: tuple[str, ...] | None = None
     # The operator's overrides of the call's timing and retry rules (None: the
     # core's own, see CallPolicy); the core decides the policy from them.
     grace_s: float | None = None
