@@ -91,6 +91,10 @@ class CallSession:
         self.proto: vaic.VaicProtocol | None = None
         # The model side, behind the ModelLink interface (see model_link.py).
         self.model_link = RealtimeLink(self, functools.partial(dial_model, service), call_id)
+        # Closed while a resume hands the call from a stale socket to a new one:
+        # model frames wait, so no decision is acted on against the wrong socket.
+        self.handover = asyncio.Event()
+        self.handover.set()
         self.grace_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.chunks_in = 0
@@ -220,7 +224,7 @@ class CallSession:
         old = self.timers.pop(waiting_for, None)
         if old is not None:
             old.cancel()
-        seconds = self.service.config.model_timeout_s
+        seconds = self.policy.model_timeout_s
 
         async def expire() -> None:
             await asyncio.sleep(seconds)
@@ -497,7 +501,7 @@ class CallSession:
         await self.on_bot_audio(audio)  # type: ignore[arg-type]
 
     def model_audio_writable(self) -> bool:
-        if self.closing or self.lost:
+        if self.closing or self.lost or not self.handover.is_set():
             return False
         caller = self.caller_sock
         return caller is not None and caller.can_write_now()

@@ -34,6 +34,7 @@ socket returns False from ``writable_now`` and never calls ``model_audio_now``.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -62,6 +63,10 @@ class ModelAudio(Protocol):
 
 class ModelEvents(Protocol):
     """What a model link reports to its call (implemented by CallSession)."""
+
+    # Set while the call may act on model frames; the link's reader waits while it
+    # is clear (a resume hands the call to a new caller socket meanwhile).
+    handover: asyncio.Event
 
     async def model_input(self, cls: type[ev.Input], **fields: Any) -> None:
         """The model said something the engine must hear: record it as ``cls``."""

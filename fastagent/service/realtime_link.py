@@ -300,6 +300,7 @@ class RealtimeLink(ModelLink):
         # The SDK's recv_bytes adds only bookkeeping for its own reconnects, which
         # the service does not use: read the websockets connection itself.
         recv = conn.recv_bytes if ws is None else functools.partial(ws.recv, decode=False)
+        handover = self.events.handover
         try:
             while True:
                 self.busy = False
@@ -307,6 +308,8 @@ class RealtimeLink(ModelLink):
                 self.busy = True
                 if sock is not None:
                     sock.backlog -= 1
+                if not handover.is_set():
+                    await handover.wait()
                 await self.on_frame(data)
         except asyncio.CancelledError:
             raise
