@@ -247,9 +247,15 @@ def _register_parts() -> None:
 
         register(app)
 
+    def client() -> None:
+        from fastagent.call_cli import register
+
+        register(app)
+
     _register_optional(analytics)
     _register_optional(service)
     _register_optional(ops)
+    _register_optional(client)
 
 
 _register_parts()

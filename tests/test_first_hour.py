@@ -449,3 +449,68 @@ def test_license_file_matches_the_package_metadata() -> None:
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text  # the full text, not a pointer to it
+
+
+# ----------------------------------------------------------- fastagent call URL
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _fastagent(*args: str) -> tuple[int, str, str]:
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fastagent",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.anyio
+async def test_call_checks_a_running_service(tmp_path: Path) -> None:
+    from fastagent.service import ServiceConfig
+    from fastagent.service_cli import running_service
+    from fastagent.testing.caller import DEFAULT_PACE
+    from fastagent.testing.fake_realtime import FakeRealtimeServer
+    from fastagent.testing.scenario import load_scenario
+
+    scenario = load_scenario(SCENARIOS / "default.json")
+    speed = 1 / DEFAULT_PACE
+    async with FakeRealtimeServer(scenario) as fake:
+        config = ServiceConfig(
+            store=str(tmp_path / "s.db"),
+            token="tok",
+            realtime_url=fake.url,
+            api_key="x",
+            playback_speed=speed,
+        )
+        async with running_service(config) as (_, url):
+            code, out, err = await _fastagent("call", url, "--token", "tok", "--speed", str(speed))
+            assert code == 0, out + err
+            assert "connected: media format raw/mulaw" in out
+            assert "caller: Hi, what are your opening hours?" in out
+            assert "the service heard the caller as: Hi, what are your opening hours?" in out
+            assert "caller: (keypad) 42" in out
+            assert "☎ bot hangs up" in out
+            assert "ended:        the bot hung up" in out
+            assert "ok: the call ran and ended cleanly" in out
+            conversation = out.split("conversation:")[1].split()[0]
+            code, out, err = await _fastagent("call", url, "--token", "wrong")
+            assert code == 2
+            assert err.strip().splitlines()[-1].endswith("HTTP 401 (check --token)")
+    with open_store(str(tmp_path / "s.db"), create=False) as s:
+        assert conversation in {c.call_id for c in s.list_calls()}
+    code, out, err = await _fastagent("call", url, "--token", "tok")  # nobody listens now
+    assert code == 2 and err.startswith("fastagent: cannot connect to ") and len(err.splitlines()) == 1
+    code, out, err = await _fastagent("call", "http://x/audiocodes")
+    assert code == 2 and "expected ws://" in err
