@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 fsa_app = typer.Typer(cls=HelpGroup, help="Finite State Agents.", no_args_is_help=True)
 app.add_typer(fsa_app, name="fsa")
+new_app = typer.Typer(cls=HelpGroup, help="Start a project from a template.", no_args_is_help=True)
+app.add_typer(new_app, name="new")
 
 
 def _version(value: bool) -> None:
@@ -222,6 +224,33 @@ def fsa_list() -> None:
             agent = get_agent(agent_name)
             names = ", ".join(f"{f.name} ({f.intent})" for f in agent.fsas) or "-"
             typer.echo(f"{agent_name}: {names}")
+
+
+@new_app.command("agent")
+def new_agent(
+    name: Annotated[str, typer.Argument(help="The agent's Python package name, e.g. tea_shop")],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            metavar="DIR",
+            help="Where to write the project \\[default: ./NAME]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write a runnable agent project: an FSA, an MCP tool server, a scenario, a test."""
+    from fastagent.scaffold import ScaffoldError
+    from fastagent.scaffold import new_agent as scaffold
+
+    try:
+        root = scaffold(name, directory)
+    except ScaffoldError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"wrote agent {name!r} to {root}/ (docs/tutorial.md walks through it)")
+    typer.echo(f"  cd {root}")
+    typer.echo(f"  PYTHONPATH=. fastagent demo --agent {name}.agent:AGENT   # play its scenario")
+    typer.echo("  PYTHONPATH=. python -m pytest -q                         # run its test")
 
 
 def _register_optional(register: Callable[[], None]) -> None:

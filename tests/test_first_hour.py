@@ -511,6 +511,71 @@ async def test_call_checks_a_running_service(tmp_path: Path) -> None:
     with open_store(str(tmp_path / "s.db"), create=False) as s:
         assert conversation in {c.call_id for c in s.list_calls()}
     code, out, err = await _fastagent("call", url, "--token", "tok")  # nobody listens now
-    assert code == 2 and err.startswith("fastagent: cannot connect to ") and len(err.splitlines()) == 1
+    assert (
+        code == 2 and err.startswith("fastagent: cannot connect to ") and len(err.splitlines()) == 1
+    )
     code, out, err = await _fastagent("call", "http://x/audiocodes")
     assert code == 2 and "expected ws://" in err
+
+
+# ------------------------------------------------------ fastagent new agent NAME
+
+
+def test_new_agent_passes_its_own_test_as_generated(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["new", "agent", "tea_shop", "--dir", str(tmp_path / "tea")])
+    assert result.exit_code == 0, result.output
+    project = tmp_path / "tea"
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()) == [
+        "README.md",
+        "conftest.py",
+        "tea_shop/__init__.py",
+        "tea_shop/agent.py",
+        "tea_shop/scenario.json",
+        "tea_shop/tools.py",
+        "tests/test_agent.py",
+    ]
+    for ruff in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *ruff, "--line-length", "100", "."],
+            cwd=project,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    env = _env(FASTAGENT_DATA_DIR=str(tmp_path))
+    env["PYTHONPATH"] = os.pathsep.join([str(project), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    # The demo plays the same scenario, found beside the agent's module.
+    done = subprocess.run(
+        [sys.executable, "-m", "fastagent", "demo", "--agent", "tea_shop.agent:AGENT"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "scenario tea_shop-order" in done.stdout
+    assert "place_order" in done.stdout and "via tea_shop_tools" in done.stdout
+    assert "outcome:   completed" in done.stdout
+
+
+def test_new_agent_refuses_bad_names_and_existing_directories(tmp_path: Path) -> None:
+    for bad in ("Tea", "1tea", "tea-shop", "class", "fastagent", ""):
+        _one_line(runner.invoke(app, ["new", "agent", bad, "--dir", str(tmp_path / "x")]), "bad")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("mine")
+    _one_line(
+        runner.invoke(app, ["new", "agent", "tea", "--dir", str(tmp_path / "taken")]),
+        "already exists",
+    )
+    assert (tmp_path / "taken" / "file").read_text() == "mine"
