@@ -193,37 +193,59 @@ def export(
     typer.echo(f"wrote {len(events)} events of call {call_id} to {output}")
 
 
+def _agents_named(refs: list[str] | None) -> list[tuple[str, Any]]:
+    """(reference, Agent) for ``refs`` (names or module:ATTR), or every built-in agent."""
+    from fastagent.agents import agent_names, get_agent
+
+    return [(ref, get_agent(ref)) for ref in (refs or agent_names())]
+
+
 @fsa_app.command("diagram")
 def fsa_diagram(
-    name: Annotated[str, typer.Argument(help="An FSA name, or an agent name for all its FSAs")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="An FSA name, or an agent (a built-in name or package.module:ATTRIBUTE) "
+            "for all its FSAs"
+        ),
+    ],
 ) -> None:
-    """Print a Mermaid state diagram of an FSA (by FSA or agent name)."""
-    from fastagent.agents import agent_names, get_agent
+    """Print the Mermaid state diagram of an FSA, or of every FSA of an agent."""
     from fastagent.fsa import diagram
 
     with clear_errors():
-        for agent_name in agent_names():
-            agent = get_agent(agent_name)
-            for f in agent.fsas:
-                if name in (f.name, agent_name):
-                    typer.echo(diagram(f))
-                    if name == f.name:
-                        return
-            if name == agent_name:
-                return
-    raise fail(f"unknown FSA {name!r}")
+        if ":" in name:  # an agent of your own, by import path
+            chosen = [f for _, agent in _agents_named([name]) for f in agent.fsas]
+        else:
+            chosen = []
+            for ref, agent in _agents_named(None):
+                if name == ref:
+                    chosen = list(agent.fsas)
+                    break
+                chosen += [f for f in agent.fsas if f.name == name][:1]
+                if chosen:
+                    break
+        if not chosen:
+            raise fail(f"unknown FSA or agent {name!r} (see `fastagent fsa list`)")
+        typer.echo("\n\n".join(diagram(f) for f in chosen))
 
 
 @fsa_app.command("list")
-def fsa_list() -> None:
-    """List the agents and their FSAs."""
-    from fastagent.agents import agent_names, get_agent
-
+def fsa_list(
+    agents: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Agents to list (built-in names or package.module:ATTRIBUTE) "
+            "\\[default: the built-in ones]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """List agents and their FSAs: NAME: FSA (intent tool), ..."""
     with clear_errors():
-        for agent_name in agent_names():
-            agent = get_agent(agent_name)
+        for ref, agent in _agents_named(agents):
             names = ", ".join(f"{f.name} ({f.intent})" for f in agent.fsas) or "-"
-            typer.echo(f"{agent_name}: {names}")
+            typer.echo(f"{ref}: {names}")
 
 
 @new_app.command("agent")
