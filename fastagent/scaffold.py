@@ -234,7 +234,7 @@ SCENARIO = Path(__file__).resolve().parent.parent / "{name}" / "scenario.json"
 
 def test_an_order_is_confirmed_then_placed_once(tmp_path: Path) -> None:
     call = play_scenario(AGENT, SCENARIO, store=str(tmp_path / "calls.db"))
-    assert not call.problems, "\n".join(call.problems)  # every scripted expectation held
+    assert not call.problems, "\\n".join(call.problems)  # every scripted expectation held
     assert call.outcome == "completed"
     [started] = [e for e in call.events if isinstance(e, ev.FsaStarted)]
     assert (started.fsa, started.state) == ("{name}_order", "choose")
