@@ -78,7 +78,9 @@ def call(
 
     if not url.startswith(("ws://", "wss://")):
         raise fail(f"bad URL {url!r}: expected ws://HOST:PORT/audiocodes or wss://...")
-    path = scenario or Path(str(resources.files("fastagent") / "scenarios" / DEFAULT_SCENARIO))
+    path = scenario or Path(
+        str(resources.files("fastagent.examples") / "scenarios" / DEFAULT_SCENARIO)
+    )
     try:
         played = load_scenario(path)
     except ScenarioError as exc:

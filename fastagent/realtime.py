@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union
 import msgspec
 
 from fastagent import events, wire
+from fastagent.errors import ConfigError, LocalProtocolError
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -619,7 +620,7 @@ def seed_items(transcript: Iterable[tuple[str, str]]) -> list[str]:
 # ------------------------------------------------------------------ state tracker
 
 
-class ResponseActiveError(RuntimeError):
+class ResponseActiveError(LocalProtocolError):
     """``response.create`` was requested while a response is active."""
 
 
@@ -740,7 +741,7 @@ class RealtimeProtocol:
 DEFAULT_MODEL: Final = "gpt-realtime-2"  # see fastagent.models
 
 
-class RealtimeConfigError(RuntimeError):
+class RealtimeConfigError(ConfigError):
     """Missing or bad Realtime connection settings."""
 
 

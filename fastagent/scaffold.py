@@ -23,10 +23,12 @@ import keyword
 import re
 from pathlib import Path
 
+from fastagent.errors import FastAgentError
+
 __all__ = ["ScaffoldError", "new_agent"]
 
 
-class ScaffoldError(ValueError):
+class ScaffoldError(FastAgentError, ValueError):
     """The project cannot be written (bad name, target exists); one line."""
 
 
