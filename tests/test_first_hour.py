@@ -24,6 +24,7 @@ from fastagent import events as ev
 from fastagent.call_view import CallPrinter, heard_part
 from fastagent.cli import app
 from fastagent.store import StoreError, open_store
+from projections.calls import list_calls
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -509,7 +510,7 @@ async def test_call_checks_a_running_service(tmp_path: Path) -> None:
             assert code == 2
             assert err.strip().splitlines()[-1].endswith("HTTP 401 (check --token)")
     with open_store(str(tmp_path / "s.db"), create=False) as s:
-        assert conversation in {c.call_id for c in s.list_calls()}
+        assert conversation in {c.call_id for c in list_calls(s)}
     code, out, err = await _fastagent("call", url, "--token", "tok")  # nobody listens now
     assert (
         code == 2 and err.startswith("fastagent: cannot connect to ") and len(err.splitlines()) == 1
