@@ -351,6 +351,8 @@ class SimulatedCaller:
                     await self._wait_for(lambda u=until: self.report.sent_ms >= u, "silence sent")
                 elif kind == "dtmf":
                     await self._send_dtmf(turn.dtmf or "", i)
+                elif kind == "drop" and not await self.drop_and_resume():
+                    return  # refused or timed out: the reason is in report.errors
             except TimeoutError as exc:
                 self.report.errors.append(f"turn {i + 1} ({kind}): {exc}")
             expected += expected_play_streams(turn.model)
