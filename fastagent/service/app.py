@@ -156,10 +156,9 @@ def _mount_inspector(
 def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service]) -> None:
     """Serve the "fastagent" MCP server at ``/mcp``, behind the read credential (not
     the VAIC token, which admits calls only); off (404) while none is configured."""
-    try:
-        from fastagent.mcp_server import build_mcp_server, make_mcp_app
-    except ImportError:
-        return
+    # mcp is a dependency: a failing import is a bug to see, not a server to hide.
+    from fastagent.mcp_server import build_mcp_server, make_mcp_app
+
     server = build_mcp_server(lambda: holder["service"].store, access=readers)
     mcp_app = make_mcp_app(server)
     # Mounted sub-app lifespans do not run: the service's lifespan runs its sessions.
