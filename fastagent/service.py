@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from fastagent import access, audio, models, realtime, snapshots, sockets, vaic
+from fastagent import access, audio, models, observe, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine, response_event_id
@@ -157,6 +157,7 @@ GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewh
 SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
 SNAPSHOT_CHECK_S = 2.0
 CLAIM_ATTEMPTS = 5  # a resume overtakes an old owner still finishing its writes
+READY_STORE_TIMEOUT_S = 2.0  # /readyz: a store slower than this is not ready
 LIVE_S = 1.0  # a call not suspended whose log is quiet this long has lost its driver
 
 
@@ -190,7 +191,24 @@ class Service:
         self.store = store if store is not None else open_store(config.store)
         self.calls: dict[str, CallSession] = {}
         self.hubs: dict[str, Any] = {}
-        self.observers: list[Callable[[ev.Event], None]] = []
+        self.draining = False  # SIGTERM: no new calls; see drain()
+        self.metrics: observe.Metrics | observe.NoMetrics = (
+            observe.Metrics(lambda: len(self.calls), lambda: self.draining)
+            if observe.metrics_enabled()
+            else observe.NoMetrics()
+        )
+        self.metrics.watch_store(self.store)
+        try:
+            self.tracer = observe.tracer_from_env()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        # Every recorded event goes to these (the demo adds its printer).
+        self.observers: list[Callable[[ev.Event], None]] = [
+            self.metrics.observe,
+            observe.call_log_observer(),
+        ]
+        if self.tracer is not None:
+            self.observers.append(self.tracer.observe)
         self._hub_lock = asyncio.Lock()
         self._openai: Any = None
 
@@ -227,6 +245,36 @@ class Service:
                 self.hubs[agent_name] = hub
             return hub
 
+    async def drain(self, limit_s: float) -> int:
+        """Stop taking calls, let the running ones finish, hand the rest over.
+
+        From now on new VAIC sockets get HTTP 503 and ``/readyz`` says not ready (a
+        proxy stops sending calls here).  Calls with a caller on the line get up to
+        ``limit_s`` seconds to end; then every call still here is handed over
+        (:meth:`CallSession.hand_over`): recorded as a dropped caller and its socket
+        closed, so VAIC reconnects through the proxy and resumes the call on another
+        instance from the log.  Returns how many calls were handed over.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        active = [s for s in self.calls.values() if s.caller is not None]
+        log.warning(
+            "draining: new calls refused; %d call(s) on the line get up to %.0f s to end",
+            len(active),
+            limit_s,
+        )
+        while loop.time() < deadline and any(s.caller is not None for s in self.calls.values()):
+            await asyncio.sleep(0.1)
+        left = list(self.calls.values())
+        for session in left:
+            await session.hand_over()
+        if left:
+            log.warning("drained: %d call(s) left to resume on another instance", len(left))
+        else:
+            log.info("drained: no call left")
+        return len(left)
+
     async def aclose(self) -> None:
         for session in list(self.calls.values()):
             if session.grace_task is not None:
@@ -237,6 +285,8 @@ class Service:
                 await hub.aclose()
         self.hubs.clear()
         await asyncio.to_thread(self.store.flush)
+        if self.tracer is not None:
+            self.tracer.shutdown()
 
 
 SEED_ITEMS = 24  # recent transcript items seeded one by one; older ones as one summary
@@ -262,6 +312,7 @@ class CallSession:
     def __init__(self, service: Service, call_id: str, engine: Engine) -> None:
         self.service = service
         self.store = service.store
+        self.metrics = service.metrics
         self.call_id = call_id
         self.engine = engine
         self.state = live.CallState()
@@ -304,9 +355,9 @@ class CallSession:
         state = self.state
         for e in batch:
             live.apply(state, e)
-        for observe in self.service.observers:
+        for observer in self.service.observers:
             for e in batch:
-                observe(e)
+                observer(e)
 
     async def input(self, cls: type[ev.Input], **fields: Any) -> None:
         inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=now_us(), **fields)
@@ -586,7 +637,8 @@ class CallSession:
 
     async def on_caller_audio(self, msg: vaic.UserStreamChunk) -> None:
         """Hot path (slow lane): record the boundary, forward the base64 untouched."""
-        decisions = self.record(self.caller_audio_input(msg))
+        inp = self.caller_audio_input(msg)
+        decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
         b64 = msg.audioChunk
@@ -594,6 +646,7 @@ class CallSession:
             b64 = self.to_model.process_b64(b64)
         if self.model_ready.is_set():
             await self.send_model(realtime.append_audio(b64))
+            self.metrics.relay_to_model(inp.at)
 
     def caller_audio_now(self, msg: vaic.UserStreamChunk) -> bool:
         """Fast lane, from the caller socket's data callback: record and forward a
@@ -608,8 +661,10 @@ class CallSession:
             b64 = self.to_model.process_b64(b64)
         # Everything that can fail comes before the record: a recorded frame is done.
         frame = realtime.append_audio(b64)
-        if self.record_now(self.caller_audio_input(msg)):
+        inp = self.caller_audio_input(msg)
+        if self.record_now(inp):
             self.write_now(sock, frame)
+            self.metrics.relay_to_model(inp.at)
         return True
 
     def record_now(self, inp: ev.Input) -> bool:
@@ -865,8 +920,10 @@ class CallSession:
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         frame = self.vaic_proto().play_chunk(b64)  # before the record: it may raise
-        if self.record_now(self.bot_audio_input(e)):  # type: ignore[arg-type]
+        inp = self.bot_audio_input(e)  # type: ignore[arg-type]
+        if self.record_now(inp):
             self.write_now(caller, frame)
+            self.metrics.relay_to_caller(inp.at)
         return True
 
     def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
@@ -896,7 +953,8 @@ class CallSession:
             await self.protocol_error("model", err)
             return
         b64 = e.delta
-        decisions = self.record(self.bot_audio_input(e))
+        inp = self.bot_audio_input(e)
+        decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
         pb = self.engine.play
@@ -905,6 +963,7 @@ class CallSession:
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         await self.to_vaic(self.vaic_proto().play_chunk(b64))
+        self.metrics.relay_to_caller(inp.at)
 
     # -------------------------------------------------------------- lifecycle
 
@@ -923,10 +982,32 @@ class CallSession:
             await self.store.flush_async(self.call_id)
         if self.service.calls.get(self.call_id) is self:
             del self.service.calls[self.call_id]
+        self.metrics.forget(self.call_id)
+        if self.service.tracer is not None:
+            self.service.tracer.forget(self.call_id)
         ws = self.detach_caller()
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
+
+    async def hand_over(self) -> None:
+        """Leave the call to another instance (draining): record the caller as
+        dropped (the call is then suspended in the log, which lets a resume
+        elsewhere claim it at once), snapshot it, and close the caller socket with
+        1001 (going away), on which VAIC reconnects and sends ``session.resume``."""
+        if self.closing:
+            return
+        ws = self.detach_caller()
+        self.proto = None
+        if ws is not None and self.engine.status not in ("ended", "suspended"):
+            with contextlib.suppress(_Lost):
+                await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
+        if not self.lost:
+            await self.save_snapshot()
+        await self.close("instance draining: left to resume on another instance")
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001)
 
     def start_grace(self) -> None:
         """The caller dropped: wait for a resume; end the call when the grace is over.
@@ -1051,8 +1132,10 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
             if isinstance(msg, vaic.ConnectionValidate):
                 await ws.send_text(vaic.connection_validated().decode())
             elif isinstance(msg, vaic.SessionInitiate):
+                observe.current_call.set(msg.conversationId)  # every log line names it
                 session = await initiate(service, ws, proto, msg)
             elif isinstance(msg, vaic.SessionResume):
+                observe.current_call.set(msg.conversationId)
                 session = await resume(service, ws, proto, msg)
             elif session is None:
                 continue
@@ -1430,6 +1513,9 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         if not service.authorized(ws.headers.get("authorization")):
             await ws.send_denial_response(PlainTextResponse("unauthorized", status_code=401))
             return
+        if service.draining:  # VAIC tries again; the proxy sends it to another instance
+            await ws.send_denial_response(PlainTextResponse("draining", status_code=503))
+            return
         await ws.accept()
         try:
             await serve_caller(service, ws)
@@ -1448,9 +1534,39 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
+        """Alive: the process answers (a liveness probe)."""
         service = holder.get("service")
         calls = len(service.calls) if service else 0
         return JSONResponse({"ok": True, "calls": calls})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready for calls: started, not draining, and the store answers within
+        READY_STORE_TIMEOUT_S (a readiness probe; 503 otherwise, with the reason)."""
+        service = holder.get("service")
+        if service is None:
+            return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
+        calls = len(service.calls)
+        if service.draining:
+            body = {"ready": False, "reason": "draining", "calls": calls}
+            return JSONResponse(body, status_code=503)
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(service.store.max_position), READY_STORE_TIMEOUT_S
+            )
+        except (StoreError, TimeoutError) as exc:
+            reason = f"store unreachable: {exc}" if str(exc) else "store unreachable: timeout"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return JSONResponse({"ready": True, "calls": calls})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus exposition of this process's metrics (404 with FASTAGENT_METRICS=0)."""
+        service = holder.get("service")
+        if service is None or not isinstance(service.metrics, observe.Metrics):
+            return PlainTextResponse("metrics are off\n", status_code=404)
+        body, ctype = service.metrics.render()
+        return Response(body, media_type=ctype)
 
     _mount_mcp(app, readers, holder)
     _mount_inspector(app, readers, holder, config)
@@ -1500,6 +1616,7 @@ def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Servi
 def app_from_env() -> FastAPI:
     """The app of one worker process of ``fastagent serve --workers N``."""
     no_auth = os.environ.get("FASTAGENT_NO_AUTH") == "1"
+    observe.configure_logging()  # a spawned worker does not inherit the parent's logging
     app = create_app(ServiceConfig.from_env(no_auth=no_auth or None))
     tune_gc()
     return app

@@ -57,10 +57,18 @@ def serve(
             "through the store like between instances",
         ),
     ] = 1,
+    drain: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="On SIGTERM, seconds running calls get to end before the rest are handed "
+            "over to another instance [default: $FASTAGENT_DRAIN_S or 25]",
+        ),
+    ] = None,
 ) -> None:
-    """Run the voice service: VAIC WebSocket at /audiocodes."""
-    import uvicorn
-
+    """Run the voice service: VAIC WebSocket at /audiocodes, /healthz, /readyz, /metrics,
+    the call inspector at /inspect/."""
+    from fastagent import lifecycle, observe
     from fastagent.agents import get_agent
     from fastagent.cli import clear_errors, fail
     from fastagent.service import ConfigError, Service, ServiceConfig, create_app, tune_gc
@@ -72,11 +80,12 @@ def serve(
                 store=store, agent=agent, no_auth=no_auth or None, grace_s=grace
             )
             get_agent(config.agent)
+            drain_s = lifecycle.drain_seconds(drain)
+            observe.configure_logging()
             Service(config).store.close()  # check token and store before listening
-        except ConfigError as exc:
+        except (ConfigError, ValueError) as exc:
             raise fail(str(exc)) from None
     config.greet = config.greet and greet
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings: dict[str, Any] = dict(
         host=host,
         port=port,
@@ -91,11 +100,12 @@ def serve(
     if workers > 1:
         # Each worker process builds its own service from the environment.
         os.environ.update(config.to_env())
-        uvicorn.run("fastagent.service:app_from_env", factory=True, workers=workers, **settings)
+        os.environ["FASTAGENT_DRAIN_S"] = repr(drain_s)
+        lifecycle.run("fastagent.service:app_from_env", settings, workers=workers, drain_s=drain_s)
         return
     app = create_app(config)
     tune_gc()
-    uvicorn.run(app, **settings)
+    lifecycle.run(app, settings, drain_s=drain_s)
 
 
 def scenario_path(agent: str) -> Path:

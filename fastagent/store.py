@@ -440,6 +440,9 @@ class EventStore:
         self._unreported: list[str] = []
         self._error: str = ""
         self._closed = False
+        # Called after each group commit with (seconds, rows written), from the
+        # writing thread; the service's metrics hook in here (fastagent.observe).
+        self.on_write: Callable[[float, int], None] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fastagent-store", daemon=True)
         self._thread.start()
@@ -740,6 +743,7 @@ class EventStore:
             pending = _keep_rows(pending, self._not_conflicted)
         if not pending:
             return
+        started = time.perf_counter()
         try:
             with self._errors("write"):
                 self._insert(pending)
@@ -748,6 +752,15 @@ class EventStore:
                 self._buf[:0] = pending
             raise
         self._error = ""
+        hook = self.on_write
+        if hook is not None:
+            hook(time.perf_counter() - started, sum(len(b) for b in pending))
+
+    @property
+    def queue_depth(self) -> int:
+        """Events appended and not yet written (waiting for the next group commit)."""
+        with self._buf_lock:
+            return sum(len(b) for b in self._buf)
 
     def _insert(self, pending: list[list[_Row]]) -> None:
         """Insert the buffered batches ``pending``: one transaction on SQLite; on
