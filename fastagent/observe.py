@@ -209,8 +209,15 @@ class Metrics:
     """
 
     def __init__(self, active: Callable[[], int], draining: Callable[[], bool]) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            disable_created_metrics,
+        )
 
+        disable_created_metrics()  # the *_created series double the output for nothing here
         self.registry = r = CollectorRegistry(auto_describe=True)
         Gauge(
             "fastagent_active_calls", "Calls driven by this process now", registry=r

@@ -743,6 +743,7 @@ class EventStore:
             pending = _keep_rows(pending, self._not_conflicted)
         if not pending:
             return
+        rows = sum(len(b) for b in pending)
         started = time.perf_counter()
         try:
             with self._errors("write"):
@@ -754,7 +755,7 @@ class EventStore:
         self._error = ""
         hook = self.on_write
         if hook is not None:
-            hook(time.perf_counter() - started, sum(len(b) for b in pending))
+            hook(time.perf_counter() - started, rows)
 
     @property
     def queue_depth(self) -> int:
