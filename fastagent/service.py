@@ -1253,7 +1253,9 @@ async def start_model_and_tools(session: CallSession) -> None:
     assert agent is not None
     if agent.servers:
         try:
-            hub = await session.service.hub(agent.name)
+            # The hub is keyed by the configured reference ("banking" or
+            # "mypkg.agents:AGENT"), as run_tool looks it up; never by Agent.name.
+            hub = await session.service.hub(session.state.agent)
             listed = await hub.list_tools()
         except Exception as exc:
             log.warning("call %s: tools unavailable: %s", session.call_id, exc)

@@ -34,7 +34,7 @@ def record(scenario: Path, out: Path, work: Path) -> str:
     data.mkdir()
     os.environ["FASTAGENT_DATA_DIR"] = str(data)  # the stdio backends inherit it
     store = str(work / f"{scenario.stem}.db")
-    call_id = asyncio.run(run_demo("default", scenario, store, show=False))
+    call_id = asyncio.run(run_demo(None, scenario, store, show=False))
     with open_store(store) as s:
         events = s.read_call(call_id)
     if not events or not isinstance(events[-1], ev.CallEnded):

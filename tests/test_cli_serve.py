@@ -205,7 +205,7 @@ def test_demo_and_replay_with_agent_by_import_path(
     store = str(tmp_path / "demo.db")
     demo = runner.invoke(app, ["demo", "--agent", f"{mod}:AGENT", "--store", store])
     assert demo.exit_code == 0, demo.output
-    assert f"agent '{mod}:AGENT'" in demo.output
+    assert f"with agent {mod}:AGENT," in demo.output
     call_id = demo.output.split("call id: ")[1].split()[0]
     from fastagent.store import open_store
 
