@@ -69,8 +69,10 @@ def serve(
         float | None,
         typer.Option(
             min=0,
-            help="On SIGTERM, seconds running calls get to end before the rest are handed "
-            "over to another instance [default: $FASTAGENT_DRAIN_S or 25]",
+            metavar="SECONDS",
+            help="On SIGTERM, how long running calls get to end before the rest are handed "
+            "over to another instance \\[env var: FASTAGENT_DRAIN_S] \\[default: 25]",
+            show_default=False,
         ),
     ] = None,
 ) -> None:

@@ -1,6 +1,6 @@
 """``fastagent serve`` / ``demo`` configuration, and user agents by import path.
 
-``serve`` is stopped before uvicorn starts: ``uvicorn.run`` is replaced by a
+``serve`` is stopped before uvicorn starts: ``lifecycle.run`` is replaced by a
 recorder, so these tests check what would be served without listening.
 """
 

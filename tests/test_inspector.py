@@ -440,6 +440,28 @@ def test_serve_mounts_the_inspector_behind_the_read_credential(store: Any) -> No
     asyncio.run(run())
 
 
+def test_report_has_turn_stages_and_cost_per_agent_and_call(store: Any) -> None:
+    from fastagent.analytics_cli import turn_sections
+
+    (agents_title, agents), (calls_title, calls) = turn_sections(store.url)
+    assert "end of speech" in agents_title and "per call" in calls_title
+    rows = agents.to_pylist()
+    banking = {r["stage"]: r for r in rows if r["agent"] == "banking"}
+    assert set(banking) == set(latency.STAGES)
+    assert banking["total"]["calls"] == 2 and banking["total"]["cost_usd"] > 0
+    assert banking["total"]["p50_ms"] <= banking["total"]["p95_ms"]
+    per_call = {r["call_id"]: r for r in calls.to_pylist()}
+    assert set(per_call) == {BANKING, BARGE, HEALTH, FAILED}
+    expected = latency.stage_percentiles(
+        latency.turn_stages(read_recording(REPLAYS / "banking.jsonl"))
+    )["total"]
+    assert (per_call[BANKING]["p50_ms"], per_call[BANKING]["p95_ms"]) == (
+        expected["p50"],
+        expected["p95"],
+    )
+    assert per_call[FAILED]["turns"] == 0
+
+
 # --------------------------------------------------------------------- browser
 
 
