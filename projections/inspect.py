@@ -114,7 +114,32 @@ def call_summary(events: Iterable[ev.Event], mask: Masker = default_mask) -> dic
         "barge_ins": state.barge_ins,
         "cost_usd": round(cost.usd, 6),
         "_caller_raw": state.caller,  # for the caller search; never shown
+        "_totals": [v for t in turns if (v := t.stage_ms()["total"]) is not None],
     }
+
+
+def agent_latency(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per agent over calls-list rows: calls, turns, end of speech -> first chunk
+    p50/p95 over all their turns, total cost."""
+    by_agent: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_agent.setdefault(row["agent"] or "?", []).append(row)
+    out = []
+    for agent in sorted(by_agent):
+        mine = by_agent[agent]
+        totals = [v for r in mine for v in r["_totals"]]
+        p50, p95 = latency.percentile(totals, 0.5), latency.percentile(totals, 0.95)
+        out.append(
+            {
+                "agent": agent,
+                "calls": len(mine),
+                "turns": len(totals),
+                "p50_ms": None if p50 is None else round(p50, 1),
+                "p95_ms": None if p95 is None else round(p95, 1),
+                "cost_usd": round(sum(r["cost_usd"] for r in mine), 6),
+            }
+        )
+    return out
 
 
 def matches(

@@ -224,6 +224,9 @@ def test_calls_list_filters_and_search(served: Served) -> None:
     ids = [c["call_id"] for c in body["calls"]]
     assert set(ids) == {BANKING, BARGE, HEALTH, FAILED}
     assert body["agents"] == ["banking", "default", "healthcare"]
+    by_agent = {a["agent"]: a for a in body["by_agent"]}
+    assert by_agent["banking"]["calls"] == 2 and by_agent["default"]["turns"] == 0
+    assert by_agent["banking"]["p50_ms"] <= by_agent["banking"]["p95_ms"]
     assert "failed" in body["outcomes"]
 
     def ids_for(qs: str) -> set[str]:
@@ -485,6 +488,7 @@ def test_browser_calls_list_filter_and_open_a_call(
     page.wait_for_selector("#calls")
     errors = [e for e in errors if "401 (Unauthorized)" not in e]
     assert page.locator("#calls tbody tr").count() == 4
+    assert "banking" in page.locator("#by-agent").inner_text()
     page.screenshot(path=str(artifacts / "inspector-list.png"), full_page=True)
     page.select_option("#f-agent", "banking")
     page.click("#filters button[type=submit]")
