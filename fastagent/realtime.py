@@ -751,6 +751,7 @@ async def connect_realtime(
     *,
     client: Any = None,
     connection_class: type | None = None,
+    max_frame_bytes: int | None = None,
 ) -> AsyncRealtimeConnection:
     """Open a GA Realtime connection with the official SDK.
 
@@ -761,11 +762,15 @@ async def connect_realtime(
     ``await conn.close()``.  Pass ``client`` (an ``AsyncOpenAI``) to reuse one
     across calls: building a client loads TLS settings, about 20 ms of CPU.
     ``connection_class`` is the websockets ``ClientConnection`` subclass to use
-    (the service's :class:`fastagent.sockets.ModelConnection`).
+    (the service's :class:`fastagent.sockets.ModelConnection`).  A frame larger
+    than ``max_frame_bytes`` closes the socket (1009), which the service handles
+    as a dropped model socket.
     """
     from openai import AsyncOpenAI
 
     options: Any = {"create_connection": connection_class} if connection_class else {}
+    if max_frame_bytes is not None:
+        options["max_size"] = max_frame_bytes
 
     if client is not None:
         model = model or os.environ.get("FASTAGENT_MODEL") or DEFAULT_MODEL

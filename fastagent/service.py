@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from fastagent import access, audio, models, observe, realtime, snapshots, sockets, vaic
+from fastagent import access, audio, models, observe, realtime, redact, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine, response_event_id
@@ -67,11 +67,18 @@ class ServiceConfig:
     api_key: str | None = None  # OPENAI_API_KEY
     model: str = models.DEFAULT_MODEL
     voice: str = ""
-    grace_s: float = 30.0
+    grace_s: float | None = None  # None: the core's (core.POLICY); recorded per call
     playback_speed: float = 1.0  # >1 only for simulated callers that play faster
     max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
-    tool_timeout_s: float = 10.0
-    model_retries: int = 5
+    # Timeouts and caps of the caller socket (docs/operations.md, "Limits").
+    initiate_timeout_s: float = 10.0  # upgrade -> session.initiate/resume, else closed
+    caller_idle_s: float = 30.0  # no frame at all for this long: the caller is lost
+    resume_stale_s: float = 2.0  # a socket silent this long may be replaced by a resume
+    max_sockets: int = 250  # concurrent VAIC sockets per process; past it HTTP 503
+    max_msgs_per_s: float = 400.0  # per caller socket (VAIC streams ~50/s); past it closed
+    model_max_frame_bytes: int = 1 << 20  # one Realtime frame
+    tool_timeout_s: float | None = None  # None: the core's, like grace_s
+    model_retries: int | None = None  # None: the core's, like grace_s
     # A session.update or response.create the model does not answer within this
     # many seconds is a model failure (the agent's fallback; outcome failed).
     model_timeout_s: float = 10.0
@@ -81,16 +88,23 @@ class ServiceConfig:
         """The FASTAGENT_* variables that rebuild this configuration (for workers)."""
         env = {
             "FASTAGENT_AGENT": self.agent,
-            "FASTAGENT_GRACE_S": repr(self.grace_s),
             "FASTAGENT_GREET": "1" if self.greet else "0",
             "FASTAGENT_PLAYBACK_SPEED": repr(self.playback_speed),
             "FASTAGENT_MAX_FRAME_BYTES": str(self.max_frame_bytes),
+            "FASTAGENT_INITIATE_TIMEOUT_S": repr(self.initiate_timeout_s),
+            "FASTAGENT_CALLER_IDLE_S": repr(self.caller_idle_s),
+            "FASTAGENT_RESUME_STALE_S": repr(self.resume_stale_s),
+            "FASTAGENT_MAX_SOCKETS": str(self.max_sockets),
+            "FASTAGENT_MAX_MSGS_PER_S": repr(self.max_msgs_per_s),
+            "FASTAGENT_MODEL_MAX_FRAME_BYTES": str(self.model_max_frame_bytes),
             "FASTAGENT_MODEL": self.model,
             "FASTAGENT_MODEL_TIMEOUT_S": repr(self.model_timeout_s),
             "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
         }
         if self.store:
             env["FASTAGENT_STORE"] = self.store
+        if self.grace_s is not None:
+            env["FASTAGENT_GRACE_S"] = repr(self.grace_s)
         if self.transfer_target:
             env["FASTAGENT_TRANSFER_TARGET"] = self.transfer_target
         return env
@@ -101,10 +115,10 @@ class ServiceConfig:
         not None.  Raises ConfigError (one line) for a malformed number."""
         env = os.environ
 
-        def number(name: str, default: float, kind: type, expected: str, ok: Any) -> Any:
+        def number(name: str, default: float | None, kind: type, expected: str, ok: Any) -> Any:
             raw = env.get(name, "").strip()
             if not raw:
-                return kind(default)
+                return None if default is None else kind(default)
             try:
                 value = kind(raw)
             except ValueError:
@@ -114,6 +128,10 @@ class ServiceConfig:
             return value
 
         inf = float("inf")
+
+        def positive(v: float) -> bool:
+            return 0 < v < inf
+
         cfg = cls(
             store=env.get("FASTAGENT_STORE"),
             token=env.get("FASTAGENT_VAIC_TOKEN") or None,
@@ -132,7 +150,7 @@ class ServiceConfig:
                 lambda v: 0 < v < inf,
             ),
             grace_s=number(
-                "FASTAGENT_GRACE_S", 30, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
+                "FASTAGENT_GRACE_S", None, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
             ),
             greet=env.get("FASTAGENT_GREET", "1").lower() not in ("0", "false", "no"),
             # Only for simulated callers that play bot audio faster than real time.
@@ -146,6 +164,28 @@ class ServiceConfig:
                 "a whole number of bytes > 0",
                 lambda v: v > 0,
             ),
+            initiate_timeout_s=number(
+                "FASTAGENT_INITIATE_TIMEOUT_S", 10, float, "seconds (a number > 0)", positive
+            ),
+            caller_idle_s=number(
+                "FASTAGENT_CALLER_IDLE_S", 30, float, "seconds (a number > 0)", positive
+            ),
+            resume_stale_s=number(
+                "FASTAGENT_RESUME_STALE_S", 2, float, "seconds (a number > 0)", positive
+            ),
+            max_sockets=number(
+                "FASTAGENT_MAX_SOCKETS", 250, int, "a whole number > 0", lambda v: v > 0
+            ),
+            max_msgs_per_s=number(
+                "FASTAGENT_MAX_MSGS_PER_S", 400, float, "messages per second (> 0)", positive
+            ),
+            model_max_frame_bytes=number(
+                "FASTAGENT_MODEL_MAX_FRAME_BYTES",
+                1 << 20,
+                int,
+                "a whole number of bytes > 0",
+                lambda v: v > 0,
+            ),
         )
         for key, value in overrides.items():
             if value is not None:
@@ -153,6 +193,7 @@ class ServiceConfig:
         return cfg
 
 
+REJECT_LOG_EVERY_S = 60  # refused upgrades: one log line per source per minute
 GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
 SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
 SNAPSHOT_CHECK_S = 2.0
@@ -211,6 +252,29 @@ class Service:
             self.observers.append(self.tracer.observe)
         self._hub_lock = asyncio.Lock()
         self._openai: Any = None
+        self.sockets = 0  # VAIC sockets accepted and not yet finished
+        self.initiating: set[str] = set()  # conversation ids between check and claim
+        self._rejected: dict[str, float] = {}  # source -> when its last rejection was logged
+
+    def rejected(self, source: str, status: int, why: str) -> None:
+        """Log a refused upgrade at WARNING, at most once per source per minute (a
+        scanner or a misconfigured VAIC must not flood the log)."""
+        now = time.monotonic()
+        last = self._rejected.get(source)
+        if last is not None and now - last < REJECT_LOG_EVERY_S:
+            return
+        if len(self._rejected) >= 10_000:  # forget sources quiet for a minute
+            cutoff = now - REJECT_LOG_EVERY_S
+            self._rejected = {k: t for k, t in self._rejected.items() if t >= cutoff}
+        self._rejected[source] = now
+        log.warning(
+            "VAIC upgrade from %s refused with HTTP %d: %s (next refusal from it logged "
+            "after %d s)",
+            source,
+            status,
+            why,
+            REJECT_LOG_EVERY_S,
+        )
 
     def openai_client(self) -> Any:
         """One SDK client for all calls (building one costs ~20 ms of CPU)."""
@@ -289,21 +353,29 @@ class Service:
             self.tracer.shutdown()
 
 
-SEED_ITEMS = 24  # recent transcript items seeded one by one; older ones as one summary
+SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
 
 
-def seed_pairs(transcript: list[live.Line]) -> list[tuple[str, str]]:
+def seed_pairs(transcript: list[live.Line], items: int = SEED_ITEMS) -> list[tuple[str, str]]:
     """What a fresh model session is told of the call so far.
 
-    The last turns go in as conversation items; anything older is folded into
-    one system message, so a long call resumes with a few frames, not hundreds.
+    The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
+    conversation items; anything older is folded into one system message, so a
+    long call resumes with a few frames, not hundreds.
     """
     pairs = [(line.role, line.text) for line in transcript if line.text]
-    if len(pairs) <= SEED_ITEMS:
+    if len(pairs) <= items:
         return pairs
-    older, recent = pairs[:-SEED_ITEMS], pairs[-SEED_ITEMS:]
+    older, recent = (pairs[:-items], pairs[-items:]) if items else (pairs, [])
     summary = "Earlier in this call:\n" + "\n".join(f"{role}: {text}" for role, text in older)
     return [("system", summary), *recent]
+
+
+# Decisions acted on without waiting for the log: the audio stream's framing,
+# tools (run_tool makes the log durable itself before the side effect), the end.
+_AHEAD_OF_LOG: frozenset[type] = frozenset(
+    {ev.PlaybackStarted, ev.PlaybackStopped, ev.FunctionCallDispatched, ev.CallEnded}
+)
 
 
 class CallSession:
@@ -318,6 +390,7 @@ class CallSession:
         self.state = live.CallState()
         self.caller: WebSocket | None = None
         self.caller_sock: sockets.CallerProtocol | None = None  # its fast lane, if served so
+        self.caller_pace: CallerPace | None = None  # its liveness and message rate
         self.proto: vaic.VaicProtocol | None = None
         self.model: Any = None
         self.model_sock: sockets.ModelConnection | None = None
@@ -334,6 +407,7 @@ class CallSession:
         self.closing = False
         self.lost = False
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
     # --------------------------------------------------------------- recording
@@ -368,8 +442,22 @@ class CallSession:
     # ---------------------------------------------------------------- decisions
 
     async def execute(self, decisions: list[ev.Decision]) -> None:
+        """Act on recorded decisions, in order.
+
+        The durability boundary: any decision that changes what the caller or the
+        model knows is sent only once the log holds it (one flush, a commit, before
+        the first such decision of the batch).  Only the audio stream itself (play
+        stream start/stop around the chunks) may run ahead of the log, by at most
+        one group commit.  If the log cannot be made durable the frame is not sent.
+        """
+        durable = False
         for d in decisions:
             t = type(d)
+            if not durable and t not in _AHEAD_OF_LOG:
+                durable = True
+                if not await self.durable():
+                    log.error("call %s: log not durable; %s not sent", self.call_id, t.__name__)
+                    return
             if t is ev.PlaybackStarted:
                 await self.to_vaic(self.vaic_proto().play_start(d.stream_id, d.fmt))  # type: ignore[attr-defined]
             elif t is ev.PlaybackStopped:
@@ -419,6 +507,7 @@ class CallSession:
                 self.spawn(self.close("call ended"))
 
     async def accept(self, d: ev.SessionAccepted) -> None:
+        self.policy = d.policy
         negotiated = vaic.choose_format([d.media_format])
         assert negotiated is not None
         if not negotiated.passthrough:
@@ -447,7 +536,8 @@ class CallSession:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
-            for item in realtime.seed_items(seed_pairs(self.state.transcript)):
+            pairs = seed_pairs(self.state.transcript, self.policy.history_items)
+            for item in realtime.seed_items(pairs):
                 await self.send_model(item)
 
     def await_model(self, waiting_for: str, event_id: str) -> None:
@@ -560,7 +650,7 @@ class CallSession:
                 d.name,
                 d.arguments,
                 idempotency_key=d.idempotency_key,
-                timeout_s=self.service.config.tool_timeout_s,
+                timeout_s=self.policy.tool_timeout_s,
             )
             ok, output, error = out.ok, out.output, out.error
             duration = out.duration_us
@@ -620,6 +710,12 @@ class CallSession:
             await ws._send({"type": "websocket.send", "text": frame.decode()})
         except Exception:  # a gone socket is noticed by its reader
             pass
+
+    async def to_vaic_durable(self, frame: bytes) -> None:
+        """A non-audio frame the caller learns something from (speech events, a
+        recognition): sent once the input that caused it is durable in the log."""
+        if self.caller is not None and await self.durable():
+            await self.to_vaic(frame)
 
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
@@ -712,15 +808,15 @@ class CallSession:
 
     async def attach_model(self) -> None:
         """Connect the model socket (with backoff) and start reading it."""
-        cfg = self.service.config
+        retries = self.policy.model_retries
         delay = 0.2
-        for attempt in range(cfg.model_retries + 1):
+        for attempt in range(retries + 1):
             try:
                 conn = await dial_model(self.service)
                 break
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
-                if attempt == cfg.model_retries:
+                if attempt == retries:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -806,19 +902,19 @@ class CallSession:
             await self.input(
                 ev.SpeechStarted, item_id=e.item_id or "", audio_start_ms=e.audio_start_ms or 0
             )  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_started())
+            await self.to_vaic_durable(vaic.speech_started())
         elif t is realtime.SpeechStopped:
             await self.input(
                 ev.SpeechStopped, item_id=e.item_id or "", audio_end_ms=e.audio_end_ms or 0
             )  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_stopped())
+            await self.to_vaic_durable(vaic.speech_stopped())
         elif t is realtime.AudioCommitted:
             await self.input(ev.SpeechCommitted, item_id=e.item_id or "")  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_committed())
+            await self.to_vaic_durable(vaic.speech_committed())
         elif t is realtime.InputTranscriptionCompleted:
             text = e.transcript or ""  # type: ignore[union-attr]
             await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_recognition(text))
+            await self.to_vaic_durable(vaic.speech_recognition(text))
         elif t is realtime.ResponseCreated:
             self.answered("response.created")
             await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
@@ -916,6 +1012,8 @@ class CallSession:
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
             return False  # a new stream starts, or audio nobody hears: decisions to act on
+        if self.vaic_proto().play_stream_id is None:
+            return False
         b64 = e.delta  # type: ignore[union-attr]
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
@@ -960,6 +1058,8 @@ class CallSession:
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:
             return  # interrupted or not ours: the caller must not hear it
+        if self.vaic_proto().play_stream_id is None:
+            return  # a resume attached a new socket and has not started its stream yet
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         await self.to_vaic(self.vaic_proto().play_chunk(b64))
@@ -1015,7 +1115,7 @@ class CallSession:
         Meanwhile watch the log: if another instance resumed the call, let go of it
         (model socket included) at once instead of at the end of the grace.
         """
-        grace = self.service.config.grace_s
+        grace = self.policy.grace_s
 
         async def expire() -> None:
             loop = asyncio.get_running_loop()
@@ -1095,27 +1195,69 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
     busy = False  # this loop is handling a message (the slow lane)
     sock = sockets.caller_protocol_of(receive)
     failed: str | None = None
+    cfg = service.config
+    pace = CallerPace(cfg.max_msgs_per_s)
+    clock = time.monotonic
+    initiate_by = clock() + cfg.initiate_timeout_s
+    watchdog: asyncio.Task[None] | None = None
 
     def chunk_now(data: bytes) -> bool:
         """Fast lane, from the socket's data callback: an audio chunk while the slow
         lane is idle goes straight to the session (see fastagent.sockets)."""
         if busy or session is None or session.caller is not ws or sock is None or sock.backlog():
             return False  # (a session gone or moved on leaves the socket to the slow lane)
+        if not pace.take(clock()):
+            return False  # over the rate: the slow lane closes the socket
         msg = proto.receive_chunk(data)
-        return msg is not None and session.caller_audio_now(msg)
+        if msg is not None and session.caller_audio_now(msg):
+            return True
+        pace.tokens += 1.0  # the slow lane takes this frame, and counts it there
+        return False
+
+    async def watch() -> None:
+        """A caller socket with no frame at all for caller_idle_s is lost."""
+        nonlocal failed
+        idle = cfg.caller_idle_s
+        while (quiet := clock() - pace.seen) < idle:
+            await asyncio.sleep(min(1.0, idle / 4, idle - quiet + 0.01))
+        failed = f"no frame for {idle:g} s"
+        s = session
+        log.info("call %s: caller socket silent for %g s; lost", s and s.call_id, idle)
+        if s is not None and s.caller is ws and not s.closing:
+            await caller_gone(s, failed)
+        _abort(ws, sock)
 
     if sock is not None:
         sock.on_text = chunk_now
     try:
         while True:
             busy = False
-            message = await receive()
+            if session is None:
+                # session.initiate (or resume) within initiate_timeout_s of the upgrade.
+                try:
+                    message = await asyncio.wait_for(receive(), initiate_by - clock())
+                except TimeoutError:
+                    log.info(
+                        "VAIC socket sent no session.initiate in %g s; closed",
+                        cfg.initiate_timeout_s,
+                    )
+                    await ws.close(code=1008)
+                    break
+            else:
+                message = await receive()
             busy = True
             data = message.get("text")
             if data is None:
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes") or b""
+            if not pace.take(clock()):
+                failed = f"more than {cfg.max_msgs_per_s:g} messages/s"
+                log.warning(
+                    "call %s: caller socket closed: %s", session and session.call_id, failed
+                )
+                await ws.close(code=1008)
+                break
             msg = parse(data)
             if type(msg) is chunk:  # hot path
                 if session is not None:
@@ -1131,12 +1273,14 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 continue
             if isinstance(msg, vaic.ConnectionValidate):
                 await ws.send_text(vaic.connection_validated().decode())
-            elif isinstance(msg, vaic.SessionInitiate):
+            elif isinstance(msg, vaic.SessionInitiate | vaic.SessionResume):
+                if session is not None:
+                    continue  # (a repeat of this socket's own: the protocol allows it)
                 observe.current_call.set(msg.conversationId)  # every log line names it
-                session = await initiate(service, ws, proto, msg)
-            elif isinstance(msg, vaic.SessionResume):
-                observe.current_call.set(msg.conversationId)
-                session = await resume(service, ws, proto, msg)
+                start = initiate if isinstance(msg, vaic.SessionInitiate) else resume
+                session = await start(service, ws, proto, msg, pace)  # type: ignore[operator]
+                if session is not None and watchdog is None:
+                    watchdog = asyncio.create_task(watch())
             elif session is None:
                 continue
             elif isinstance(msg, vaic.SessionEnd):
@@ -1177,10 +1321,49 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
         log.error("call %s: caller socket failed: %s: %s", cid, type(exc).__name__, exc)
         with contextlib.suppress(Exception):
             await ws.close(code=1011)
+    finally:
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
     if session is None or session.closing:
         return
     if session.caller is ws:
         await caller_gone(session, "socket closed" if failed is None else failed, ended)
+
+
+class CallerPace:
+    """Liveness and message rate of one caller socket (no clock of its own: the
+    caller passes ``time.monotonic()``).  ``seen`` is when its last frame came;
+    ``take`` spends one token of a bucket refilled at ``rate`` per second and
+    holding two seconds' worth, False when it is empty (nothing spent then)."""
+
+    __slots__ = ("burst", "rate", "seen", "tokens")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(2.0 * rate, 1.0)
+        self.tokens = self.burst
+        self.seen = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        tokens = min(self.burst, self.tokens + (now - self.seen) * self.rate)
+        self.seen = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.seen
+
+
+def _abort(ws: WebSocket, sock: sockets.CallerProtocol | None) -> None:
+    """Drop a caller's TCP connection at once (no close handshake with a peer that
+    may never answer); its reader then sees the disconnect."""
+    if sock is not None:
+        sock.transport.abort()
+    else:
+        asyncio.get_running_loop().create_task(ws.close(code=1001))
 
 
 async def caller_gone(session: CallSession, reason: str, ended: bool = False) -> None:
@@ -1207,11 +1390,35 @@ async def caller_gone(session: CallSession, reason: str, ended: bool = False) ->
 
 
 async def initiate(
+    service: Service,
+    ws: WebSocket,
+    proto: vaic.VaicProtocol,
+    msg: vaic.SessionInitiate,
+    pace: CallerPace | None = None,
+) -> CallSession | None:
+    call_id = msg.conversationId
+    # One owner per call: a second initiate of the id, on this instance (checked
+    # and reserved with no await in between) or on another one (the claim below
+    # conflicts), gets session.error; the first keeps the call and all its events.
+    if call_id in service.calls or call_id in service.initiating:
+        await ws.send_text(vaic.session_error("conversation already exists").decode())
+        return None
+    service.initiating.add(call_id)
+    try:
+        session = await _initiate(service, ws, proto, msg)
+    finally:
+        service.initiating.discard(call_id)
+    if session is not None:
+        session.caller_pace = pace
+    return session
+
+
+async def _initiate(
     service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionInitiate
 ) -> CallSession | None:
     call_id = msg.conversationId
     try:
-        known = call_id in service.calls or await asyncio.to_thread(service.store.last_seq, call_id)
+        known = await asyncio.to_thread(service.store.last_seq, call_id)
     except StoreError as exc:
         log.error("call %s: store unavailable: %s", call_id, exc)
         await ws.send_text(vaic.session_error("service unavailable").decode())
@@ -1221,8 +1428,6 @@ async def initiate(
         return None
     cfg = service.config
     session = CallSession(service, call_id, Engine(call_id))
-    session.attach_caller(ws, proto)
-    service.calls[call_id] = session
     config = ev.CallConfig(
         agent=cfg.agent,
         greet=cfg.greet,
@@ -1231,9 +1436,14 @@ async def initiate(
         model=cfg.model,
         model_timeout_s=cfg.model_timeout_s,
         playback_speed=cfg.playback_speed,
+        grace_s=cfg.grace_s,
+        tool_timeout_s=cfg.tool_timeout_s,
+        model_retries=cfg.model_retries,
     )
-    await session.input(
-        ev.SessionInitiated,
+    inp = ev.SessionInitiated(
+        call_id=call_id,
+        seq=session.engine.next_seq,
+        at=now_us(),
         config=config,
         caller=msg.caller,
         bot_name=msg.botName,
@@ -1241,6 +1451,21 @@ async def initiate(
         expect_audio=msg.expectAudioMessages,
         instance=cfg.instance,
     )
+    decisions = session.engine.handle(inp)
+    try:
+        # Claimed at once, not group-committed: an instance that initiated the same
+        # id a moment ago wins the stream, and this one backs off before answering.
+        await session.claim([inp, *decisions])
+    except StreamConflict:
+        await ws.send_text(vaic.session_error("conversation already exists").decode())
+        return None
+    except StoreError as exc:
+        log.error("call %s: store unavailable: %s", call_id, exc)
+        await ws.send_text(vaic.session_error("service unavailable").decode())
+        return None
+    session.attach_caller(ws, proto)
+    service.calls[call_id] = session
+    await session.execute(decisions)
     if session.engine.status == "ended":
         return None
     await start_model_and_tools(session)
@@ -1265,13 +1490,39 @@ async def start_model_and_tools(session: CallSession) -> None:
 
 
 async def resume(
-    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionResume
+    service: Service,
+    ws: WebSocket,
+    proto: vaic.VaicProtocol,
+    msg: vaic.SessionResume,
+    pace: CallerPace | None = None,
 ) -> CallSession | None:
     """``session.resume``: re-attach the call, from memory if this instance still
-    drives it, else rebuilt from the store (snapshot + tail) and claimed."""
+    drives it, else rebuilt from the store (snapshot + tail) and claimed.
+
+    A call whose caller socket is alive and healthy (a frame within
+    ``resume_stale_s``) keeps it: the resume gets ``session.error``."""
+    session = await _resume(service, ws, proto, msg)
+    if session is not None:
+        session.caller_pace = pace
+    return session
+
+
+async def _resume(
+    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionResume
+) -> CallSession | None:
     call_id = msg.conversationId
     session = service.calls.get(call_id)
     if session is not None and not session.closing:
+        old_pace = session.caller_pace
+        if (
+            session.caller is not None
+            and session.caller is not ws
+            and old_pace is not None
+            and old_pace.silent_for() < service.config.resume_stale_s
+        ):
+            log.warning("call %s: resume refused: its caller socket is alive", call_id)
+            await ws.send_text(vaic.session_error("call is active on another socket").decode())
+            return None
         if session.grace_task is not None:
             session.grace_task.cancel()
         if not await session.taken_over():
@@ -1307,12 +1558,14 @@ async def resume(
                     vaic.session_error("call is active on another instance").decode()
                 )
                 return None
-            await session.execute(dropped)  # (play_stop to the old socket, if it listens)
-            old = session.caller
+            # The old socket is stale: nothing more is written to it (its buffers may
+            # be full), and its connection is dropped at once, not closed politely.
+            old, old_sock = session.caller, session.caller_sock
+            session.detach_caller()
+            await session.execute(dropped)  # (its play stream stops; no frame is sent)
             session.attach_caller(ws, proto)
             if old is not None and old is not ws:
-                with contextlib.suppress(Exception):
-                    await old.close()
+                _abort(old, old_sock)
             await session.execute(decisions)
             return session
         # It moved to another instance and back: this copy is stale.
@@ -1326,17 +1579,19 @@ async def dial_model(service: Service) -> Any:
         model=service.config.model,
         client=service.openai_client(),
         connection_class=sockets.ModelConnection,
+        max_frame_bytes=service.config.model_max_frame_bytes,
     )
 
 
-async def quiet_for(store: EventStore, call_id: str, last: int) -> bool:
-    """True if nobody appends to the call for LIVE_S seconds (its driver is gone).
+async def quiet_for(store: EventStore, call_id: str, last: int, live_s: float = LIVE_S) -> bool:
+    """True if nobody appends to the call for ``live_s`` seconds (its driver is gone,
+    or its caller socket went silent: either way the socket is stale).
 
     A call not suspended is either driven by a live instance (whose caller streams
     audio, so its log grows every few tens of ms) or was left by a crashed one.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + LIVE_S
+    deadline = loop.time() + live_s
     while loop.time() < deadline:
         await asyncio.sleep(0.1)
         try:
@@ -1384,7 +1639,8 @@ async def resume_from_store(
             await refuse("conversation has ended")
             return None
         read_to = engine.next_seq - 1
-        if engine.status != "suspended" and not await quiet_for(store, call_id, read_to):
+        live_s = max(LIVE_S, cfg.resume_stale_s)
+        if engine.status != "suspended" and not await quiet_for(store, call_id, read_to, live_s):
             # Not suspended and its log still grows: an instance drives it with a caller.
             await refuse("call is active on another instance")
             return None
@@ -1393,7 +1649,13 @@ async def resume_from_store(
         if engine.status == "active":
             # The instance that had the caller died without recording the drop.
             lost = ev.ConnectionLost(
-                call_id=call_id, seq=engine.next_seq, at=at, side="caller", reason="instance lost"
+                call_id=call_id,
+                seq=engine.next_seq,
+                at=at,
+                side="caller",
+                # All that is known: its log stood still.  (Its instance may have died,
+                # or its caller's socket gone silent; either way the socket is stale.)
+                reason=f"no event for {live_s:g} s from the instance driving the call",
             )
             batch += [lost, *engine.handle(lost)]
         resumed = ev.SessionResumed(call_id=call_id, seq=engine.next_seq, at=at, instance=instance)
@@ -1491,6 +1753,7 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         service = Service(config, store)
+        redact.install([config.token, config.api_key])
         warning = models.shutdown_warning(config.model)
         if warning:
             log.warning(warning)
@@ -1512,20 +1775,29 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         if service is None:  # the lifespan has not run: nothing to serve the call with
             await ws.close(code=1011)
             return
+        source = ws.client.host if ws.client else "unknown"
         if not service.authorized(ws.headers.get("authorization")):
+            service.rejected(source, 401, "missing or wrong token")
             await ws.send_denial_response(PlainTextResponse("unauthorized", status_code=401))
             return
         if service.draining:  # VAIC tries again; the proxy sends it to another instance
+            service.rejected(source, 503, "draining")
             await ws.send_denial_response(PlainTextResponse("draining", status_code=503))
             return
-        await ws.accept()
+        if service.sockets >= service.config.max_sockets:
+            service.rejected(source, 503, f"{service.sockets} sockets open (FASTAGENT_MAX_SOCKETS)")
+            await ws.send_denial_response(PlainTextResponse("busy", status_code=503))
+            return
+        service.sockets += 1
         try:
+            await ws.accept()
             await serve_caller(service, ws)
         except Exception as exc:  # one bad call must never take the service down
             log.error("VAIC socket failed: %s: %s", type(exc).__name__, exc)
             with contextlib.suppress(Exception):
                 await ws.close(code=1011)
         finally:  # also when cancelled: no frame goes to a finished handler's hook
+            service.sockets -= 1
             sock = sockets.caller_protocol_of(ws._receive)
             if sock is not None:
                 sock.on_text = None

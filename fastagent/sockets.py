@@ -52,6 +52,18 @@ class CallerProtocol(WebSocketsSansIOProtocol):
             return
         super().handle_text(event)
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if (
+            message["type"] == "websocket.http.response.body"
+            and not message.get("more_body", False)
+            and self.close_sent
+        ):
+            # A refused upgrade (401/503) is a complete answer to the handshake:
+            # without this uvicorn logs "ASGI callable returned without completing
+            # handshake" at ERROR for every refusal, and tries to send a 500 after it.
+            self.handshake_complete = True
+
     def can_write_now(self) -> bool:
         """Open, and not holding back writes: a frame may be written at once."""
         transport = self.transport

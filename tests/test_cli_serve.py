@@ -112,14 +112,18 @@ def test_numbers_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("env", "args", "grace"),
     [
-        ({}, [], 30.0),
+        ({}, [], None),  # the core decides (core.POLICY), recorded per call
         ({"FASTAGENT_GRACE_S": "7"}, [], 7.0),
         ({"FASTAGENT_GRACE_S": "7"}, ["--grace", "3"], 3.0),
         ({}, ["--grace", "0"], 0.0),
     ],
 )
 def test_serve_grace_from_option_else_environment(
-    tmp_path: Path, served: dict[str, Any], env: dict[str, str], args: list[str], grace: float
+    tmp_path: Path,
+    served: dict[str, Any],
+    env: dict[str, str],
+    args: list[str],
+    grace: float | None,
 ) -> None:
     result = _serve(tmp_path, *args, env=env)
     assert result.exit_code == 0, result.output
