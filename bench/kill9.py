@@ -116,7 +116,7 @@ def model_items(fake: FakeRealtimeServer) -> tuple[list[str], list[str], Counter
 
 
 async def one_kill(args: argparse.Namespace, n: int, rng: random.Random) -> dict[str, Any]:
-    sc = load_scenario(str(resources.files("fastagent") / "scenarios" / "banking.json"))
+    sc = load_scenario(str(resources.files("fastagent.examples") / "scenarios" / "banking.json"))
     work = Path(tempfile.mkdtemp(prefix="kill9-"))
     store = args.store or str(work / "calls.db")
     if store.startswith("postgresql"):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union
 import msgspec
 
 from fastagent import events, wire
+from fastagent.errors import ConfigError, LocalProtocolError
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -401,7 +402,9 @@ def _parse(data: str | bytes) -> ServerEvent:
                     f"response.output_audio.delta: delta is not strict base64 "
                     f"({len(event.delta)} characters)"
                 )
-            if wire.flat_unique(data):
+            # Strict as it is: byte for byte the compact form msgspec writes, which is
+            # the API's own (same key order); one memcmp.  Else look closer.
+            if data == _enc.encode(event) or wire.flat_unique(data):
                 return event  # type: ignore[no-any-return]
         err = wire.strict_error(data)
         if err is not None:
@@ -619,7 +622,7 @@ def seed_items(transcript: Iterable[tuple[str, str]]) -> list[str]:
 # ------------------------------------------------------------------ state tracker
 
 
-class ResponseActiveError(RuntimeError):
+class ResponseActiveError(LocalProtocolError):
     """``response.create`` was requested while a response is active."""
 
 
@@ -740,7 +743,7 @@ class RealtimeProtocol:
 DEFAULT_MODEL: Final = "gpt-realtime-2"  # see fastagent.models
 
 
-class RealtimeConfigError(RuntimeError):
+class RealtimeConfigError(ConfigError):
     """Missing or bad Realtime connection settings."""
 
 

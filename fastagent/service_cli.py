@@ -95,7 +95,11 @@ def serve(
             get_agent(config.agent)
             drain_s = lifecycle.drain_seconds(drain)
             observe.configure_logging()
-            Service(config).store.close()  # check token and store before listening
+            checked = Service(config)  # check tokens, store and master key before listening
+            try:
+                checked.store.check_keys()
+            finally:
+                checked.store.close()
         except (ConfigError, ValueError) as exc:
             raise fail(str(exc)) from None
     config.greet = config.greet and greet
@@ -141,7 +145,7 @@ def scenario_path(agent: str) -> Path:
         here = getattr(module, "__file__", None)
         if here and (Path(here).parent / name).is_file():
             return Path(here).parent / name
-    return Path(str(resources.files("fastagent") / "scenarios" / name))
+    return Path(str(resources.files("fastagent.examples") / "scenarios" / name))
 
 
 @contextlib.asynccontextmanager
@@ -338,7 +342,7 @@ def demo(
             call_id = asyncio.run(run_demo(None, None, store, realtime=realtime, plan=plan))
         except (ScenarioError, ConfigError) as exc:
             raise fail(str(exc)) from None
-        _summary(call_id, store, realtime)
+        _summary(call_id, store, realtime, plan.agent)
 
 
 def _header(plan: DemoPlan, realtime: bool) -> None:
@@ -363,7 +367,7 @@ def _header(plan: DemoPlan, realtime: bool) -> None:
         )
 
 
-def _summary(call_id: str, store: str | None, realtime: bool) -> None:
+def _summary(call_id: str, store: str | None, realtime: bool, agent: str = "") -> None:
     """Call id, outcome, duration, where it is stored, and what to run next."""
     from rich.text import Text
 
@@ -398,7 +402,11 @@ def _summary(call_id: str, store: str | None, realtime: bool) -> None:
     console.out("")
     console.out(Text("next:", style="bold"))
     for cmd, what in (
-        (f"fastagent replay {call_id}{flag}", "its timeline, replayed through today's code"),
+        # Replay never imports code a recording names: an agent by import path is given.
+        (
+            f"fastagent replay {call_id}{flag}" + (f" --agent {agent}" if ":" in agent else ""),
+            "its timeline, replayed through today's code",
+        ),
         (f"fastagent calls{flag}", "every recorded call"),
         (f"fastagent report{flag}", "outcomes, FSA funnel, tools, latency"),
         (f"fastagent inspect{flag}", "the call in your browser"),

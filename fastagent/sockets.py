@@ -10,7 +10,8 @@ with every complete text frame. The hook handles an audio frame on the spot (rec
 its boundary, write the forwarded frame with ``write_now``) and returns True;
 anything else — control messages, a frame arriving while the slow lane still holds
 earlier ones — returns False and takes the usual queue to the reader task, so the
-order of frames is never changed.  The hooks live in :mod:`fastagent.service`.
+order of frames is never changed.  The hooks live in :mod:`fastagent.service.call` and
+:mod:`fastagent.service.vaic_socket`.
 
 * :class:`CallerProtocol`: uvicorn's websockets-sansio protocol for the VAIC socket
   (``uvicorn.run(..., ws=CallerProtocol)``);

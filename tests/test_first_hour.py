@@ -27,7 +27,7 @@ from fastagent.store import StoreError, open_store
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ROOT / "fastagent" / "scenarios"
+SCENARIOS = ROOT / "fastagent" / "examples" / "scenarios"
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +96,7 @@ def test_every_command_ends_quietly_on_a_closed_pipe(
         ["calls", "--store", store],
         ["calls", "--json", "--store", store],
         ["replay", call_id, "--store", store],
-        ["replay", "--file", str(recording)],
+        ["replay", "--file", str(recording), "--store", store],  # sealed: opens with its store
         ["fsa", "list"],
         ["fsa", "diagram", "banking"],
         ["report", "--store", store, "--db", str(tmp_path / "a.duckdb")],
@@ -342,7 +342,7 @@ AGENT_MODULE = textwrap.dedent(
         name="pizza",
         instructions="Look customers up.",
         servers=(McpServer(name="lookup", command=(sys.executable, "-m",
-                 "fastagent.agents.backends.bank")),),
+                 "fastagent.examples.backends.bank")),),
         tools=("find_customer",),
         scenario="pizza.json",
     )

@@ -425,7 +425,7 @@ async def test_store_opened_by_service_keeps_everything(tmp_path: Path) -> None:
 
 
 async def test_seeding_folds_old_turns_into_one_summary() -> None:
-    from fastagent.service import SEED_ITEMS, seed_pairs
+    from fastagent.service.call import SEED_ITEMS, seed_pairs
     from projections.live import Line
 
     short = [Line(role="user", text="hi", at=0), Line(role="assistant", text="", at=1)]

@@ -54,6 +54,7 @@ from fastagent import masking
 from fastagent.access import ReadAccess, set_read_cookie
 from projections import inspect as views
 from projections import latency
+from projections.calls import list_calls
 
 STATIC = {
     "index.html": "text/html; charset=utf-8",
@@ -213,7 +214,7 @@ def inspector_app(
 
         def work() -> dict[str, Any]:
             s = store()
-            listed = list(reversed(s.list_calls()))
+            listed = list(reversed(list_calls(s)))
             rows = [summaries.get(s, c.call_id, c.events) for c in listed]
             shown = [r for r in rows if views.matches(r, **filters)][:limit]
             return {
@@ -227,11 +228,22 @@ def inspector_app(
 
         return JSONResponse(await asyncio.to_thread(work))
 
-    async def _events(call_id: str) -> list[ev.Event] | Response:
+    async def _events(call_id: str, request: Request, what: str) -> list[ev.Event] | Response:
+        """One call's events; the read is appended to the store's audit trail with the
+        reader's credential (docs/privacy.md)."""
         from fastagent.store import StoreError, UnknownCall
 
+        reader = getattr(request.state, "reader", None)
+        who = reader.who if reader is not None else "inspector"
+
+        def read() -> list[ev.Event]:
+            s = store()
+            evs = s.read_call(call_id)
+            s.audit(who, what, call_id, "inspector")
+            return evs
+
         try:
-            evs = await asyncio.to_thread(store().read_call, call_id)
+            evs = await asyncio.to_thread(read)
         except UnknownCall:
             return _error(f"no call {call_id!r} in this store", 404)
         except StoreError as exc:
@@ -241,7 +253,7 @@ def inspector_app(
         return evs
 
     async def call(request: Request) -> Response:
-        evs = await _events(request.path_params["call_id"])
+        evs = await _events(request.path_params["call_id"], request, "timeline")
         if isinstance(evs, Response):
             return evs
 
@@ -262,7 +274,7 @@ def inspector_app(
             seq = int(raw)
         except ValueError:
             return _error(f"bad seq {raw!r}: expected an event number", 400)
-        evs = await _events(request.path_params["call_id"])
+        evs = await _events(request.path_params["call_id"], request, "state")
         if isinstance(evs, Response):
             return evs
         keys = masking.sensitive_keys(_agent_of(evs, resolve))

@@ -1,0 +1,904 @@
+"""The call runner: one call driven by this process.
+
+A :class:`CallSession` turns every frame it observes (caller side and model side)
+into an input event stamped with the time it saw it, appends it, hands it to the
+engine core, appends the core's decisions and executes them.  Audio passes
+through untouched where the formats allow; only its chunk boundaries are
+recorded.  Each socket has two lanes (see :mod:`fastagent.sockets`): an ordered
+slow lane (a reader task) and a fast lane for audio (the socket's data callback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi import WebSocket
+
+from fastagent import audio, realtime, snapshots, sockets, vaic
+from fastagent import events as ev
+from fastagent.core import ENGINE_SERVER, Engine, response_event_id
+from fastagent.service.caller_link import CallerPace
+from fastagent.store import StoreError, StreamConflict
+from projections import live
+
+if TYPE_CHECKING:
+    from fastagent.service.process import Service
+
+log = logging.getLogger("fastagent.service")
+
+
+def _raw_socket(conn: Any) -> Any:
+    """The SDK connection's websockets socket when sending on it directly is safe
+    (no reconnect in progress, nothing queued), else None."""
+    ws = getattr(conn, "_connection", None)
+    if ws is None or getattr(conn, "_is_reconnecting", False) or getattr(conn, "_send_queue", None):
+        return None
+    return ws
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
+
+
+SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
+
+
+SNAPSHOT_CHECK_S = 2.0
+
+
+class _Lost(Exception):
+    """This instance no longer drives the call (another writer took its stream)."""
+
+
+SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
+
+
+def seed_pairs(transcript: list[live.Line], items: int = SEED_ITEMS) -> list[tuple[str, str]]:
+    """What a fresh model session is told of the call so far.
+
+    The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
+    conversation items; anything older is folded into one system message, so a
+    long call resumes with a few frames, not hundreds.
+    """
+    pairs = [(line.role, line.text) for line in transcript if line.text]
+    if len(pairs) <= items:
+        return pairs
+    older, recent = (pairs[:-items], pairs[-items:]) if items else (pairs, [])
+    summary = "Earlier in this call:\n" + "\n".join(f"{role}: {text}" for role, text in older)
+    return [("system", summary), *recent]
+
+
+# Decisions acted on without waiting for the log: the audio stream's framing,
+# tools (run_tool makes the log durable itself before the side effect), the end.
+_AHEAD_OF_LOG: frozenset[type] = frozenset(
+    {ev.PlaybackStarted, ev.PlaybackStopped, ev.FunctionCallDispatched, ev.CallEnded}
+)
+
+
+class CallSession:
+    """One call driven by this process: engine, live state, model socket, caller socket."""
+
+    def __init__(self, service: Service, call_id: str, engine: Engine) -> None:
+        self.service = service
+        self.store = service.store
+        self.metrics = service.metrics
+        self.call_id = call_id
+        self.engine = engine
+        self.state = live.CallState()
+        self.caller: WebSocket | None = None
+        self.caller_sock: sockets.CallerProtocol | None = None  # its fast lane, if served so
+        self.caller_pace: CallerPace | None = None  # its liveness and message rate
+        self.proto: vaic.VaicProtocol | None = None
+        self.model: Any = None
+        self.model_sock: sockets.ModelConnection | None = None
+        self.model_busy = False  # read_model is handling a frame (the slow lane)
+        self.model_task: asyncio.Task[None] | None = None
+        self.model_ready = asyncio.Event()
+        # Closed while a resume hands the call from a stale socket to a new one:
+        # model frames wait, so no decision is acted on against the wrong socket.
+        self.handover = asyncio.Event()
+        self.handover.set()
+        self.grace_task: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.chunks_in = 0
+        self.chunks_out = 0
+        self.to_model: audio.Resampler | None = None
+        self.to_caller: audio.Resampler | None = None
+        self.seeded = False
+        self.closing = False
+        self.lost = False
+        self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
+        self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
+
+    # --------------------------------------------------------------- recording
+
+    def record(self, inp: ev.Input) -> list[ev.Decision]:
+        """Append one input and the decisions it calls for (no await: order is kept)."""
+        decisions = self.engine.handle(inp)
+        batch = [inp, *decisions] if decisions else [inp]
+        try:
+            self.store.append(batch)
+        except StreamConflict:
+            self.lost = True
+            raise _Lost(self.call_id) from None
+        self.applied(batch)
+        return decisions
+
+    def applied(self, batch: list[ev.Event]) -> None:
+        """Fold a recorded batch into the live state and show it to observers."""
+        state = self.state
+        for e in batch:
+            live.apply(state, e)
+        for observer in self.service.observers:
+            for e in batch:
+                observer(e)
+
+    async def input(self, cls: type[ev.Input], **fields: Any) -> None:
+        inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=now_us(), **fields)
+        decisions = self.record(inp)
+        if decisions:
+            await self.execute(decisions)
+
+    # ---------------------------------------------------------------- decisions
+
+    async def execute(self, decisions: list[ev.Decision]) -> None:
+        """Act on recorded decisions, in order.
+
+        The durability boundary: any decision that changes what the caller or the
+        model knows is sent only once the log holds it (one flush, a commit, before
+        the first such decision of the batch).  Only the audio stream itself (play
+        stream start/stop around the chunks) may run ahead of the log, by at most
+        one group commit.  If the log cannot be made durable the frame is not sent.
+        """
+        durable = False
+        for d in decisions:
+            t = type(d)
+            if not durable and t not in _AHEAD_OF_LOG:
+                durable = True
+                if not await self.durable():
+                    log.error("call %s: log not durable; %s not sent", self.call_id, t.__name__)
+                    return
+            if t is ev.PlaybackStarted:
+                await self.to_vaic(self.vaic_proto().play_start(d.stream_id, d.fmt))  # type: ignore[attr-defined]
+            elif t is ev.PlaybackStopped:
+                frame = self.vaic_proto().play_stop()
+                if frame is not None:
+                    await self.to_vaic(frame)
+                self.watch_drain()
+            elif t is ev.TruncateRequested:
+                await self.send_model(realtime.truncate(d.item_id, d.audio_end_ms))  # type: ignore[attr-defined]
+            elif t is ev.ModelConfigured:
+                await self.configure_model(d)  # type: ignore[arg-type]
+            elif t is ev.ResponseRequested:
+                event_id = response_event_id(d.seq)
+                await self.send_model(
+                    realtime.response_create(
+                        d.instructions or None,  # type: ignore[attr-defined]
+                        event_id=event_id,
+                    )
+                )
+                self.await_model("response.created", event_id)
+            elif t is ev.ModelFailureHandled:
+                self.on_failure_handled(d)  # type: ignore[arg-type]
+            elif t is ev.ItemDeleted:
+                await self.send_model(realtime.item_delete(d.item_id))  # type: ignore[attr-defined]
+            elif t is ev.FunctionOutputSent:
+                await self.send_model(realtime.function_call_output(d.tool_call_id, d.output))  # type: ignore[attr-defined]
+            elif t is ev.MessageInjected:
+                build = realtime.user_text if d.role == "user" else realtime.system_text  # type: ignore[attr-defined]
+                await self.send_model(build(d.text))  # type: ignore[attr-defined]
+            elif t is ev.FunctionCallDispatched:
+                if d.server != ENGINE_SERVER:  # type: ignore[attr-defined]
+                    self.spawn(self.run_tool(d))  # type: ignore[arg-type]
+            elif t is ev.SessionAccepted:
+                await self.accept(d)  # type: ignore[arg-type]
+            elif t is ev.SessionRejected:
+                await self.to_vaic(vaic.session_error(d.reason))  # type: ignore[attr-defined]
+            elif t is ev.HangupRequested:
+                self.spawn(self.after_playback(vaic.hangup(d.reason or "done")))  # type: ignore[attr-defined]
+            elif t is ev.TransferRequested:
+                frame = vaic.transfer(d.target, handover_reason=d.reason)  # type: ignore[attr-defined]
+                self.spawn(self.after_playback(frame))
+            elif t is ev.SessionParamsSent:
+                await self.to_vaic(vaic.config(d.params))  # type: ignore[attr-defined]
+            elif t is ev.DtmfSent:
+                await self.to_vaic(vaic.send_dtmf(d.digits))  # type: ignore[attr-defined]
+            elif t is ev.CallEnded:
+                self.spawn(self.close("call ended"))
+
+    async def accept(self, d: ev.SessionAccepted) -> None:
+        self.policy = d.policy
+        negotiated = vaic.choose_format([d.media_format])
+        assert negotiated is not None
+        if not negotiated.passthrough:
+            self.to_model = audio.Resampler(negotiated.resample_from_hz, 24000)
+            self.to_caller = audio.Resampler(24000, negotiated.resample_from_hz)
+        await self.to_vaic(self.vaic_proto().accept(d.media_format))
+
+    async def configure_model(self, d: ev.ModelConfigured) -> None:
+        if self.model is None:
+            try:
+                await self.attach_model()  # first configuration of the call: connect now
+            except Exception as exc:
+                # The core answers with a hangup: no dead air, and the log says why.
+                await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
+                return
+        frame = realtime.session_update(
+            instructions=d.instructions,
+            tools=self.engine.tool_specs(d.tools),
+            voice=d.voice or None,
+            input_format=d.input_format,
+            output_format=d.output_format,
+        )
+        await self.send_model(frame)
+        self.await_model("session.updated", "")
+        if not self.seeded:
+            # A fresh model session (after a reconnect or a resume elsewhere) hears
+            # the conversation so far from the log.
+            self.seeded = True
+            pairs = seed_pairs(self.state.transcript, self.policy.history_items)
+            for item in realtime.seed_items(pairs):
+                await self.send_model(item)
+
+    def await_model(self, waiting_for: str, event_id: str) -> None:
+        """Start the timer for the model's answer to what was just sent: the
+        answer cancels it (see on_model_frame); if it fires, the core hears a
+        ModelTimeout (FASTAGENT_MODEL_TIMEOUT_S, recorded in CallConfig)."""
+        old = self.timers.pop(waiting_for, None)
+        if old is not None:
+            old.cancel()
+        seconds = self.policy.model_timeout_s
+
+        async def expire() -> None:
+            await asyncio.sleep(seconds)
+            self.timers.pop(waiting_for, None)
+            if not self.closing and self.engine.status != "ended":
+                await self.input(
+                    ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                )
+
+        task = asyncio.create_task(self._guard(expire()))
+        self.timers[waiting_for] = task
+
+    def answered(self, waiting_for: str) -> None:
+        task = self.timers.pop(waiting_for, None)
+        if task is not None:
+            task.cancel()
+
+    def on_failure_handled(self, d: ev.ModelFailureHandled) -> None:
+        log.warning(
+            "call %s: model failure %s (%s) -> %s%s",
+            self.call_id,
+            d.kind,
+            d.code or "-",
+            d.action,
+            f": {d.message}" if d.message else "",
+        )
+        if d.action == "reconnect" and self.model is not None:
+            # The session is over (session_expired): a new one, seeded from the log.
+            self.spawn(self.reconnect_model(f"model {d.kind}"))
+
+    async def reconnect_model(self, reason: str) -> None:
+        """Close the model session on purpose and open a new one (model_lost)."""
+        conn, task = self.model, self.model_task
+        if conn is None:
+            return
+        self.model_task = None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await conn.close()
+        await self.model_lost(reason)
+
+    def watch_drain(self) -> None:
+        """Tell the core when the caller has heard a response whose calls it holds."""
+        pb = self.engine.play
+        if pb is None or self.engine.held_response != pb.response_id:
+            return
+
+        async def drained() -> None:
+            wait = (pb.audible_until() - now_us()) / 1e6
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not self.closing and self.engine.held_response == pb.response_id:
+                await self.input(
+                    ev.PlaybackDrained, stream_id=pb.stream_id, response_id=pb.response_id
+                )
+
+        self.spawn(drained())
+
+    async def after_playback(self, frame: bytes) -> None:
+        """Send a call-control activity once the caller has heard the goodbye."""
+        # Durable before the side effect; a hangup still goes out if the store is
+        # down: leaving the caller on a dead line would be worse.
+        await self.durable()
+        pb = self.engine.play
+        if pb is not None:
+            wait = (pb.audible_until() - now_us()) / 1e6
+            if wait > 0:
+                await asyncio.sleep(min(wait, 30.0))
+        await self.to_vaic(frame)
+
+    async def durable(self) -> bool:
+        """Make the log durable before a side effect; False if the store cannot."""
+        for delay in (0.05, 0.2, 0.5, 1.0, 2.0):
+            try:
+                await self.store.flush_async(self.call_id)
+                return True
+            except StreamConflict:
+                raise _Lost(self.call_id) from None
+            except StoreError as exc:
+                log.warning("call %s: store unavailable (%s); retrying", self.call_id, exc)
+                await asyncio.sleep(delay)
+        return False
+
+    async def run_tool(self, d: ev.FunctionCallDispatched) -> None:
+        if not await self.durable():  # durable before the side effect starts, or not at all
+            await self.input(
+                ev.ToolResult,
+                tool_call_id=d.tool_call_id,
+                name=d.name,
+                ok=False,
+                error="not run: the call log could not be made durable",
+            )
+            return
+        started = time.perf_counter()
+        try:
+            hub = await self.service.hub(self.state.agent)
+            out = await hub.call(
+                d.server,
+                d.name,
+                d.arguments,
+                idempotency_key=d.idempotency_key,
+                timeout_s=self.policy.tool_timeout_s,
+            )
+            ok, output, error = out.ok, out.output, out.error
+            duration = out.duration_us
+        except Exception as exc:  # a broken hub must not end the call
+            ok, output, error = False, "", f"tool hub failed: {exc}"
+            duration = int((time.perf_counter() - started) * 1e6)
+        if self.closing or self.lost:
+            return
+        await self.input(
+            ev.ToolResult,
+            tool_call_id=d.tool_call_id,
+            name=d.name,
+            ok=ok,
+            output=output,
+            error=error,
+            duration_us=duration,
+        )
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(self._guard(coro))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except _Lost:
+            await self.close("stream taken over by another instance")
+        except Exception as exc:
+            log.error("call %s: task failed: %s: %s", self.call_id, type(exc).__name__, exc)
+
+    # ------------------------------------------------------------ caller side
+
+    def vaic_proto(self) -> vaic.VaicProtocol:
+        if self.proto is None:
+            self.proto = vaic.VaicProtocol(self.service.config.max_frame_bytes)
+        return self.proto
+
+    def attach_caller(self, ws: WebSocket, proto: vaic.VaicProtocol) -> None:
+        self.caller, self.proto = ws, proto
+        self.caller_sock = sockets.caller_protocol_of(ws._receive)
+
+    def detach_caller(self) -> WebSocket | None:
+        ws, self.caller, self.caller_sock = self.caller, None, None
+        return ws
+
+    async def to_vaic(self, frame: bytes) -> None:
+        ws = self.caller
+        if ws is None:
+            return
+        sock = self.caller_sock
+        if sock is not None and sock.can_write_now():
+            sock.write_now(frame)
+            return
+        try:
+            # The raw ASGI send: Starlette's checks cost more than the frame (hot path).
+            await ws._send({"type": "websocket.send", "text": frame.decode()})
+        except Exception:  # a gone socket is noticed by its reader
+            pass
+
+    async def to_vaic_durable(self, frame: bytes) -> None:
+        """A non-audio frame the caller learns something from (speech events, a
+        recognition): sent once the input that caused it is durable in the log."""
+        if self.caller is not None and await self.durable():
+            await self.to_vaic(frame)
+
+    def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
+        nbytes = msg.nbytes
+        self.chunks_in += 1
+        fmt = self.engine.media_format
+        return ev.CallerAudio(
+            call_id=self.call_id,
+            seq=self.engine.next_seq,
+            at=now_us(),
+            chunk=self.chunks_in,
+            nbytes=nbytes,
+            duration_us=audio.duration_us(nbytes, fmt),
+            fmt=fmt,
+        )
+
+    async def on_caller_audio(self, msg: vaic.UserStreamChunk) -> None:
+        """Hot path (slow lane): record the boundary, forward the base64 untouched."""
+        inp = self.caller_audio_input(msg)
+        decisions = self.record(inp)
+        if decisions:
+            await self.execute(decisions)
+        b64 = msg.audioChunk
+        if self.to_model is not None:
+            b64 = self.to_model.process_b64(b64)
+        if self.model_ready.is_set():
+            await self.send_model(realtime.append_audio(b64))
+            self.metrics.relay_to_model(inp.at)
+
+    def caller_audio_now(self, msg: vaic.UserStreamChunk) -> bool:
+        """Fast lane, from the caller socket's data callback: record and forward a
+        chunk with no await, if the model socket can take it at once."""
+        sock = self.model_sock
+        if sock is None or self.closing or self.lost or not self.model_ready.is_set():
+            return False
+        if not sock.can_write_now():
+            return False
+        b64 = msg.audioChunk
+        if self.to_model is not None:
+            b64 = self.to_model.process_b64(b64)
+        # Everything that can fail comes before the record: a recorded frame is done.
+        frame = realtime.append_audio(b64)
+        inp = self.caller_audio_input(msg)
+        if self.record_now(inp):
+            self.write_now(sock, frame)
+            self.metrics.relay_to_model(inp.at)
+        return True
+
+    def record_now(self, inp: ev.Input) -> bool:
+        """:meth:`record` from a socket callback, where nothing may be awaited: the
+        decisions run in a task (the engine decides none on audio of an open
+        stream today).  False if the call was lost to another instance."""
+        try:
+            decisions = self.record(inp)
+        except _Lost:
+            self.spawn(self.close("stream taken over by another instance"))
+            return False
+        if decisions:
+            self.spawn(self.execute(decisions))
+        return True
+
+    def write_now(self, sock: Any, frame: Any) -> None:
+        """The fast lane's write of a frame already recorded: a failure closes the
+        call's socket the way the slow lane would, never records it again."""
+        try:
+            sock.write_now(frame)
+        except Exception as exc:
+            log.warning("call %s: fast-lane write failed: %s", self.call_id, exc)
+            sock.on_text = None
+
+    # ------------------------------------------------------------- model side
+
+    async def send_model(self, frame: str) -> None:
+        if not self.model_ready.is_set():
+            try:  # a (re)connect is under way; never hold the caller's reader for long
+                await asyncio.wait_for(self.model_ready.wait(), timeout=5)
+            except TimeoutError:
+                log.warning("call %s: model not connected; frame dropped", self.call_id)
+                return
+        conn = self.model
+        if conn is None:
+            return
+        try:
+            ws = _raw_socket(conn)
+            if ws is not None:
+                await ws.send(frame)  # nothing queued in the SDK: straight to the socket
+            else:
+                await conn.send_raw(frame)
+        except Exception as exc:  # the reader sees the close and reconnects
+            log.warning("call %s: model send failed: %s", self.call_id, exc)
+
+    async def attach_model(self) -> None:
+        """Connect the model socket (with backoff) and start reading it."""
+        retries = self.policy.model_retries
+        delay = 0.2
+        for attempt in range(retries + 1):
+            try:
+                conn = await dial_model(self.service)
+                break
+            except Exception as exc:
+                log.warning("call %s: model connect failed (%s)", self.call_id, exc)
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.use_model(conn)
+
+    def use_model(self, conn: Any) -> None:
+        """Start driving a freshly connected Realtime socket."""
+        self.model = conn
+        ws = getattr(conn, "_connection", None)
+        self.model_sock = ws if isinstance(ws, sockets.ModelConnection) else None
+        if self.model_sock is not None:
+            self.model_sock.on_text = self.model_text_now
+        self.model_ready.set()
+        self.model_task = asyncio.create_task(self.read_model())
+
+    async def detach_model(self) -> None:
+        task, self.model_task = self.model_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        conn, self.model = self.model, None
+        self.drop_model_sock()
+        self.model_ready.clear()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def drop_model_sock(self) -> None:
+        sock, self.model_sock = self.model_sock, None
+        if sock is not None:
+            sock.on_text = None
+
+    async def read_model(self) -> None:
+        """The model socket's slow lane: every frame the fast lane left, in order."""
+        conn = self.model
+        ws = getattr(conn, "_connection", None)
+        sock = self.model_sock
+        # The SDK's recv_bytes adds only bookkeeping for its own reconnects, which
+        # the service does not use: read the websockets connection itself.
+        recv = conn.recv_bytes if ws is None else functools.partial(ws.recv, decode=False)
+        try:
+            while True:
+                self.model_busy = False
+                data = await recv()
+                self.model_busy = True
+                if sock is not None:
+                    sock.backlog -= 1
+                if not self.handover.is_set():
+                    await self.handover.wait()
+                await self.on_model_frame(data)
+        except asyncio.CancelledError:
+            raise
+        except _Lost:
+            await self.close("stream taken over by another instance")
+        except Exception as exc:
+            if self.closing:
+                return
+            await self.model_lost(str(exc) or type(exc).__name__)
+
+    async def model_lost(self, reason: str) -> None:
+        """The Realtime socket dropped: reconnect and seed the new session from the log."""
+        self.model_ready.clear()
+        self.model = None
+        self.drop_model_sock()
+        for task in self.timers.values():  # nothing more will answer on that socket
+            task.cancel()
+        self.timers.clear()
+        await self.input(ev.ConnectionLost, side="model", reason=reason[:200])
+        try:
+            await self.attach_model()
+        except Exception as exc:
+            log.error("call %s: model unreachable: %s", self.call_id, exc)
+            await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
+            return
+        self.seeded = False
+        await self.input(ev.ConnectionRestored, side="model", instance=self.service.config.instance)
+
+    async def on_model_frame(self, data: bytes) -> None:
+        e = realtime.parse_server_event(data)
+        t = type(e)
+        if t is realtime.AudioDelta:
+            await self.on_bot_audio(e)  # type: ignore[arg-type]
+        elif t is realtime.SpeechStarted:
+            await self.input(
+                ev.SpeechStarted, item_id=e.item_id or "", audio_start_ms=e.audio_start_ms or 0
+            )  # type: ignore[union-attr]
+            await self.to_vaic_durable(vaic.speech_started())
+        elif t is realtime.SpeechStopped:
+            await self.input(
+                ev.SpeechStopped, item_id=e.item_id or "", audio_end_ms=e.audio_end_ms or 0
+            )  # type: ignore[union-attr]
+            await self.to_vaic_durable(vaic.speech_stopped())
+        elif t is realtime.AudioCommitted:
+            await self.input(ev.SpeechCommitted, item_id=e.item_id or "")  # type: ignore[union-attr]
+            await self.to_vaic_durable(vaic.speech_committed())
+        elif t is realtime.InputTranscriptionCompleted:
+            text = e.transcript or ""  # type: ignore[union-attr]
+            await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
+            await self.to_vaic_durable(vaic.speech_recognition(text))
+        elif t is realtime.ResponseCreated:
+            self.answered("response.created")
+            await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
+        elif t is realtime.SessionUpdated:
+            self.answered("session.updated")
+        elif t is realtime.InputTranscriptionFailed:
+            err = e.error  # type: ignore[union-attr]
+            await self.input(
+                ev.TranscriptionFailed,
+                item_id=e.item_id or "",  # type: ignore[union-attr]
+                error_type=err.type or "",
+                code=err.code or "",
+                message=(err.message or "")[:500],
+            )
+        elif t is realtime.AudioTranscriptDone:
+            await self.input(
+                ev.Transcript,
+                role="assistant",
+                item_id=e.item_id or "",  # type: ignore[union-attr]
+                text=e.transcript or "",  # type: ignore[union-attr]
+                response_id=e.response_id or "",  # type: ignore[union-attr]
+            )
+        elif t is realtime.FunctionCallArgumentsDone:
+            await self.input(
+                ev.FunctionCallRequested,
+                response_id=e.response_id or "",  # type: ignore[union-attr]
+                item_id=e.item_id or "",  # type: ignore[union-attr]
+                tool_call_id=e.call_id or "",  # type: ignore[union-attr]
+                name=e.name or "",  # type: ignore[union-attr]
+                arguments=e.arguments or "",  # type: ignore[union-attr]
+            )
+        elif t is realtime.ResponseDone:
+            r = e.response  # type: ignore[union-attr]
+            usage = r.usage.to_event_usage() if r.usage else ev.Usage()
+            err = r.error
+            await self.input(
+                ev.ResponseDone,
+                response_id=r.id,
+                status=r.status or "",
+                reason=r.reason,
+                usage=usage,
+                error_type=err.type or "",
+                error_code=err.code or "",
+                error_message=(err.message or "")[:500],
+            )
+        elif t is realtime.ItemTruncated:
+            await self.input(ev.ItemTruncated, item_id=e.item_id, audio_end_ms=e.audio_end_ms)  # type: ignore[union-attr]
+        elif t is realtime.RateLimitsUpdated:
+            limits = tuple(
+                ev.RateLimit(
+                    name=x.name or "",
+                    limit=int(x.limit or 0),
+                    remaining=int(x.remaining or 0),
+                    reset_seconds=float(x.reset_seconds or 0),
+                )
+                for x in e.rate_limits or ()  # type: ignore[union-attr]
+            )
+            await self.input(ev.RateLimitsUpdated, limits=limits)
+        elif t is realtime.Error:
+            err = e.error  # type: ignore[union-attr]
+            if err.event_id and err.event_id.startswith("fa-response-"):
+                self.answered("response.created")  # refused: that is an answer too
+            await self.input(
+                ev.ModelError,
+                error_type=err.type or "",
+                code=err.code or "",
+                message=(err.message or "")[:500],
+                event_id=err.event_id or "",
+                param=err.param or "",
+            )
+        elif t is realtime.Malformed:
+            await self.protocol_error("model", e.message)  # type: ignore[union-attr]
+
+    async def protocol_error(self, side: str, message: str) -> None:
+        """Record a frame that was rejected, with one log line (no traceback)."""
+        log.warning("call %s: %s frame rejected: %s", self.call_id, side, message[:300])
+        if not self.closing and self.engine.status != "ended":
+            await self.input(ev.ProtocolError, side=side, message=message[:300])
+
+    def model_text_now(self, data: bytes) -> bool:
+        """Fast lane, from the model socket's data callback: a chunk of the audio
+        being played is recorded and forwarded with no await.  Anything else, or
+        anything while the slow lane holds earlier frames, is left to read_model."""
+        sock = self.model_sock
+        if self.model_busy or sock is None or sock.backlog or self.closing or self.lost:
+            return False
+        if not self.handover.is_set():
+            return False
+        caller = self.caller_sock
+        if caller is None or not caller.can_write_now():
+            return False
+        e = realtime.parse_server_event(data)
+        if type(e) is not realtime.AudioDelta:
+            return False
+        if realtime.audio_delta_error(e, self.model_sample_bytes()):  # type: ignore[arg-type]
+            return False  # the slow lane records it as a protocol error
+        pb = self.engine.play
+        if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
+            return False  # a new stream starts, or audio nobody hears: decisions to act on
+        if self.vaic_proto().play_stream_id is None:
+            return False
+        b64 = e.delta  # type: ignore[union-attr]
+        if self.to_caller is not None:
+            b64 = self.to_caller.process_b64(b64)
+        frame = self.vaic_proto().play_chunk(b64)  # before the record: it may raise
+        inp = self.bot_audio_input(e)  # type: ignore[arg-type]
+        if self.record_now(inp):
+            self.write_now(caller, frame)
+            self.metrics.relay_to_caller(inp.at)
+        return True
+
+    def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
+        self.chunks_out += 1
+        nbytes = audio.b64_decoded_len(e.delta)
+        model_fmt = self.engine.model_format
+        return ev.BotAudio(
+            call_id=self.call_id,
+            seq=self.engine.next_seq,
+            at=now_us(),
+            response_id=e.response_id,
+            item_id=e.item_id,
+            chunk=self.chunks_out,
+            nbytes=nbytes,
+            duration_us=audio.duration_us(nbytes, model_fmt),
+            fmt=model_fmt,
+        )
+
+    def model_sample_bytes(self) -> int:
+        """Bytes per sample of the model's audio: bot audio must be whole samples."""
+        return 1 if self.engine.model_format == "audio/pcmu" else 2
+
+    async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
+        """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
+        err = realtime.audio_delta_error(e, self.model_sample_bytes())
+        if err is not None:  # dropped: the caller never hears what is not audio
+            await self.protocol_error("model", err)
+            return
+        b64 = e.delta
+        inp = self.bot_audio_input(e)
+        decisions = self.record(inp)
+        if decisions:
+            await self.execute(decisions)
+        pb = self.engine.play
+        if pb is None or not pb.open or pb.item_id != e.item_id:
+            return  # interrupted or not ours: the caller must not hear it
+        if self.vaic_proto().play_stream_id is None:
+            return  # a resume attached a new socket and has not started its stream yet
+        if self.to_caller is not None:
+            b64 = self.to_caller.process_b64(b64)
+        await self.to_vaic(self.vaic_proto().play_chunk(b64))
+        self.metrics.relay_to_caller(inp.at)
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def close(self, why: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        log.info("call %s: closing (%s)", self.call_id, why)
+        if self.grace_task is not None:
+            self.grace_task.cancel()
+        for task in self.timers.values():
+            task.cancel()
+        self.timers.clear()
+        await self.detach_model()
+        with contextlib.suppress(Exception):
+            await self.store.flush_async(self.call_id)
+        if self.service.calls.get(self.call_id) is self:
+            del self.service.calls[self.call_id]
+        self.metrics.forget(self.call_id)
+        if self.service.tracer is not None:
+            self.service.tracer.forget(self.call_id)
+        ws = self.detach_caller()
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def hand_over(self) -> None:
+        """Leave the call to another instance (draining): record the caller as
+        dropped (the call is then suspended in the log, which lets a resume
+        elsewhere claim it at once), snapshot it, and close the caller socket with
+        1001 (going away), on which VAIC reconnects and sends ``session.resume``."""
+        if self.closing:
+            return
+        ws = self.detach_caller()
+        self.proto = None
+        if ws is not None and self.engine.status not in ("ended", "suspended"):
+            with contextlib.suppress(_Lost):
+                await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
+        if not self.lost:
+            await self.save_snapshot()
+        await self.close("instance draining: left to resume on another instance")
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001)
+
+    def start_grace(self) -> None:
+        """The caller dropped: wait for a resume; end the call when the grace is over.
+
+        Meanwhile watch the log: if another instance resumed the call, let go of it
+        (model socket included) at once instead of at the end of the grace.
+        """
+        grace = self.policy.grace_s
+
+        async def expire() -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while (left := deadline - loop.time()) > 0:
+                await asyncio.sleep(min(left, GRACE_POLL_S))
+                if self.caller is not None or self.closing:
+                    return
+                if await self.taken_over():
+                    await self.close("call resumed on another instance")
+                    return
+            if self.caller is None and not self.closing:
+                await self.input(ev.GraceExpired, seconds=grace)
+
+        self.grace_task = asyncio.create_task(self._guard(expire()))
+
+    async def claim(self, batch: list[ev.Event]) -> None:
+        """Append at once (not group-committed) and apply: raises StreamConflict if
+        anyone else wrote to the call's stream since this instance last did."""
+        await asyncio.to_thread(self.store.append_now, batch)
+        self.applied(batch)
+
+    async def taken_over(self) -> bool:
+        """True if another writer appended to this call's stream after us."""
+        if self.lost or self.store.conflicted(self.call_id):
+            return True
+        try:
+            stored = await asyncio.to_thread(self.store.last_seq, self.call_id)
+        except StoreError:
+            return False  # cannot tell; the next write will
+        return stored >= self.engine.next_seq
+
+    async def save_snapshot(self) -> None:
+        """Snapshot the call's state once what it reflects is durable (see snapshots.py)."""
+        data = snapshots.take(self.engine, self.state, self.chunks_in, self.chunks_out)
+        if data is None:
+            return
+        seq = self.engine.next_seq - 1
+
+        def write() -> None:
+            self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
+            self.store.write_snapshot(self.call_id, seq, data)
+
+        try:
+            await asyncio.to_thread(write)
+        except StreamConflict:
+            self.lost = True
+        except StoreError as exc:
+            log.warning("call %s: snapshot not written: %s", self.call_id, exc)
+            return
+        self.snapshot_seq = seq
+
+    def keep_snapshots(self) -> None:
+        """Snapshot every SNAPSHOT_EVERY events or so, bounding what a resume after a
+        crash must replay."""
+
+        async def loop() -> None:
+            while not self.closing:
+                await asyncio.sleep(SNAPSHOT_CHECK_S)
+                if self.engine.next_seq - 1 - self.snapshot_seq >= SNAPSHOT_EVERY:
+                    await self.save_snapshot()
+
+        self.spawn(loop())
+
+
+async def dial_model(service: Service) -> Any:
+    """A Realtime connection on the service's shared SDK client."""
+    return await realtime.connect_realtime(
+        model=service.config.model,
+        client=service.openai_client(),
+        connection_class=sockets.ModelConnection,
+        max_frame_bytes=service.config.model_max_frame_bytes,
+    )
