@@ -250,13 +250,14 @@ def turn_sections(store: str | None) -> list[tuple[str, pa.Table]]:
     which the columnar analytics tables do not keep."""
     from fastagent.store import open_store
     from projections import latency
+    from projections.calls import list_calls
 
     try:
         prices = latency.Prices.from_env()
     except ValueError as exc:
         raise AnalyticsError(f"FASTAGENT_PRICES: {exc}") from None
     with open_store(store) as s:
-        calls = [latency.call_latency(s.read_call(c.call_id), prices) for c in s.list_calls()]
+        calls = [latency.call_latency(s.read_call(c.call_id), prices) for c in list_calls(s)]
 
     def table(rows: list[dict[str, Any]], columns: list[str]) -> pa.Table:
         return pa.table({c: [r[c] for r in rows] for c in columns})
