@@ -66,6 +66,9 @@ def test_compose_two_instances_on_postgres_behind_a_proxy() -> None:
     store = a["environment"]["FASTAGENT_STORE"]
     assert store.startswith("postgresql://") and "@db:" in store
     assert b["environment"]["FASTAGENT_STORE"] == store  # one shared log: calls can move
+    # One master key for both: a call sealed on one instance opens on the other.
+    assert a["environment"]["FASTAGENT_MASTER_KEY"] == b["environment"]["FASTAGENT_MASTER_KEY"]
+    assert "FASTAGENT_MASTER_KEY" in a["environment"]["FASTAGENT_MASTER_KEY"]
     for inst in (a, b):
         assert "readyz" in " ".join(inst["healthcheck"]["test"])
         drain = float(inst["environment"]["FASTAGENT_DRAIN_S"])
