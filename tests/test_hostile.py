@@ -604,3 +604,53 @@ async def test_refused_upgrades_log_one_warning_per_source_and_never_a_token(
             for bad in (secret, "wrong-SECRET", TOKEN, "sk-abcdefghijklmnop"):
                 assert bad not in line, line
         assert not [x for x in lines if "without completing handshake" in x], lines
+
+
+# ------------------------------------------------------- durability boundary
+
+
+@pytest.mark.anyio
+async def test_non_audio_frames_leave_only_once_the_log_holds_their_decision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every function output, message and other non-audio client event the model
+    gets, and every recognition, speech event and activity the caller gets, is in
+    the durable log (read back from the database, not the write buffer) when it is
+    sent."""
+    checked: list[str] = []
+    send_model, to_vaic = CallSession.send_model, CallSession.to_vaic
+
+    def durable_kinds(session: CallSession) -> list[str]:
+        return [type(e).__name__ for e in session.store.read_call(session.call_id)]
+
+    async def checked_send_model(self: CallSession, frame: str) -> None:
+        kind = json.loads(frame)["type"]
+        if kind != "input_audio_buffer.append":
+            durable = durable_kinds(self)
+            if '"function_call_output"' in frame:
+                assert "FunctionOutputSent" in durable, frame
+            checked.append(kind)
+            assert durable, frame
+        await send_model(self, frame)
+
+    async def checked_to_vaic(self: CallSession, frame: bytes) -> None:
+        kind = json.loads(frame)["type"]
+        if kind == "userStream.speech.recognition":
+            assert durable_kinds(self).count("Transcript") >= 1, frame
+            checked.append(kind)
+        elif kind == "activities":
+            name = json.loads(frame)["activities"][0]["name"]
+            want = {"hangup": "HangupRequested", "transfer": "TransferRequested"}.get(name)
+            assert want is None or want in durable_kinds(self), frame
+            checked.append(name)
+        await to_vaic(self, frame)
+
+    monkeypatch.setattr(CallSession, "send_model", checked_send_model)
+    monkeypatch.setattr(CallSession, "to_vaic", checked_to_vaic)
+    sc = scenario([{"caller": "What time is it?", "model": [{"say": "Noon."}]}, GOODBYE])
+    async for v in _voice(tmp_path, sc):
+        report, events = await v.call(sc)
+        assert report.ended == "bot-disconnected", report.errors
+    assert {"session.update", "response.create", "conversation.item.create"} <= set(checked)
+    assert "userStream.speech.recognition" in checked and "hangup" in checked
+    assert_replays(events)
