@@ -255,7 +255,7 @@ class CallSession:
         old = self.timers.pop(waiting_for, None)
         if old is not None:
             old.cancel()
-        seconds = self.service.config.model_timeout_s
+        seconds = self.policy.model_timeout_s
 
         async def expire() -> None:
             await asyncio.sleep(seconds)

@@ -78,6 +78,7 @@ async def _initiate(
         model=cfg.model,
         model_timeout_s=cfg.model_timeout_s,
         playback_speed=cfg.playback_speed,
+        sealed=_sealed_categories(cfg.agent),
         grace_s=cfg.grace_s,
         tool_timeout_s=cfg.tool_timeout_s,
         model_retries=cfg.model_retries,
@@ -359,3 +360,14 @@ async def resume_from_store(
     await session.input(ev.ConnectionRestored, side="model", instance=instance)
     session.keep_snapshots()
     return session
+
+
+def _sealed_categories(agent: str) -> tuple[str, ...] | None:
+    """What the store seals for a call of ``agent`` (None, i.e. everything, if the
+    agent cannot be loaded: the engine then rejects the call anyway)."""
+    from fastagent.agents import get_agent
+
+    try:
+        return get_agent(agent).privacy.categories()
+    except Exception:
+        return None
