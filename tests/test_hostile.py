@@ -654,3 +654,18 @@ async def test_non_audio_frames_leave_only_once_the_log_holds_their_decision(
     assert {"session.update", "response.create", "conversation.item.create"} <= set(checked)
     assert "userStream.speech.recognition" in checked and "hangup" in checked
     assert_replays(events)
+
+
+@pytest.mark.anyio
+async def test_a_text_frame_that_is_not_utf8_fails_the_socket_with_one_line(
+    voice: Voice, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = await _raw(voice, "utf8")
+    await ws.send(b'{"type":"activities","conversationId":"utf8","x":"\xff"}', text=True)
+    assert await _closed(ws) == 1007  # RFC 6455: invalid UTF-8 fails the connection
+    events = await voice.log("utf8")
+    lost = [e for e in events if isinstance(e, ev.ConnectionLost)]
+    assert lost and lost[0].side == "caller"
+    assert isinstance(events[-1], ev.CallEnded)  # after the grace
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert any("invalid UTF-8" in r.getMessage() for r in caplog.records)
