@@ -66,8 +66,9 @@ class CallerProtocol(WebSocketsSansIOProtocol):
                 log.warning(
                     "VAIC text frame with invalid UTF-8 at byte %d; closing (1007)", exc.start
                 )
-                self.conn.send_close(1007)
-                self.handle_parser_exception()
+                if self.conn.state is State.OPEN:  # (else it is closing already)
+                    self.conn.send_close(1007)
+                    self.handle_parser_exception()
                 return
         super().send_receive_event_to_app()
 
