@@ -617,38 +617,42 @@ async def test_non_audio_frames_leave_only_once_the_log_holds_their_decision(
     gets, and every recognition, speech event and activity the caller gets, is in
     the durable log (read back from the database, not the write buffer) when it is
     sent."""
+    from fastagent.service.realtime_link import RealtimeLink
+
     checked: list[str] = []
-    send_model, to_vaic = CallSession.send_model, CallSession.to_vaic
+    holder: dict[str, Any] = {}
+    send_frame, to_vaic = RealtimeLink.send_frame, CallSession.to_vaic
 
-    def durable_kinds(session: CallSession) -> list[str]:
-        return [type(e).__name__ for e in session.store.read_call(session.call_id)]
+    def durable_kinds(call_id: str) -> list[str]:
+        return [type(e).__name__ for e in holder["store"].read_call(call_id)]
 
-    async def checked_send_model(self: CallSession, frame: str) -> None:
+    async def checked_send_frame(self: RealtimeLink, frame: str) -> None:
         kind = json.loads(frame)["type"]
         if kind != "input_audio_buffer.append":
-            durable = durable_kinds(self)
+            durable = durable_kinds(self.call_id)
             if '"function_call_output"' in frame:
                 assert "FunctionOutputSent" in durable, frame
             checked.append(kind)
             assert durable, frame
-        await send_model(self, frame)
+        await send_frame(self, frame)
 
     async def checked_to_vaic(self: CallSession, frame: bytes) -> None:
         kind = json.loads(frame)["type"]
         if kind == "userStream.speech.recognition":
-            assert durable_kinds(self).count("Transcript") >= 1, frame
+            assert durable_kinds(self.call_id).count("Transcript") >= 1, frame
             checked.append(kind)
         elif kind == "activities":
             name = json.loads(frame)["activities"][0]["name"]
             want = {"hangup": "HangupRequested", "transfer": "TransferRequested"}.get(name)
-            assert want is None or want in durable_kinds(self), frame
+            assert want is None or want in durable_kinds(self.call_id), frame
             checked.append(name)
         await to_vaic(self, frame)
 
-    monkeypatch.setattr(CallSession, "send_model", checked_send_model)
+    monkeypatch.setattr(RealtimeLink, "send_frame", checked_send_frame)
     monkeypatch.setattr(CallSession, "to_vaic", checked_to_vaic)
     sc = scenario([{"caller": "What time is it?", "model": [{"say": "Noon."}]}, GOODBYE])
     async for v in _voice(tmp_path, sc):
+        holder["store"] = v.app.state.service.store
         report, events = await v.call(sc)
         assert report.ended == "bot-disconnected", report.errors
     assert {"session.update", "response.create", "conversation.item.create"} <= set(checked)
