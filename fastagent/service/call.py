@@ -187,6 +187,10 @@ class CallSession:
                 await self.to_vaic(vaic.config(d.params))  # type: ignore[attr-defined]
             elif t is ev.DtmfSent:
                 await self.to_vaic(vaic.send_dtmf(d.digits))  # type: ignore[attr-defined]
+            elif t is ev.CallRecordingPaused:
+                await self.to_vaic(vaic.pause_call_recording())
+            elif t is ev.CallRecordingResumed:
+                await self.to_vaic(vaic.resume_call_recording())
             elif t is ev.CallEnded:
                 self.spawn(self.close("call ended"))
 
