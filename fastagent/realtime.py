@@ -456,6 +456,7 @@ def session_update(
     transcription_model: str | None = "gpt-4o-mini-transcribe",
     vad: Mapping[str, Any] | None | _Keep = SERVER_VAD,
     tool_choice: str | None = None,
+    reasoning_effort: str | None = None,
 ) -> str:
     """``session.update``.  ``None`` (or :data:`KEEP` for ``vad``) leaves a field unsent,
     so a mid-call update can change only instructions and tools (the voice is
@@ -486,6 +487,8 @@ def session_update(
         session["tools"] = [function_tool(t) for t in tools]
     if tool_choice is not None:
         session["tool_choice"] = tool_choice
+    if reasoning_effort:  # gpt-realtime-2 and later: minimal | low | medium | high | xhigh
+        session["reasoning"] = {"effort": reasoning_effort}
     return _encode({"type": "session.update", "session": session})
 
 

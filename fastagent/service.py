@@ -240,20 +240,36 @@ class Service:
 
 
 SEED_ITEMS = 24  # recent transcript items seeded one by one; older ones as one summary
+SEED_SHARE = 4  # the seeded history may use 1/SEED_SHARE of the model's context window
+CHARS_PER_TOKEN = 4  # a conservative estimate for English text
 
 
-def seed_pairs(transcript: list[live.Line]) -> list[tuple[str, str]]:
+def seed_pairs(
+    transcript: list[live.Line], context_tokens: int = 32_000
+) -> list[tuple[str, str]]:
     """What a fresh model session is told of the call so far.
 
     The last turns go in as conversation items; anything older is folded into
     one system message, so a long call resumes with a few frames, not hundreds.
+    Bot audio the caller never heard (deleted after a barge-in) is left out.  The
+    whole history is kept within a quarter of ``context_tokens`` (128,000 for
+    gpt-realtime-2: fastagent.models): the oldest part of the summary goes first.
     """
-    pairs = [(line.role, line.text) for line in transcript if line.text]
-    if len(pairs) <= SEED_ITEMS:
-        return pairs
-    older, recent = pairs[:-SEED_ITEMS], pairs[-SEED_ITEMS:]
-    summary = "Earlier in this call:\n" + "\n".join(f"{role}: {text}" for role, text in older)
-    return [("system", summary), *recent]
+    pairs = [(line.role, line.text) for line in transcript if line.text and line.heard]
+    budget = context_tokens // SEED_SHARE * CHARS_PER_TOKEN  # in characters
+    recent = pairs[-SEED_ITEMS:]
+    while recent and sum(len(t) for _, t in recent) > budget:
+        recent = recent[1:]
+    older = pairs[: len(pairs) - len(recent)]
+    if not older:
+        return recent
+    room = budget - sum(len(t) for _, t in recent)
+    lines = [f"{role}: {text}" for role, text in older]
+    while lines and sum(len(x) + 1 for x in lines) > room:
+        lines.pop(0)
+    if not lines:
+        return recent
+    return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
 
 
 class CallSession:
@@ -389,6 +405,7 @@ class CallSession:
             voice=d.voice or None,
             input_format=d.input_format,
             output_format=d.output_format,
+            reasoning_effort=d.reasoning_effort or None,
         )
         await self.send_model(frame)
         self.await_model("session.updated", "")
@@ -396,7 +413,8 @@ class CallSession:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
-            for item in realtime.seed_items(seed_pairs(self.state.transcript)):
+            window = models.info(self.service.config.model).context_tokens
+            for item in realtime.seed_items(seed_pairs(self.state.transcript, window)):
                 await self.send_model(item)
 
     def await_model(self, waiting_for: str, event_id: str) -> None:
@@ -435,14 +453,16 @@ class CallSession:
         )
         if d.action == "reconnect" and self.model is not None:
             # The session is over (session_expired): a new one, seeded from the log.
-            self.spawn(self.reconnect_model(f"model {d.kind}"))
+            self.spawn(self.reconnect_model(f"model {d.kind}", self.model))
 
-    async def reconnect_model(self, reason: str) -> None:
-        """Close the model session on purpose and open a new one (model_lost)."""
-        conn, task = self.model, self.model_task
-        if conn is None:
+    async def reconnect_model(self, reason: str, conn: Any) -> None:
+        """Close the model session ``conn`` on purpose and open a new one (model_lost);
+        nothing to do if it is already gone (its reader saw the close first)."""
+        if conn is None or self.model is not conn:
             return
+        task = self.model_task
         self.model_task = None
+        self.model = None  # its reader, seeing the close, leaves the reconnect to us
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         with contextlib.suppress(Exception):
@@ -720,8 +740,8 @@ class CallSession:
         except _Lost:
             await self.close("stream taken over by another instance")
         except Exception as exc:
-            if self.closing:
-                return
+            if self.closing or self.model is not conn:
+                return  # closing, or that session was let go on purpose (reconnect_model)
             await self.model_lost(str(exc) or type(exc).__name__)
 
     async def model_lost(self, reason: str) -> None:

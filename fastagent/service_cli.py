@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -154,10 +155,23 @@ async def run_demo(
 
     scenario = load_scenario(scenario_file or scenario_path(agent))
     agent = scenario.agent if scenario.agent != "default" else agent
-    async with FakeRealtimeServer(scenario, realtime=realtime) as fake:
+    switches = scenario.fake_model
+    async with FakeRealtimeServer(
+        scenario,
+        realtime=realtime,
+        ignore=switches.ignore,
+        error_on=switches.error_on,
+        expire_after_responses=switches.expire_after_responses,
+    ) as fake:
+        # An unreachable model: a loopback port nobody listens on (found, then closed).
+        url = fake.url if not switches.unreachable else await _dead_url()
         config = ServiceConfig.from_env(
-            store=store, agent=agent, no_auth=True, realtime_url=fake.url, api_key="demo"
+            store=store, agent=agent, no_auth=True, realtime_url=url, api_key="demo"
         )
+        if switches.model_timeout_s is not None:
+            config.model_timeout_s = switches.model_timeout_s
+        if switches.unreachable:
+            config.model_retries = 1
         config.token = None
         # The simulated caller plays bot audio on its own clock, faster than real time.
         config.playback_speed = 1.0 if realtime else 1 / DEFAULT_PACE
@@ -177,6 +191,14 @@ async def run_demo(
             return caller.conversation_id
 
 
+async def _dead_url() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"ws://127.0.0.1:{port}/v1"
+
+
 def _printer() -> Any:
     from projections.trail import describe
 
@@ -193,6 +215,7 @@ def _printer() -> Any:
         ev.TransferRequested,
         ev.CallEnded,
         ev.SessionRejected,
+        ev.ModelFailureHandled,
     )
 
     def show(e: ev.Event) -> None:
