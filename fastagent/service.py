@@ -244,9 +244,7 @@ SEED_SHARE = 4  # the seeded history may use 1/SEED_SHARE of the model's context
 CHARS_PER_TOKEN = 4  # a conservative estimate for English text
 
 
-def seed_pairs(
-    transcript: list[live.Line], context_tokens: int = 32_000
-) -> list[tuple[str, str]]:
+def seed_pairs(transcript: list[live.Line], context_tokens: int = 32_000) -> list[tuple[str, str]]:
     """What a fresh model session is told of the call so far.
 
     The last turns go in as conversation items; anything older is folded into
@@ -428,13 +426,17 @@ class CallSession:
 
         async def expire() -> None:
             await asyncio.sleep(seconds)
-            self.timers.pop(waiting_for, None)
+            if self.timers.get(waiting_for) is not task:
+                return
+            del self.timers[waiting_for]
             if not self.closing and self.engine.status != "ended":
-                await self.input(
-                    ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                await self._guard(
+                    self.input(
+                        ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                    )
                 )
 
-        task = asyncio.create_task(self._guard(expire()))
+        task = asyncio.create_task(expire())
         self.timers[waiting_for] = task
 
     def answered(self, waiting_for: str) -> None:
@@ -443,7 +445,9 @@ class CallSession:
             task.cancel()
 
     def on_failure_handled(self, d: ev.ModelFailureHandled) -> None:
-        log.warning(
+        quiet = d.action in ("none", "settled")  # on record; nothing changes for the caller
+        log.log(
+            logging.INFO if quiet else logging.WARNING,
             "call %s: model failure %s (%s) -> %s%s",
             self.call_id,
             d.kind,

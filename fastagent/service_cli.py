@@ -162,6 +162,8 @@ async def run_demo(
         ignore=switches.ignore,
         error_on=switches.error_on,
         expire_after_responses=switches.expire_after_responses,
+        # a session that expires is followed by a new one, which goes on with the script
+        continue_script=switches.expire_after_responses is not None,
     ) as fake:
         # An unreachable model: a loopback port nobody listens on (found, then closed).
         url = fake.url if not switches.unreachable else await _dead_url()

@@ -321,6 +321,7 @@ class SimulatedCaller:
 
     async def _run_turns(self, scenario: Scenario) -> None:
         expected = expected_play_streams(scenario.greeting)
+        reply = 0  # index of the first play stream of the bot's latest reply
         for i, turn in enumerate(scenario.turns):
             kind = turn.kind
             try:
@@ -329,7 +330,7 @@ class SimulatedCaller:
                     self.report.turns_done += 1
                     return
                 if turn.barge_in_after_ms is not None:
-                    await self._wait_barge_in(turn.barge_in_after_ms, expected)
+                    await self._wait_barge_in(turn.barge_in_after_ms, expected, reply)
                     expected = len(self.report.play_streams)  # the rest was cut off
                 else:
                     await self._wait_quiet(expected)
@@ -343,6 +344,7 @@ class SimulatedCaller:
                     await self._send_dtmf(turn.dtmf or "", i)
             except TimeoutError as exc:
                 self.report.errors.append(f"turn {i + 1} ({kind}): {exc}")
+            reply = expected
             expected += expected_play_streams(turn.model)
             self.report.turns_done += 1
 
@@ -434,31 +436,32 @@ class SimulatedCaller:
             if len(self.report.play_streams) == streams:
                 return
 
-    async def _wait_barge_in(self, after_ms: int, expected: int) -> None:
-        """Start speaking once ``after_ms`` of the latest play stream have been *heard*
-        (the playout clock: it may be queued behind earlier streams)."""
+    async def _wait_barge_in(self, after_ms: int, expected: int, first: int) -> None:
+        """Start speaking once ``after_ms`` of the bot's reply have been *heard*: its
+        play streams from index ``first`` on, played back to back (a spoken preamble
+        and then the answer are two streams of one reply)."""
 
-        def latest() -> PlayStream | None:
-            # The stream being received, else the last one the bot was expected to
-            # play (it may still be playing, queued behind the ones before it).
-            streams = self.report.play_streams
-            if self._active is not None:
-                return self._active
-            return streams[-1] if streams and len(streams) >= expected else None
+        def heard() -> float:
+            now = self.clock_ms()
+            return sum(s.heard_ms_at(now) for s in self.report.play_streams[first:])
 
         def ready() -> bool:
-            s = latest()
-            if s is not None and s.heard_ms_at(self.clock_ms()) >= after_ms:
+            if len(self.report.play_streams) > first and heard() >= after_ms:
                 return True
             return self._idle(expected) and self.clock_ms() >= self._played_until
 
         await self._wait_for(ready, f"{after_ms} ms of bot audio to barge in on")
-        s = latest()
-        if s is not None and (s is self._active or s.heard_ms_at(self.clock_ms()) < s.ms):
-            s.interrupted = True
+        now = self.clock_ms()
+        playing = [
+            s
+            for s in self.report.play_streams[first:]
+            if s is self._active or s.heard_ms_at(now) < s.ms
+        ]
+        if playing:
+            playing[0].interrupted = True
         else:
             self.report.errors.append(
-                f"barge-in: the bot's stream ended before {after_ms} ms; spoke after it"
+                f"barge-in: the bot's reply ended before {after_ms} ms; spoke after it"
             )
 
     # ---------------------------------------------------------------- tasks
