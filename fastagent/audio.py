@@ -25,6 +25,9 @@ BYTES_PER_MS: dict[str, int] = {
     "raw/lpcm16_24": 48,
     "audio/pcmu": 8,
     "audio/pcm": 48,
+    # GPT-Live's PCM runs at 16 or 24 kHz, so FastAgent names the rate (fastagent.live).
+    "audio/pcm;rate=16000": 32,
+    "audio/pcm;rate=24000": 48,
 }
 SAMPLE_RATE: dict[str, int] = {
     "raw/mulaw": 8000,
@@ -33,6 +36,8 @@ SAMPLE_RATE: dict[str, int] = {
     "raw/lpcm16_24": 24000,
     "audio/pcmu": 8000,
     "audio/pcm": 24000,
+    "audio/pcm;rate=16000": 16000,
+    "audio/pcm;rate=24000": 24000,
 }
 MULAW_FORMATS = frozenset({"raw/mulaw", "audio/pcmu"})
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union
 
 import msgspec
 
-from fastagent import events
+from fastagent import events, wire
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -368,29 +368,64 @@ def _short(exc: Exception) -> str:
 
 
 def parse_server_event(data: str | bytes) -> ServerEvent:
-    """Parse one server frame.  Never raises for bad input.
+    """Parse one server frame.  Never raises, whatever the bytes.
 
     Unknown but well-formed events give :class:`Ignored`; anything else that
-    cannot be read gives :class:`Malformed`.
+    cannot be read gives :class:`Malformed`: invalid JSON or UTF-8, nesting,
+    numbers, duplicate keys or lone surrogates (see :mod:`fastagent.wire`), wrong
+    types, and an audio ``delta`` that is not strict base64.
     """
+    try:
+        return _parse(data)
+    except Exception as exc:  # (RecursionError, MemoryError ...): never raise
+        return Malformed(f"unreadable frame: {type(exc).__name__}")
+
+
+def _parse(data: str | bytes) -> ServerEvent:
     # Hot path: one msgspec pass straight into the tagged Struct.  msgspec
     # dispatches on the tag as it reads, so this costs what a decoder for
     # AudioDelta alone costs (measured in bench/bench_realtime_parse.py).
     try:
-        return _known_decoder.decode(data)  # type: ignore[no-any-return]
+        event = _known_decoder.decode(data)
     except msgspec.DecodeError as exc:
-        first_error = exc
+        first_error: Exception = exc
     except TypeError:
         return Malformed(f"not a text frame: {type(data).__name__}")
+    except RecursionError:
+        return Malformed(f"frame nested deeper than {wire.MAX_DEPTH}")
+    else:
+        if type(event) is AudioDelta:
+            # The delta goes into the caller's frame as is: strict base64 only.
+            if not wire.is_base64(event.delta):
+                return Malformed(
+                    f"response.output_audio.delta: delta is not strict base64 "
+                    f"({len(event.delta)} characters)"
+                )
+            if wire.flat_unique(data):
+                return event  # type: ignore[no-any-return]
+        err = wire.strict_error(data)
+        if err is not None:
+            return Malformed(f"bad {event.__struct_config__.tag} event: {err}")
+        return event  # type: ignore[no-any-return]
     try:
         kind = _type_decoder.decode(data).type
     except msgspec.ValidationError:
         return Malformed("server event without a string 'type'")
     except msgspec.DecodeError as exc:
         return Malformed(f"invalid JSON: {_short(exc)}")
+    except RecursionError:
+        return Malformed(f"frame nested deeper than {wire.MAX_DEPTH}")
     if kind not in KNOWN_TYPES:
-        return Ignored(kind)
-    return Malformed(f"bad {kind} event: {_short(first_error)}")
+        return Ignored(kind[:200])  # well-formed enough, and never acted on
+    err = wire.strict_error(data)
+    return Malformed(f"bad {kind} event: {err or _short(first_error)}")
+
+
+def audio_delta_error(event: AudioDelta, sample_bytes: int) -> str | None:
+    """Why ``event``'s delta is not audio of ``sample_bytes``-byte samples, else
+    None.  (:func:`parse_server_event` already checked it is strict base64.)"""
+    err = wire.audio_error(event.delta, sample_bytes)
+    return f"response.output_audio.delta: {err}" if err else None
 
 
 # ------------------------------------------------------------------ client events

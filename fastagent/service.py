@@ -562,8 +562,8 @@ class CallSession:
             await coro
         except _Lost:
             await self.close("stream taken over by another instance")
-        except Exception:
-            log.exception("call %s: task failed", self.call_id)
+        except Exception as exc:
+            log.error("call %s: task failed: %s: %s", self.call_id, type(exc).__name__, exc)
 
     # ------------------------------------------------------------ caller side
 
@@ -859,7 +859,13 @@ class CallSession:
                 param=err.param or "",
             )
         elif t is realtime.Malformed:
-            await self.input(ev.ProtocolError, side="model", message=e.message[:300])  # type: ignore[union-attr]
+            await self.protocol_error("model", e.message)  # type: ignore[union-attr]
+
+    async def protocol_error(self, side: str, message: str) -> None:
+        """Record a frame that was rejected, with one log line (no traceback)."""
+        log.warning("call %s: %s frame rejected: %s", self.call_id, side, message[:300])
+        if not self.closing and self.engine.status != "ended":
+            await self.input(ev.ProtocolError, side=side, message=message[:300])
 
     def model_text_now(self, data: bytes) -> bool:
         """Fast lane, from the model socket's data callback: a chunk of the audio
@@ -874,6 +880,8 @@ class CallSession:
         e = realtime.parse_server_event(data)
         if type(e) is not realtime.AudioDelta:
             return False
+        if realtime.audio_delta_error(e, self.model_sample_bytes()):  # type: ignore[arg-type]
+            return False  # the slow lane records it as a protocol error
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
             return False  # a new stream starts, or audio nobody hears: decisions to act on
@@ -901,8 +909,16 @@ class CallSession:
             fmt=model_fmt,
         )
 
+    def model_sample_bytes(self) -> int:
+        """Bytes per sample of the model's audio: bot audio must be whole samples."""
+        return 1 if self.engine.model_format == "audio/pcmu" else 2
+
     async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
         """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
+        err = realtime.audio_delta_error(e, self.model_sample_bytes())
+        if err is not None:  # dropped: the caller never hears what is not audio
+            await self.protocol_error("model", err)
+            return
         b64 = e.delta
         decisions = self.record(self.bot_audio_input(e))
         if decisions:
@@ -1021,6 +1037,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
     chunk = vaic.UserStreamChunk
     busy = False  # this loop is handling a message (the slow lane)
     sock = sockets.caller_protocol_of(receive)
+    failed: str | None = None
 
     def chunk_now(data: bytes) -> bool:
         """Fast lane, from the socket's data callback: an audio chunk while the slow
@@ -1048,9 +1065,10 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     await session.on_caller_audio(msg)  # type: ignore[arg-type]
                 continue
             if isinstance(msg, vaic.ProtocolViolation):
-                log.warning("VAIC frame rejected: %s", msg.message)
-                if session is not None and not session.closing and session.engine.status != "ended":
-                    await session.input(ev.ProtocolError, side="caller", message=msg.message[:300])
+                if session is not None:
+                    await session.protocol_error("caller", msg.message)
+                else:
+                    log.warning("VAIC frame rejected: %s", msg.message[:300])
                 if msg.reply is not None:
                     await ws.send_text(msg.reply.decode())
                 continue
@@ -1083,9 +1101,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                         )
                     elif act.is_dtmf:
                         if act.dtmf_error:
-                            await session.input(
-                                ev.ProtocolError, side="caller", message=act.dtmf_error[:300]
-                            )
+                            await session.protocol_error("caller", act.dtmf_error)
                         else:
                             await session.input(ev.Dtmf, digits=act.digits)
     except WebSocketDisconnect:
@@ -1094,20 +1110,41 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
         if session is not None:
             await session.close("stream taken over by another instance")
         return
+    except Exception as exc:
+        # Whatever failed, the socket is done: it takes the dropped socket's path
+        # below (ConnectionLost, grace timer, model closed when the grace ends).
+        cid = session.call_id if session is not None else "-"
+        failed = f"socket failed: {type(exc).__name__}"
+        log.error("call %s: caller socket failed: %s: %s", cid, type(exc).__name__, exc)
+        with contextlib.suppress(Exception):
+            await ws.close(code=1011)
     if session is None or session.closing:
         return
     if session.caller is ws:
-        session.detach_caller()
-        session.proto = None
-        if not ended and session.engine.status != "ended":
-            try:
-                await session.input(ev.ConnectionLost, side="caller", reason="socket closed")
-            except _Lost:
-                await session.close("stream taken over by another instance")
-                return
-            if not session.closing:
-                session.start_grace()
-                session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
+        await caller_gone(session, "socket closed" if failed is None else failed, ended)
+
+
+async def caller_gone(session: CallSession, reason: str, ended: bool = False) -> None:
+    """The caller's socket is gone (closed, failed, or gone silent): record it and
+    start the grace timer; the model socket is closed when the grace ends."""
+    session.detach_caller()
+    session.proto = None
+    if ended or session.engine.status == "ended":
+        return
+    try:
+        await session.input(ev.ConnectionLost, side="caller", reason=reason[:200])
+    except _Lost:
+        await session.close("stream taken over by another instance")
+        return
+    except Exception as exc:  # the store is failing too: do not keep the call open
+        log.error(
+            "call %s: cannot record the drop: %s: %s", session.call_id, type(exc).__name__, exc
+        )
+        await session.close("caller socket failed and the drop could not be recorded")
+        return
+    if not session.closing:
+        session.start_grace()
+        session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
 
 
 async def initiate(
@@ -1419,8 +1456,8 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         await ws.accept()
         try:
             await serve_caller(service, ws)
-        except Exception:  # one bad call must never take the service down
-            log.exception("VAIC socket failed")
+        except Exception as exc:  # one bad call must never take the service down
+            log.error("VAIC socket failed: %s: %s", type(exc).__name__, exc)
             with contextlib.suppress(Exception):
                 await ws.close(code=1011)
         finally:  # also when cancelled: no frame goes to a finished handler's hook

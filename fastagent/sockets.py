@@ -121,8 +121,12 @@ def _run(owner: CallerProtocol | ModelConnection, hook: TextHook, data: bytes) -
     lane, where the same fault meets the service's usual handling."""
     try:
         return hook(data)
-    except Exception:
-        log.exception("audio fast lane failed; this socket's frames take the slow lane")
+    except Exception as exc:  # one line, no traceback: the slow lane records the fault
+        log.error(
+            "audio fast lane failed (%s: %s); this socket's frames take the slow lane",
+            type(exc).__name__,
+            exc,
+        )
         owner.on_text = None
         return False
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from fastagent import wire
+
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024
 
 # --------------------------------------------------------------------- inbound
@@ -124,6 +126,7 @@ class Activity(msgspec.Struct, frozen=True, kw_only=True):
         return v if isinstance(v, str) else ""
 
 
+MAX_CONVERSATION_ID = 128  # characters; VAIC's are UUIDs or similar
 MAX_DTMF_DIGITS = 32  # per activity; keys pressed by a person, not a data channel
 _DTMF_IN_RE = re.compile(rf"[0-9*#A-Da-d]{{1,{MAX_DTMF_DIGITS}}}")
 
@@ -409,7 +412,6 @@ class VaicStateError(RuntimeError):
 
 UserStreamState = Literal["idle", "started", "stopped"]
 
-_B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _decoder = msgspec.json.Decoder(VaicMessage)
 _generic = msgspec.json.Decoder()
 
@@ -427,6 +429,7 @@ class VaicProtocol:
         self.ended = False
         self.user_stream: UserStreamState = "idle"
         self.media_format: str | None = None
+        self.sample_bytes = 1  # of media_format: chunks must be whole samples
         self.play_stream_id: str | None = None
         self.play_format = ""
         self.play_chunks = 0
@@ -436,34 +439,54 @@ class VaicProtocol:
     # ----------------------------------------------------------------- inbound
 
     def receive(self, data: str | bytes) -> VaicMessage | ProtocolViolation:
+        """The frame as a message, or a :class:`ProtocolViolation`.  Never raises,
+        whatever the bytes: size, nesting, numbers, encoding, duplicate keys and
+        types are all checked (see :mod:`fastagent.wire`)."""
+        try:
+            return self._receive(data)
+        except Exception as exc:  # a parser that raises would kill the socket
+            return ProtocolViolation(f"unreadable frame: {type(exc).__name__}")
+
+    def _receive(self, data: str | bytes) -> VaicMessage | ProtocolViolation:
+        if not isinstance(data, str | bytes):
+            return ProtocolViolation(f"not a text frame: {type(data).__name__}")
         if len(data) > self.max_frame_bytes:
             return ProtocolViolation(
                 f"frame of {len(data)} bytes exceeds the limit of {self.max_frame_bytes}"
             )
         try:
             msg = _decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             return self._diagnose(data, exc)
         if self.ended:
             return ProtocolViolation(f"{_type_of(msg)} after session.end")
         if type(msg) is UserStreamChunk:  # hot path first
-            return self._chunk(msg)
+            out = self._chunk(msg)
+            if type(out) is UserStreamChunk and not wire.flat_unique(data):
+                err = wire.strict_error(data)
+                if err is not None:
+                    return ProtocolViolation(f"invalid userStream.chunk: {err}")
+            return out
+        err = wire.strict_error(data)  # control frames are rare: check them fully
+        if err is not None:
+            return self._violation(_type_of(msg), err)
         return self._control(msg)
 
     def receive_chunk(self, data: bytes) -> UserStreamChunk | None:
         """The frame as a valid ``userStream.chunk``, or None (anything else, or a
-        chunk :meth:`receive` would reject).  Changes no state, so a None frame can
-        go through :meth:`receive` afterwards."""
+        chunk :meth:`receive` would reject or would have to check further).
+        Changes no state, so a None frame can go through :meth:`receive`
+        afterwards.  Never raises."""
         if len(data) > self.max_frame_bytes or self.ended:
             return None
         try:
             msg = _decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+            if type(msg) is not UserStreamChunk:
+                return None
+            ok = self._chunk(msg)
+            return ok if type(ok) is UserStreamChunk and wire.flat_unique(data) else None
+        except Exception:  # (RecursionError, and anything else: the slow lane decides)
             return None
-        if type(msg) is not UserStreamChunk:
-            return None
-        ok = self._chunk(msg)
-        return ok if type(ok) is UserStreamChunk else None
 
     def _chunk(self, msg: UserStreamChunk) -> UserStreamChunk | ProtocolViolation:
         if self.user_stream != "started":
@@ -473,13 +496,24 @@ class VaicProtocol:
                 else "userStream.chunk after userStream.stop"
             )
         b64 = msg.audioChunk
-        if len(b64) & 3 or not _B64_RE.fullmatch(b64):
+        if not wire.is_base64(b64):
             return ProtocolViolation(f"invalid base64 in audioChunk ({len(b64)} characters)")
+        if self.sample_bytes > 1 and wire.b64_nbytes(b64) % self.sample_bytes:
+            return ProtocolViolation(
+                f"audioChunk of {wire.b64_nbytes(b64)} bytes is not whole "
+                f"{self.sample_bytes}-byte samples of {self.media_format}"
+            )
         if msg.conversationId and msg.conversationId != self.conversation_id:
             return ProtocolViolation(
-                f"userStream.chunk for another conversation {msg.conversationId!r}"
+                f"userStream.chunk for another conversation {_show(msg.conversationId)}"
             )
         return msg
+
+    def _violation(self, kind: str, why: str) -> ProtocolViolation:
+        reply = None
+        if kind in ("session.initiate", "session.resume") and not self.initiated:
+            reply = session_error(f"invalid {kind}")
+        return ProtocolViolation(f"invalid {kind}: {why}", reply)
 
     def _control(self, msg: VaicMessage) -> VaicMessage | ProtocolViolation:
         kind = type(msg)
@@ -495,7 +529,7 @@ class VaicProtocol:
             return ProtocolViolation(f"{_type_of(msg)} before session.initiate")
         if msg.conversationId and msg.conversationId != self.conversation_id:
             return ProtocolViolation(
-                f"{_type_of(msg)} for another conversation {msg.conversationId!r}"
+                f"{_type_of(msg)} for another conversation {_show(msg.conversationId)}"
             )
         if kind is UserStreamStart:
             self.user_stream = "started"
@@ -509,9 +543,17 @@ class VaicProtocol:
             return ProtocolViolation(
                 f"{name} without conversationId", session_error("missing conversationId")
             )
+        cid = msg.conversationId
+        if len(cid) > MAX_CONVERSATION_ID or not cid.isprintable():
+            return ProtocolViolation(
+                f"{name} with a conversationId of {len(cid)} characters, not 1-"
+                f"{MAX_CONVERSATION_ID} printable ones",
+                session_error("invalid conversationId"),
+            )
         if self.initiated and msg.conversationId != self.conversation_id:
             return ProtocolViolation(
-                f"{name} for {msg.conversationId!r} on the socket of {self.conversation_id!r}",
+                f"{name} for {_show(msg.conversationId)} "
+                f"on the socket of {_show(self.conversation_id)}",
                 session_error("conversation id mismatch"),
             )
         if type(msg) is SessionInitiate:
@@ -528,29 +570,30 @@ class VaicProtocol:
 
     def _diagnose(self, data: str | bytes, exc: Exception) -> ProtocolViolation:
         """Slow path: say precisely what is wrong with a frame that failed to decode."""
-        try:
-            raw = _generic.decode(data)
-        except msgspec.DecodeError as e:
-            return ProtocolViolation(f"malformed JSON: {e}")
+        if isinstance(exc, RecursionError):
+            return ProtocolViolation(f"frame nested deeper than {wire.MAX_DEPTH}")
+        err = wire.strict_error(data)
+        if err is not None and not err.startswith("duplicate key"):
+            return ProtocolViolation(err)
+        raw = _generic.decode(data)  # valid and shallow: strict_error said so
         if not isinstance(raw, dict):
-            return ProtocolViolation(f"frame is a JSON {type(raw).__name__}, not an object")
+            return ProtocolViolation(f"frame is a JSON {_json_kind(raw)}, not an object")
         kind = raw.get("type")
         if kind is None:
             return ProtocolViolation("frame has no type")
         if not isinstance(kind, str):
-            return ProtocolViolation(f"frame type is not a string: {kind!r}")
+            return ProtocolViolation(f"frame type is {_json_kind(kind)}, not a string")
         if kind not in MESSAGE_TYPES:
-            return ProtocolViolation(f"unknown message type {kind[:80]!r} ignored")
-        reply = None
-        if kind in ("session.initiate", "session.resume") and not self.initiated:
-            reply = session_error(f"invalid {kind}")
-        return ProtocolViolation(f"invalid {kind}: {exc}", reply)
+            return ProtocolViolation(f"unknown message type {_show(kind)} ignored")
+        return self._violation(kind, err or _first_line(exc))
 
     # ---------------------------------------------------------------- outbound
 
     def accept(self, media_format: str | None) -> bytes:
-        """``session.accepted``; on a resume, send the format again (safer)."""
+        """``session.accepted``; on a resume, send the format again (safer).
+        From now on every ``audioChunk`` must be whole samples of that format."""
         self.media_format = media_format
+        self.sample_bytes = 1 if media_format in (None, "raw/mulaw") else 2
         return session_accepted(media_format)
 
     def play_start(self, stream_id: str, media_format: str, alt_text: str | None = None) -> bytes:
@@ -587,4 +630,14 @@ def _type_of(msg: VaicMessage) -> str:
 
 
 def is_base64(s: str) -> bool:
-    return not len(s) & 3 and _B64_RE.fullmatch(s) is not None
+    return wire.is_base64(s)
+
+
+def _show(s: str) -> str:
+    """A peer's string in a log line: quoted, escaped, at most 40 characters."""
+    r = repr(s)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -278,7 +278,9 @@ class FakeSession:
         except ValidationError as exc:
             raise FakeServerBug(f"fake sent an invalid {type_}: {_first_error(exc)}") from None
         self.log.append(("out", event))
-        await self.ws.send(json.dumps(event))
+        tamper = self.server.tamper
+        wire = tamper(event) if tamper is not None else None
+        await self.ws.send(json.dumps(event) if wire is None else wire)
 
     async def error(
         self,
@@ -937,7 +939,9 @@ class FakeRealtimeServer:
     response, ``server_replies`` starts the follow-up response as soon as the
     function output arrives, ``transcription: failed|none``.
     ``continue_script``: a new connection (a client reconnecting after a drop)
-    goes on with the script where the last one was.
+    goes on with the script where the last one was.  ``tamper``:
+    a hostile model for tests: called with each valid event the fake is about to
+    send, it returns the text (or bytes) to send instead, or None to send it as is.
     """
 
     def __init__(
@@ -956,6 +960,7 @@ class FakeRealtimeServer:
         continue_script: bool = False,
         ignore: Iterable[str] = (),
         expire_after_responses: int | None = None,
+        tamper: Callable[[dict[str, Any]], str | bytes | None] | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -971,6 +976,7 @@ class FakeRealtimeServer:
         self.continue_script = continue_script
         self.ignore = frozenset(ignore)
         self.expire_after_responses = expire_after_responses
+        self.tamper = tamper
         self.received: list[dict[str, Any]] = []
         self.violations: list[str] = []
         self.mismatches: list[str] = []
