@@ -404,6 +404,8 @@ class Engine:
         self._configure()
 
     def _on_call_started(self, e: ev.CallStarted) -> None:
+        if self.status != "active":
+            return  # e.g. the model already failed the call: the fallback is under way
         if self.agent is not None and self.agent.session_params:
             self._emit(ev.SessionParamsSent, params=dict(self.agent.session_params))
         if self.agent is not None and self.greet:

@@ -351,3 +351,29 @@ def test_reasoning_effort_per_agent_and_per_fsa_state(model: str) -> None:
         assert efforts == ["", ""]
     with pytest.raises(ValueError, match="reasoning effort"):
         Agent(name="bad", instructions="x", reasoning_effort="none")
+
+
+def test_report_counts_model_failures_by_kind_and_action(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from fastagent import analytics
+    from fastagent.replay import read_recording
+    from fastagent.store import open_store
+
+    replays = Path(__file__).resolve().parent.parent / "replays"
+    store = str(tmp_path / "calls.db")
+    with open_store(store) as s:
+        for name in ("model-failed-response", "model-timeout"):
+            s.append(read_recording(replays / f"{name}.jsonl"))
+            s.flush()
+    with analytics.opened(store, str(tmp_path / "a.duckdb")) as (source, con):
+        analytics.sync(source, con)
+        rows = con.execute(
+            "SELECT kind, action, failures FROM model_failure_counts ORDER BY kind, action"
+        ).fetchall()
+        outcomes = dict(con.execute("SELECT outcome, calls FROM outcomes").fetchall())
+    assert ("response_failed", "fallback", 1) in rows
+    assert ("response_failed", "retry", 2) in rows
+    assert ("timeout", "fallback", 1) in rows
+    assert ("transcription_failed", "none", 1) in rows
+    assert outcomes == {"failed": 2}
