@@ -212,8 +212,14 @@ def _register_parts() -> None:
 
         register(app)
 
+    def ops() -> None:
+        from fastagent.ops_cli import register
+
+        register(app)
+
     _register_optional(analytics)
     _register_optional(service)
+    _register_optional(ops)
 
 
 _register_parts()

@@ -1420,7 +1420,8 @@ class _App(FastAPI):
 
 
 def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAPI:
-    """The FastAPI app: ``/audiocodes`` (VAIC token), ``/healthz``; ``/mcp`` and, with
+    """The FastAPI app: ``/audiocodes`` (VAIC token), ``/healthz``; ``/mcp``, the call
+    inspector's ``/inspect/api/`` and, with
     ``api_docs``, ``/docs``, ``/redoc``, ``/openapi.json`` behind the read credential
     (404 while none is configured; see fastagent.access)."""
     holder: dict[str, Service] = {}
@@ -1476,6 +1477,7 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         return JSONResponse({"ok": True, "calls": calls})
 
     _mount_mcp(app, readers, holder)
+    _mount_inspector(app, readers, holder, config)
     if config.api_docs:
         app.add_middleware(_DocsGuard, readers=readers)
     return app
@@ -1489,6 +1491,19 @@ class _DocsGuard:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
+
+
+def _mount_inspector(
+    app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service], config: ServiceConfig
+) -> None:
+    """The call inspector at ``/inspect/`` (see fastagent.inspector): its API behind
+    the read credential, off (404) while none is configured."""
+    from fastagent.inspector import builtin_agents, inspector_app, mount
+
+    inspector = inspector_app(
+        lambda: holder["service"].store, readers, agents=builtin_agents(config.agent)
+    )
+    mount(app, inspector)
 
 
 def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service]) -> None:
