@@ -50,11 +50,14 @@ class Played:
         return end.outcome
 
 
-async def play(name: str, tmp: Path) -> Played:
+async def play(name: str, tmp: Path, realtime: bool = False) -> Played:
+    """Play a scenario; ``realtime``: the caller plays bot audio at 1x (a phone line)
+    while the model produces it at 3x, as gpt-realtime-2 does."""
     sc = load_scenario(SCENARIOS / f"{name}.json")
     sw = sc.fake_model
     async with FakeRealtimeServer(
         sc,
+        speed=3.0 if realtime else 10.0,
         ignore=sw.ignore,
         error_on=sw.error_on,
         expire_after_responses=sw.expire_after_responses,
@@ -66,13 +69,13 @@ async def play(name: str, tmp: Path) -> Played:
             agent=sc.agent,
             realtime_url=await _dead_url() if sw.unreachable else fake.url,
             api_key="test",
-            playback_speed=1 / DEFAULT_PACE,
+            playback_speed=1.0 if realtime else 1 / DEFAULT_PACE,
             model_retries=1 if sw.unreachable else 5,
             model_timeout_s=sw.model_timeout_s or 10.0,
         )
         async with running_service(config) as (app, url):
             service = app.state.service
-            caller = SimulatedCaller(url, formats=sc.caller.formats)
+            caller = SimulatedCaller(url, formats=sc.caller.formats, realtime=realtime)
             report = await caller.play(sc, timeout=60)
             for _ in range(500):
                 if caller.conversation_id not in service.calls:
@@ -140,7 +143,7 @@ async def test_a_failed_response_with_no_output_is_retried_and_repeated_failure_
 
 
 async def test_two_audio_items_and_a_barge_in_during_the_second(tmp_path: Path) -> None:
-    p = await play("model-preamble-barge-in", tmp_path)
+    p = await play("model-preamble-barge-in", tmp_path, realtime=True)
     assert p.report.errors == []
     starts = p.of(ev.PlaybackStarted)
     reply = [s for s in starts if s.response_id == starts[1].response_id]  # type: ignore[attr-defined]

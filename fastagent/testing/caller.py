@@ -425,11 +425,13 @@ class SimulatedCaller:
         the caller's audio clock) and ``quiet_ms`` of silence followed."""
         while True:
             await self._wait_for(lambda: self._idle(expected), "the bot to finish playing")
+            # The quiet moment is counted in audio the caller sent (which lags the
+            # playout clock on a busy machine): never shorter than it should be.
             mark = max(self.clock_ms(), self._played_until) + self.quiet_ms
             streams = len(self.report.play_streams)
             await self._wait_for(
                 lambda m=mark, n=streams: (
-                    self.clock_ms() >= m or len(self.report.play_streams) != n
+                    self.report.sent_ms >= m or len(self.report.play_streams) != n
                 ),
                 "a quiet moment",
             )
@@ -690,17 +692,20 @@ async def run_scenario(
 
 
 def truncation_errors(
-    events: Sequence[Any], report: CallerReport, tolerance_ms: int = 40
+    events: Sequence[Any], report: CallerReport, tolerance_ms: int = 40, speed: float = 1.0
 ) -> list[str]:
     """Check the engine's barge-in decisions against what the simulated caller heard.
 
-    Every ``TruncateRequested`` must cut its item within ``tolerance_ms`` of what the
-    caller heard of that item's play stream; a stream the caller heard less than
+    Every ``TruncateRequested`` must cut its item within ``tolerance_ms`` of real
+    time of what the caller heard of that item's play stream (a caller playing at
+    ``speed`` 4 hears 4 ms of audio per ms); a stream the caller heard less than
     all of (by more than the tolerance) must have been truncated or deleted; an
     ``ItemDeleted`` item must not have been heard (beyond the tolerance).  Returns
     one line per problem (empty: the engine's playout clock agreed with the caller).
     """
     from fastagent import events as ev
+
+    tolerance_ms = int(tolerance_ms * speed)
 
     stream_of = {e.item_id: e.stream_id for e in events if isinstance(e, ev.PlaybackStarted)}
     heard = {s.stream_id: s.heard_ms for s in report.play_streams}
