@@ -67,30 +67,32 @@ class ServiceConfig:
     api_key: str | None = None  # OPENAI_API_KEY
     model: str = models.DEFAULT_MODEL
     voice: str = ""
-    grace_s: float = 30.0
+    grace_s: float | None = None  # None: the core's (core.POLICY); recorded per call
     playback_speed: float = 1.0  # >1 only for simulated callers that play faster
     max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
-    tool_timeout_s: float = 10.0
-    model_retries: int = 5
+    tool_timeout_s: float | None = None  # None: the core's, like grace_s
+    model_retries: int | None = None  # None: the core's, like grace_s
     # A session.update or response.create the model does not answer within this
     # many seconds is a model failure (the agent's fallback; outcome failed).
-    model_timeout_s: float = 10.0
+    model_timeout_s: float | None = None  # None: the core's (10 s), like grace_s
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     def to_env(self) -> dict[str, str]:
         """The FASTAGENT_* variables that rebuild this configuration (for workers)."""
         env = {
             "FASTAGENT_AGENT": self.agent,
-            "FASTAGENT_GRACE_S": repr(self.grace_s),
             "FASTAGENT_GREET": "1" if self.greet else "0",
             "FASTAGENT_PLAYBACK_SPEED": repr(self.playback_speed),
             "FASTAGENT_MAX_FRAME_BYTES": str(self.max_frame_bytes),
             "FASTAGENT_MODEL": self.model,
-            "FASTAGENT_MODEL_TIMEOUT_S": repr(self.model_timeout_s),
             "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
         }
         if self.store:
             env["FASTAGENT_STORE"] = self.store
+        if self.grace_s is not None:
+            env["FASTAGENT_GRACE_S"] = repr(self.grace_s)
+        if self.model_timeout_s is not None:
+            env["FASTAGENT_MODEL_TIMEOUT_S"] = repr(self.model_timeout_s)
         if self.transfer_target:
             env["FASTAGENT_TRANSFER_TARGET"] = self.transfer_target
         return env
@@ -101,10 +103,10 @@ class ServiceConfig:
         not None.  Raises ConfigError (one line) for a malformed number."""
         env = os.environ
 
-        def number(name: str, default: float, kind: type, expected: str, ok: Any) -> Any:
+        def number(name: str, default: float | None, kind: type, expected: str, ok: Any) -> Any:
             raw = env.get(name, "").strip()
             if not raw:
-                return kind(default)
+                return None if default is None else kind(default)
             try:
                 value = kind(raw)
             except ValueError:
@@ -126,13 +128,13 @@ class ServiceConfig:
             model=env.get("FASTAGENT_MODEL") or models.DEFAULT_MODEL,
             model_timeout_s=number(
                 "FASTAGENT_MODEL_TIMEOUT_S",
-                10,
+                None,
                 float,
                 "seconds (a number > 0)",
                 lambda v: 0 < v < inf,
             ),
             grace_s=number(
-                "FASTAGENT_GRACE_S", 30, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
+                "FASTAGENT_GRACE_S", None, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
             ),
             greet=env.get("FASTAGENT_GREET", "1").lower() not in ("0", "false", "no"),
             # Only for simulated callers that play bot audio faster than real time.
@@ -239,23 +241,26 @@ class Service:
         await asyncio.to_thread(self.store.flush)
 
 
-SEED_ITEMS = 24  # recent transcript items seeded one by one; older ones as one summary
+SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
 SEED_SHARE = 4  # the seeded history may use 1/SEED_SHARE of the model's context window
 CHARS_PER_TOKEN = 4  # a conservative estimate for English text
 
 
-def seed_pairs(transcript: list[live.Line], context_tokens: int = 32_000) -> list[tuple[str, str]]:
+def seed_pairs(
+    transcript: list[live.Line], items: int = SEED_ITEMS, context_tokens: int = 32_000
+) -> list[tuple[str, str]]:
     """What a fresh model session is told of the call so far.
 
-    The last turns go in as conversation items; anything older is folded into
-    one system message, so a long call resumes with a few frames, not hundreds.
-    Bot audio the caller never heard (deleted after a barge-in) is left out.  The
-    whole history is kept within a quarter of ``context_tokens`` (128,000 for
-    gpt-realtime-2: fastagent.models): the oldest part of the summary goes first.
+    The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
+    conversation items; anything older is folded into one system message, so a
+    long call resumes with a few frames, not hundreds.  Bot audio the caller
+    never heard (deleted after a barge-in) is left out.  The whole history is
+    kept within a quarter of ``context_tokens`` (128,000 for gpt-realtime-2:
+    fastagent.models): the oldest part of the summary goes first.
     """
     pairs = [(line.role, line.text) for line in transcript if line.text and line.heard]
     budget = context_tokens // SEED_SHARE * CHARS_PER_TOKEN  # in characters
-    recent = pairs[-SEED_ITEMS:]
+    recent = pairs[len(pairs) - items :] if items else []
     while recent and sum(len(t) for _, t in recent) > budget:
         recent = recent[1:]
     older = pairs[: len(pairs) - len(recent)]
@@ -297,6 +302,7 @@ class CallSession:
         self.closing = False
         self.lost = False
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
     # --------------------------------------------------------------- recording
@@ -382,6 +388,7 @@ class CallSession:
                 self.spawn(self.close("call ended"))
 
     async def accept(self, d: ev.SessionAccepted) -> None:
+        self.policy = d.policy
         negotiated = vaic.choose_format([d.media_format])
         assert negotiated is not None
         if not negotiated.passthrough:
@@ -412,7 +419,8 @@ class CallSession:
             # the conversation so far from the log.
             self.seeded = True
             window = models.info(self.service.config.model).context_tokens
-            for item in realtime.seed_items(seed_pairs(self.state.transcript, window)):
+            pairs = seed_pairs(self.state.transcript, self.policy.history_items, window)
+            for item in realtime.seed_items(pairs):
                 await self.send_model(item)
 
     def await_model(self, waiting_for: str, event_id: str) -> None:
@@ -422,7 +430,7 @@ class CallSession:
         old = self.timers.pop(waiting_for, None)
         if old is not None:
             old.cancel()
-        seconds = self.service.config.model_timeout_s
+        seconds = self.policy.model_timeout_s
 
         async def expire() -> None:
             await asyncio.sleep(seconds)
@@ -533,7 +541,7 @@ class CallSession:
                 d.name,
                 d.arguments,
                 idempotency_key=d.idempotency_key,
-                timeout_s=self.service.config.tool_timeout_s,
+                timeout_s=self.policy.tool_timeout_s,
             )
             ok, output, error = out.ok, out.output, out.error
             duration = out.duration_us
@@ -681,15 +689,15 @@ class CallSession:
 
     async def attach_model(self) -> None:
         """Connect the model socket (with backoff) and start reading it."""
-        cfg = self.service.config
+        retries = self.policy.model_retries
         delay = 0.2
-        for attempt in range(cfg.model_retries + 1):
+        for attempt in range(retries + 1):
             try:
                 conn = await dial_model(self.service)
                 break
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
-                if attempt == cfg.model_retries:
+                if attempt == retries:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -958,7 +966,7 @@ class CallSession:
         Meanwhile watch the log: if another instance resumed the call, let go of it
         (model socket included) at once instead of at the end of the grace.
         """
-        grace = self.service.config.grace_s
+        grace = self.policy.grace_s
 
         async def expire() -> None:
             loop = asyncio.get_running_loop()
@@ -1172,6 +1180,9 @@ async def initiate(
         model=cfg.model,
         model_timeout_s=cfg.model_timeout_s,
         playback_speed=cfg.playback_speed,
+        grace_s=cfg.grace_s,
+        tool_timeout_s=cfg.tool_timeout_s,
+        model_retries=cfg.model_retries,
     )
     await session.input(
         ev.SessionInitiated,
@@ -1194,7 +1205,9 @@ async def start_model_and_tools(session: CallSession) -> None:
     assert agent is not None
     if agent.servers:
         try:
-            hub = await session.service.hub(agent.name)
+            # The hub is keyed by the configured reference ("banking" or
+            # "mypkg.agents:AGENT"), as run_tool looks it up; never by Agent.name.
+            hub = await session.service.hub(session.state.agent)
             listed = await hub.list_tools()
         except Exception as exc:
             log.warning("call %s: tools unavailable: %s", session.call_id, exc)

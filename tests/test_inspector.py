@@ -30,9 +30,17 @@ from projections import inspect as views
 from projections import latency
 
 REPLAYS = Path(__file__).parent.parent / "replays"
-BANKING = "997eb89c-94f5-4894-8dae-43ee5c75779e"  # replays/banking.jsonl
-BARGE = "24ad0bd2-57dc-4272-9f11-d260e5e6b3b6"  # replays/banking-barge-in.jsonl
-HEALTH = "0e6a70e8-2e25-4ace-9094-ff92e5f15e9e"  # replays/healthcare.jsonl
+
+
+def _call_id(name: str) -> str:
+    """The call id of a recording (a re-recording gives the call a new id)."""
+    first = (REPLAYS / f"{name}.jsonl").read_text().splitlines()[0]
+    return str(json.loads(first)["call_id"])
+
+
+BANKING = _call_id("banking")
+BARGE = _call_id("banking-barge-in")
+HEALTH = _call_id("healthcare")
 FAILED = "failed-call-0001"
 LIVE = "live-call-0001"
 

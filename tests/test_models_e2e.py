@@ -71,7 +71,7 @@ async def play(name: str, tmp: Path, realtime: bool = False) -> Played:
             api_key="test",
             playback_speed=1.0 if realtime else 1 / DEFAULT_PACE,
             model_retries=1 if sw.unreachable else 5,
-            model_timeout_s=sw.model_timeout_s or 10.0,
+            model_timeout_s=sw.model_timeout_s,
         )
         async with running_service(config) as (app, url):
             service = app.state.service
