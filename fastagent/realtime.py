@@ -718,10 +718,10 @@ class RealtimeProtocol:
         if err.event_id and not ours:
             return  # about some other client event
         if err.code == "conversation_already_has_active_response":
-            # Raced a response the server started itself (VAD): ask again after it.
+            # Raced a response the server started itself (VAD, a function output):
+            # that response is the reply wanted, so nothing is asked again after it
+            # (asking again made the model speak a second, unrequested reply).
             self.requested = False
-            if self._queued is None:
-                self._queued = self._last_request
         elif ours or (self.requested and not self.in_progress):
             # A rejected response.create never produces response.created.
             self.requested = False

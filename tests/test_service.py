@@ -527,7 +527,9 @@ async def test_seeding_fits_the_context_window_and_leaves_out_what_was_never_hea
     from projections.live import Line
 
     long = [Line(role="user", text="x" * 1000 + str(i), at=i) for i in range(400)]
-    big = seed_pairs(long, context_tokens=128_000)  # gpt-realtime-2: 32k tokens of history, ~128k chars
+    big = seed_pairs(
+        long, context_tokens=128_000
+    )  # gpt-realtime-2: 32k tokens of history, ~128k chars
     small = seed_pairs(long, context_tokens=32_000)
     size = lambda pairs: sum(len(t) for _, t in pairs)  # noqa: E731
     assert 120_000 < size(big) <= 128_000 and 28_000 < size(small) <= 32_000
