@@ -1,7 +1,7 @@
 """Real models as they behave, over real sockets: the fake Realtime server with its
 failure switches, the service on loopback, the simulated VAIC caller.
 
-One test per situation of the model scenarios in fastagent/scenarios/model-*.json;
+One test per situation of the model scenarios in fastagent/examples/scenarios/model-*.json;
 each call must also replay identically through today's core.
 """
 
@@ -22,7 +22,7 @@ from fastagent.testing.fake_realtime import FakeRealtimeServer
 from fastagent.testing.scenario import load_scenario
 from projections.trail import timeline
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "fastagent" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "fastagent" / "examples" / "scenarios"
 pytestmark = pytest.mark.anyio
 
 
