@@ -7,6 +7,7 @@ recording, store that cannot be opened) in one line on stderr with exit code 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,15 +83,72 @@ def _open(store: str | None) -> Any:
     return open_store(store, create=False)
 
 
-def _load(call_id: str | None, file: Path | None, store: str | None) -> list[ev.Event]:
-    from fastagent.replay import read_recording
+def _who(reveal: bool) -> str:
+    """Who reads, for the audit trail: ``cli:<os user>``, and with ``--reveal`` the
+    label of the read credential (FASTAGENT_READ_TOKEN) it needs."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name (a container without /etc/passwd entry)
+        user = "unknown"
+    if not reveal:
+        return f"cli:{user}"
+    from fastagent.access import AccessError, ReadAccess
+
+    try:
+        access = ReadAccess.from_env()
+    except AccessError as exc:
+        raise fail(str(exc)) from None
+    if not access.enabled:
+        raise fail("--reveal needs the read credential: set FASTAGENT_READ_TOKEN (docs/privacy.md)")
+    return f"{access.labels()[0]} (cli:{user})"
+
+
+def _load(
+    call_id: str | None,
+    file: Path | None,
+    store: str | None,
+    *,
+    action: str = "timeline",
+    who: str = "",
+) -> list[ev.Event]:
+    """A call's events, personal fields opened; every read is appended to the store's
+    audit trail (``action`` by ``who``).  A sealed recording file opens with the
+    keys of ``store`` (default: $FASTAGENT_STORE or ./fastagent.db)."""
+    from fastagent.replay import read_recording, recording_is_sealed
 
     if file is not None:
-        return read_recording(file)
+        if not recording_is_sealed(file) or not (store or os.environ.get("FASTAGENT_STORE")):
+            return read_recording(file)  # a sealed one says it needs --store
+        with _open(store) as s:
+            events = read_recording(file, opener=s.sealer.open)
+            if events:
+                s.audit(who or _who(False), action, events[0].call_id, f"file {file}")
+            return events
     if not call_id:
         raise fail("give a call id or --file")
     with _open(store) as s:
-        return s.read_call(call_id)
+        events = s.read_call(call_id)
+        s.audit(who or _who(False), action, call_id)
+        return events
+
+
+AgentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--agent",
+        help="The agent a recording names by import path (module:ATTRIBUTE): replay never "
+        "imports code a recording names",
+    ),
+]
+RevealOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reveal",
+        help="Show personal data unmasked (needs FASTAGENT_READ_TOKEN; audited)",
+    ),
+]
 
 
 @app.command()
@@ -104,14 +162,23 @@ def replay(
     ] = None,
     as_json: JsonOpt = False,
     store: StoreOpt = None,
+    agent: AgentOpt = None,
+    reveal: RevealOpt = False,
 ) -> None:
-    """Replay a recorded call through today's engine; exit 1 on divergence."""
+    """Replay a recorded call through today's engine; exit 1 on divergence.
+
+    Personal data is shown masked unless --reveal."""
+    from fastagent.replay import agents_for
     from fastagent.replay import replay as run_replay
     from projections.trail import timeline
 
+    who = _who(reveal)
     with clear_errors():
-        events = _load(call_id, file, store)
-        result = run_replay(events)
+        events = _load(call_id, file, store, action="reveal" if reveal else "timeline", who=who)
+        agents = agents_for(events, agent)
+        result = run_replay(events, agents)
+        if not reveal:
+            events, result = _masked(events, result, agents)
     div = result.divergence
     if as_json:
         out = {
@@ -136,6 +203,36 @@ def replay(
             typer.echo(line)
     if div is not None:
         raise typer.Exit(1)
+
+
+def _masked(events: list[ev.Event], result: Any, agents: Any) -> tuple[list[ev.Event], Any]:
+    """The events and the divergence as shown masked (after replaying the clear ones)."""
+    import dataclasses
+
+    from fastagent.masking import Known, mask_event, sensitive_keys
+    from fastagent.replay import field_diffs, recorded_agent, short
+
+    try:
+        keys = sensitive_keys(agents(recorded_agent(events)))
+    except Exception:
+        keys = sensitive_keys(None)
+    known = Known.of(events, keys)
+    shown = [mask_event(e, keys, known) for e in events]
+    div = result.divergence
+    if div is None:
+        return shown, result
+    rec = mask_event(div.recorded, keys, known) if div.recorded is not None else None
+    new = mask_event(div.new, keys, known) if div.new is not None else None
+    masked = dataclasses.replace(
+        div,
+        recorded=rec,
+        new=new,
+        inputs_before=[mask_event(i, keys, known) for i in div.inputs_before],
+        recorded_holds=short(rec) if rec is not None else div.recorded_holds,
+        new_holds=short(new) if new is not None else div.new_holds,
+        fields=field_diffs(rec, new) if rec is not None and new is not None else [],
+    )
+    return shown, dataclasses.replace(result, divergence=masked)
 
 
 def _clock(ms: int) -> str:
@@ -179,14 +276,75 @@ def export(
         Path, typer.Option("-o", "--output", metavar="FILE", help="The recording file to write")
     ],
     store: StoreOpt = None,
+    reveal: Annotated[
+        bool,
+        typer.Option(
+            "--reveal",
+            help="Write personal data in clear (needs FASTAGENT_READ_TOKEN; audited); "
+            "by default it stays sealed with the call's key, readable only with this store",
+        ),
+    ] = False,
 ) -> None:
-    """Write a call as a portable, versioned one-file recording."""
+    """Write a call as a portable, versioned one-file recording (personal data sealed)."""
     from fastagent.replay import write_recording
 
+    who = _who(reveal)
     with clear_errors():
-        events = _load(call_id, None, store)
-        write_recording(events, output)
-    typer.echo(f"wrote {len(events)} events of call {call_id} to {output}")
+        with _open(store) as s:
+            events = s.read_call(call_id)
+            s.audit(who, "export-clear" if reveal else "export", call_id, f"to {output}")
+            write_recording(events, output, sealer=None if reveal else s.sealer)
+    sealed = "in clear" if reveal else "personal data sealed"
+    typer.echo(f"wrote {len(events)} events of call {call_id} to {output} ({sealed})")
+
+
+@app.command()
+def forget(
+    call_id: str,
+    store: StoreOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also a call that has not ended (its driver stops)")
+    ] = False,
+) -> None:
+    """Forget a call: destroy its data key, so its personal data is unreadable for good.
+
+    The log is not changed; replay and export of the call then refuse, saying when it
+    was forgotten.  The forgetting is recorded in the audit trail."""
+    with clear_errors():
+        with _open(store) as s:
+            events = s.read_call(call_id, forgotten="blank")
+            if not isinstance(events[-1], ev.CallEnded) and not force:
+                raise fail(f"call {call_id!r} has not ended; forget it afterwards, or --force")
+            at = s.forget(call_id, _who(False))
+    when = datetime.fromtimestamp(at / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    typer.echo(f"forgot call {call_id} at {when}: its data key is destroyed")
+
+
+@app.command()
+def audit(
+    call_id: Annotated[str | None, typer.Argument(help="Only this call")] = None,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """The audit trail: who read, exported, revealed or forgot which call, and when."""
+    with clear_errors():
+        with _open(store) as s:
+            rows = s.read_audit(call_id)
+    out = [
+        {
+            "at": datetime.fromtimestamp(r.at_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+            "who": r.who,
+            "action": r.action,
+            "call_id": r.call_id,
+            "detail": r.detail,
+        }
+        for r in rows
+    ]
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for r in out:
+        typer.echo(f"{r['at']}  {r['action']:<12} {r['call_id']:<38} {r['who']}  {r['detail']}")
 
 
 @fsa_app.command("diagram")

@@ -58,18 +58,21 @@ class CallConfig(msgspec.Struct, frozen=True, kw_only=True):
     transfer_target: str = ""
     voice: str = "marin"
     model: str = "gpt-realtime-2"
+    # How long the model may take to answer a session.update or a response.create
+    # (FASTAGENT_MODEL_TIMEOUT_S; None: the core's, see CallPolicy).
+    model_timeout_s: float | None = None
     # How fast the caller's side plays bot audio: 1.0 on a real phone line; a
     # simulated caller may play faster than real time (the demo and tests do).
     playback_speed: float = 1.0
+    # The personal-data categories sealed in the store for this call (fastagent.privacy);
+    # None in calls recorded before: everything sealable is sealed.
+    sealed: tuple[str, ...] | None = None
     # The operator's overrides of the call's timing and retry rules (None: the
     # core's own, see CallPolicy); the core decides the policy from them.
     grace_s: float | None = None
     tool_timeout_s: float | None = None
     model_retries: int | None = None
     history_items: int | None = None
-    # How long the model may take to answer a session.update or a response.create
-    # (FASTAGENT_MODEL_TIMEOUT_S).
-    model_timeout_s: float | None = None
 
 
 class CallPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,9 +89,7 @@ class CallPolicy(msgspec.Struct, frozen=True, kw_only=True):
     tool_timeout_s: float = 10.0  # a dispatched tool call fails after this long
     model_retries: int = 5  # reconnect attempts when the model socket cannot be opened
     history_items: int = 24  # transcript items a new model session is seeded with one by one
-    # a session.update / response.create the model does not answer within this is a
-    # model failure (ModelTimeout: the agent's fallback)
-    model_timeout_s: float = 10.0
+    model_timeout_s: float = 10.0  # the model must answer session.update / response.create
 
 
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -84,7 +84,11 @@ def serve(
                 store=store, agent=agent, no_auth=no_auth or None, grace_s=grace
             )
             get_agent(config.agent)
-            Service(config).store.close()  # check token and store before listening
+            checked = Service(config)  # check tokens, store and master key before listening
+            try:
+                checked.store.check_keys()
+            finally:
+                checked.store.close()
         except ConfigError as exc:
             raise fail(str(exc)) from None
     config.greet = config.greet and greet
@@ -349,7 +353,7 @@ def demo(
             call_id = asyncio.run(run_demo(None, None, store, realtime=realtime, plan=plan))
         except (ScenarioError, ConfigError) as exc:
             raise fail(str(exc)) from None
-        _summary(call_id, store, realtime)
+        _summary(call_id, store, realtime, plan.agent)
 
 
 def _header(plan: DemoPlan, realtime: bool) -> None:
@@ -374,7 +378,7 @@ def _header(plan: DemoPlan, realtime: bool) -> None:
         )
 
 
-def _summary(call_id: str, store: str | None, realtime: bool) -> None:
+def _summary(call_id: str, store: str | None, realtime: bool, agent: str = "") -> None:
     """Call id, outcome, duration, where it is stored, and what to run next."""
     from rich.text import Text
 
@@ -409,7 +413,11 @@ def _summary(call_id: str, store: str | None, realtime: bool) -> None:
     console.out("")
     console.out(Text("next:", style="bold"))
     for cmd, what in (
-        (f"fastagent replay {call_id}{flag}", "its timeline, replayed through today's code"),
+        # Replay never imports code a recording names: an agent by import path is given.
+        (
+            f"fastagent replay {call_id}{flag}" + (f" --agent {agent}" if ":" in agent else ""),
+            "its timeline, replayed through today's code",
+        ),
         (f"fastagent calls{flag}", "every recorded call"),
         (f"fastagent report{flag}", "outcomes, FSA funnel, tools, latency"),
         (f"fastagent inspect{flag}", "the call in your browser"),

@@ -96,7 +96,7 @@ def test_every_command_ends_quietly_on_a_closed_pipe(
         ["calls", "--store", store],
         ["calls", "--json", "--store", store],
         ["replay", call_id, "--store", store],
-        ["replay", "--file", str(recording)],
+        ["replay", "--file", str(recording), "--store", store],  # sealed: opens with its store
         ["fsa", "list"],
         ["fsa", "diagram", "banking"],
         ["report", "--store", store, "--db", str(tmp_path / "a.duckdb")],

@@ -117,6 +117,10 @@ class CallSession:
         self.model_busy = False  # read_model is handling a frame (the slow lane)
         self.model_task: asyncio.Task[None] | None = None
         self.model_ready = asyncio.Event()
+        # Closed while a resume hands the call from a stale socket to a new one:
+        # model frames wait, so no decision is acted on against the wrong socket.
+        self.handover = asyncio.Event()
+        self.handover.set()
         self.grace_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.chunks_in = 0
@@ -591,6 +595,8 @@ class CallSession:
                 self.model_busy = True
                 if sock is not None:
                     sock.backlog -= 1
+                if not self.handover.is_set():
+                    await self.handover.wait()
                 await self.on_model_frame(data)
         except asyncio.CancelledError:
             raise
@@ -726,6 +732,8 @@ class CallSession:
         anything while the slow lane holds earlier frames, is left to read_model."""
         sock = self.model_sock
         if self.model_busy or sock is None or sock.backlog or self.closing or self.lost:
+            return False
+        if not self.handover.is_set():
             return False
         caller = self.caller_sock
         if caller is None or not caller.can_write_now():

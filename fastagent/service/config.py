@@ -42,7 +42,7 @@ class ServiceConfig:
     model_retries: int | None = None  # None: the core's, like grace_s
     # A session.update or response.create the model does not answer within this
     # many seconds is a model failure (the agent's fallback; outcome failed).
-    model_timeout_s: float | None = None  # None: the core's (10 s), like grace_s
+    model_timeout_s: float | None = None  # None: the core's, like grace_s
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     def to_env(self) -> dict[str, str]:
