@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 fsa_app = typer.Typer(cls=HelpGroup, help="Finite State Agents.", no_args_is_help=True)
 app.add_typer(fsa_app, name="fsa")
+new_app = typer.Typer(cls=HelpGroup, help="Start a project from a template.", no_args_is_help=True)
+app.add_typer(new_app, name="new")
 
 
 def _version(value: bool) -> None:
@@ -347,48 +349,99 @@ def audit(
         typer.echo(f"{r['at']}  {r['action']:<12} {r['call_id']:<38} {r['who']}  {r['detail']}")
 
 
+def _agents_named(refs: list[str] | None) -> list[tuple[str, Any]]:
+    """(reference, Agent) for ``refs`` (names or module:ATTR), or every built-in agent."""
+    from fastagent.agents import agent_names, get_agent
+
+    return [(ref, get_agent(ref)) for ref in (refs or agent_names())]
+
+
 @fsa_app.command("diagram")
 def fsa_diagram(
-    name: Annotated[str, typer.Argument(help="An FSA name, or an agent name for all its FSAs")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="An FSA name, or an agent (a built-in name or package.module:ATTRIBUTE) "
+            "for all its FSAs"
+        ),
+    ],
 ) -> None:
-    """Print a Mermaid state diagram of an FSA (by FSA or agent name)."""
-    from fastagent.agents import agent_names, get_agent
+    """Print the Mermaid state diagram of an FSA, or of every FSA of an agent."""
     from fastagent.fsa import diagram
 
     with clear_errors():
-        for agent_name in agent_names():
-            agent = get_agent(agent_name)
-            for f in agent.fsas:
-                if name in (f.name, agent_name):
-                    typer.echo(diagram(f))
-                    if name == f.name:
-                        return
-            if name == agent_name:
-                return
-    raise fail(f"unknown FSA {name!r}")
+        if ":" in name:  # an agent of your own, by import path
+            chosen = [f for _, agent in _agents_named([name]) for f in agent.fsas]
+        else:
+            chosen = []
+            for ref, agent in _agents_named(None):
+                if name == ref:
+                    chosen = list(agent.fsas)
+                    break
+                chosen += [f for f in agent.fsas if f.name == name][:1]
+                if chosen:
+                    break
+        if not chosen:
+            raise fail(f"unknown FSA or agent {name!r} (see `fastagent fsa list`)")
+        typer.echo("\n\n".join(diagram(f) for f in chosen))
 
 
 @fsa_app.command("list")
-def fsa_list() -> None:
-    """List the agents and their FSAs."""
-    from fastagent.agents import agent_names, get_agent
-
+def fsa_list(
+    agents: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Agents to list (built-in names or package.module:ATTRIBUTE) "
+            "\\[default: the built-in ones]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """List agents and their FSAs: NAME: FSA (intent tool), ..."""
     with clear_errors():
-        for agent_name in agent_names():
-            agent = get_agent(agent_name)
+        for ref, agent in _agents_named(agents):
             names = ", ".join(f"{f.name} ({f.intent})" for f in agent.fsas) or "-"
-            typer.echo(f"{agent_name}: {names}")
+            typer.echo(f"{ref}: {names}")
+
+
+@new_app.command("agent")
+def new_agent(
+    name: Annotated[str, typer.Argument(help="The agent's Python package name, e.g. tea_shop")],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            metavar="DIR",
+            help="Where to write the project \\[default: ./NAME]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write a runnable agent project: an FSA, an MCP tool server, a scenario, a test."""
+    from fastagent.scaffold import ScaffoldError
+    from fastagent.scaffold import new_agent as scaffold
+
+    try:
+        root = scaffold(name, directory)
+    except ScaffoldError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"wrote agent {name!r} to {root}/ (docs/tutorial.md walks through it)")
+    typer.echo(f"  cd {root}")
+    typer.echo(f"  PYTHONPATH=. fastagent demo --agent {name}.agent:AGENT   # play its scenario")
+    typer.echo("  PYTHONPATH=. python -m pytest -q                         # run its test")
 
 
 def _register_parts() -> None:
     # Imported, not guarded: a broken import is a bug to see, not a command to hide.
     from fastagent.analytics_cli import register as register_analytics
+    from fastagent.call_cli import register as register_client
     from fastagent.ops_cli import register as register_ops
     from fastagent.service_cli import register as register_service
 
     register_analytics(app)
     register_service(app)
     register_ops(app)
+    register_client(app)
 
 
 _register_parts()

@@ -205,10 +205,13 @@ async def run_demo(
     realtime: bool = False,
     show: bool = True,
     plan: DemoPlan | None = None,
+    problems: list[str] | None = None,
 ) -> str:
     """Play a scenario end to end over loopback; return the call id.
 
-    ``agent`` None plays the scenario with the agent it names.  The store is
+    ``agent`` None plays the scenario with the agent it names.  Scenario
+    problems (a broken expectation, a caller error) go to ``problems`` when given,
+    else to the log as warnings.  The store is
     opened (and every setting checked) before the service starts, so a bad
     setting is one line, not a failed server start-up.
     """
@@ -270,7 +273,10 @@ async def run_demo(
                     raise console.PipeClosed
                 # A scenario that no longer fits the agent must not pass silently.
                 for problem in (*fake.violations, *fake.mismatches, *report.errors):
-                    logging.getLogger("fastagent.demo").warning("scenario problem: %s", problem)
+                    if problems is not None:
+                        problems.append(problem)
+                    else:
+                        logging.getLogger("fastagent.demo").warning("scenario problem: %s", problem)
                 for _ in range(500):  # let the service finish the call's log
                     if not service.calls:
                         break
