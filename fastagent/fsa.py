@@ -136,6 +136,9 @@ class State:
     on_enter: Action | None = None  # runs when the state is entered
     after: tuple[Go, ...] = ()  # transitions taken when on_enter's result arrives
     reasoning_effort: str = ""  # the model's reasoning effort in this state ("" = agent's)
+    # Collects payment-card data (PCI DSS): the engine pauses the call recording
+    # (AudioCodes pauseCallRecording) on entering and resumes it on leaving.
+    pci: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from fastapi import WebSocket
 from fastagent import events as ev
 from fastagent import snapshots, vaic
 from fastagent.core import Engine
-from fastagent.service.call import CallSession, _Lost, dial_model, now_us
+from fastagent.service.call import CallSession, _Lost, now_us
 from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.process import Service
+from fastagent.service.realtime_link import dial_model
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall
 
 log = logging.getLogger("fastagent.service")
@@ -349,7 +350,7 @@ async def resume_from_store(
     except Exception as exc:  # configuring the model dials again, with backoff
         log.warning("call %s: model connect failed (%s)", call_id, exc)
     else:
-        session.use_model(conn)
+        session.model_link.use(conn)
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).
