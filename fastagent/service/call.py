@@ -98,6 +98,7 @@ class CallSession:
     def __init__(self, service: Service, call_id: str, engine: Engine) -> None:
         self.service = service
         self.store = service.store
+        self.metrics = service.metrics
         self.call_id = call_id
         self.engine = engine
         self.state = live.CallState()
@@ -143,9 +144,9 @@ class CallSession:
         state = self.state
         for e in batch:
             live.apply(state, e)
-        for observe in self.service.observers:
+        for observer in self.service.observers:
             for e in batch:
-                observe(e)
+                observer(e)
 
     async def input(self, cls: type[ev.Input], **fields: Any) -> None:
         inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=now_us(), **fields)
@@ -432,7 +433,8 @@ class CallSession:
 
     async def on_caller_audio(self, msg: vaic.UserStreamChunk) -> None:
         """Hot path (slow lane): record the boundary, forward the base64 untouched."""
-        decisions = self.record(self.caller_audio_input(msg))
+        inp = self.caller_audio_input(msg)
+        decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
         b64 = msg.audioChunk
@@ -440,6 +442,7 @@ class CallSession:
             b64 = self.to_model.process_b64(b64)
         if self.model_link.connected:
             await self.model_link.send_audio(b64)
+            self.metrics.relay_to_model(inp.at)
 
     def caller_audio_now(self, msg: vaic.UserStreamChunk) -> bool:
         """Fast lane, from the caller socket's data callback: record and forward a
@@ -452,8 +455,10 @@ class CallSession:
             b64 = self.to_model.process_b64(b64)
         # Everything that can fail comes before the record: a recorded frame is done.
         frame = link.audio_frame(b64)
-        if self.record_now(self.caller_audio_input(msg)):
+        inp = self.caller_audio_input(msg)
+        if self.record_now(inp):
             link.write_now(frame)
+            self.metrics.relay_to_model(inp.at)
         return True
 
     def record_now(self, inp: ev.Input) -> bool:
@@ -564,8 +569,10 @@ class CallSession:
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         frame = self.vaic_proto().play_chunk(b64)  # before the record: it may raise
-        if self.record_now(self.bot_audio_input(e)):  # type: ignore[arg-type]
+        inp = self.bot_audio_input(e)  # type: ignore[arg-type]
+        if self.record_now(inp):
             self.write_now(caller, frame)
+            self.metrics.relay_to_caller(inp.at)
         return True
 
     def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
@@ -595,7 +602,8 @@ class CallSession:
             await self.protocol_error("model", err)
             return
         b64 = e.delta
-        decisions = self.record(self.bot_audio_input(e))
+        inp = self.bot_audio_input(e)
+        decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
         pb = self.engine.play
@@ -606,6 +614,7 @@ class CallSession:
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         await self.to_vaic(self.vaic_proto().play_chunk(b64))
+        self.metrics.relay_to_caller(inp.at)
 
     # -------------------------------------------------------------- lifecycle
 
@@ -624,10 +633,32 @@ class CallSession:
             await self.store.flush_async(self.call_id)
         if self.service.calls.get(self.call_id) is self:
             del self.service.calls[self.call_id]
+        self.metrics.forget(self.call_id)
+        if self.service.tracer is not None:
+            self.service.tracer.forget(self.call_id)
         ws = self.detach_caller()
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
+
+    async def hand_over(self) -> None:
+        """Leave the call to another instance (draining): record the caller as
+        dropped (the call is then suspended in the log, which lets a resume
+        elsewhere claim it at once), snapshot it, and close the caller socket with
+        1001 (going away), on which VAIC reconnects and sends ``session.resume``."""
+        if self.closing:
+            return
+        ws = self.detach_caller()
+        self.proto = None
+        if ws is not None and self.engine.status not in ("ended", "suspended"):
+            with contextlib.suppress(_Lost):
+                await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
+        if not self.lost:
+            await self.save_snapshot()
+        await self.close("instance draining: left to resume on another instance")
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001)
 
     def start_grace(self) -> None:
         """The caller dropped: wait for a resume; end the call when the grace is over.
