@@ -542,3 +542,22 @@ async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> N
     starts = [e for e in events if isinstance(e, ev.PlaybackStarted)]
     assert len(starts) >= 2 and starts[1].seq > resumed.seq
     assert_replays(events)
+
+
+async def test_seeding_fits_the_context_window_and_leaves_out_what_was_never_heard() -> None:
+    from fastagent.service.call import seed_pairs
+    from projections.live import Line
+
+    long = [Line(role="user", text="x" * 1000 + str(i), at=i) for i in range(400)]
+    big = seed_pairs(
+        long, context_tokens=128_000
+    )  # gpt-realtime-2: 32k tokens of history, ~128k chars
+    small = seed_pairs(long, context_tokens=32_000)
+    size = lambda pairs: sum(len(t) for _, t in pairs)  # noqa: E731
+    assert 120_000 < size(big) <= 128_000 and 28_000 < size(small) <= 32_000
+    assert big[-1][1].endswith("399") and big[0][0] == "system"
+    lines = [
+        Line(role="assistant", text="Let me check.", at=0, item_id="a"),
+        Line(role="assistant", text="Never heard.", at=1, item_id="b", heard=False),
+    ]
+    assert seed_pairs(lines) == [("assistant", "Let me check.")]
