@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -237,10 +238,24 @@ async def run_demo(
     config.token = None
     # The simulated caller plays bot audio on its own clock, faster than real time.
     config.playback_speed = 1.0 if realtime else 1 / DEFAULT_PACE
+    switches = scenario.fake_model
+    if switches.model_timeout_s is not None:
+        config.model_timeout_s = switches.model_timeout_s
+    if switches.unreachable:
+        config.model_retries = 1
     event_store = open_store(config.store)
     try:
-        async with FakeRealtimeServer(scenario, realtime=realtime) as fake:
-            config.realtime_url = fake.url
+        async with FakeRealtimeServer(
+            scenario,
+            realtime=realtime,
+            ignore=switches.ignore,
+            error_on=switches.error_on,
+            expire_after_responses=switches.expire_after_responses,
+            # a session that expires is followed by a new one, which goes on with the script
+            continue_script=switches.expire_after_responses is not None,
+        ) as fake:
+            # An unreachable model: a loopback port nobody listens on (found, then closed).
+            config.realtime_url = fake.url if not switches.unreachable else await _dead_url()
             async with running_service(config, event_store) as (app, url):
                 service = app.state.service
                 caller = SimulatedCaller(url, formats=scenario.caller.formats, realtime=realtime)
@@ -285,6 +300,14 @@ async def run_demo(
         raise
     finally:
         event_store.close()
+
+
+async def _dead_url() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"ws://127.0.0.1:{port}/v1"
 
 
 _background: set[asyncio.Task[None]] = set()

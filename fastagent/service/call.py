@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 
-from fastagent import audio, realtime, snapshots, sockets, vaic
+from fastagent import audio, models, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.core import ENGINE_SERVER, Engine
 from fastagent.service.caller_link import CALLER_NOTICES, CallerPace
@@ -52,21 +52,37 @@ class _Lost(Exception):
 
 
 SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
+SEED_SHARE = 4  # the seeded history may use 1/SEED_SHARE of the model's context window
+CHARS_PER_TOKEN = 4  # a conservative estimate for English text
 
 
-def seed_pairs(transcript: list[live.Line], items: int = SEED_ITEMS) -> list[tuple[str, str]]:
+def seed_pairs(
+    transcript: list[live.Line], items: int = SEED_ITEMS, context_tokens: int = 32_000
+) -> list[tuple[str, str]]:
     """What a fresh model session is told of the call so far.
 
     The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
     conversation items; anything older is folded into one system message, so a
-    long call resumes with a few frames, not hundreds.
+    long call resumes with a few frames, not hundreds.  Bot audio the caller
+    never heard (deleted after a barge-in) is left out.  The whole history is
+    kept within a quarter of ``context_tokens`` (128,000 for gpt-realtime-2:
+    fastagent.models): the oldest part of the summary goes first.
     """
-    pairs = [(line.role, line.text) for line in transcript if line.text]
-    if len(pairs) <= items:
-        return pairs
-    older, recent = (pairs[:-items], pairs[-items:]) if items else (pairs, [])
-    summary = "Earlier in this call:\n" + "\n".join(f"{role}: {text}" for role, text in older)
-    return [("system", summary), *recent]
+    pairs = [(line.role, line.text) for line in transcript if line.text and line.heard]
+    budget = context_tokens // SEED_SHARE * CHARS_PER_TOKEN  # in characters
+    recent = pairs[len(pairs) - items :] if items else []
+    while recent and sum(len(t) for _, t in recent) > budget:
+        recent = recent[1:]
+    older = pairs[: len(pairs) - len(recent)]
+    if not older:
+        return recent
+    room = budget - sum(len(t) for _, t in recent)
+    lines = [f"{role}: {text}" for role, text in older]
+    while lines and sum(len(x) + 1 for x in lines) > room:
+        lines.pop(0)
+    if not lines:
+        return recent
+    return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
 
 
 # Decisions acted on without waiting for the log: the audio stream's framing,
@@ -217,7 +233,8 @@ class CallSession:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
-            seed = seed_pairs(self.state.transcript, self.policy.history_items)
+            window = models.info(self.service.config.model).context_tokens
+            seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
         awaited = await self.model_link.configure(d, self.engine.tool_specs(d.tools), seed)
         if awaited is not None:
             self.await_model(*awaited)
@@ -233,13 +250,17 @@ class CallSession:
 
         async def expire() -> None:
             await asyncio.sleep(seconds)
-            self.timers.pop(waiting_for, None)
+            if self.timers.get(waiting_for) is not task:
+                return
+            del self.timers[waiting_for]
             if not self.closing and self.engine.status != "ended":
-                await self.input(
-                    ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                await self._guard(
+                    self.input(
+                        ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                    )
                 )
 
-        task = asyncio.create_task(self._guard(expire()))
+        task = asyncio.create_task(expire())
         self.timers[waiting_for] = task
 
     def answered(self, waiting_for: str) -> None:
@@ -248,7 +269,9 @@ class CallSession:
             task.cancel()
 
     def on_failure_handled(self, d: ev.ModelFailureHandled) -> None:
-        log.warning(
+        quiet = d.action in ("none", "settled")  # on record; nothing changes for the caller
+        log.log(
+            logging.INFO if quiet else logging.WARNING,
             "call %s: model failure %s (%s) -> %s%s",
             self.call_id,
             d.kind,
