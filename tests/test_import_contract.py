@@ -31,6 +31,7 @@ CORE = {
     "fastagent.events",
     "fastagent.agent",
     "fastagent.errors",
+    "fastagent.models",  # facts about the OpenAI models (pure data, no I/O)
 }
 PROTOCOLS = {
     "fastagent.vaic",
