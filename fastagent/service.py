@@ -31,8 +31,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from fastagent import access, audio, models, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
+from fastagent import live as live_proto
 from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine, response_event_id
+from fastagent.live import choose_live_format
+from fastagent.live_link import MODEL_DECISIONS, LiveLink
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall, open_store
 from projections import live
 
@@ -75,6 +78,12 @@ class ServiceConfig:
     # A session.update or response.create the model does not answer within this
     # many seconds is a model failure (the agent's fallback; outcome failed).
     model_timeout_s: float = 10.0
+    # GPT-Live (--model gpt-live-1.1): the Responses model its delegations run on
+    # (FASTAGENT_LIVE_BACKEND_MODEL), whether sessions are stored so a dropped one
+    # is forked (FASTAGENT_LIVE_STORE=1), and the output quiet that means "stopped".
+    live_backend_model: str = "gpt-5-mini"
+    live_store: bool = False
+    live_idle_ms: int = 300
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     def to_env(self) -> dict[str, str]:
@@ -88,6 +97,9 @@ class ServiceConfig:
             "FASTAGENT_MODEL": self.model,
             "FASTAGENT_MODEL_TIMEOUT_S": repr(self.model_timeout_s),
             "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
+            "FASTAGENT_LIVE_BACKEND_MODEL": self.live_backend_model,
+            "FASTAGENT_LIVE_STORE": "1" if self.live_store else "0",
+            "FASTAGENT_LIVE_IDLE_MS": str(self.live_idle_ms),
         }
         if self.store:
             env["FASTAGENT_STORE"] = self.store
@@ -144,6 +156,15 @@ class ServiceConfig:
                 vaic.DEFAULT_MAX_FRAME_BYTES,
                 int,
                 "a whole number of bytes > 0",
+                lambda v: v > 0,
+            ),
+            live_backend_model=env.get("FASTAGENT_LIVE_BACKEND_MODEL") or "gpt-5-mini",
+            live_store=env.get("FASTAGENT_LIVE_STORE", "0").lower() in ("1", "true", "yes"),
+            live_idle_ms=number(
+                "FASTAGENT_LIVE_IDLE_MS",
+                300,
+                int,
+                "milliseconds (a whole number > 0)",
                 lambda v: v > 0,
             ),
         )
@@ -284,6 +305,10 @@ class CallSession:
         self.lost = False
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
+        # The GPT-Live model link (fastagent.live_link), when the call's model is one;
+        # None for Realtime, whose protocol this class speaks itself.
+        self.link: LiveLink | None = None
+        self.append_audio: Callable[[str], str] = realtime.append_audio
 
     # --------------------------------------------------------------- recording
 
@@ -319,7 +344,9 @@ class CallSession:
     async def execute(self, decisions: list[ev.Decision]) -> None:
         for d in decisions:
             t = type(d)
-            if t is ev.PlaybackStarted:
+            if self.link is not None and t in MODEL_DECISIONS:
+                await self.link.execute(d)
+            elif t is ev.PlaybackStarted:
                 await self.to_vaic(self.vaic_proto().play_start(d.stream_id, d.fmt))  # type: ignore[attr-defined]
             elif t is ev.PlaybackStopped:
                 frame = self.vaic_proto().play_stop()
@@ -368,12 +395,22 @@ class CallSession:
                 self.spawn(self.close("call ended"))
 
     async def accept(self, d: ev.SessionAccepted) -> None:
-        negotiated = vaic.choose_format([d.media_format])
+        self.use_link()
+        choose = choose_live_format if self.engine.live else vaic.choose_format
+        negotiated = choose([d.media_format])
         assert negotiated is not None
-        if not negotiated.passthrough:
-            self.to_model = audio.Resampler(negotiated.resample_from_hz, 24000)
-            self.to_caller = audio.Resampler(24000, negotiated.resample_from_hz)
+        if not negotiated.passthrough and self.to_model is None:
+            # soxr only where the formats differ (lpcm16_8; lpcm16 for Realtime).
+            rate = negotiated.resample_to_hz
+            self.to_model = audio.Resampler(negotiated.resample_from_hz, rate)
+            self.to_caller = audio.Resampler(rate, negotiated.resample_from_hz)
         await self.to_vaic(self.vaic_proto().accept(d.media_format))
+
+    def use_link(self) -> None:
+        """Speak GPT-Live on the model side if the call's model is a GPT-Live model."""
+        if self.engine.live and self.link is None:
+            self.link = LiveLink(self)
+            self.append_audio = live_proto.append_audio
 
     async def configure_model(self, d: ev.ModelConfigured) -> None:
         if self.model is None:
@@ -472,10 +509,14 @@ class CallSession:
         # down: leaving the caller on a dead line would be worse.
         await self.durable()
         pb = self.engine.play
-        if pb is not None:
-            wait = (pb.audible_until() - now_us()) / 1e6
-            if wait > 0:
-                await asyncio.sleep(min(wait, 30.0))
+        until = pb.audible_until() if pb is not None else 0
+        if self.link is not None:
+            # GPT-Live's goodbye stream is already stopped: the playout clock knows
+            # when the caller's queue runs dry.
+            until = max(until, self.engine.clock.end_at)
+        wait = (until - now_us()) / 1e6
+        if wait > 0:
+            await asyncio.sleep(min(wait, 30.0))
         await self.to_vaic(frame)
 
     async def durable(self) -> bool:
@@ -593,7 +634,7 @@ class CallSession:
         if self.to_model is not None:
             b64 = self.to_model.process_b64(b64)
         if self.model_ready.is_set():
-            await self.send_model(realtime.append_audio(b64))
+            await self.send_model(self.append_audio(b64))
 
     def caller_audio_now(self, msg: vaic.UserStreamChunk) -> bool:
         """Fast lane, from the caller socket's data callback: record and forward a
@@ -607,7 +648,7 @@ class CallSession:
         if self.to_model is not None:
             b64 = self.to_model.process_b64(b64)
         # Everything that can fail comes before the record: a recorded frame is done.
-        frame = realtime.append_audio(b64)
+        frame = self.append_audio(b64)
         if self.record_now(self.caller_audio_input(msg)):
             self.write_now(sock, frame)
         return True
@@ -661,7 +702,8 @@ class CallSession:
         delay = 0.2
         for attempt in range(cfg.model_retries + 1):
             try:
-                conn = await dial_model(self.service)
+                link = self.link
+                conn = await (link.dial() if link is not None else dial_model(self.service))
                 break
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
@@ -672,13 +714,19 @@ class CallSession:
         self.use_model(conn)
 
     def use_model(self, conn: Any) -> None:
-        """Start driving a freshly connected Realtime socket."""
+        """Start driving a freshly connected model socket."""
         self.model = conn
         ws = getattr(conn, "_connection", None)
         self.model_sock = ws if isinstance(ws, sockets.ModelConnection) else None
         if self.model_sock is not None:
             self.model_sock.on_text = self.model_text_now
-        self.model_ready.set()
+        if self.link is not None:
+            # GPT-Live: session.start goes first; audio and commands wait for
+            # session.started (the link sets model_ready then).
+            self.model_ready.clear()
+            self.link.connected()
+        else:
+            self.model_ready.set()
         self.model_task = asyncio.create_task(self.read_model())
 
     async def detach_model(self) -> None:
@@ -743,6 +791,9 @@ class CallSession:
         await self.input(ev.ConnectionRestored, side="model", instance=self.service.config.instance)
 
     async def on_model_frame(self, data: bytes) -> None:
+        if self.link is not None:
+            await self.link.on_frame(data)
+            return
         e = realtime.parse_server_event(data)
         t = type(e)
         if t is realtime.AudioDelta:
@@ -850,6 +901,8 @@ class CallSession:
         sock = self.model_sock
         if self.model_busy or sock is None or sock.backlog or self.closing or self.lost:
             return False
+        if self.link is not None:
+            return False  # GPT-Live frames take the ordered slow lane (the link)
         caller = self.caller_sock
         if caller is None or not caller.can_write_now():
             return False
@@ -918,6 +971,8 @@ class CallSession:
         for task in self.timers.values():
             task.cancel()
         self.timers.clear()
+        if self.link is not None:
+            await self.link.close_session()
         await self.detach_model()
         with contextlib.suppress(Exception):
             await self.store.flush_async(self.call_id)
@@ -1236,7 +1291,10 @@ async def resume(
 
 
 async def dial_model(service: Service) -> Any:
-    """A Realtime connection on the service's shared SDK client."""
+    """A Realtime connection on the service's shared SDK client (a GPT-Live call's
+    link dials its own: ``LiveLink.dial``)."""
+    if live_proto.is_live_model(service.config.model):
+        raise RuntimeError("GPT-Live calls are dialled by their link")
     return await realtime.connect_realtime(
         model=service.config.model,
         client=service.openai_client(),
@@ -1347,12 +1405,22 @@ async def resume_from_store(
     # Whatever model session there was is not ours: record it gone, so the engine
     # drops a response in progress and owes the caller a new one.
     await session.input(ev.ConnectionLost, side="model", reason=f"call resumed on {instance}")
-    try:
-        conn = await dial
-    except Exception as exc:  # configuring the model dials again, with backoff
-        log.warning("call %s: model connect failed (%s)", call_id, exc)
+    if session.link is not None:
+        # A GPT-Live call: its link dials (a new session, or a fork of the stored one).
+        dial.cancel()
+        with contextlib.suppress(BaseException):
+            await (await dial).close()
+        try:
+            await session.attach_model()
+        except Exception as exc:  # configuring the model dials again, with backoff
+            log.warning("call %s: model connect failed (%s)", call_id, exc)
     else:
-        session.use_model(conn)
+        try:
+            conn = await dial
+        except Exception as exc:  # configuring the model dials again, with backoff
+            log.warning("call %s: model connect failed (%s)", call_id, exc)
+        else:
+            session.use_model(conn)
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).

@@ -145,18 +145,33 @@ async def run_demo(
     *,
     realtime: bool = False,
     show: bool = True,
+    model: str | None = None,
 ) -> str:
-    """Play a scenario end to end over loopback; return the call id."""
+    """Play a scenario end to end over loopback; return the call id.
+
+    ``model`` (else ``FASTAGENT_MODEL``) picks the fake: a GPT-Live model
+    (``gpt-live-1.1``) plays against the fake GPT-Live server, any other against
+    the fake Realtime server.
+    """
+    from fastagent.live import is_live_model
     from fastagent.service import ServiceConfig
     from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
+    from fastagent.testing.fake_live import FakeLiveServer
     from fastagent.testing.fake_realtime import FakeRealtimeServer
     from fastagent.testing.scenario import load_scenario
 
     scenario = load_scenario(scenario_file or scenario_path(agent))
     agent = scenario.agent if scenario.agent != "default" else agent
-    async with FakeRealtimeServer(scenario, realtime=realtime) as fake:
+    probe = ServiceConfig.from_env(model=model)
+    fake_cls: Any = FakeLiveServer if is_live_model(probe.model) else FakeRealtimeServer
+    async with fake_cls(scenario, realtime=realtime) as fake:
         config = ServiceConfig.from_env(
-            store=store, agent=agent, no_auth=True, realtime_url=fake.url, api_key="demo"
+            store=store,
+            agent=agent,
+            no_auth=True,
+            realtime_url=fake.url,
+            api_key="demo",
+            model=model,
         )
         config.token = None
         # The simulated caller plays bot audio on its own clock, faster than real time.
@@ -209,6 +224,13 @@ def demo(
     scenario: Annotated[Path | None, typer.Option(help="A scenario JSON file")] = None,
     store: StoreOpt = None,
     realtime: Annotated[bool, typer.Option(help="Pace audio in real time")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FASTAGENT_MODEL",
+            help="Voice model: a Realtime model (gpt-realtime-2) or GPT-Live (gpt-live-1.1)",
+        ),
+    ] = None,
 ) -> None:
     """Run a complete simulated call over loopback and print its transcript."""
     from fastagent.cli import clear_errors, fail
@@ -218,8 +240,9 @@ def demo(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with clear_errors():
         try:
-            typer.echo(f"demo call with agent {agent!r} (fake model, simulated caller, loopback)")
-            call_id = asyncio.run(run_demo(agent, scenario, store, realtime=realtime))
+            which = f"fake {model}" if model else "fake model"
+            typer.echo(f"demo call with agent {agent!r} ({which}, simulated caller, loopback)")
+            call_id = asyncio.run(run_demo(agent, scenario, store, realtime=realtime, model=model))
         except (ScenarioError, ConfigError) as exc:
             raise fail(str(exc)) from None
     where = f" --store {store}" if store else ""

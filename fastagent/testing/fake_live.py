@@ -149,7 +149,7 @@ class FakeLiveSession:
         self.delegations: dict[str, _Delegation] = {}
         self.calls: dict[str, tuple[_Delegation, _Step]] = {}
         self.output_task: asyncio.Task[None] | None = None
-        self._stop_output = False
+        self._gen = 0  # speech generation: the caller talking over it ends the current one
         self.output_chunks = 0
         self.appended: list[tuple[str, str, str | None]] = []  # (kind, content, delegation)
         if server.continue_script and server.sessions and fork_of is None:
@@ -412,7 +412,7 @@ class FakeLiveSession:
             self.speaking = True
             self._silence = 0
             # Full duplex: the model hears the caller over itself and stops by itself.
-            self._stop_output = True
+            self._gen += 1
             text = self._next_utterance()
             words = text.split(" ") if text else []
             self._pending_words = words[1:]
@@ -492,12 +492,14 @@ class FakeLiveSession:
     # ------------------------------------------------------------ speech and delegation
 
     async def _play(self, steps: list[_Step]) -> None:
-        """Run a turn's steps in order: speak ``say``s, delegate ``call``s."""
-        if self.output_task is not None and not self.output_task.done():
-            self._stop_output = True
-            await asyncio.shield(self.output_task)
-        self._stop_output = False
-        self.output_task = asyncio.create_task(self._guard(self._run_steps(steps)))
+        """Run steps in order after what is being said: speak ``say``s, delegate ``call``s."""
+        prev = self.output_task
+        self.output_task = asyncio.create_task(self._guard(self._chain(prev, steps)))
+
+    async def _chain(self, prev: asyncio.Task[None] | None, steps: list[_Step]) -> None:
+        if prev is not None and not prev.done():
+            await asyncio.shield(prev)
+        await self._run_steps(steps, self._gen)
 
     async def _guard(self, coro: Any) -> None:
         try:
@@ -508,11 +510,11 @@ class FakeLiveSession:
             self.server.bugs.append(str(exc))
             await self.ws.close(code=1011, reason="fake server bug")
 
-    async def _run_steps(self, steps: list[_Step]) -> None:
-        while steps and not self._stop_output:
+    async def _run_steps(self, steps: list[_Step], gen: int) -> None:
+        while steps and gen == self._gen:
             step = steps.pop(0)
             if step.say is not None:
-                await self._say(step.say)
+                await self._say(step.say, gen)
                 continue
             calls = [step]
             while steps and steps[0].call is not None:
@@ -525,12 +527,12 @@ class FakeLiveSession:
                 last.after = steps  # spoken once the backend is continued
             return
 
-    async def _say(self, text: str) -> None:
+    async def _say(self, text: str, gen: int) -> None:
         n_chunks = max(1, round(_MS_PER_CHAR * len(text) / _CHUNK_MS))
         words = text.split(" ")
         chunk = _tone_b64(self.audio_name)
         for k in range(n_chunks):
-            if self._stop_output:
+            if gen != self._gen:
                 return  # it heard the caller and yielded: the rest is never said
             if k < len(words):
                 piece = words[k] if k == len(words) - 1 else words[k] + " "
