@@ -520,6 +520,8 @@ class Engine:
         if pb is None or pb.item_id != e.item_id:
             if e.response_id == self.interrupted_response or self.status != "active":
                 return  # late audio of an interrupted response: not played
+            if self.live and self.barged:
+                self._live_cut(e.at)  # GPT-Live moved on after the caller talked over it
             self._stop_playback("next")
             self.streams += 1
             clock.speed = self.playback_speed

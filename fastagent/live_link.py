@@ -90,6 +90,7 @@ class LiveLink:
         self.last_audio = 0.0  # loop time of the current item's last audio delta
         self.watched = ""  # output item the idle watcher is watching
         self.watcher: asyncio.Task[None] | None = None
+        self.cut = False  # VAIC was told of this caller turn's barge-in
 
     # ----------------------------------------------------------------- dialling
 
@@ -175,6 +176,8 @@ class LiveLink:
 
     async def execute(self, d: ev.Decision) -> None:
         s = self.session
+        if s.caller is None and type(d) is ev.ItemHeard:
+            self.cut = True  # (no caller socket to tell)
         if type(d) is ev.ModelConfigured:
             if s.model is None:
                 try:
@@ -190,6 +193,9 @@ class LiveLink:
                     await s.send_model(frame)
             s.await_model("session.updated", "")
             return
+        if type(d) is ev.ItemHeard and not self.cut:
+            self.cut = True  # VAIC's barge-in: it stops playing what it has queued
+            await s.to_vaic(vaic.speech_started())
         for frame in self.frames_for(d):
             await s.send_model(frame)
         if type(d) is ev.ResponseRequested:
@@ -221,12 +227,14 @@ class LiveLink:
         if t is live.InputTranscriptDelta:
             if p.turn_started:
                 await self._transcripts()
+                # VAIC hears of the barge-in when the engine cuts its playback
+                # (ItemHeard, once the model's output stopped), not now.
+                self.cut = False
                 await s.input(
                     ev.SpeechStarted,
                     item_id=p._turn,
                     audio_start_ms=e.start_ms,  # type: ignore[union-attr]
                 )
-                await s.to_vaic(vaic.speech_started())
             return
         if t is live.OutputTranscriptDelta:
             await self._transcripts()
@@ -356,6 +364,10 @@ class LiveLink:
             await s.protocol_error("model", f"session.output_audio.delta: {err}")
             return
         item = self.proto.output_item
+        if self.watched and self.watched != item:
+            # The model went on to a new item: the watched one's output stopped.
+            old, self.watched = self.watched, ""
+            await s.input(ev.ModelOutputStopped, item_id=old, idle_ms=0)
         self.last_audio = time.monotonic()
         if self.watched != item:
             self.watched = item

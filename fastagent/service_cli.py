@@ -163,8 +163,13 @@ async def run_demo(
     scenario = load_scenario(scenario_file or scenario_path(agent))
     agent = scenario.agent if scenario.agent != "default" else agent
     probe = ServiceConfig.from_env(model=model)
-    fake_cls: Any = FakeLiveServer if is_live_model(probe.model) else FakeRealtimeServer
-    async with fake_cls(scenario, realtime=realtime) as fake:
+    options: dict[str, Any] = {"realtime": realtime}
+    fake_cls: Any = FakeRealtimeServer
+    if is_live_model(probe.model):
+        # GPT-Live speaks at the pace the caller hears (full duplex: it stops when
+        # talked over), so its fake is paced like the simulated caller's playback.
+        fake_cls, options["speed"] = FakeLiveServer, 1 / DEFAULT_PACE
+    async with fake_cls(scenario, **options) as fake:
         config = ServiceConfig.from_env(
             store=store,
             agent=agent,

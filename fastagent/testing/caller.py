@@ -441,10 +441,13 @@ class SimulatedCaller:
         def latest() -> PlayStream | None:
             # The stream being received, else the last one the bot was expected to
             # play (it may still be playing, queued behind the ones before it).
+            # A stream already barged in on is not barged in on again (its stop may
+            # still be on the way: GPT-Live stops when the model's output stops).
             streams = self.report.play_streams
-            if self._active is not None:
+            if self._active is not None and not self._active.interrupted:
                 return self._active
-            return streams[-1] if streams and len(streams) >= expected else None
+            last = streams[-1] if streams and len(streams) >= expected else None
+            return last if last is not None and not last.interrupted else None
 
         def ready() -> bool:
             s = latest()
