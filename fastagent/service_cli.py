@@ -162,6 +162,7 @@ async def run_demo(
 
     scenario = load_scenario(scenario_file or scenario_path(agent))
     agent = scenario.agent if scenario.agent != "default" else agent
+    model = model or scenario.model or None
     probe = ServiceConfig.from_env(model=model)
     options: dict[str, Any] = {"realtime": realtime}
     fake_cls: Any = FakeRealtimeServer
