@@ -265,7 +265,7 @@ def _concatenated_strings(n: int, blob: bytes, lengths: str) -> pa.Array | None:
 def open_source(url: str | None = None, *, fast: bool = True) -> LogSource:
     """Open the event store at ``url`` (default $FASTAGENT_STORE or ./fastagent.db) for reading.
 
-    A missing SQLite file is an error here (syncing must not create a store).
+    A store that does not exist is an error here (syncing must not create one).
     With ``fast``, an SQLite file store is read directly (:class:`SqliteSource`).
     """
     from fastagent.store import StoreError, open_store
@@ -279,10 +279,8 @@ def open_source(url: str | None = None, *, fast: bool = True) -> LogSource:
         if url.startswith("sqlite:///"):
             path = path[1:]
         table = parse_qs(qs).get("table", [table])[-1]
-        if path not in ("", ":memory:") and not os.path.exists(os.path.expanduser(path)):
-            raise AnalyticsError(f"cannot open store {path}: no such file")
     try:
-        store = open_store(url)
+        store = open_store(url, create=False)
     except StoreError as exc:
         raise AnalyticsError(one_line(exc)) from None
     if fast and store.kind == "sqlite" and path not in ("", ":memory:"):

@@ -24,6 +24,7 @@ import typer
 
 from fastagent import analytics
 from fastagent.analytics import AnalyticsError
+from fastagent.cli_common import StoreOpt
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -51,17 +52,27 @@ REPORT_SECTIONS: list[tuple[str, str]] = [
     ("Skipped events", "SELECT * FROM sync_skipped ORDER BY topic, reason"),
 ]
 
-StoreOpt = Annotated[
-    str | None,
-    typer.Option("--store", envvar="FASTAGENT_STORE", help="SQLite path or postgresql:// URL"),
-]
 DbOpt = Annotated[
     str | None,
-    typer.Option("--db", envvar="FASTAGENT_ANALYTICS", help="Analytics DuckDB file"),
+    typer.Option(
+        "--db",
+        envvar="FASTAGENT_ANALYTICS",
+        metavar="FILE",
+        help="The analytics DuckDB file (default ./fastagent-analytics.duckdb)",
+        show_default=False,
+    ),
 ]
-NoSyncOpt = Annotated[bool, typer.Option("--no-sync", help="Query without syncing first")]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | csv | json | parquet")]
-OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")]
+NoSyncOpt = Annotated[
+    bool, typer.Option("--no-sync", help="Query the analytics file as it is, without syncing")
+]
+FormatOpt = Annotated[
+    str,
+    typer.Option("--format", "-f", metavar="table|csv|json|parquet", help="Output format"),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", metavar="FILE", help="Write to this file (stdout if not given)"),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -87,6 +98,8 @@ def _clear_errors() -> Iterator[None]:
 
     try:
         yield
+    except BrokenPipeError:
+        raise  # stdout's reader went away: main() ends quietly, this is no error
     except (AnalyticsError, StoreError) as exc:
         raise _fail(analytics.one_line(exc)) from None
     except duckdb.Error as exc:
@@ -230,10 +243,12 @@ def register(app: typer.Typer) -> None:
     def sync_cmd(
         store: StoreOpt = None,
         db: DbOpt = None,
-        batch: Annotated[int, typer.Option(min=1, help="Log positions per transaction")] = (
-            analytics.DEFAULT_BATCH
-        ),
-        rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete and rebuild")] = False,
+        batch: Annotated[
+            int, typer.Option(min=1, metavar="N", help="Log positions per transaction")
+        ] = (analytics.DEFAULT_BATCH),
+        rebuild: Annotated[
+            bool, typer.Option("--rebuild", help="Delete the analytics file and sync from scratch")
+        ] = False,
     ) -> None:
         """Apply new events of the store's log to the analytics DuckDB file."""
         with _clear_errors():

@@ -17,25 +17,43 @@ from typing import Annotated, Any
 import typer
 
 from fastagent import events as ev
+from fastagent.cli_common import HelpGroup, JsonOpt, StoreOpt, fail
 
 app = typer.Typer(
+    cls=HelpGroup,
     help="FastAgent: event-sourced, replayable voice agents on the phone.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-fsa_app = typer.Typer(help="Finite State Agents.", no_args_is_help=True)
+fsa_app = typer.Typer(cls=HelpGroup, help="Finite State Agents.", no_args_is_help=True)
 app.add_typer(fsa_app, name="fsa")
 
-StoreOpt = Annotated[
-    str | None,
-    typer.Option("--store", envvar="FASTAGENT_STORE", help="SQLite path or postgresql:// URL"),
-]
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"fastagent {version('fastagent')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("fastagent (not installed)")
+        raise typer.Exit()
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"fastagent: {message}", err=True)
-    return typer.Exit(code)
+@app.callback()
+def _root(
+    _: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """FastAgent: event-sourced, replayable voice agents on the phone."""
+
+
+__all__ = ["app", "clear_errors", "fail", "main"]
 
 
 @contextmanager
@@ -48,6 +66,8 @@ def clear_errors() -> Iterator[None]:
 
     try:
         yield
+    except BrokenPipeError:
+        raise  # stdout's reader went away: main() ends quietly, this is no error
     except (
         StoreError,
         ev.EventFormatError,
@@ -60,9 +80,10 @@ def clear_errors() -> Iterator[None]:
 
 
 def _open(store: str | None) -> Any:
+    """The store for a read command: one that exists, never a new empty one."""
     from fastagent.store import open_store
 
-    return open_store(store)
+    return open_store(store, create=False)
 
 
 def _load(call_id: str | None, file: Path | None, store: str | None) -> list[ev.Event]:
@@ -78,9 +99,14 @@ def _load(call_id: str | None, file: Path | None, store: str | None) -> list[ev.
 
 @app.command()
 def replay(
-    call_id: Annotated[str | None, typer.Argument(help="The call to replay")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="A recording file")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    call_id: Annotated[
+        str | None, typer.Argument(help="The call to replay (see `fastagent calls`)")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", metavar="FILE", help="A recording written by `fastagent export`"),
+    ] = None,
+    as_json: JsonOpt = False,
     store: StoreOpt = None,
 ) -> None:
     """Replay a recorded call through today's engine; exit 1 on divergence."""
@@ -121,7 +147,7 @@ def _clock(ms: int) -> str:
 
 
 @app.command()
-def calls(store: StoreOpt = None, as_json: bool = typer.Option(False, "--json")) -> None:
+def calls(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """List recorded calls: id, start, duration, outcome."""
     with clear_errors(), _open(store) as s:
         rows = s.list_calls()
@@ -150,8 +176,10 @@ def _call_row(r: Any) -> dict[str, Any]:
 
 @app.command()
 def export(
-    call_id: str,
-    output: Annotated[Path, typer.Option("-o", "--output", help="File to write")],
+    call_id: Annotated[str, typer.Argument(help="The call to export (see `fastagent calls`)")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", metavar="FILE", help="The recording file to write")
+    ],
     store: StoreOpt = None,
 ) -> None:
     """Write a call as a portable, versioned one-file recording."""
@@ -164,7 +192,9 @@ def export(
 
 
 @fsa_app.command("diagram")
-def fsa_diagram(name: str) -> None:
+def fsa_diagram(
+    name: Annotated[str, typer.Argument(help="An FSA name, or an agent name for all its FSAs")],
+) -> None:
     """Print a Mermaid state diagram of an FSA (by FSA or agent name)."""
     from fastagent.agents import agent_names, get_agent
     from fastagent.fsa import diagram
@@ -212,15 +242,41 @@ def _register_parts() -> None:
 
         register(app)
 
+    def ops() -> None:
+        from fastagent.ops_cli import register
+
+        register(app)
+
     _register_optional(analytics)
     _register_optional(service)
+    _register_optional(ops)
 
 
 _register_parts()
 
 
 def main() -> None:
+    """The ``fastagent`` entry point: a closed stdout pipe ends it at once and quietly."""
+    from fastagent import console
+
+    console.remember_stdout()
     try:
         app()
+    except (console.PipeClosed, BrokenPipeError):
+        console.guard_pipe()
+        sys.exit(console.EXIT_PIPE_CLOSED)
+    except SystemExit as exc:
+        # click and rich end a print that hit a closed pipe with exit 1 (after
+        # silencing stdout themselves): report it as the pipe it was.
+        if exc.code == 1 and (
+            console.silenced_by_a_closed_pipe() or type(sys.stdout).__name__ == "PacifyFlushWrapper"
+        ):
+            console.guard_pipe()
+            sys.exit(console.EXIT_PIPE_CLOSED)
+        raise exc from None
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

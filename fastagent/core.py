@@ -31,6 +31,9 @@ END_CALL = "end_call"
 TRANSFER = "transfer_to_human"
 SEND_DTMF = "send_dtmf"
 _DTMF = re.compile(r"[0-9*#]{1,20}")
+# The timing and retry rules a call gets unless the operator overrides them
+# (CallConfig); recorded in SessionAccepted, so replay sees a change to them.
+POLICY = ev.CallPolicy(grace_s=30.0, tool_timeout_s=10.0, model_retries=5, history_items=24)
 
 
 @dataclass(slots=True)
@@ -153,6 +156,7 @@ class Engine:
     config_transfer: str = ""  # from CallConfig: overrides the agent's target
     greet: bool = True
     playback_speed: float = 1.0  # the caller side's, from CallConfig
+    policy: ev.CallPolicy = POLICY  # decided at the session's acceptance
     next_seq: int = 1
     streams: int = 0
     play: Playback | None = None
@@ -404,9 +408,13 @@ class Engine:
         self.config_transfer = e.config.transfer_target
         self.greet = e.config.greet
         self.playback_speed = e.config.playback_speed if e.config.playback_speed > 0 else 1.0
+        self.policy = _policy(e.config)
         self.status = "active"
         self._emit(
-            ev.SessionAccepted, media_format=self.media_format, model_format=self.model_format
+            ev.SessionAccepted,
+            media_format=self.media_format,
+            model_format=self.model_format,
+            policy=self.policy,
         )
         self._configure()
 
@@ -426,6 +434,7 @@ class Engine:
             media_format=self.media_format,
             model_format=self.model_format,
             resumed=True,
+            policy=self.policy,
         )
         if self.held_response:  # no barge-in happened before the drop
             calls, self.held_calls, self.held_response = self.held_calls, [], ""
@@ -1160,6 +1169,20 @@ _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.GraceExpired: Engine._on_grace_expired,
     ev.ModelOutputStopped: Engine._on_output_stopped,
 }
+
+
+def _policy(config: ev.CallConfig) -> ev.CallPolicy:
+    """The call's rules: the operator's overrides where given and sane, else POLICY."""
+
+    def pick(value: Any, default: Any, ok: Callable[[Any], bool]) -> Any:
+        return value if value is not None and ok(value) else default
+
+    return ev.CallPolicy(
+        grace_s=pick(config.grace_s, POLICY.grace_s, lambda v: 0 <= v < 86_400),
+        tool_timeout_s=pick(config.tool_timeout_s, POLICY.tool_timeout_s, lambda v: 0 < v < 3_600),
+        model_retries=pick(config.model_retries, POLICY.model_retries, lambda v: 0 <= v <= 100),
+        history_items=pick(config.history_items, POLICY.history_items, lambda v: 0 <= v <= 1_000),
+    )
 
 
 def response_event_id(seq: int) -> str:

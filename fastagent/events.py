@@ -62,6 +62,28 @@ class CallConfig(msgspec.Struct, frozen=True, kw_only=True):
     # How fast the caller's side plays bot audio: 1.0 on a real phone line; a
     # simulated caller may play faster than real time (the demo and tests do).
     playback_speed: float = 1.0
+    # The operator's overrides of the call's timing and retry rules (None: the
+    # core's own, see CallPolicy); the core decides the policy from them.
+    grace_s: float | None = None
+    tool_timeout_s: float | None = None
+    model_retries: int | None = None
+    history_items: int | None = None
+
+
+class CallPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """The timing and retry rules of one call, decided by the core when it accepts
+    the session (carried by :class:`SessionAccepted`) and followed by the shell.
+
+    Deciding them in the core puts them in the log: a change to a rule (or to its
+    default) shows in replay at the session's acceptance, and a call that moves
+    to another instance keeps the rules it started with.  The defaults here are
+    what calls recorded before the policy existed used.
+    """
+
+    grace_s: float = 30.0  # how long a dropped caller may take to resume (session.resume)
+    tool_timeout_s: float = 10.0  # a dispatched tool call fails after this long
+    model_retries: int = 5  # reconnect attempts when the model socket cannot be opened
+    history_items: int = 24  # transcript items a new model session is seeded with one by one
 
 
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -354,6 +376,7 @@ class SessionAccepted(Decision, frozen=True, kw_only=True):
     media_format: str
     model_format: str  # the OpenAI format the audio is bridged to
     resumed: bool = False
+    policy: CallPolicy = CallPolicy()  # the call's timing and retry rules
 
 
 class SessionRejected(Decision, frozen=True, kw_only=True):

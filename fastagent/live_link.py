@@ -158,7 +158,8 @@ class LiveLink:
             return self.proto.start(live.fork_start(event_id=event_id))
         from fastagent.service import seed_pairs
 
-        history = live.initial_items(seed_pairs(self.session.state.transcript))
+        s = self.session
+        history = live.initial_items(seed_pairs(s.state.transcript, s.policy.history_items))
         self.seeded = len(history)
         assert engine.agent is not None
         return self.proto.start(

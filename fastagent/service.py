@@ -70,11 +70,11 @@ class ServiceConfig:
     api_key: str | None = None  # OPENAI_API_KEY
     model: str = models.DEFAULT_MODEL
     voice: str = ""
-    grace_s: float = 30.0
+    grace_s: float | None = None  # None: the core's (core.POLICY); recorded per call
     playback_speed: float = 1.0  # >1 only for simulated callers that play faster
     max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
-    tool_timeout_s: float = 10.0
-    model_retries: int = 5
+    tool_timeout_s: float | None = None  # None: the core's, like grace_s
+    model_retries: int | None = None  # None: the core's, like grace_s
     # A session.update or response.create the model does not answer within this
     # many seconds is a model failure (the agent's fallback; outcome failed).
     model_timeout_s: float = 10.0
@@ -90,7 +90,6 @@ class ServiceConfig:
         """The FASTAGENT_* variables that rebuild this configuration (for workers)."""
         env = {
             "FASTAGENT_AGENT": self.agent,
-            "FASTAGENT_GRACE_S": repr(self.grace_s),
             "FASTAGENT_GREET": "1" if self.greet else "0",
             "FASTAGENT_PLAYBACK_SPEED": repr(self.playback_speed),
             "FASTAGENT_MAX_FRAME_BYTES": str(self.max_frame_bytes),
@@ -103,6 +102,8 @@ class ServiceConfig:
         }
         if self.store:
             env["FASTAGENT_STORE"] = self.store
+        if self.grace_s is not None:
+            env["FASTAGENT_GRACE_S"] = repr(self.grace_s)
         if self.transfer_target:
             env["FASTAGENT_TRANSFER_TARGET"] = self.transfer_target
         return env
@@ -113,10 +114,10 @@ class ServiceConfig:
         not None.  Raises ConfigError (one line) for a malformed number."""
         env = os.environ
 
-        def number(name: str, default: float, kind: type, expected: str, ok: Any) -> Any:
+        def number(name: str, default: float | None, kind: type, expected: str, ok: Any) -> Any:
             raw = env.get(name, "").strip()
             if not raw:
-                return kind(default)
+                return None if default is None else kind(default)
             try:
                 value = kind(raw)
             except ValueError:
@@ -144,7 +145,7 @@ class ServiceConfig:
                 lambda v: 0 < v < inf,
             ),
             grace_s=number(
-                "FASTAGENT_GRACE_S", 30, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
+                "FASTAGENT_GRACE_S", None, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
             ),
             greet=env.get("FASTAGENT_GREET", "1").lower() not in ("0", "false", "no"),
             # Only for simulated callers that play bot audio faster than real time.
@@ -260,19 +261,20 @@ class Service:
         await asyncio.to_thread(self.store.flush)
 
 
-SEED_ITEMS = 24  # recent transcript items seeded one by one; older ones as one summary
+SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
 
 
-def seed_pairs(transcript: list[live.Line]) -> list[tuple[str, str]]:
+def seed_pairs(transcript: list[live.Line], items: int = SEED_ITEMS) -> list[tuple[str, str]]:
     """What a fresh model session is told of the call so far.
 
-    The last turns go in as conversation items; anything older is folded into
-    one system message, so a long call resumes with a few frames, not hundreds.
+    The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
+    conversation items; anything older is folded into one system message, so a
+    long call resumes with a few frames, not hundreds.
     """
     pairs = [(line.role, line.text) for line in transcript if line.text]
-    if len(pairs) <= SEED_ITEMS:
+    if len(pairs) <= items:
         return pairs
-    older, recent = pairs[:-SEED_ITEMS], pairs[-SEED_ITEMS:]
+    older, recent = (pairs[:-items], pairs[-items:]) if items else (pairs, [])
     summary = "Earlier in this call:\n" + "\n".join(f"{role}: {text}" for role, text in older)
     return [("system", summary), *recent]
 
@@ -304,6 +306,7 @@ class CallSession:
         self.closing = False
         self.lost = False
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
         # The GPT-Live model link (fastagent.live_link), when the call's model is one;
         # None for Realtime, whose protocol this class speaks itself.
@@ -395,6 +398,7 @@ class CallSession:
                 self.spawn(self.close("call ended"))
 
     async def accept(self, d: ev.SessionAccepted) -> None:
+        self.policy = d.policy
         self.use_link()
         choose = choose_live_format if self.engine.live else vaic.choose_format
         negotiated = choose([d.media_format])
@@ -433,7 +437,8 @@ class CallSession:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
-            for item in realtime.seed_items(seed_pairs(self.state.transcript)):
+            pairs = seed_pairs(self.state.transcript, self.policy.history_items)
+            for item in realtime.seed_items(pairs):
                 await self.send_model(item)
 
     def await_model(self, waiting_for: str, event_id: str) -> None:
@@ -550,7 +555,7 @@ class CallSession:
                 d.name,
                 d.arguments,
                 idempotency_key=d.idempotency_key,
-                timeout_s=self.service.config.tool_timeout_s,
+                timeout_s=self.policy.tool_timeout_s,
             )
             ok, output, error = out.ok, out.output, out.error
             duration = out.duration_us
@@ -698,16 +703,16 @@ class CallSession:
 
     async def attach_model(self) -> None:
         """Connect the model socket (with backoff) and start reading it."""
-        cfg = self.service.config
+        retries = self.policy.model_retries
         delay = 0.2
-        for attempt in range(cfg.model_retries + 1):
+        for attempt in range(retries + 1):
             try:
                 link = self.link
                 conn = await (link.dial() if link is not None else dial_model(self.service))
                 break
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
-                if attempt == cfg.model_retries:
+                if attempt == retries:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -989,7 +994,7 @@ class CallSession:
         Meanwhile watch the log: if another instance resumed the call, let go of it
         (model socket included) at once instead of at the end of the grace.
         """
-        grace = self.service.config.grace_s
+        grace = self.policy.grace_s
 
         async def expire() -> None:
             loop = asyncio.get_running_loop()
@@ -1203,6 +1208,9 @@ async def initiate(
         model=cfg.model,
         model_timeout_s=cfg.model_timeout_s,
         playback_speed=cfg.playback_speed,
+        grace_s=cfg.grace_s,
+        tool_timeout_s=cfg.tool_timeout_s,
+        model_retries=cfg.model_retries,
     )
     await session.input(
         ev.SessionInitiated,
@@ -1225,7 +1233,9 @@ async def start_model_and_tools(session: CallSession) -> None:
     assert agent is not None
     if agent.servers:
         try:
-            hub = await session.service.hub(agent.name)
+            # The hub is keyed by the configured reference ("banking" or
+            # "mypkg.agents:AGENT"), as run_tool looks it up; never by Agent.name.
+            hub = await session.service.hub(session.state.agent)
             listed = await hub.list_tools()
         except Exception as exc:
             log.warning("call %s: tools unavailable: %s", session.call_id, exc)
@@ -1464,7 +1474,8 @@ class _App(FastAPI):
 
 
 def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAPI:
-    """The FastAPI app: ``/audiocodes`` (VAIC token), ``/healthz``; ``/mcp`` and, with
+    """The FastAPI app: ``/audiocodes`` (VAIC token), ``/healthz``; ``/mcp``, the call
+    inspector's ``/inspect/api/`` and, with
     ``api_docs``, ``/docs``, ``/redoc``, ``/openapi.json`` behind the read credential
     (404 while none is configured; see fastagent.access)."""
     holder: dict[str, Service] = {}
@@ -1520,6 +1531,7 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
         return JSONResponse({"ok": True, "calls": calls})
 
     _mount_mcp(app, readers, holder)
+    _mount_inspector(app, readers, holder, config)
     if config.api_docs:
         app.add_middleware(_DocsGuard, readers=readers)
     return app
@@ -1533,6 +1545,19 @@ class _DocsGuard:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
+
+
+def _mount_inspector(
+    app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service], config: ServiceConfig
+) -> None:
+    """The call inspector at ``/inspect/`` (see fastagent.inspector): its API behind
+    the read credential, off (404) while none is configured."""
+    from fastagent.inspector import builtin_agents, inspector_app, mount
+
+    inspector = inspector_app(
+        lambda: holder["service"].store, readers, agents=builtin_agents(config.agent)
+    )
+    mount(app, inspector)
 
 
 def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service]) -> None:

@@ -14,12 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from fastagent import events as ev
-
-StoreOpt = Annotated[
-    str | None,
-    typer.Option("--store", envvar="FASTAGENT_STORE", help="SQLite path or postgresql:// URL"),
-]
+from fastagent import console
+from fastagent.cli_common import AgentOpt, StoreOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -29,36 +25,51 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     host: Annotated[
-        str, typer.Option(envvar="FASTAGENT_HOST", help="Interface to listen on")
+        str,
+        typer.Option(envvar="FASTAGENT_HOST", metavar="HOST", help="Interface to listen on"),
     ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option(envvar="FASTAGENT_PORT", min=0, max=65535, help="TCP port")
+        int,
+        typer.Option(envvar="FASTAGENT_PORT", min=0, max=65535, metavar="PORT", help="TCP port"),
     ] = 8080,
     store: StoreOpt = None,
-    agent: Annotated[
-        str, typer.Option(envvar="FASTAGENT_AGENT", help="Agent name or module:ATTRIBUTE")
-    ] = "default",
+    agent: AgentOpt = "default",
     no_auth: Annotated[
-        bool, typer.Option("--no-auth", help="Accept calls without a token")
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Accept calls without a token (local use only)",
+        ),
     ] = False,
     grace: Annotated[
         float | None,
         typer.Option(
-            min=0, help="Seconds a dropped caller may resume [default: $FASTAGENT_GRACE_S or 30]"
+            min=0,
+            metavar="SECONDS",
+            help="How long a dropped caller may resume the call "
+            "\\[env var: FASTAGENT_GRACE_S] \\[default: 30]",
+            show_default=False,
         ),
     ] = None,
-    greet: Annotated[bool, typer.Option(help="The bot greets the caller first")] = True,
+    greet: Annotated[
+        bool,
+        typer.Option(help="The bot greets the caller first \\[env var: FASTAGENT_GREET]"),
+    ] = True,
     workers: Annotated[
         int,
         typer.Option(
             envvar="FASTAGENT_WORKERS",
             min=1,
+            metavar="N",
             help="Processes sharing the port (one per core); calls move between them "
             "through the store like between instances",
         ),
     ] = 1,
 ) -> None:
-    """Run the voice service: VAIC WebSocket at /audiocodes."""
+    """Run the voice service: the VAIC WebSocket at /audiocodes.
+
+    Needs FASTAGENT_VAIC_TOKEN (or --no-auth) and OPENAI_API_KEY.
+    """
     import uvicorn
 
     from fastagent.agents import get_agent
@@ -76,6 +87,11 @@ def serve(
         except ConfigError as exc:
             raise fail(str(exc)) from None
     config.greet = config.greet and greet
+    if not config.api_key and config.realtime_url is None:
+        console.err(
+            "fastagent: warning: no OPENAI_API_KEY set: calls will not reach the model "
+            "(set it, or point FASTAGENT_REALTIME_URL at another Realtime server)"
+        )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings: dict[str, Any] = dict(
         host=host,
@@ -99,9 +115,20 @@ def serve(
 
 
 def scenario_path(agent: str) -> Path:
+    """The demo scenario of ``agent``: its ``scenario`` file name, looked up beside
+    the agent's own module (agents given as ``module:ATTR``), else among the
+    built-in scenarios; an absolute path is taken as it is."""
     from fastagent.agents import get_agent
 
     name = get_agent(agent).scenario or "default.json"
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    if ":" in agent:
+        module = sys.modules.get(agent.partition(":")[0])
+        here = getattr(module, "__file__", None)
+        if here and (Path(here).parent / name).is_file():
+            return Path(here).parent / name
     return Path(str(resources.files("fastagent") / "scenarios" / name))
 
 
@@ -138,103 +165,183 @@ async def running_service(config: Any, store: Any = None) -> AsyncIterator[tuple
         await task
 
 
+class DemoPlan:
+    """What a demo will play, resolved and checked before anything starts."""
+
+    def __init__(
+        self,
+        agent: str | None,
+        scenario_file: Path | None,
+        store: str | None,
+        model: str | None = None,
+    ) -> None:
+        from fastagent.agents import get_agent
+        from fastagent.service import ServiceConfig
+        from fastagent.testing.scenario import load_scenario
+
+        if scenario_file is None:
+            scenario_file = scenario_path(agent or "default")
+        self.scenario_file = scenario_file
+        self.scenario = load_scenario(scenario_file)
+        # An explicit --agent wins; without one the scenario says whose it is.
+        self.agent = agent or self.scenario.agent or "default"
+        written_for = self.scenario.agent
+        self.mismatch = written_for if agent and written_for not in ("", "default", agent) else ""
+        # Unknown or unimportable: one line, before any socket.
+        agent_name = get_agent(self.agent).name
+        if written_for == agent_name:
+            self.mismatch = ""
+        # Every FASTAGENT_* setting is checked here, not inside the running service.
+        # --model, else the scenario's model, else FASTAGENT_MODEL: a GPT-Live model
+        # (gpt-live-1.1) plays against the fake GPT-Live server.
+        self.config = ServiceConfig.from_env(
+            store=store,
+            agent=self.agent,
+            no_auth=True,
+            api_key="demo",
+            model=model or self.scenario.model or None,
+        )
+        self.store = store
+
+
 async def run_demo(
-    agent: str,
+    agent: str | None,
     scenario_file: Path | None,
     store: str | None,
     *,
     realtime: bool = False,
     show: bool = True,
+    plan: DemoPlan | None = None,
     model: str | None = None,
 ) -> str:
     """Play a scenario end to end over loopback; return the call id.
 
-    ``model`` (else ``FASTAGENT_MODEL``) picks the fake: a GPT-Live model
-    (``gpt-live-1.1``) plays against the fake GPT-Live server, any other against
-    the fake Realtime server.
+    ``agent`` None plays the scenario with the agent it names.  The store is
+    opened (and every setting checked) before the service starts, so a bad
+    setting is one line, not a failed server start-up.  ``model`` (else the
+    scenario's, else ``FASTAGENT_MODEL``) picks the fake: a GPT-Live model plays
+    against the fake GPT-Live server, any other against the fake Realtime server.
     """
+    from fastagent.call_view import CallPrinter
     from fastagent.live import is_live_model
-    from fastagent.service import ServiceConfig
+    from fastagent.store import open_store
     from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
     from fastagent.testing.fake_live import FakeLiveServer
     from fastagent.testing.fake_realtime import FakeRealtimeServer
-    from fastagent.testing.scenario import load_scenario
 
-    scenario = load_scenario(scenario_file or scenario_path(agent))
-    agent = scenario.agent if scenario.agent != "default" else agent
-    model = model or scenario.model or None
-    probe = ServiceConfig.from_env(model=model)
-    options: dict[str, Any] = {"realtime": realtime}
-    fake_cls: Any = FakeRealtimeServer
-    if is_live_model(probe.model):
-        # GPT-Live speaks at the pace the caller hears (full duplex: it stops when
-        # talked over), so its fake is paced like the simulated caller's playback.
-        fake_cls, options["speed"] = FakeLiveServer, 1 / DEFAULT_PACE
-    async with fake_cls(scenario, **options) as fake:
-        config = ServiceConfig.from_env(
-            store=store,
-            agent=agent,
-            no_auth=True,
-            realtime_url=fake.url,
-            api_key="demo",
-            model=model,
-        )
-        config.token = None
-        # The simulated caller plays bot audio on its own clock, faster than real time.
-        config.playback_speed = 1.0 if realtime else 1 / DEFAULT_PACE
-        async with running_service(config) as (app, url):
-            service = app.state.service
-            if show:
-                service.observers.append(_printer())
-            caller = SimulatedCaller(url, formats=scenario.caller.formats, realtime=realtime)
-            report = await caller.play(scenario, timeout=120)
-            # A scenario that no longer fits the agent must not pass silently.
-            for problem in (*fake.violations, *fake.mismatches, *report.errors):
-                logging.getLogger("fastagent.demo").warning("scenario problem: %s", problem)
-            for _ in range(500):  # let the service finish the call's log
-                if not service.calls:
-                    break
-                await asyncio.sleep(0.01)
-            return caller.conversation_id
+    plan = plan or DemoPlan(agent, scenario_file, store, model)
+    scenario = plan.scenario
+    config = plan.config
+    config.token = None
+    # The simulated caller plays bot audio on its own clock, faster than real time.
+    config.playback_speed = 1.0 if realtime else 1 / DEFAULT_PACE
+    event_store = open_store(config.store)
+    try:
+        options: dict[str, Any] = {"realtime": realtime}
+        fake_cls: Any = FakeRealtimeServer
+        if is_live_model(config.model):
+            # GPT-Live speaks at the pace the caller hears (full duplex: it stops when
+            # talked over), so its fake is paced like the simulated caller's playback.
+            fake_cls, options["speed"] = FakeLiveServer, 1 / DEFAULT_PACE
+        async with fake_cls(scenario, **options) as fake:
+            config.realtime_url = fake.url
+            async with running_service(config, event_store) as (app, url):
+                service = app.state.service
+                caller = SimulatedCaller(url, formats=scenario.caller.formats, realtime=realtime)
+                main = asyncio.current_task()
+
+                async def hang_up() -> None:
+                    with contextlib.suppress(Exception):
+                        await caller.hang_up("the demo's output was closed")
+                    for _ in range(500):  # the service records the end (ms; s under load)
+                        if not service.calls:
+                            break
+                        await asyncio.sleep(0.01)
+                    if main is not None:
+                        main.cancel()
+
+                # `| head`: the reader went away; the caller hangs up now (a
+                # recorded end, not a dropped line the service would hold open).
+                stop = console.on_close(lambda: _spawn(hang_up()))
+                if show:
+                    service.observers.append(_guarded(CallPrinter()))
+                try:
+                    async with console.watch_pipe():
+                        report = await caller.play(scenario, timeout=120)
+                finally:
+                    stop()
+                if console.closed():
+                    raise console.PipeClosed
+                # A scenario that no longer fits the agent must not pass silently.
+                for problem in (*fake.violations, *fake.mismatches, *report.errors):
+                    logging.getLogger("fastagent.demo").warning("scenario problem: %s", problem)
+                for _ in range(500):  # let the service finish the call's log
+                    if not service.calls:
+                        break
+                    await asyncio.sleep(0.01)
+                return caller.conversation_id
+    except asyncio.CancelledError:
+        if console.closed():
+            raise console.PipeClosed from None
+        raise
+    finally:
+        event_store.close()
 
 
-def _printer() -> Any:
-    from projections.trail import describe
+_background: set[asyncio.Task[None]] = set()
 
-    shown = (
-        ev.Transcript,
-        ev.FsaStarted,
-        ev.FsaTransition,
-        ev.FsaFinished,
-        ev.FunctionCallDispatched,
-        ev.ToolResult,
-        ev.TruncateRequested,
-        ev.Dtmf,
-        ev.HangupRequested,
-        ev.TransferRequested,
-        ev.CallEnded,
-        ev.SessionRejected,
-    )
 
-    def show(e: ev.Event) -> None:
-        if isinstance(e, shown):
-            text = describe(e)
-            if text:
-                typer.echo(f"  {text}")
+def _spawn(coro: Any) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)  # keep a reference until it is done
+    task.add_done_callback(_background.discard)
 
-    return show
+
+def _guarded(printer: Any) -> Any:
+    """An observer that never breaks the call it watches: a closed stdout stops the
+    command (see :mod:`fastagent.console`), nothing else escapes into the service."""
+
+    def observe(e: Any) -> None:
+        if console.closed():
+            return
+        try:
+            printer(e)
+        except console.PipeClosed:
+            pass
+
+    return observe
 
 
 def demo(
-    agent: Annotated[str, typer.Option(help="Agent name or module:ATTRIBUTE")] = "default",
-    scenario: Annotated[Path | None, typer.Option(help="A scenario JSON file")] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME|MODULE:ATTR",
+            help="The agent to call: a built-in one (see `fastagent fsa list`) or "
+            "package.module:ATTRIBUTE  \\[default: the scenario's agent, else default]",
+            show_default=False,
+        ),
+    ] = None,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="A scenario JSON file (docs/scenarios.md) \\[default: the agent's own]",
+            show_default=False,
+        ),
+    ] = None,
     store: StoreOpt = None,
-    realtime: Annotated[bool, typer.Option(help="Pace audio in real time")] = False,
+    realtime: Annotated[
+        bool,
+        typer.Option(help="Pace audio in real time (default: 4x faster than real time)"),
+    ] = False,
     model: Annotated[
         str | None,
         typer.Option(
-            envvar="FASTAGENT_MODEL",
-            help="Voice model: a Realtime model (gpt-realtime-2) or GPT-Live (gpt-live-1.1)",
+            metavar="MODEL",
+            help="The voice model: a Realtime model (gpt-realtime-2) or GPT-Live "
+            "(gpt-live-1.1)  \\[default: the scenario's, else $FASTAGENT_MODEL]",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
@@ -246,12 +353,83 @@ def demo(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with clear_errors():
         try:
-            which = f"fake {model}" if model else "fake model"
-            typer.echo(f"demo call with agent {agent!r} ({which}, simulated caller, loopback)")
-            call_id = asyncio.run(run_demo(agent, scenario, store, realtime=realtime, model=model))
+            plan = DemoPlan(agent, scenario, store, model)
+            _header(plan, realtime)
+            call_id = asyncio.run(run_demo(None, None, store, realtime=realtime, plan=plan))
         except (ScenarioError, ConfigError) as exc:
             raise fail(str(exc)) from None
-    where = f" --store {store}" if store else ""
-    typer.echo(f"call id: {call_id}")
-    typer.echo(f"replay it:  fastagent replay {call_id}{where}")
-    sys.stdout.flush()
+        _summary(call_id, store, realtime)
+
+
+def _header(plan: DemoPlan, realtime: bool) -> None:
+    from rich.text import Text
+
+    console.out(
+        Text.assemble(
+            ("Demo call", "bold"),
+            " with agent ",
+            (plan.agent, "id"),
+            f", scenario {plan.scenario.name}",
+            (f"  (fake {plan.config.model}, simulated caller, loopback)", "note"),
+        )
+    )
+    if plan.mismatch:
+        console.out(
+            Text(
+                f"  note: the scenario was written for agent {plan.mismatch!r}; "
+                f"playing it with {plan.agent!r} as you asked",
+                style="cut",
+            )
+        )
+
+
+def _summary(call_id: str, store: str | None, realtime: bool) -> None:
+    """Call id, outcome, duration, where it is stored, and what to run next."""
+    from rich.text import Text
+
+    from fastagent import events as ev
+    from fastagent.store import open_store
+
+    with open_store(store, create=False) as s:
+        events = s.read_call(call_id)
+        where = s.url
+    ended = next((e for e in reversed(events) if isinstance(e, ev.CallEnded)), None)
+    outcome = (ended.outcome or "ended") if ended else "still open"
+    seconds = (events[-1].at - events[0].at) / 1e6 if events else 0.0
+    audio_s = sum(e.duration_us for e in events if isinstance(e, ev.CallerAudio)) / 1e6
+    flag = "" if store is None else f" --store {store}"
+    console.out("")
+    console.out(Text.assemble(("call id:   ", "note"), (call_id, "id")))
+    console.out(
+        Text.assemble(
+            ("outcome:   ", "note"), (outcome, "ok" if outcome == "completed" else "fail")
+        )
+    )
+    pace = (
+        ""
+        if realtime
+        else (
+            f"  (the simulated caller plays audio 4x faster than real time: "
+            f"{audio_s:.1f} s of caller audio)"
+        )
+    )
+    console.out(Text.assemble(("duration:  ", "note"), f"{seconds:.1f} s", (pace, "note")))
+    console.out(Text.assemble(("stored in: ", "note"), where))
+    console.out("")
+    console.out(Text("next:", style="bold"))
+    for cmd, what in (
+        (f"fastagent replay {call_id}{flag}", "its timeline, replayed through today's code"),
+        (f"fastagent calls{flag}", "every recorded call"),
+        (f"fastagent report{flag}", "outcomes, FSA funnel, tools, latency"),
+        (f"fastagent inspect{flag}", "the call in your browser"),
+    ):
+        if cmd.split()[1] not in _commands():
+            continue
+        console.out(Text.assemble("  ", (cmd, "cmd"), ("   # " + what, "note")))
+
+
+def _commands() -> set[str]:
+    """The names of the commands this build of ``fastagent`` has."""
+    from fastagent.cli import app
+
+    return {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}

@@ -25,9 +25,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import msgspec
 from eventsourcing.application import Application
@@ -350,6 +350,47 @@ def _parse_pg(url: str) -> _Target:
     return _Target("postgresql", display, env, table, schema, conninfo)
 
 
+def _missing(target: _Target, what: str) -> StoreError:
+    return StoreError(
+        f"no store at {target.display}: {what} (check --store / FASTAGENT_STORE; "
+        "`fastagent demo` or `fastagent serve` create one)"
+    )
+
+
+def _check_exists(target: _Target) -> None:
+    """Raise StoreError unless ``target`` already holds an event store; create nothing."""
+    if target.kind == "sqlite":
+        path = target.env["SQLITE_DBNAME"]
+        if path.startswith("file:"):  # a private in-memory store: exists while open
+            return
+        if not os.path.exists(path):
+            raise _missing(target, "no such file")
+        try:  # read-only URI: sqlite3 must not create or change the file
+            uri = "file:" + quote(os.path.abspath(path)) + "?mode=ro"
+            with closing(sqlite3.connect(uri, uri=True)) as conn:
+                found = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (target.table,),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {target.display}: {exc}") from None
+        if found is None:
+            raise _missing(target, f"the file has no {target.table!r} table")
+        return
+    import psycopg
+
+    try:
+        with psycopg.connect(**target.conninfo, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT to_regclass(%s)", (f'"{target.schema}"."{target.table}"',)
+            ).fetchone()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"cannot open store {target.display}: {first}") from None
+    if row is None or row[0] is None:
+        raise _missing(target, f"no table {target.schema}.{target.table}")
+
+
 def _prepare_pg(target: _Target) -> None:
     """Connect once for a clear error (the pool would retry for seconds); make the schema."""
     import psycopg
@@ -414,7 +455,11 @@ def _flush_interval(value: float | None) -> float:
         try:
             value = float(raw) / 1000
         except ValueError:
-            raise StoreError(f"bad FASTAGENT_FLUSH_MS {raw!r}: expected milliseconds") from None
+            value = float("nan")
+        if not 0 < value <= 60:  # NaN fails too
+            raise StoreError(
+                f"bad FASTAGENT_FLUSH_MS={raw!r}: expected milliseconds (0 < ms <= 60000)"
+            )
     if not value > 0 or value > 60:
         raise StoreError(f"bad flush interval {value!r}: expected 0 < seconds <= 60")
     return value
@@ -900,18 +945,25 @@ def _close_open_stores() -> None:
             log.error("closing event store at exit: %s", exc)
 
 
-def open_store(url: str | None = None, *, flush_interval: float | None = None) -> EventStore:
+def open_store(
+    url: str | None = None, *, flush_interval: float | None = None, create: bool = True
+) -> EventStore:
     """Open (creating if needed) the event store at ``url``.
 
     ``url``: None or "" -> $FASTAGENT_STORE, else ``./fastagent.db``.  A path or
     ``sqlite:///path`` (``sqlite://:memory:`` for a private in-memory store) is an
     SQLite file; ``postgresql://user:pw@host:port/db[?schema=s&table=t]`` is
     PostgreSQL.  ``flush_interval`` (seconds) defaults to $FASTAGENT_FLUSH_MS or 50 ms.
+    With ``create=False`` (every read command) a store that does not exist yet -- no
+    file, or no events table in it or in the PostgreSQL schema -- is a StoreError
+    and nothing is created: a mistyped ``--store`` must not answer "no calls".
     """
     if not url:
         url = os.environ.get("FASTAGENT_STORE", "").strip() or DEFAULT_PATH
     interval = _flush_interval(flush_interval)
     target = _parse_url(url)
+    if not create:
+        _check_exists(target)
     if target.kind == "postgresql":
         _prepare_pg(target)
     for attempt in range(5):

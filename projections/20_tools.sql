@@ -2,8 +2,9 @@
 -- The join key is (call, tool name, function call id); the n-th dispatch of that
 -- key pairs with its n-th result, which also works when no function call id was
 -- recorded. Calls the engine refused to run (FunctionCallSkipped) are included
--- with status 'skipped'. duration_ms is the tool's measured duration, else the
--- time between dispatch and result.
+-- with status 'skipped'. The engine's own tools (server 'fastagent') are answered
+-- by the core itself: status 'ok', duration_ms NULL. duration_ms is otherwise the
+-- tool's measured duration, else the time between dispatch and result.
 CREATE OR REPLACE VIEW tool_calls AS
 WITH d AS (
     SELECT *, row_number() OVER (PARTITION BY call_id, name, call_id_tool ORDER BY seq) AS n
@@ -27,7 +28,13 @@ SELECT
         WHEN r.duration_us > 0 THEN r.duration_us / 1000.0
         ELSE (epoch_us(r.ts) - epoch_us(d.ts)) / 1000.0
     END AS duration_ms,
-    CASE WHEN r.seq IS NULL THEN 'pending' WHEN r.ok THEN 'ok' ELSE 'error' END AS status
+    CASE
+        WHEN r.seq IS NOT NULL THEN CASE WHEN r.ok THEN 'ok' ELSE 'error' END
+        -- The engine's own tools (FSA steps, end_call, transfer) are decided and
+        -- answered inside the core: no ToolResult follows, and none is owed.
+        WHEN d.server = 'fastagent' THEN 'ok'
+        ELSE 'pending'
+    END AS status
 FROM d
 LEFT JOIN r
     ON r.call_id = d.call_id AND r.name = d.name

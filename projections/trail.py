@@ -98,6 +98,12 @@ def describe(e: ev.Event) -> str | None:
             return f"tool {e.name} skipped: {e.reason}"
         case ev.FsaStarted():
             return f"FSA {e.fsa} started in {e.state}"
+        case ev.FsaTransition() if e.source == e.target:
+            # No state change: a step that runs its action (the tool line follows),
+            # or the caller's answer refused by a guard.
+            if not e.guard:
+                return f"FSA {e.fsa} in {e.source}: {e.trigger}, {e.reason or 'no change'}"
+            return f"FSA {e.fsa} stays in {e.source}: {e.trigger} [{e.guard}]"
         case ev.FsaTransition():
             guard = f" [{e.guard}]" if e.guard else ""
             return f"FSA {e.fsa}: {e.source} -> {e.target} on {e.trigger}{guard}"

@@ -45,3 +45,46 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("FASTAGENT_DATA_DIR", None)
     else:
         os.environ["FASTAGENT_DATA_DIR"] = old
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's headless chromium driven by playwright; skips (fails in CI) without one.
+
+    Module-scoped: playwright's sync API keeps an event loop running in this thread
+    while it is open, which the asyncio tests of other modules cannot share."""
+    why = ""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        why = "playwright is not installed (pip install -e '.[test]')"
+    if not why and not os.path.exists(CHROMIUM):
+        why = f"no browser at {CHROMIUM} (apt-get install chromium)"
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why + " (CI must run the browser tests)")
+        pytest.skip(why)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests keep screenshots ($FASTAGENT_TEST_ARTIFACTS, else ./test-artifacts)."""
+    path = Path(os.environ.get("FASTAGENT_TEST_ARTIFACTS") or "test-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -113,14 +113,18 @@ def test_numbers_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("env", "args", "grace"),
     [
-        ({}, [], 30.0),
+        ({}, [], None),  # the core decides (core.POLICY), recorded per call
         ({"FASTAGENT_GRACE_S": "7"}, [], 7.0),
         ({"FASTAGENT_GRACE_S": "7"}, ["--grace", "3"], 3.0),
         ({}, ["--grace", "0"], 0.0),
     ],
 )
 def test_serve_grace_from_option_else_environment(
-    tmp_path: Path, served: dict[str, Any], env: dict[str, str], args: list[str], grace: float
+    tmp_path: Path,
+    served: dict[str, Any],
+    env: dict[str, str],
+    args: list[str],
+    grace: float | None,
 ) -> None:
     result = _serve(tmp_path, *args, env=env)
     assert result.exit_code == 0, result.output
@@ -206,7 +210,7 @@ def test_demo_and_replay_with_agent_by_import_path(
     store = str(tmp_path / "demo.db")
     demo = runner.invoke(app, ["demo", "--agent", f"{mod}:AGENT", "--store", store])
     assert demo.exit_code == 0, demo.output
-    assert f"agent '{mod}:AGENT'" in demo.output
+    assert f"with agent {mod}:AGENT," in demo.output
     call_id = demo.output.split("call id: ")[1].split()[0]
     from fastagent.store import open_store
 

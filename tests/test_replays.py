@@ -21,11 +21,6 @@ from fastagent.testing.snapshots import decisions_view, recordings, snapshot_vie
 
 REPLAYS = Path(__file__).resolve().parent.parent / "replays"
 RECORDINGS = recordings(REPLAYS)
-SCENARIOS = Path(__file__).resolve().parent.parent / "fastagent" / "scenarios"
-
-
-def test_every_scenario_has_a_recording() -> None:
-    assert {p.stem for p in RECORDINGS} == {p.stem for p in SCENARIOS.glob("*.json")}
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)

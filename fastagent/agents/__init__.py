@@ -17,9 +17,11 @@ DEFAULT = Agent(
     name="default",
     instructions=(
         "You are FastAgent, a friendly phone assistant. Keep answers short: this is a phone call. "
-        "Use end_call when the caller says goodbye, transfer_to_human when they ask for a person."
+        "Use end_call when the caller says goodbye, transfer_to_human when they ask for a person, "
+        "send_dtmf when they ask you to press keys on the line (a menu, a conference PIN)."
     ),
     transfer_target="tel:+15550000000",
+    send_dtmf=True,
     scenario="default.json",
 )
 

@@ -206,5 +206,7 @@ AGENT = Agent(
     fsas=(CARD_REPLACEMENT, BALANCE),
     servers=(McpServer("bank", command=(sys.executable, "-m", "fastagent.agents.backends.bank")),),
     transfer_target="tel:+15550100200",
+    # Callers may key in their customer number: VAIC sends DTMF only when asked to.
+    session_params={"sendDTMF": True},
     scenario="banking.json",
 )

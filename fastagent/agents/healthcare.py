@@ -128,11 +128,13 @@ AGENT = Agent(
     instructions=(
         "You are the phone assistant of Riverside Clinic. Be brief and kind. You book "
         "appointments with start_appointment_booking; you give no medical advice: for an "
-        "emergency tell the caller to hang up and dial the emergency number. "
+        "emergency tell the caller to hang up and dial the emergency number. To answer a "
+        "question about free times without booking, use list_free_slots. "
         "Use end_call when the caller says goodbye, transfer_to_human when they ask for a person."
     ),
     greeting="Say: Riverside Clinic, how can I help?",
     fsas=(APPOINTMENT,),
+    tools=("list_free_slots",),  # availability questions in open conversation
     servers=(
         McpServer("clinic", command=(sys.executable, "-m", "fastagent.agents.backends.clinic")),
     ),

@@ -51,6 +51,46 @@ ORDER_STATUS = FSA(
     ),
 )
 
+PARCEL_TRACKING = FSA(
+    name="parcel_tracking",
+    intent="start_parcel_tracking",
+    description="Find out where a shipped parcel is now, from the carrier.",
+    initial="ask",
+    slots=(ORDER_NUMBER, POSTAL_CODE),
+    states=(
+        State(
+            "ask",
+            "Ask for the order number and the delivery postcode. If the carrier found "
+            "nothing, say so and ask them to check both.",
+            steps=(
+                Step(
+                    "track_parcel",
+                    "The caller gave the order number and the postcode.",
+                    slots=("order_number", "postal_code"),
+                    go=(Go("tracking"),),
+                ),
+            ),
+        ),
+        # The carrier lookup runs in the background (on_enter): the bot keeps talking
+        # meanwhile, and the result moves the FSA on (after) and is told to the model.
+        State(
+            "tracking",
+            "The carrier is being asked now, which takes a moment: say so, and keep the "
+            "caller company (answer other questions); do not guess where the parcel is.",
+            on_enter=Action(
+                "get_order_status", args=("order_number", "postal_code"), background=True
+            ),
+            after=(Go("told", when=found, guard="found"), Go("ask", guard="not found")),
+        ),
+        State(
+            "told",
+            "Tell the carrier and the tracking number (result.carrier, result.tracking) and "
+            "the status; ask if there is anything else.",
+            terminal=True,
+        ),
+    ),
+)
+
 RETURN = FSA(
     name="return_item",
     intent="start_return",
@@ -130,12 +170,15 @@ AGENT = Agent(
     name="retail",
     instructions=(
         "You are the phone assistant of Northwind Outfitters. Be brief and friendly. "
-        "Use start_order_status for where-is-my-order questions and start_return for returns. "
-        "Use end_call when the caller says goodbye, transfer_to_human when they ask for a person."
+        "Use start_order_status for where-is-my-order questions, start_parcel_tracking to ask "
+        "the carrier where a shipped parcel is now, and start_return for returns. "
+        "Use end_call when the caller says goodbye. There is no phone team to hand callers to: "
+        "for what you cannot do, give them support@northwind.example."
     ),
     greeting="Say: Northwind Outfitters, how can I help?",
-    fsas=(ORDER_STATUS, RETURN),
+    fsas=(ORDER_STATUS, PARCEL_TRACKING, RETURN),
     servers=(McpServer("shop", command=(sys.executable, "-m", "fastagent.agents.backends.shop")),),
-    transfer_target="tel:+15550100400",
+    # No transfer target: Northwind has no phone team (transfer_to_human is not offered
+    # unless the operator names a target with --transfer-target).
     scenario="retail.json",
 )

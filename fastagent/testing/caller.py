@@ -193,6 +193,11 @@ class SimulatedCaller:
         if ws is not None:
             await ws.close()
 
+    async def hang_up(self, reason: str = "caller hung up") -> None:
+        """End the call now as a caller hanging up does (``session.end``, then close)."""
+        if self.ws is not None and not self.report.ended:
+            await self._end("client-disconnected", reason)
+
     def clock_ms(self) -> float:
         """The playout clock: ms of real (paced) time since the call's audio began.
 

@@ -1,0 +1,5 @@
+"""``python -m fastagent``: the same as the ``fastagent`` command."""
+
+from fastagent.cli import main
+
+main()
