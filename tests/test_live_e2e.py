@@ -79,8 +79,21 @@ async def _play(
 
 
 def play(scenario: Scenario, data_dir: Path, tmp: Path, **kw: Any) -> Played:
+    """Play ``scenario`` with fresh sample databases (the backends' $FASTAGENT_DATA_DIR)."""
+    import os
+
     fake_opts = {k: kw.pop(k) for k in list(kw) if k in _FAKE_OPTS}
-    return asyncio.run(_play(scenario, data_dir, tmp, fake_opts, **kw))
+    fresh = tmp / "data"
+    fresh.mkdir()
+    old = os.environ.get("FASTAGENT_DATA_DIR")
+    os.environ["FASTAGENT_DATA_DIR"] = str(fresh)  # the stdio backends inherit it
+    try:
+        return asyncio.run(_play(scenario, fresh, tmp, fake_opts, **kw))
+    finally:
+        if old is None:
+            os.environ.pop("FASTAGENT_DATA_DIR", None)
+        else:
+            os.environ["FASTAGENT_DATA_DIR"] = old
 
 
 _FAKE_OPTS = {"fail_after_audio_chunks", "continue_script", "delegation_per_call"}

@@ -565,6 +565,7 @@ class FakeLiveSession:
             self.output_chunks += 1
             limit = self.server.fail_after_audio_chunks
             if limit is not None and self.n == 1 and self.output_chunks >= limit:
+                self._store()  # a stored session can be forked once it dropped
                 await self.ws.close(code=1011, reason="simulated upstream failure")
                 raise _Abort
             await asyncio.sleep(_CHUNK_MS / 1000 / self.server.speed)
