@@ -236,6 +236,14 @@ class LiveLink:
                     item_id=p._turn,
                     audio_start_ms=e.start_ms,  # type: ignore[union-attr]
                 )
+            # GPT-Live has no VAD events: the caller's words so far end where this
+            # delta ends; the last one before the bot answers is where the turn's
+            # latency is measured from (projections/30_latency.sql).
+            await s.input(
+                ev.SpeechStopped,
+                item_id=p._turn,
+                audio_end_ms=e.end_ms,  # type: ignore[union-attr]
+            )
             return
         if t is live.OutputTranscriptDelta:
             await self._transcripts()
