@@ -48,13 +48,14 @@ def apply(variant: str) -> None:
 
             EventStore.append = lambda self, batch: None  # type: ignore[method-assign]
         elif s == "nodb":
-            from fastagent.store import EventStore
+            from fastagent.store.writer import GroupCommitWriter
 
-            EventStore._insert = lambda self, pending: pending.clear()  # type: ignore[method-assign]
+            GroupCommitWriter._insert = lambda self, pending: pending.clear()  # type: ignore[method-assign]
         elif s == "packed":  # estimate only: one row per call per flush (unreadable log)
-            from fastagent.store import EventStore, _Row
+            from fastagent.store.rows import _Row
+            from fastagent.store.writer import GroupCommitWriter
 
-            original_insert = EventStore._insert_rows
+            original_insert = GroupCommitWriter._insert_rows
 
             def packed(self: Any, rows: Any, original_insert: Any = original_insert) -> None:
                 by_call: dict[str, list[Any]] = {}
@@ -71,9 +72,10 @@ def apply(variant: str) -> None:
                 ]
                 original_insert(self, out)
 
-            EventStore._insert_rows = packed  # type: ignore[method-assign]
+            GroupCommitWriter._insert_rows = packed  # type: ignore[method-assign]
         elif s == "nolive":
             from fastagent import service
+            from fastagent.service.call import _Lost
             from fastagent.store import StreamConflict
 
             def record(self: Any, inp: Any) -> Any:
@@ -81,7 +83,7 @@ def apply(variant: str) -> None:
                 try:
                     self.store.append([inp, *decisions] if decisions else [inp])
                 except StreamConflict:
-                    raise service._Lost(self.call_id) from None
+                    raise _Lost(self.call_id) from None
                 return decisions
 
             service.CallSession.record = record  # type: ignore[method-assign]

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
+from fastagent.errors import ConfigError
+
 __all__ = [
     "COOKIE",
     "DOCS_PATHS",
@@ -63,7 +65,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
-class AccessError(ValueError):
+class AccessError(ConfigError):
     """A malformed read-credential setting (one line)."""
 
 

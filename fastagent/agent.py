@@ -30,7 +30,7 @@ class Agent:
     transfer_target: str = ""
     send_dtmf: bool = False  # offer the model a send_dtmf tool (e.g. to drive an IVR)
     session_params: dict[str, object] = field(default_factory=dict)  # VAIC config at start
-    scenario: str = ""  # the demo scenario file name in fastagent/scenarios/
+    scenario: str = ""  # the demo scenario file name in fastagent/examples/scenarios/
     # When the voice model fails: one retry, then this apology (a response with
     # these instructions), then the fallback: "transfer" (to transfer_target, if
     # set) or "hangup".  The call's outcome is then "failed".

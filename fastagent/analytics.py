@@ -32,13 +32,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import parse_qs
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from fastagent import events
+from fastagent.errors import StoreError
 from fastagent.events import EventFormatError
 
 __all__ = [
@@ -69,7 +69,7 @@ STORE_READ_LIMIT = 100_000
 RAW_SCHEMA = pa.schema([("pos", pa.int64()), ("topic", pa.string()), ("state", pa.large_binary())])
 
 
-class AnalyticsError(Exception):
+class AnalyticsError(StoreError):
     """A one-line, user-facing analytics failure (cannot open, bad query, ...)."""
 
 
@@ -269,23 +269,22 @@ def open_source(url: str | None = None, *, fast: bool = True) -> LogSource:
     With ``fast``, an SQLite file store is read directly (:class:`SqliteSource`).
     """
     from fastagent.store import StoreError, open_store
+    from fastagent.store.urls import parse_store_url, store_url
 
-    if not url:
-        url = os.environ.get("FASTAGENT_STORE", "").strip() or "./fastagent.db"
-    is_pg = url.startswith(("postgresql://", "postgres://"))
-    path, table = url, "stored_events"
-    if not is_pg and "://" not in url or url.startswith("sqlite://"):
-        path, _, qs = url.removeprefix("sqlite://").partition("?")
-        if url.startswith("sqlite:///"):
-            path = path[1:]
-        table = parse_qs(qs).get("table", [table])[-1]
+    url = store_url(url)
+    try:
+        target = parse_store_url(url)  # the store's own parser: a URL means the same here
+    except StoreError as exc:
+        raise AnalyticsError(one_line(exc)) from None
+    path, table = target.display, target.table
+    memory = target.in_memory
     try:
         store = open_store(url, create=False)
     except StoreError as exc:
         raise AnalyticsError(one_line(exc)) from None
-    if fast and store.kind == "sqlite" and path not in ("", ":memory:"):
+    if fast and store.kind == "sqlite" and not memory:
         store.close()  # it checked the URL and the table; read the file directly
-        return SqliteSource(os.path.expanduser(path), table)
+        return SqliteSource(path, table)
     return StoreSource(store)
 
 

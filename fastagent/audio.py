@@ -17,6 +17,8 @@ import math
 import numpy as np
 import soxr
 
+from fastagent.errors import ConfigError
+
 # Bytes of audio per millisecond, and sample rate, per format.
 BYTES_PER_MS: dict[str, int] = {
     "raw/mulaw": 8,
@@ -42,7 +44,7 @@ SAMPLE_RATE: dict[str, int] = {
 MULAW_FORMATS = frozenset({"raw/mulaw", "audio/pcmu"})
 
 
-class AudioFormatError(ValueError):
+class AudioFormatError(ConfigError):
     """An audio format name this code does not know."""
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ import typer
 
 from fastagent import events as ev
 from fastagent.cli_common import HelpGroup, JsonOpt, StoreOpt, fail
+from fastagent.errors import FastAgentError
 
 app = typer.Typer(
     cls=HelpGroup,
@@ -58,25 +59,20 @@ __all__ = ["app", "clear_errors", "fail", "main"]
 
 @contextmanager
 def clear_errors() -> Iterator[None]:
-    """Turn the errors users can cause into one line and exit code 2."""
-    from fastagent.agents import UnknownAgent
-    from fastagent.fsa import FsaDefinitionError
-    from fastagent.replay import RecordingError
-    from fastagent.store import StoreError
-
+    """Turn the errors users can cause into one line and exit code 2: every
+    :class:`~fastagent.errors.FastAgentError`, and a file that cannot be read."""
     try:
         yield
     except BrokenPipeError:
         raise  # stdout's reader went away: main() ends quietly, this is no error
-    except (
-        StoreError,
-        ev.EventFormatError,
-        RecordingError,
-        UnknownAgent,
-        FsaDefinitionError,
-        OSError,
-    ) as exc:
-        raise fail(str(exc)) from None
+    except (FastAgentError, OSError) as exc:
+        raise fail(one_line(exc)) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type name if it has none)."""
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0]
 
 
 def _open(store: str | None) -> Any:
@@ -149,8 +145,10 @@ def _clock(ms: int) -> str:
 @app.command()
 def calls(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """List recorded calls: id, start, duration, outcome."""
+    from projections.calls import list_calls
+
     with clear_errors(), _open(store) as s:
-        rows = s.list_calls()
+        rows = list_calls(s)
     if as_json:
         typer.echo(json.dumps([_call_row(r) for r in rows], indent=2))
         return
@@ -224,32 +222,15 @@ def fsa_list() -> None:
             typer.echo(f"{agent_name}: {names}")
 
 
-def _register_optional(register: Callable[[], None]) -> None:
-    try:
-        register()
-    except ImportError:  # a part not installed in this build
-        pass
-
-
 def _register_parts() -> None:
-    def analytics() -> None:
-        from fastagent.analytics_cli import register
+    # Imported, not guarded: a broken import is a bug to see, not a command to hide.
+    from fastagent.analytics_cli import register as register_analytics
+    from fastagent.ops_cli import register as register_ops
+    from fastagent.service_cli import register as register_service
 
-        register(app)
-
-    def service() -> None:
-        from fastagent.service_cli import register
-
-        register(app)
-
-    def ops() -> None:
-        from fastagent.ops_cli import register
-
-        register(app)
-
-    _register_optional(analytics)
-    _register_optional(service)
-    _register_optional(ops)
+    register_analytics(app)
+    register_service(app)
+    register_ops(app)
 
 
 _register_parts()
@@ -276,6 +257,9 @@ def main() -> None:
         raise exc from None
     except KeyboardInterrupt:
         sys.exit(130)
+    except FastAgentError as exc:  # one a command did not map itself
+        typer.echo(f"fastagent: {one_line(exc)}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Literal, Union
 import msgspec
 import msgspec.inspect
 
+from fastagent.errors import StoreError
+
 Side = Literal["caller", "model", "tool"]
 Role = Literal["user", "assistant"]
 
@@ -585,7 +587,7 @@ AnyEvent = Event  # for annotations; concrete values are always one of EVENT_TYP
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
-class EventFormatError(ValueError):
+class EventFormatError(StoreError, ValueError):
     """A stored event this code cannot read (corrupt, unknown type or newer version)."""
 
 

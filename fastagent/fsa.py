@@ -31,8 +31,10 @@ from typing import Any
 
 import msgspec
 
+from fastagent.errors import ConfigError
 
-class FsaDefinitionError(ValueError):
+
+class FsaDefinitionError(ConfigError):
     """An FSA definition that cannot run; the message names the FSA and the state."""
 
 

@@ -39,6 +39,7 @@ from typing import Any, Final, Literal, Union
 import msgspec
 
 from fastagent import events, wire
+from fastagent.errors import LocalProtocolError
 
 # ------------------------------------------------------------------ models and formats
 
@@ -648,7 +649,7 @@ def session_close(event_id: str | None = None) -> str:
 SessionState = Literal["new", "starting", "active", "closing", "closed"]
 
 
-class LiveStateError(RuntimeError):
+class LiveStateError(LocalProtocolError):
     """A command out of order (a bug in the caller of this module)."""
 
 

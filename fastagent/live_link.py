@@ -42,7 +42,7 @@ from fastagent import events as ev
 from fastagent.core import response_event_id
 
 if TYPE_CHECKING:
-    from fastagent.service import CallSession
+    from fastagent.service.call import CallSession
 
 log = logging.getLogger("fastagent.live")
 
@@ -156,7 +156,7 @@ class LiveLink:
         if self.fork_of:
             self.seeded = 0
             return self.proto.start(live.fork_start(event_id=event_id))
-        from fastagent.service import seed_pairs
+        from fastagent.service.call import seed_pairs
 
         s = self.session
         history = live.initial_items(seed_pairs(s.state.transcript, s.policy.history_items))

@@ -32,6 +32,7 @@ from fastagent import fsa as fsa_mod
 from fastagent import masking
 from fastagent.agent import Agent
 from fastagent.agents import UnknownAgent, agent_names, get_agent
+from projections.calls import list_calls as call_summaries
 
 SERVER_NAME = "fastagent"
 _AUDIO = (ev.CallerAudio, ev.BotAudio)
@@ -167,7 +168,7 @@ def build_mcp_server(
     def list_calls(limit: int = 50) -> dict[str, Any]:
         """The most recent calls (newest last): id, start/end time, events, outcome."""
         try:
-            calls = get_store().list_calls()
+            calls = call_summaries(get_store())
         except ToolError:
             raise
         except Exception as exc:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union
 import msgspec
 
 from fastagent import events, wire
+from fastagent.errors import ConfigError, LocalProtocolError
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -619,7 +620,7 @@ def seed_items(transcript: Iterable[tuple[str, str]]) -> list[str]:
 # ------------------------------------------------------------------ state tracker
 
 
-class ResponseActiveError(RuntimeError):
+class ResponseActiveError(LocalProtocolError):
     """``response.create`` was requested while a response is active."""
 
 
@@ -740,7 +741,7 @@ class RealtimeProtocol:
 DEFAULT_MODEL: Final = "gpt-realtime-2"  # see fastagent.models
 
 
-class RealtimeConfigError(RuntimeError):
+class RealtimeConfigError(ConfigError):
     """Missing or bad Realtime connection settings."""
 
 
@@ -751,6 +752,7 @@ async def connect_realtime(
     *,
     client: Any = None,
     connection_class: type | None = None,
+    max_frame_bytes: int | None = None,
 ) -> AsyncRealtimeConnection:
     """Open a GA Realtime connection with the official SDK.
 
@@ -761,11 +763,15 @@ async def connect_realtime(
     ``await conn.close()``.  Pass ``client`` (an ``AsyncOpenAI``) to reuse one
     across calls: building a client loads TLS settings, about 20 ms of CPU.
     ``connection_class`` is the websockets ``ClientConnection`` subclass to use
-    (the service's :class:`fastagent.sockets.ModelConnection`).
+    (the service's :class:`fastagent.sockets.ModelConnection`).  A frame larger
+    than ``max_frame_bytes`` closes the socket (1009), which the service handles
+    as a dropped model socket.
     """
     from openai import AsyncOpenAI
 
     options: Any = {"create_connection": connection_class} if connection_class else {}
+    if max_frame_bytes is not None:
+        options["max_size"] = max_frame_bytes
 
     if client is not None:
         model = model or os.environ.get("FASTAGENT_MODEL") or DEFAULT_MODEL

@@ -29,13 +29,14 @@ from fastagent import events as ev
 from fastagent.agent import Agent
 from fastagent.agents import get_agent
 from fastagent.core import Engine
+from fastagent.errors import ReplayError
 
 RECORDING_FORMAT = "fastagent-recording"
 RECORDING_VERSION = 1
 CONTEXT_INPUTS = 5  # inputs shown before a divergence
 
 
-class RecordingError(ValueError):
+class RecordingError(ReplayError):
     """A recording file that cannot be read."""
 
 

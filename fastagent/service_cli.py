@@ -129,7 +129,7 @@ def scenario_path(agent: str) -> Path:
         here = getattr(module, "__file__", None)
         if here and (Path(here).parent / name).is_file():
             return Path(here).parent / name
-    return Path(str(resources.files("fastagent") / "scenarios" / name))
+    return Path(str(resources.files("fastagent.examples") / "scenarios" / name))
 
 
 @contextlib.asynccontextmanager

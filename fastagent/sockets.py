@@ -10,7 +10,8 @@ with every complete text frame. The hook handles an audio frame on the spot (rec
 its boundary, write the forwarded frame with ``write_now``) and returns True;
 anything else — control messages, a frame arriving while the slow lane still holds
 earlier ones — returns False and takes the usual queue to the reader task, so the
-order of frames is never changed.  The hooks live in :mod:`fastagent.service`.
+order of frames is never changed.  The hooks live in :mod:`fastagent.service.call` and
+:mod:`fastagent.service.vaic_socket`.
 
 * :class:`CallerProtocol`: uvicorn's websockets-sansio protocol for the VAIC socket
   (``uvicorn.run(..., ws=CallerProtocol)``);
@@ -51,6 +52,18 @@ class CallerProtocol(WebSocketsSansIOProtocol):
         if hook is not None and event.fin and not self.close_sent and _run(self, hook, event.data):
             return
         super().handle_text(event)
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if (
+            message["type"] == "websocket.http.response.body"
+            and not message.get("more_body", False)
+            and self.close_sent
+        ):
+            # A refused upgrade (401/503) is a complete answer to the handshake:
+            # without this uvicorn logs "ASGI callable returned without completing
+            # handshake" at ERROR for every refusal, and tries to send a 500 after it.
+            self.handshake_complete = True
 
     def can_write_now(self) -> bool:
         """Open, and not holding back writes: a frame may be written at once."""

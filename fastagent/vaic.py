@@ -21,6 +21,7 @@ from typing import Any, Literal
 import msgspec
 
 from fastagent import wire
+from fastagent.errors import LocalProtocolError
 
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024
 
@@ -406,7 +407,7 @@ def no_format_reason(offered: Sequence[str]) -> str:
 # -------------------------------------------------------------------- protocol
 
 
-class VaicStateError(RuntimeError):
+class VaicStateError(LocalProtocolError):
     """The bot side tried something out of order (a bug in the caller)."""
 
 

@@ -2,7 +2,7 @@
 
     python scripts/record_replays.py [--out replays] [--only banking path-grace-expired ...]
 
-Each scenario in fastagent/scenarios/ is played end to end by ``run_demo`` (real
+Each scenario in fastagent/examples/scenarios/ is played end to end by ``run_demo`` (real
 loopback sockets, fake model, simulated caller, real stdio backends) into a
 temporary store, with fresh sample databases per scenario so a recording never
 depends on the one before it; the call is then exported with ``write_recording``
@@ -34,7 +34,7 @@ from fastagent.store import open_store
 from fastagent.testing.paths import paths
 from fastagent.testing.scenario import load_scenario
 
-SCENARIOS = Path(str(resources.files("fastagent") / "scenarios"))
+SCENARIOS = Path(str(resources.files("fastagent.examples") / "scenarios"))
 
 
 ATTEMPTS = 6  # a barge-in is a race with the bot's audio: a loaded machine may miss it

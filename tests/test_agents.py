@@ -479,7 +479,7 @@ def test_default_agent_small_talk_ends_the_call(loop: asyncio.AbstractEventLoop)
 
 # ------------------------------------------------------------- demo scenarios
 
-SCENARIOS = sorted((Path(fastagent.__file__).parent / "scenarios").glob("*.json"))
+SCENARIOS = sorted((Path(fastagent.__file__).parent / "examples" / "scenarios").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])

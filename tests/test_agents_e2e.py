@@ -1,7 +1,7 @@
 """The example agents end to end: real loopback sockets, the fake Realtime model, the
 simulated AudioCodes caller and the REAL stdio MCP backends over fresh sample databases.
 
-Every scenario in fastagent/scenarios/ for the banking, healthcare and retail agents is
+Every scenario in fastagent/examples/scenarios/ for the banking, healthcare and retail agents is
 played once per module (the three agents' lanes run side by side; each lane plays its
 scenarios one after the other, since the backends share one data directory).  The tests
 then check the recorded logs, the caller's view and the backend databases, and that
@@ -41,7 +41,7 @@ from fastagent.testing.scenario import load_scenario
 
 TOKEN = "e2e-token"
 ENGINE = "fastagent"  # the server name of the engine's own tools
-SCENARIOS = Path(str(resources.files("fastagent") / "scenarios"))
+SCENARIOS = Path(str(resources.files("fastagent.examples") / "scenarios"))
 LANES = {
     "banking": [
         "banking",

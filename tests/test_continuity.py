@@ -460,7 +460,7 @@ async def test_kill_9_mid_call_then_resume_elsewhere(store_url: str, tmp_path: P
         # Not durable on A: B ran it again with the same key (the backend answered from it).
         assert events.index(results[0]) > events.index(of(events, ev.SessionResumed)[-1])
     lost = of(events, ev.ConnectionLost)
-    assert any(e.side == "caller" and e.reason == "instance lost" for e in lost)
+    assert any(e.side == "caller" and e.reason.startswith("no event for") for e in lost)
     assert of(events, ev.SessionResumed)[-1].instance == b.name
     assert isinstance(events[-1], ev.CallEnded) and events[-1].outcome == "completed"
     assert_whole(events)

@@ -296,7 +296,7 @@ def test_hangup_waits_for_the_goodbye_and_a_barge_in_keeps_the_call() -> None:
 
 
 def test_a_result_for_a_cancelled_run_changes_nothing() -> None:
-    from fastagent.agents.banking import AGENT
+    from fastagent.examples.banking import AGENT
 
     engine = Engine("b", agents=lambda name: AGENT)
     n = 0

@@ -27,7 +27,7 @@ from fastagent.store import StoreError, open_store
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ROOT / "fastagent" / "scenarios"
+SCENARIOS = ROOT / "fastagent" / "examples" / "scenarios"
 
 
 @pytest.fixture(autouse=True)
@@ -344,7 +344,7 @@ AGENT_MODULE = textwrap.dedent(
         name="pizza",
         instructions="Look customers up.",
         servers=(McpServer(name="lookup", command=(sys.executable, "-m",
-                 "fastagent.agents.backends.bank")),),
+                 "fastagent.examples.backends.bank")),),
         tools=("find_customer",),
         scenario="pizza.json",
     )

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +26,15 @@ import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_service import GOODBYE, TOKEN, Voice, _raw, _voice, assert_replays, scenario
+from websockets.exceptions import InvalidStatus
 
 from fastagent import events as ev
 from fastagent import realtime as rt
 from fastagent import vaic, wire
-from fastagent.service import CallSession
+from fastagent.service import CallSession, ServiceConfig
+from fastagent.service_cli import running_service
+from fastagent.store import open_store
+from fastagent.testing.fake_realtime import FakeRealtimeServer
 
 
 @pytest.fixture
@@ -359,3 +367,240 @@ async def test_a_caller_socket_that_fails_takes_the_dropped_socket_path(
     assert isinstance(events[-1], ev.CallEnded)
     assert "fails" not in service.calls and session.model is None
     assert_replays(events)
+
+
+# ------------------------------------------------- ownership, timeouts, caps
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, store: Any = None, store_path: str | None = None, **cfg: Any
+) -> AsyncIterator[tuple[Any, str]]:
+    """The service with some settings changed, on the fake model, on loopback."""
+    async with FakeRealtimeServer(scenario([GOODBYE])) as fake:
+        config = ServiceConfig(
+            store=store_path or str(tmp_path / "calls.db"),
+            token=TOKEN,
+            realtime_url=fake.url,
+            api_key="test",
+            grace_s=0.5,
+            **cfg,
+        )
+        async with running_service(config, store) as (app, url):
+            yield app, url
+
+
+def _connect(url: str, **kw: Any) -> Any:
+    return websockets.connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, **kw)
+
+
+INITIATE = {"type": "session.initiate", "supportedMediaFormats": ["raw/mulaw"]}
+
+
+async def _log(app: Any, call_id: str) -> list[ev.Event]:
+    return await Voice("", app, None, "").log(call_id)  # type: ignore[arg-type]
+
+
+async def _closed(ws: Any, timeout: float = 5) -> int | None:
+    """Read until the socket closes; its close code."""
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    return info.value.rcvd.code if info.value.rcvd else None
+
+
+async def _two_initiates(url_a: str, url_b: str, call_id: str) -> tuple[list[str], Any, Any]:
+    a, b = await _connect(url_a), await _connect(url_b)
+    frame = json.dumps({**INITIATE, "conversationId": call_id})
+    await asyncio.gather(a.send(frame), b.send(frame))
+    replies = [json.loads(await asyncio.wait_for(w.recv(), 10)) for w in (a, b)]
+    kinds_ = [r["type"] for r in replies]
+    winner = a if kinds_[0] == "session.accepted" else b
+    loser = b if winner is a else a
+    return kinds_, winner, loser
+
+
+@pytest.mark.anyio
+async def test_a_conversation_initiated_twice_at_once_has_one_owner(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (app, url):
+        for n in range(3):
+            cid = f"twice-{n}"
+            kinds_, winner, loser = await _two_initiates(url, url, cid)
+            assert sorted(kinds_) == ["session.accepted", "session.error"]
+            await loser.close()
+            await winner.send(json.dumps({"type": "session.end", "conversationId": cid}))
+            await _closed(winner)
+            events = await _log(app, cid)
+            assert [type(e).__name__ for e in events].count("SessionInitiated") == 1
+            assert isinstance(events[-1], ev.CallEnded) and events[-1].outcome != "dropped"
+            assert_replays(events)
+
+
+@pytest.fixture
+def pg_store_url(pg_url: str) -> Iterator[str]:
+    import psycopg
+    from psycopg import sql
+
+    schema = f"hostile_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    yield f"{pg_url}{'&' if '?' in pg_url else '?'}schema={schema}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+async def _stream(ws: Any, cid: str, stop: asyncio.Event) -> None:
+    """A healthy VAIC caller: 20 ms of μ-law silence every 20 ms."""
+    chunk = json.dumps(
+        {"type": "userStream.chunk", "conversationId": cid, "audioChunk": "/" * 212 + "w="}
+    )
+    with contextlib.suppress(websockets.ConnectionClosed):
+        while not stop.is_set():
+            await ws.send(chunk)
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.anyio
+async def test_one_owner_per_call_across_two_instances_on_postgresql(
+    tmp_path: Path, pg_store_url: str
+) -> None:
+    stores = [open_store(pg_store_url), open_store(pg_store_url)]
+    try:
+        async with (
+            serving(tmp_path, stores[0], instance="hostile-a") as (app_a, url_a),
+            serving(tmp_path, stores[1], instance="hostile-b") as (_, url_b),
+        ):
+            kinds_, winner, loser = await _two_initiates(url_a, url_b, "pg-twice")
+            assert sorted(kinds_) == ["session.accepted", "session.error"]
+            await loser.close()
+            # The owner streams; a resume of the call on either instance is refused.
+            await winner.send(
+                json.dumps({"type": "userStream.start", "conversationId": "pg-twice"})
+            )
+            stop = asyncio.Event()
+            streaming = asyncio.create_task(_stream(winner, "pg-twice", stop))
+            await asyncio.sleep(0.3)
+            for url in (url_a, url_b):
+                async with _connect(url) as thief:
+                    await thief.send(
+                        json.dumps({"type": "session.resume", "conversationId": "pg-twice"})
+                    )
+                    reply = json.loads(await asyncio.wait_for(thief.recv(), 10))
+                    assert reply["type"] == "session.error", reply
+            stop.set()
+            await streaming
+            await winner.send(json.dumps({"type": "session.end", "conversationId": "pg-twice"}))
+            await _closed(winner)
+            stores[0].flush()
+            stores[1].flush()
+            events = stores[0].read_call("pg-twice")
+            assert not [e for e in events if isinstance(e, ev.ConnectionLost)], "false loss"
+            assert not [e for e in events if isinstance(e, ev.SessionResumed)]
+            assert sum(isinstance(e, ev.SessionInitiated) for e in events) == 1
+            assert isinstance(events[-1], ev.CallEnded)
+            assert_replays(events)
+            del app_a
+    finally:
+        for s in stores:
+            s.close()
+
+
+@pytest.mark.anyio
+async def test_a_socket_that_never_initiates_is_closed(tmp_path: Path) -> None:
+    async with serving(tmp_path, initiate_timeout_s=0.3) as (_, url):
+        async with _connect(url) as ws:
+            await ws.send(json.dumps({"type": "connection.validate"}))  # not an initiate
+            assert await _closed(ws) == 1008
+
+
+@pytest.mark.anyio
+async def test_a_silent_caller_is_lost_and_the_call_ends_after_grace(tmp_path: Path) -> None:
+    async with serving(tmp_path, caller_idle_s=0.4) as (app, url):
+        ws = await _connect(url)
+        await ws.send(json.dumps({**INITIATE, "conversationId": "silent"}))
+        assert json.loads(await ws.recv())["type"] == "session.accepted"
+        session = app.state.service.calls["silent"]
+        await _closed(ws)  # (the connection is dropped: no frame for 0.4 s)
+        events = await _log(app, "silent")
+        lost = [e for e in events if isinstance(e, ev.ConnectionLost)]
+        assert lost and lost[0].side == "caller" and lost[0].reason == "no frame for 0.4 s"
+        assert any(isinstance(e, ev.GraceExpired) for e in events)
+        assert isinstance(events[-1], ev.CallEnded)
+        assert "silent" not in app.state.service.calls and session.model is None
+        assert_replays(events)
+
+
+@pytest.mark.anyio
+async def test_sockets_past_the_cap_get_503_at_the_upgrade(tmp_path: Path) -> None:
+    async with serving(tmp_path, max_sockets=2) as (_, url):
+        a, b = await _connect(url), await _connect(url)
+        with pytest.raises(InvalidStatus) as info:
+            async with _connect(url):
+                pass
+        assert info.value.response.status_code == 503
+        await a.close()
+        for _ in range(100):  # the server notices the close
+            try:
+                async with _connect(url) as c:
+                    await c.send(json.dumps({"type": "connection.validate"}))
+                    assert json.loads(await c.recv())["type"] == "connection.validated"
+                    break
+            except InvalidStatus:
+                await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("a freed slot was never reused")
+        await b.close()
+
+
+@pytest.mark.anyio
+async def test_a_caller_flooding_messages_is_closed_and_takes_the_dropped_path(
+    tmp_path: Path,
+) -> None:
+    async with serving(tmp_path, max_msgs_per_s=20) as (app, url):
+        ws = await _connect(url)
+        await ws.send(json.dumps({**INITIATE, "conversationId": "flood"}))
+        assert json.loads(await ws.recv())["type"] == "session.accepted"
+        with contextlib.suppress(websockets.ConnectionClosed):
+            for _ in range(200):
+                await ws.send(json.dumps({"type": "connection.validate"}))
+        assert await _closed(ws) == 1008
+        events = await _log(app, "flood")
+        lost = [e for e in events if isinstance(e, ev.ConnectionLost)]
+        assert lost and lost[0].reason == "more than 20 messages/s"
+        assert isinstance(events[-1], ev.CallEnded)
+
+
+@pytest.mark.anyio
+async def test_refused_upgrades_log_one_warning_per_source_and_never_a_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "query-SECRET-123"
+    async with serving(tmp_path) as (_, url):
+        for name in ("uvicorn.error", "uvicorn"):
+            logging.getLogger(name).addHandler(caplog.handler)
+            logging.getLogger(name).setLevel(logging.INFO)
+        caplog.set_level(logging.INFO)
+        try:
+            for headers in (
+                None,
+                {"Authorization": "Bearer wrong-SECRET"},
+                {"Authorization": TOKEN},
+            ):
+                for _ in range(3):
+                    with pytest.raises(InvalidStatus):
+                        async with websockets.connect(
+                            f"{url}?token={secret}", additional_headers=headers
+                        ):
+                            pass
+            async with _connect(f"{url}?token={secret}&api_key=sk-abcdefghijklmnop") as ws:
+                await ws.send(json.dumps({"type": "connection.validate"}))
+                await ws.recv()
+        finally:
+            for name in ("uvicorn.error", "uvicorn"):
+                logging.getLogger(name).removeHandler(caplog.handler)
+        lines = [r.getMessage() for r in caplog.records]
+        refusals = [r for r in caplog.records if "refused with HTTP 401" in r.getMessage()]
+        assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING, lines
+        for line in lines:
+            for bad in (secret, "wrong-SECRET", TOKEN, "sk-abcdefghijklmnop"):
+                assert bad not in line, line
+        assert not [x for x in lines if "without completing handshake" in x], lines

@@ -24,7 +24,7 @@ from fastagent.testing.caller import DEFAULT_PACE, CallerReport, SimulatedCaller
 from fastagent.testing.fake_live import FakeLiveServer
 from fastagent.testing.scenario import Scenario, load_scenario, scenario_from_dict
 
-SCENARIOS = Path(str(resources.files("fastagent") / "scenarios"))
+SCENARIOS = Path(str(resources.files("fastagent.examples") / "scenarios"))
 LIVE_CLIENT_TYPES = {
     "session.start",
     "session.update",

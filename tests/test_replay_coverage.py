@@ -15,7 +15,7 @@ from fastagent.testing.paths import paths
 from fastagent.testing.snapshots import recordings
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ROOT / "fastagent" / "scenarios"
+SCENARIOS = ROOT / "fastagent" / "examples" / "scenarios"
 # Model-side situations (an unreachable model, a refused or failed response, a model
 # that does not answer, a failed transcription, an audio item the caller never heard)
 # are recorded with the fake model's failure switches by the model work; until those

@@ -425,7 +425,7 @@ async def test_store_opened_by_service_keeps_everything(tmp_path: Path) -> None:
 
 
 async def test_seeding_folds_old_turns_into_one_summary() -> None:
-    from fastagent.service import SEED_ITEMS, seed_pairs
+    from fastagent.service.call import SEED_ITEMS, seed_pairs
     from projections.live import Line
 
     short = [Line(role="user", text="hi", at=0), Line(role="assistant", text="", at=1)]
@@ -486,7 +486,9 @@ async def test_live_state_kept_during_the_call_equals_a_fold_of_its_log(voice: V
 
 
 async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> None:
-    """A caller whose old socket never closed (half-open TCP) resumes on a new one:
+    """A caller whose old socket never closed (half-open TCP) resumes on a new one.
+    While the old socket is healthy (a frame within resume_stale_s) the resume is
+    refused and the old socket keeps the call; once it has been silent past that,
     the old one is recorded as lost first, so the bot's speech goes on on the new
     socket in a new play stream, with no model reconnect."""
     long = "Welcome to the bank. " * 12
@@ -501,9 +503,15 @@ async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> N
         while chunks < 5:  # the greeting is playing on the old socket
             if json.loads(await asyncio.wait_for(old.recv(), 5))["type"] == "playStream.chunk":
                 chunks += 1
+        stale_s = v.app.state.service.config.resume_stale_s
         new = await websockets.connect(
             v.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}
         )
+        await old.send(json.dumps({"type": "connection.validate"}))  # a healthy old socket
+        await new.send(json.dumps({"type": "session.resume", "conversationId": "half-open"}))
+        refused = json.loads(await asyncio.wait_for(new.recv(), 5))
+        assert refused == {"type": "session.error", "reason": "call is active on another socket"}
+        await asyncio.sleep(stale_s + 0.2)  # the old socket goes silent: now it is stale
         await new.send(json.dumps({"type": "session.resume", "conversationId": "half-open"}))
         seen: list[str] = []
         while "playStream.chunk" not in seen:

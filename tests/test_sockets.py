@@ -16,7 +16,6 @@ from test_service import GOODBYE, _voice, kinds, scenario
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from fastagent import service as service_mod
 from fastagent import sockets
 from fastagent.replay import replay
 from fastagent.service import CallSession
@@ -205,7 +204,7 @@ async def test_the_slow_lane_alone_records_the_same_call(
     """With no fast lane (another ASGI server, another websockets client), a call
     is recorded the same way: the fast lane is an optimisation, not a behaviour."""
     counts = count_fast(monkeypatch)
-    monkeypatch.setattr(service_mod.sockets, "caller_protocol_of", lambda receive: None)
+    monkeypatch.setattr(sockets, "caller_protocol_of", lambda receive: None)
     monkeypatch.setattr(CallSession, "model_text_now", lambda self, data: False)
     sc = scenario(TURNS)
     async for v in _voice(tmp_path, sc):

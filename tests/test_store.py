@@ -15,9 +15,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from fastagent import events as ev
-from fastagent import store as store_module
 from fastagent.store import (
-    CallSummary,
     EventStore,
     StoreError,
     StreamConflict,
@@ -25,6 +23,8 @@ from fastagent.store import (
     chunk_batches,
     open_store,
 )
+from fastagent.store import writer as writer_module
+from projections.calls import CallSummary, list_calls
 
 T0 = 1_767_225_600_000_000
 
@@ -302,7 +302,7 @@ def test_unknown_call(db: str, opened: Callable[..., EventStore]) -> None:
         store.read_call("nobody")
     assert store.last_seq("nobody") == 0
     assert store.max_position() == 0
-    assert store.list_calls() == []
+    assert list_calls(store) == []
 
 
 @pytest.mark.parametrize(
@@ -325,7 +325,7 @@ def test_corrupt_row_raises_event_format_error(
     for read in (
         lambda: store.read_call("call-z"),
         lambda: store.read_all(),
-        lambda: store.list_calls(),
+        lambda: list_calls(store),
     ):
         with pytest.raises(ev.EventFormatError, match=problem) as info:
             read()
@@ -339,7 +339,7 @@ def test_list_calls(db: str, opened: Callable[..., EventStore]) -> None:
     store.append(a_call("call-b"))
     store.append([audio("call-live", 1), audio("call-live", 2)])
     store.flush()
-    assert store.list_calls() == [
+    assert list_calls(store) == [
         CallSummary(
             call_id="call-b",
             started_at_us=T0,
@@ -436,7 +436,7 @@ def test_postgresql_flush_commits_whole_batches(
 ) -> None:
     """Each append() is an input and its decisions: a transaction never splits one,
     so a crash between two transactions cannot leave an input without its decisions."""
-    monkeypatch.setattr(store_module, "_PG_CHUNK_ROWS", 3)
+    monkeypatch.setattr(writer_module, "_PG_CHUNK_ROWS", 3)
     store = opened(pg_store_url, flush_interval=30)
     batches = _batches("call-c", [2, 2, 1, 4, 2, 1])
     ends = {0} | {b[-1].seq for b in batches}
@@ -480,7 +480,7 @@ def test_state_not_a_blob_raises_event_format_error(
     for read in (
         lambda: store.read_call("call-t"),
         lambda: store.read_all(),
-        lambda: store.list_calls(),
+        lambda: list_calls(store),
     ):
         with pytest.raises(ev.EventFormatError) as info:
             read()

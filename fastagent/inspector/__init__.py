@@ -54,6 +54,7 @@ from fastagent import masking
 from fastagent.access import ReadAccess, set_read_cookie
 from projections import inspect as views
 from projections import latency
+from projections.calls import list_calls
 
 STATIC = {
     "index.html": "text/html; charset=utf-8",
@@ -213,7 +214,7 @@ def inspector_app(
 
         def work() -> dict[str, Any]:
             s = store()
-            listed = list(reversed(s.list_calls()))
+            listed = list(reversed(list_calls(s)))
             rows = [summaries.get(s, c.call_id, c.events) for c in listed]
             shown = [r for r in rows if views.matches(r, **filters)][:limit]
             return {

@@ -269,7 +269,13 @@ class FakeSession:
         self.log.append(("out", event))
         tamper = self.server.tamper
         wire = tamper(event) if tamper is not None else None
-        await self.ws.send(json.dumps(event) if wire is None else wire)
+        if wire is None:
+            await self.ws.send(json.dumps(event))
+        elif isinstance(wire, list):
+            for frame in wire:
+                await self.ws.send(frame)
+        else:
+            await self.ws.send(wire)
 
     async def error(
         self,
@@ -878,7 +884,8 @@ class FakeRealtimeServer:
     response.  ``continue_script``: a new connection (a client reconnecting
     after a drop) goes on with the script where the last one was.  ``tamper``:
     a hostile model for tests: called with each valid event the fake is about to
-    send, it returns the text (or bytes) to send instead, or None to send it as is.
+    send, it returns the text (or bytes, or a list of them) to send instead, or
+    None to send it as is.
     """
 
     def __init__(
@@ -895,7 +902,7 @@ class FakeRealtimeServer:
         error_on: Iterable[str] = (),
         rate_limited: bool = False,
         continue_script: bool = False,
-        tamper: Callable[[dict[str, Any]], str | bytes | None] | None = None,
+        tamper: Callable[[dict[str, Any]], str | bytes | list[str | bytes] | None] | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")

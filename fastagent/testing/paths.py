@@ -1,6 +1,6 @@
 """Scripted calls for the paths a demo scenario cannot reach, driven through the real core.
 
-A demo scenario (``fastagent/scenarios/*.json``) plays a call over real sockets
+A demo scenario (``fastagent/examples/scenarios/*.json``) plays a call over real sockets
 against the fake model; it cannot make a caller's socket drop and come back on
 another instance, a model socket close mid-response, a tool time out, or the
 model ask for 33 function calls at once.  Each path here scripts the *inputs*

@@ -1,14 +1,11 @@
-"""The imperative shell: sockets, timers, tools and the store around the core.
+"""The call runner: one call driven by this process.
 
-For each call, VAIC dials ``/audiocodes``; a :class:`CallSession` turns every
-frame it observes (caller side and model side) into an input event stamped with
-the time it saw it, appends it, hands it to the engine core, appends the core's
-decisions and executes them.  Audio passes through untouched where the formats
-allow; only its chunk boundaries are recorded.
-
-One session drives a call at a time.  A caller that reconnects (``session.resume``)
-within the grace period gets the same session back, on this instance from memory,
-on another one rebuilt from the log (see docs/operations.md).
+A :class:`CallSession` turns every frame it observes (caller side and model side)
+into an input event stamped with the time it saw it, appends it, hands it to the
+engine core, appends the core's decisions and executes them.  Audio passes
+through untouched where the formats allow; only its chunk boundaries are
+recorded.  Each socket has two lanes (see :mod:`fastagent.sockets`): an ordered
+slow lane (a reader task) and a fast lane for audio (the socket's data callback).
 """
 
 from __future__ import annotations
@@ -16,28 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
-import hmac
 import logging
-import os
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import WebSocket
 
-from fastagent import access, audio, models, realtime, snapshots, sockets, vaic
+from fastagent import audio, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent import live as live_proto
-from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine, response_event_id
 from fastagent.live import choose_live_format
 from fastagent.live_link import MODEL_DECISIONS, LiveLink
-from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall, open_store
+from fastagent.service.caller_link import CallerPace
+from fastagent.store import StoreError, StreamConflict
 from projections import live
+
+if TYPE_CHECKING:
+    from fastagent.service.process import Service
 
 log = logging.getLogger("fastagent.service")
 
@@ -55,210 +49,17 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-@dataclass
-class ServiceConfig:
-    store: str | None = None
-    token: str | None = None  # FASTAGENT_VAIC_TOKEN; None only with no_auth
-    # FASTAGENT_READ_TOKEN: reading call data (/mcp, web views); None = reading is off.
-    read_token: str | None = None
-    api_docs: bool = False  # FASTAGENT_API_DOCS: /docs, /redoc, /openapi.json (read token)
-    no_auth: bool = False
-    agent: str = "default"
-    greet: bool = True
-    transfer_target: str = ""
-    realtime_url: str | None = None  # FASTAGENT_REALTIME_URL
-    api_key: str | None = None  # OPENAI_API_KEY
-    model: str = models.DEFAULT_MODEL
-    voice: str = ""
-    grace_s: float | None = None  # None: the core's (core.POLICY); recorded per call
-    playback_speed: float = 1.0  # >1 only for simulated callers that play faster
-    max_frame_bytes: int = vaic.DEFAULT_MAX_FRAME_BYTES
-    tool_timeout_s: float | None = None  # None: the core's, like grace_s
-    model_retries: int | None = None  # None: the core's, like grace_s
-    # A session.update or response.create the model does not answer within this
-    # many seconds is a model failure (the agent's fallback; outcome failed).
-    model_timeout_s: float = 10.0
-    # GPT-Live (--model gpt-live-1.1): the Responses model its delegations run on
-    # (FASTAGENT_LIVE_BACKEND_MODEL), whether sessions are stored so a dropped one
-    # is forked (FASTAGENT_LIVE_STORE=1), and the output quiet that means "stopped".
-    live_backend_model: str = "gpt-5-mini"
-    live_store: bool = False
-    live_idle_ms: int = 300
-    instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
-
-    def to_env(self) -> dict[str, str]:
-        """The FASTAGENT_* variables that rebuild this configuration (for workers)."""
-        env = {
-            "FASTAGENT_AGENT": self.agent,
-            "FASTAGENT_GREET": "1" if self.greet else "0",
-            "FASTAGENT_PLAYBACK_SPEED": repr(self.playback_speed),
-            "FASTAGENT_MAX_FRAME_BYTES": str(self.max_frame_bytes),
-            "FASTAGENT_MODEL": self.model,
-            "FASTAGENT_MODEL_TIMEOUT_S": repr(self.model_timeout_s),
-            "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
-            "FASTAGENT_LIVE_BACKEND_MODEL": self.live_backend_model,
-            "FASTAGENT_LIVE_STORE": "1" if self.live_store else "0",
-            "FASTAGENT_LIVE_IDLE_MS": str(self.live_idle_ms),
-        }
-        if self.store:
-            env["FASTAGENT_STORE"] = self.store
-        if self.grace_s is not None:
-            env["FASTAGENT_GRACE_S"] = repr(self.grace_s)
-        if self.transfer_target:
-            env["FASTAGENT_TRANSFER_TARGET"] = self.transfer_target
-        return env
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> ServiceConfig:
-        """The configuration from FASTAGENT_* variables, then ``overrides`` that are
-        not None.  Raises ConfigError (one line) for a malformed number."""
-        env = os.environ
-
-        def number(name: str, default: float | None, kind: type, expected: str, ok: Any) -> Any:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return None if default is None else kind(default)
-            try:
-                value = kind(raw)
-            except ValueError:
-                value = None
-            if value is None or not ok(value):  # NaN fails every comparison
-                raise ConfigError(f"bad {name}={raw!r}: expected {expected}")
-            return value
-
-        inf = float("inf")
-        cfg = cls(
-            store=env.get("FASTAGENT_STORE"),
-            token=env.get("FASTAGENT_VAIC_TOKEN") or None,
-            read_token=env.get(access.ENV_READ) or None,
-            api_docs=access.api_docs_enabled(env),
-            agent=env.get("FASTAGENT_AGENT", "default"),
-            transfer_target=env.get("FASTAGENT_TRANSFER_TARGET", ""),
-            realtime_url=env.get("FASTAGENT_REALTIME_URL") or None,
-            api_key=env.get("OPENAI_API_KEY") or None,
-            model=env.get("FASTAGENT_MODEL") or models.DEFAULT_MODEL,
-            model_timeout_s=number(
-                "FASTAGENT_MODEL_TIMEOUT_S",
-                10,
-                float,
-                "seconds (a number > 0)",
-                lambda v: 0 < v < inf,
-            ),
-            grace_s=number(
-                "FASTAGENT_GRACE_S", None, float, "seconds (a number >= 0)", lambda v: 0 <= v < inf
-            ),
-            greet=env.get("FASTAGENT_GREET", "1").lower() not in ("0", "false", "no"),
-            # Only for simulated callers that play bot audio faster than real time.
-            playback_speed=number(
-                "FASTAGENT_PLAYBACK_SPEED", 1, float, "a number > 0", lambda v: 0 < v < inf
-            ),
-            max_frame_bytes=number(
-                "FASTAGENT_MAX_FRAME_BYTES",
-                vaic.DEFAULT_MAX_FRAME_BYTES,
-                int,
-                "a whole number of bytes > 0",
-                lambda v: v > 0,
-            ),
-            live_backend_model=env.get("FASTAGENT_LIVE_BACKEND_MODEL") or "gpt-5-mini",
-            live_store=env.get("FASTAGENT_LIVE_STORE", "0").lower() in ("1", "true", "yes"),
-            live_idle_ms=number(
-                "FASTAGENT_LIVE_IDLE_MS",
-                300,
-                int,
-                "milliseconds (a whole number > 0)",
-                lambda v: v > 0,
-            ),
-        )
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(cfg, key, value)
-        return cfg
-
-
 GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
+
+
 SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
+
+
 SNAPSHOT_CHECK_S = 2.0
-CLAIM_ATTEMPTS = 5  # a resume overtakes an old owner still finishing its writes
-LIVE_S = 1.0  # a call not suspended whose log is quiet this long has lost its driver
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class _Lost(Exception):
     """This instance no longer drives the call (another writer took its stream)."""
-
-
-def read_access(config: ServiceConfig) -> access.ReadAccess:
-    """The read credentials of ``config``; ConfigError (one line) if malformed or
-    equal to the VAIC token."""
-    try:
-        return access.ReadAccess.parse(config.read_token, vaic_token=config.token)
-    except access.AccessError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-class Service:
-    """Calls in this process, the store and the tool hubs they share."""
-
-    def __init__(self, config: ServiceConfig, store: EventStore | None = None) -> None:
-        if not config.token and not config.no_auth:
-            raise ConfigError(
-                "no FASTAGENT_VAIC_TOKEN configured; set one, or pass --no-auth for local use"
-            )
-        self.config = config
-        self.read_access = read_access(config)
-        self.store = store if store is not None else open_store(config.store)
-        self.calls: dict[str, CallSession] = {}
-        self.hubs: dict[str, Any] = {}
-        self.observers: list[Callable[[ev.Event], None]] = []
-        self._hub_lock = asyncio.Lock()
-        self._openai: Any = None
-
-    def openai_client(self) -> Any:
-        """One SDK client for all calls (building one costs ~20 ms of CPU)."""
-        if self._openai is None:
-            from openai import AsyncOpenAI
-
-            url = self.config.realtime_url
-            if url is not None and not url.startswith(("ws://", "wss://")):
-                raise realtime.RealtimeConfigError(
-                    f"Realtime URL must start with ws:// or wss://, got {url!r}"
-                )
-            self._openai = AsyncOpenAI(
-                api_key=self.config.api_key or "sk-none", websocket_base_url=url
-            )
-        return self._openai
-
-    def authorized(self, header: str | None) -> bool:
-        if self.config.no_auth:
-            return True
-        expected = f"Bearer {self.config.token}".encode()
-        return hmac.compare_digest((header or "").encode(), expected)
-
-    async def hub(self, agent_name: str) -> Any:
-        """The MCP tool hub of an agent, started once and shared by its calls."""
-        async with self._hub_lock:
-            hub = self.hubs.get(agent_name)
-            if hub is None:
-                from fastagent.tools import ToolHub
-
-                hub = ToolHub(get_agent(agent_name))
-                await hub.__aenter__()
-                self.hubs[agent_name] = hub
-            return hub
-
-    async def aclose(self) -> None:
-        for session in list(self.calls.values()):
-            if session.grace_task is not None:
-                session.grace_task.cancel()
-            await session.detach_model()
-        for hub in self.hubs.values():
-            with contextlib.suppress(Exception):
-                await hub.aclose()
-        self.hubs.clear()
-        await asyncio.to_thread(self.store.flush)
 
 
 SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
@@ -279,6 +80,13 @@ def seed_pairs(transcript: list[live.Line], items: int = SEED_ITEMS) -> list[tup
     return [("system", summary), *recent]
 
 
+# Decisions acted on without waiting for the log: the audio stream's framing,
+# tools (run_tool makes the log durable itself before the side effect), the end.
+_AHEAD_OF_LOG: frozenset[type] = frozenset(
+    {ev.PlaybackStarted, ev.PlaybackStopped, ev.FunctionCallDispatched, ev.CallEnded}
+)
+
+
 class CallSession:
     """One call driven by this process: engine, live state, model socket, caller socket."""
 
@@ -290,6 +98,7 @@ class CallSession:
         self.state = live.CallState()
         self.caller: WebSocket | None = None
         self.caller_sock: sockets.CallerProtocol | None = None  # its fast lane, if served so
+        self.caller_pace: CallerPace | None = None  # its liveness and message rate
         self.proto: vaic.VaicProtocol | None = None
         self.model: Any = None
         self.model_sock: sockets.ModelConnection | None = None
@@ -345,8 +154,22 @@ class CallSession:
     # ---------------------------------------------------------------- decisions
 
     async def execute(self, decisions: list[ev.Decision]) -> None:
+        """Act on recorded decisions, in order.
+
+        The durability boundary: any decision that changes what the caller or the
+        model knows is sent only once the log holds it (one flush, a commit, before
+        the first such decision of the batch).  Only the audio stream itself (play
+        stream start/stop around the chunks) may run ahead of the log, by at most
+        one group commit.  If the log cannot be made durable the frame is not sent.
+        """
+        durable = False
         for d in decisions:
             t = type(d)
+            if not durable and t not in _AHEAD_OF_LOG:
+                durable = True
+                if not await self.durable():
+                    log.error("call %s: log not durable; %s not sent", self.call_id, t.__name__)
+                    return
             if self.link is not None and t in MODEL_DECISIONS:
                 await self.link.execute(d)
             elif t is ev.PlaybackStarted:
@@ -616,6 +439,12 @@ class CallSession:
         except Exception:  # a gone socket is noticed by its reader
             pass
 
+    async def to_vaic_durable(self, frame: bytes) -> None:
+        """A non-audio frame the caller learns something from (speech events, a
+        recognition): sent once the input that caused it is durable in the log."""
+        if self.caller is not None and await self.durable():
+            await self.to_vaic(frame)
+
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
@@ -807,19 +636,19 @@ class CallSession:
             await self.input(
                 ev.SpeechStarted, item_id=e.item_id or "", audio_start_ms=e.audio_start_ms or 0
             )  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_started())
+            await self.to_vaic_durable(vaic.speech_started())
         elif t is realtime.SpeechStopped:
             await self.input(
                 ev.SpeechStopped, item_id=e.item_id or "", audio_end_ms=e.audio_end_ms or 0
             )  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_stopped())
+            await self.to_vaic_durable(vaic.speech_stopped())
         elif t is realtime.AudioCommitted:
             await self.input(ev.SpeechCommitted, item_id=e.item_id or "")  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_committed())
+            await self.to_vaic_durable(vaic.speech_committed())
         elif t is realtime.InputTranscriptionCompleted:
             text = e.transcript or ""  # type: ignore[union-attr]
             await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
-            await self.to_vaic(vaic.speech_recognition(text))
+            await self.to_vaic_durable(vaic.speech_recognition(text))
         elif t is realtime.ResponseCreated:
             self.answered("response.created")
             await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
@@ -919,6 +748,8 @@ class CallSession:
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
             return False  # a new stream starts, or audio nobody hears: decisions to act on
+        if self.vaic_proto().play_stream_id is None:
+            return False
         b64 = e.delta  # type: ignore[union-attr]
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
@@ -960,6 +791,8 @@ class CallSession:
         pb = self.engine.play
         if pb is None or not pb.open or pb.item_id != e.item_id:
             return  # interrupted or not ours: the caller must not hear it
+        if self.vaic_proto().play_stream_id is None:
+            return  # a resume attached a new socket and has not started its stream yet
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         await self.to_vaic(self.vaic_proto().play_chunk(b64))
@@ -1060,246 +893,6 @@ class CallSession:
         self.spawn(loop())
 
 
-# ------------------------------------------------------------------ the socket
-
-
-async def serve_caller(service: Service, ws: WebSocket) -> None:
-    """One VAIC WebSocket: validate, initiate or resume, then pump frames."""
-    proto = vaic.VaicProtocol(service.config.max_frame_bytes)
-    session: CallSession | None = None
-    ended = False
-    receive = ws._receive  # raw ASGI receive: Starlette's wrapper costs more than a frame
-    parse = proto.receive
-    chunk = vaic.UserStreamChunk
-    busy = False  # this loop is handling a message (the slow lane)
-    sock = sockets.caller_protocol_of(receive)
-    failed: str | None = None
-
-    def chunk_now(data: bytes) -> bool:
-        """Fast lane, from the socket's data callback: an audio chunk while the slow
-        lane is idle goes straight to the session (see fastagent.sockets)."""
-        if busy or session is None or session.caller is not ws or sock is None or sock.backlog():
-            return False  # (a session gone or moved on leaves the socket to the slow lane)
-        msg = proto.receive_chunk(data)
-        return msg is not None and session.caller_audio_now(msg)
-
-    if sock is not None:
-        sock.on_text = chunk_now
-    try:
-        while True:
-            busy = False
-            message = await receive()
-            busy = True
-            data = message.get("text")
-            if data is None:
-                if message["type"] == "websocket.disconnect":
-                    break
-                data = message.get("bytes") or b""
-            msg = parse(data)
-            if type(msg) is chunk:  # hot path
-                if session is not None:
-                    await session.on_caller_audio(msg)  # type: ignore[arg-type]
-                continue
-            if isinstance(msg, vaic.ProtocolViolation):
-                if session is not None:
-                    await session.protocol_error("caller", msg.message)
-                else:
-                    log.warning("VAIC frame rejected: %s", msg.message[:300])
-                if msg.reply is not None:
-                    await ws.send_text(msg.reply.decode())
-                continue
-            if isinstance(msg, vaic.ConnectionValidate):
-                await ws.send_text(vaic.connection_validated().decode())
-            elif isinstance(msg, vaic.SessionInitiate):
-                session = await initiate(service, ws, proto, msg)
-            elif isinstance(msg, vaic.SessionResume):
-                session = await resume(service, ws, proto, msg)
-            elif session is None:
-                continue
-            elif isinstance(msg, vaic.SessionEnd):
-                ended = True
-                await session.input(ev.SessionEnded, reason_code=msg.reasonCode, reason=msg.reason)
-                break
-            elif isinstance(msg, vaic.UserStreamStart):
-                await session.input(ev.CallerStreamStarted)
-                await ws.send_text(vaic.user_stream_started(msg.participant).decode())
-            elif isinstance(msg, vaic.UserStreamStop):
-                await session.input(ev.CallerStreamStopped)
-                await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
-            elif isinstance(msg, vaic.Activities):
-                for act in msg.activities:
-                    if act.is_start:
-                        await session.input(
-                            ev.CallStarted,
-                            caller=act.caller,
-                            callee=act.callee,
-                            parameters=dict(act.parameters),
-                        )
-                    elif act.is_dtmf:
-                        if act.dtmf_error:
-                            await session.protocol_error("caller", act.dtmf_error)
-                        else:
-                            await session.input(ev.Dtmf, digits=act.digits)
-    except WebSocketDisconnect:
-        pass
-    except _Lost:
-        if session is not None:
-            await session.close("stream taken over by another instance")
-        return
-    except Exception as exc:
-        # Whatever failed, the socket is done: it takes the dropped socket's path
-        # below (ConnectionLost, grace timer, model closed when the grace ends).
-        cid = session.call_id if session is not None else "-"
-        failed = f"socket failed: {type(exc).__name__}"
-        log.error("call %s: caller socket failed: %s: %s", cid, type(exc).__name__, exc)
-        with contextlib.suppress(Exception):
-            await ws.close(code=1011)
-    if session is None or session.closing:
-        return
-    if session.caller is ws:
-        await caller_gone(session, "socket closed" if failed is None else failed, ended)
-
-
-async def caller_gone(session: CallSession, reason: str, ended: bool = False) -> None:
-    """The caller's socket is gone (closed, failed, or gone silent): record it and
-    start the grace timer; the model socket is closed when the grace ends."""
-    session.detach_caller()
-    session.proto = None
-    if ended or session.engine.status == "ended":
-        return
-    try:
-        await session.input(ev.ConnectionLost, side="caller", reason=reason[:200])
-    except _Lost:
-        await session.close("stream taken over by another instance")
-        return
-    except Exception as exc:  # the store is failing too: do not keep the call open
-        log.error(
-            "call %s: cannot record the drop: %s: %s", session.call_id, type(exc).__name__, exc
-        )
-        await session.close("caller socket failed and the drop could not be recorded")
-        return
-    if not session.closing:
-        session.start_grace()
-        session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
-
-
-async def initiate(
-    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionInitiate
-) -> CallSession | None:
-    call_id = msg.conversationId
-    try:
-        known = call_id in service.calls or await asyncio.to_thread(service.store.last_seq, call_id)
-    except StoreError as exc:
-        log.error("call %s: store unavailable: %s", call_id, exc)
-        await ws.send_text(vaic.session_error("service unavailable").decode())
-        return None
-    if known:
-        await ws.send_text(vaic.session_error("conversation already exists").decode())
-        return None
-    cfg = service.config
-    session = CallSession(service, call_id, Engine(call_id))
-    session.attach_caller(ws, proto)
-    service.calls[call_id] = session
-    config = ev.CallConfig(
-        agent=cfg.agent,
-        greet=cfg.greet,
-        transfer_target=cfg.transfer_target,
-        voice=cfg.voice or "marin",
-        model=cfg.model,
-        model_timeout_s=cfg.model_timeout_s,
-        playback_speed=cfg.playback_speed,
-        grace_s=cfg.grace_s,
-        tool_timeout_s=cfg.tool_timeout_s,
-        model_retries=cfg.model_retries,
-    )
-    await session.input(
-        ev.SessionInitiated,
-        config=config,
-        caller=msg.caller,
-        bot_name=msg.botName,
-        offered_formats=tuple(msg.supportedMediaFormats),
-        expect_audio=msg.expectAudioMessages,
-        instance=cfg.instance,
-    )
-    if session.engine.status == "ended":
-        return None
-    await start_model_and_tools(session)
-    session.keep_snapshots()
-    return session
-
-
-async def start_model_and_tools(session: CallSession) -> None:
-    agent = session.engine.agent
-    assert agent is not None
-    if agent.servers:
-        try:
-            # The hub is keyed by the configured reference ("banking" or
-            # "mypkg.agents:AGENT"), as run_tool looks it up; never by Agent.name.
-            hub = await session.service.hub(session.state.agent)
-            listed = await hub.list_tools()
-        except Exception as exc:
-            log.warning("call %s: tools unavailable: %s", session.call_id, exc)
-            listed = {}
-        for server, specs in listed.items():
-            await session.input(ev.ToolsListed, server=server, tools=tuple(specs))
-
-
-async def resume(
-    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionResume
-) -> CallSession | None:
-    """``session.resume``: re-attach the call, from memory if this instance still
-    drives it, else rebuilt from the store (snapshot + tail) and claimed."""
-    call_id = msg.conversationId
-    session = service.calls.get(call_id)
-    if session is not None and not session.closing:
-        if session.grace_task is not None:
-            session.grace_task.cancel()
-        if not await session.taken_over():
-            try:
-                # This instance owns the stream: record in order like any input (the
-                # model reader may be recording too), then make it durable, which
-                # fails if a resume elsewhere claimed the call a moment ago.
-                dropped: list[ev.Decision] = []
-                if session.caller is not None and session.caller is not ws:
-                    # The old socket never reported its end (half-open TCP, or its
-                    # close is still queued): the caller says it is gone, so record
-                    # that first, which stops the play stream it was hearing.
-                    dropped = session.record(
-                        ev.ConnectionLost(
-                            call_id=call_id,
-                            seq=session.engine.next_seq,
-                            at=now_us(),
-                            side="caller",
-                            reason="replaced by session.resume",
-                        )
-                    )
-                inp = ev.SessionResumed(
-                    call_id=call_id,
-                    seq=session.engine.next_seq,
-                    at=now_us(),
-                    instance=service.config.instance,
-                )
-                decisions = session.record(inp)
-                await session.store.flush_async(call_id)
-            except (StreamConflict, _Lost):
-                await session.close("call resumed on another instance")
-                await ws.send_text(
-                    vaic.session_error("call is active on another instance").decode()
-                )
-                return None
-            await session.execute(dropped)  # (play_stop to the old socket, if it listens)
-            old = session.caller
-            session.attach_caller(ws, proto)
-            if old is not None and old is not ws:
-                with contextlib.suppress(Exception):
-                    await old.close()
-            await session.execute(decisions)
-            return session
-        # It moved to another instance and back: this copy is stale.
-        await session.close("call resumed on another instance")
-    return await resume_from_store(service, ws, proto, call_id)
-
-
 async def dial_model(service: Service) -> Any:
     """A Realtime connection on the service's shared SDK client (a GPT-Live call's
     link dials its own: ``LiveLink.dial``)."""
@@ -1309,307 +902,5 @@ async def dial_model(service: Service) -> Any:
         model=service.config.model,
         client=service.openai_client(),
         connection_class=sockets.ModelConnection,
+        max_frame_bytes=service.config.model_max_frame_bytes,
     )
-
-
-async def quiet_for(store: EventStore, call_id: str, last: int) -> bool:
-    """True if nobody appends to the call for LIVE_S seconds (its driver is gone).
-
-    A call not suspended is either driven by a live instance (whose caller streams
-    audio, so its log grows every few tens of ms) or was left by a crashed one.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + LIVE_S
-    while loop.time() < deadline:
-        await asyncio.sleep(0.1)
-        try:
-            if await asyncio.to_thread(store.last_seq, call_id) > last:
-                return False
-        except StoreError:
-            return False
-    return True
-
-
-async def resume_from_store(
-    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, call_id: str
-) -> CallSession | None:
-    store, cfg = service.store, service.config
-    instance = cfg.instance
-    # Dial the model while the call is rebuilt: most of a resume's latency is this socket.
-    dial = asyncio.create_task(dial_model(service))
-
-    async def refuse(reason: str) -> None:
-        await ws.send_text(vaic.session_error(reason).decode())
-        dial.cancel()
-        with contextlib.suppress(BaseException):
-            conn = await dial
-            await conn.close()
-
-    for attempt in range(CLAIM_ATTEMPTS):
-        try:
-            await asyncio.to_thread(store.reclaim, call_id)
-            rebuilt = await asyncio.to_thread(snapshots.rebuild, store, call_id)
-        except UnknownCall:
-            await refuse("conversation not found")
-            return None
-        except StoreError as exc:
-            log.error("call %s: cannot resume: %s", call_id, exc)
-            await refuse("store unavailable")
-            return None
-        engine = rebuilt.engine
-        if rebuilt.divergence:
-            # Today's agent decides differently from the one that drove the call:
-            # its state cannot be rebuilt faithfully here (a deploy changed the FSA).
-            log.error("call %s: %s; not resumed here", call_id, rebuilt.divergence)
-            await refuse("call cannot be resumed on this version of the agent")
-            return None
-        if engine is None or engine.status == "ended" or engine.agent is None:
-            await refuse("conversation has ended")
-            return None
-        read_to = engine.next_seq - 1
-        if engine.status != "suspended" and not await quiet_for(store, call_id, read_to):
-            # Not suspended and its log still grows: an instance drives it with a caller.
-            await refuse("call is active on another instance")
-            return None
-        batch: list[ev.Event] = []
-        at = now_us()
-        if engine.status == "active":
-            # The instance that had the caller died without recording the drop.
-            lost = ev.ConnectionLost(
-                call_id=call_id, seq=engine.next_seq, at=at, side="caller", reason="instance lost"
-            )
-            batch += [lost, *engine.handle(lost)]
-        resumed = ev.SessionResumed(call_id=call_id, seq=engine.next_seq, at=at, instance=instance)
-        decisions = engine.handle(resumed)
-        batch += [resumed, *decisions]
-        session = CallSession(service, call_id, engine)
-        session.state = rebuilt.state
-        try:
-            # Claim the call: a synchronous append fails if anyone wrote after our read.
-            await session.claim(batch)
-            break
-        except StreamConflict:
-            pass
-        except StoreError as exc:
-            log.error("call %s: cannot resume: %s", call_id, exc)
-            await refuse("store unavailable")
-            return None
-        # Who wrote?  Another resume (a claim) wins: back off.  An old owner still
-        # finishing its writes (its caller is gone) is overtaken: read again, retry.
-        try:
-            newer = await asyncio.to_thread(store.read_call, call_id, read_to)
-        except StoreError:
-            newer = []
-        if any(isinstance(e, ev.SessionResumed) for e in newer):
-            await refuse("call is active on another instance")
-            return None
-        await asyncio.sleep(0.02 * 2**attempt)
-    else:
-        await refuse("call is active on another instance")
-        return None
-    session.chunks_in, session.chunks_out = rebuilt.chunks_in, rebuilt.chunks_out
-    session.snapshot_seq = rebuilt.from_snapshot
-    session.attach_caller(ws, proto)
-    service.calls[call_id] = session
-    await session.execute(decisions)  # session.accepted, and held calls the drop left
-    # Whatever model session there was is not ours: record it gone, so the engine
-    # drops a response in progress and owes the caller a new one.
-    await session.input(ev.ConnectionLost, side="model", reason=f"call resumed on {instance}")
-    if session.link is not None:
-        # A GPT-Live call: its link dials (a new session, or a fork of the stored one).
-        dial.cancel()
-        with contextlib.suppress(BaseException):
-            await (await dial).close()
-        try:
-            await session.attach_model()
-        except Exception as exc:  # configuring the model dials again, with backoff
-            log.warning("call %s: model connect failed (%s)", call_id, exc)
-    else:
-        try:
-            conn = await dial
-        except Exception as exc:  # configuring the model dials again, with backoff
-            log.warning("call %s: model connect failed (%s)", call_id, exc)
-        else:
-            session.use_model(conn)
-    for d in rebuilt.pending:
-        # Decided and durable, but its result never made it to the log: run it again
-        # with the same idempotency key (the backend answers a repeat with the first result).
-        session.spawn(session.run_tool(d))
-    if not engine.external:  # tools are in the log already; list only if never listed
-        await start_model_and_tools(session)
-    # A new model session: configure it and seed it with the conversation so far.
-    await session.input(ev.ConnectionRestored, side="model", instance=instance)
-    session.keep_snapshots()
-    return session
-
-
-# ----------------------------------------------------------------------- app
-
-
-VAIC_PATH = "/audiocodes"
-
-
-class _App(FastAPI):
-    """FastAPI, with the VAIC socket taken before the middleware stack.
-
-    Starlette wraps ``send`` and ``receive`` in every middleware (exceptions, exit
-    stacks, body limits, telemetry): each audio frame then went through six nested
-    coroutines each way, the service's largest framework cost (bench_bridge at 50
-    calls). The call socket needs none of them, so it gets the server's own
-    ``receive``/``send``; every other request goes through FastAPI as usual.
-    """
-
-    vaic_handler: Callable[[WebSocket], Awaitable[None]] | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        handler = self.vaic_handler
-        if (
-            handler is not None
-            and scope["type"] == "websocket"
-            and scope["path"].removeprefix(scope.get("root_path", "")) == VAIC_PATH
-        ):
-            await handler(WebSocket(scope, receive, send))
-            return
-        await super().__call__(scope, receive, send)
-
-
-def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAPI:
-    """The FastAPI app: ``/audiocodes`` (VAIC token), ``/healthz``; ``/mcp``, the call
-    inspector's ``/inspect/api/`` and, with
-    ``api_docs``, ``/docs``, ``/redoc``, ``/openapi.json`` behind the read credential
-    (404 while none is configured; see fastagent.access)."""
-    holder: dict[str, Service] = {}
-    readers = read_access(config)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> Any:
-        service = Service(config, store)
-        warning = models.shutdown_warning(config.model)
-        if warning:
-            log.warning(warning)
-        holder["service"] = service
-        app.state.service = service
-        await asyncio.to_thread(service.openai_client)  # built once, off the event loop
-        mcp_ctx = getattr(app.state, "mcp_lifespan", None)
-        if mcp_ctx is not None:
-            async with mcp_ctx():
-                yield
-        else:
-            yield
-        await service.aclose()
-        if store is None:
-            service.store.close()
-
-    async def audiocodes(ws: WebSocket) -> None:
-        service = holder.get("service")
-        if service is None:  # the lifespan has not run: nothing to serve the call with
-            await ws.close(code=1011)
-            return
-        if not service.authorized(ws.headers.get("authorization")):
-            await ws.send_denial_response(PlainTextResponse("unauthorized", status_code=401))
-            return
-        await ws.accept()
-        try:
-            await serve_caller(service, ws)
-        except Exception as exc:  # one bad call must never take the service down
-            log.error("VAIC socket failed: %s: %s", type(exc).__name__, exc)
-            with contextlib.suppress(Exception):
-                await ws.close(code=1011)
-        finally:  # also when cancelled: no frame goes to a finished handler's hook
-            sock = sockets.caller_protocol_of(ws._receive)
-            if sock is not None:
-                sock.on_text = None
-
-    app = _App(title="FastAgent", lifespan=lifespan, **access.docs_kwargs(config.api_docs))
-    app.vaic_handler = audiocodes
-    app.state.read_access = readers  # for access.require_reader in other routes
-
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        service = holder.get("service")
-        calls = len(service.calls) if service else 0
-        return JSONResponse({"ok": True, "calls": calls})
-
-    _mount_mcp(app, readers, holder)
-    _mount_inspector(app, readers, holder, config)
-    if config.api_docs:
-        app.add_middleware(_DocsGuard, readers=readers)
-    return app
-
-
-class _DocsGuard:
-    """ASGI middleware: the API docs paths only for holders of the read credential."""
-
-    def __init__(self, app: Any, readers: access.ReadAccess) -> None:
-        self.app = readers.guard_paths(app, access.DOCS_PATHS)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-
-def _mount_inspector(
-    app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service], config: ServiceConfig
-) -> None:
-    """The call inspector at ``/inspect/`` (see fastagent.inspector): its API behind
-    the read credential, off (404) while none is configured."""
-    from fastagent.inspector import builtin_agents, inspector_app, mount
-
-    inspector = inspector_app(
-        lambda: holder["service"].store, readers, agents=builtin_agents(config.agent)
-    )
-    mount(app, inspector)
-
-
-def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Service]) -> None:
-    """Serve the "fastagent" MCP server at ``/mcp``, behind the read credential (not
-    the VAIC token, which admits calls only); off (404) while none is configured."""
-    try:
-        from fastagent.mcp_server import build_mcp_server, make_mcp_app
-    except ImportError:
-        return
-    server = build_mcp_server(lambda: holder["service"].store)
-    mcp_app = make_mcp_app(server)
-    # Mounted sub-app lifespans do not run: the service's lifespan runs its sessions.
-    app.state.mcp_lifespan = server.session_manager.run
-
-    app.mount("/mcp", readers.guard(mcp_app))
-
-
-def app_from_env() -> FastAPI:
-    """The app of one worker process of ``fastagent serve --workers N``."""
-    no_auth = os.environ.get("FASTAGENT_NO_AUTH") == "1"
-    app = create_app(ServiceConfig.from_env(no_auth=no_auth or None))
-    tune_gc()
-    return app
-
-
-def tune_gc() -> None:
-    """Keep full garbage collections off the audio path's tail latency.
-
-    A full collection walks every tracked object: with the SDKs loaded and 200
-    calls that took ~100 ms, and ran every few seconds (bench_bridge at 200 calls:
-    p99 27 ms, p99.9 105 ms).  The objects built at start-up live for ever, so
-    they are frozen out of collection; and a full collection runs after 100
-    middle-generation ones instead of 10.  Cycles are still collected, later
-    (p99 7.9 ms, p99.9 11 ms in the same bench).  Called by ``fastagent serve``
-    once the app is built; a library user's process is left as it is.
-    """
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, 100)
-
-
-def new_call_id() -> str:
-    return str(uuid.uuid4())
-
-
-__all__ = [
-    "CallSession",
-    "ConfigError",
-    "Service",
-    "ServiceConfig",
-    "StoreError",
-    "create_app",
-    "tune_gc",
-]

@@ -1,6 +1,6 @@
 """Demo Bank's backend MCP server: customers, cards, balances, replacement cards.
 
-Run: ``python -m fastagent.agents.backends.bank`` (stdio).  Business answers
+Run: ``python -m fastagent.examples.backends.bank`` (stdio).  Business answers
 (unknown customer, details that do not match) are normal results with
 ``ok``/``verified`` fields, so an FSA's guards can branch on them; malformed
 input is a tool error.
@@ -17,7 +17,7 @@ from typing import Any, Literal
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from fastagent.agents.backends import connect, db_path, once, request_key
+from fastagent.examples.backends import connect, db_path, once, request_key
 
 NAME = "bank"
 mcp = MCPServer(NAME, instructions="Demo Bank back office.", log_level="WARNING")

@@ -1,6 +1,6 @@
 """Riverside Clinic's backend MCP server: patients, free slots, bookings.
 
-Run: ``python -m fastagent.agents.backends.clinic`` (stdio).
+Run: ``python -m fastagent.examples.backends.clinic`` (stdio).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Literal
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from fastagent.agents.backends import connect, db_path, once, request_key
+from fastagent.examples.backends import connect, db_path, once, request_key
 
 NAME = "clinic"
 mcp = MCPServer(NAME, instructions="Riverside Clinic scheduling.", log_level="WARNING")

@@ -136,7 +136,7 @@ AGENT = Agent(
     fsas=(APPOINTMENT,),
     tools=("list_free_slots",),  # availability questions in open conversation
     servers=(
-        McpServer("clinic", command=(sys.executable, "-m", "fastagent.agents.backends.clinic")),
+        McpServer("clinic", command=(sys.executable, "-m", "fastagent.examples.backends.clinic")),
     ),
     transfer_target="tel:+15550100300",
     scenario="healthcare.json",

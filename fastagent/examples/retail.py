@@ -177,7 +177,9 @@ AGENT = Agent(
     ),
     greeting="Say: Northwind Outfitters, how can I help?",
     fsas=(ORDER_STATUS, PARCEL_TRACKING, RETURN),
-    servers=(McpServer("shop", command=(sys.executable, "-m", "fastagent.agents.backends.shop")),),
+    servers=(
+        McpServer("shop", command=(sys.executable, "-m", "fastagent.examples.backends.shop")),
+    ),
     # No transfer target: Northwind has no phone team (transfer_to_human is not offered
     # unless the operator names a target with --transfer-target).
     scenario="retail.json",

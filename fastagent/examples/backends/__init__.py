@@ -1,7 +1,7 @@
 """Sample backend MCP servers for the example agents, over SQLite files of demo data.
 
-Each backend is a stdio MCP server (``python -m fastagent.agents.backends.bank``).
-Its database is created on first start from ``fastagent/agents/data/<name>.sql``
+Each backend is a stdio MCP server (``python -m fastagent.examples.backends.bank``).
+Its database is created on first start from ``fastagent/examples/data/<name>.sql``
 in ``$FASTAGENT_DATA_DIR`` (default: a per-user directory under the system temp
 dir); writes (card orders, bookings, returns) persist there.
 

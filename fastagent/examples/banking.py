@@ -204,7 +204,9 @@ AGENT = Agent(
     ),
     greeting="Say: Welcome to Demo Bank. How can I help you today?",
     fsas=(CARD_REPLACEMENT, BALANCE),
-    servers=(McpServer("bank", command=(sys.executable, "-m", "fastagent.agents.backends.bank")),),
+    servers=(
+        McpServer("bank", command=(sys.executable, "-m", "fastagent.examples.backends.bank")),
+    ),
     transfer_target="tel:+15550100200",
     # Callers may key in their customer number: VAIC sends DTMF only when asked to.
     session_params={"sendDTMF": True},

@@ -1,6 +1,6 @@
 """Northwind Outfitters' backend MCP server: order status and returns.
 
-Run: ``python -m fastagent.agents.backends.shop`` (stdio).
+Run: ``python -m fastagent.examples.backends.shop`` (stdio).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 
-from fastagent.agents.backends import connect, db_path, once, request_key
+from fastagent.examples.backends import connect, db_path, once, request_key
 
 NAME = "shop"
 mcp = MCPServer(NAME, instructions="Northwind Outfitters orders.", log_level="WARNING")

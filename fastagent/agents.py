@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 
 from fastagent.agent import Agent
+from fastagent.errors import ConfigError
 
 DEFAULT = Agent(
     name="default",
@@ -25,11 +26,11 @@ DEFAULT = Agent(
     scenario="default.json",
 )
 
-# Example agents live in their own modules, each exporting AGENT.
+# Example agents live in fastagent.examples, each module exporting AGENT.
 _MODULES = {"banking": "banking", "healthcare": "healthcare", "retail": "retail"}
 
 
-class UnknownAgent(LookupError):
+class UnknownAgent(ConfigError, LookupError):
     pass
 
 
@@ -42,7 +43,7 @@ def get_agent(name: str) -> Agent:
     module = _MODULES.get(name)
     if module is None:
         raise UnknownAgent(f"unknown agent {name!r} (known: {', '.join(agent_names())})")
-    return importlib.import_module(f"fastagent.agents.{module}").AGENT  # type: ignore[no-any-return]
+    return importlib.import_module(f"fastagent.examples.{module}").AGENT  # type: ignore[no-any-return]
 
 
 def agent_names() -> list[str]:

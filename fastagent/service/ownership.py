@@ -1,0 +1,354 @@
+"""Who drives a call: ``session.initiate``, ``session.resume`` and claiming a call.
+
+One session drives a call at a time.  A caller that reconnects (``session.resume``)
+within the grace period gets the same session back, on this instance from memory,
+on another one rebuilt from the log (snapshot + tail) and claimed with an
+optimistic-concurrency append (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import WebSocket
+
+from fastagent import events as ev
+from fastagent import snapshots, vaic
+from fastagent.core import Engine
+from fastagent.service.call import CallSession, _Lost, dial_model, now_us
+from fastagent.service.caller_link import CallerPace, _abort
+from fastagent.service.process import Service
+from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall
+
+log = logging.getLogger("fastagent.service")
+
+
+CLAIM_ATTEMPTS = 5  # a resume overtakes an old owner still finishing its writes
+
+
+LIVE_S = 1.0  # a call not suspended whose log is quiet this long has lost its driver
+
+
+async def initiate(
+    service: Service,
+    ws: WebSocket,
+    proto: vaic.VaicProtocol,
+    msg: vaic.SessionInitiate,
+    pace: CallerPace | None = None,
+) -> CallSession | None:
+    call_id = msg.conversationId
+    # One owner per call: a second initiate of the id, on this instance (checked
+    # and reserved with no await in between) or on another one (the claim below
+    # conflicts), gets session.error; the first keeps the call and all its events.
+    if call_id in service.calls or call_id in service.initiating:
+        await ws.send_text(vaic.session_error("conversation already exists").decode())
+        return None
+    service.initiating.add(call_id)
+    try:
+        session = await _initiate(service, ws, proto, msg)
+    finally:
+        service.initiating.discard(call_id)
+    if session is not None:
+        session.caller_pace = pace
+    return session
+
+
+async def _initiate(
+    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionInitiate
+) -> CallSession | None:
+    call_id = msg.conversationId
+    try:
+        known = await asyncio.to_thread(service.store.last_seq, call_id)
+    except StoreError as exc:
+        log.error("call %s: store unavailable: %s", call_id, exc)
+        await ws.send_text(vaic.session_error("service unavailable").decode())
+        return None
+    if known:
+        await ws.send_text(vaic.session_error("conversation already exists").decode())
+        return None
+    cfg = service.config
+    session = CallSession(service, call_id, Engine(call_id))
+    config = ev.CallConfig(
+        agent=cfg.agent,
+        greet=cfg.greet,
+        transfer_target=cfg.transfer_target,
+        voice=cfg.voice or "marin",
+        model=cfg.model,
+        model_timeout_s=cfg.model_timeout_s,
+        playback_speed=cfg.playback_speed,
+        grace_s=cfg.grace_s,
+        tool_timeout_s=cfg.tool_timeout_s,
+        model_retries=cfg.model_retries,
+    )
+    inp = ev.SessionInitiated(
+        call_id=call_id,
+        seq=session.engine.next_seq,
+        at=now_us(),
+        config=config,
+        caller=msg.caller,
+        bot_name=msg.botName,
+        offered_formats=tuple(msg.supportedMediaFormats),
+        expect_audio=msg.expectAudioMessages,
+        instance=cfg.instance,
+    )
+    decisions = session.engine.handle(inp)
+    try:
+        # Claimed at once, not group-committed: an instance that initiated the same
+        # id a moment ago wins the stream, and this one backs off before answering.
+        await session.claim([inp, *decisions])
+    except StreamConflict:
+        await ws.send_text(vaic.session_error("conversation already exists").decode())
+        return None
+    except StoreError as exc:
+        log.error("call %s: store unavailable: %s", call_id, exc)
+        await ws.send_text(vaic.session_error("service unavailable").decode())
+        return None
+    session.attach_caller(ws, proto)
+    service.calls[call_id] = session
+    await session.execute(decisions)
+    if session.engine.status == "ended":
+        return None
+    await start_model_and_tools(session)
+    session.keep_snapshots()
+    return session
+
+
+async def start_model_and_tools(session: CallSession) -> None:
+    agent = session.engine.agent
+    assert agent is not None
+    if agent.servers:
+        try:
+            # The hub is keyed by the configured reference ("banking" or
+            # "mypkg.agents:AGENT"), as run_tool looks it up; never by Agent.name.
+            hub = await session.service.hub(session.state.agent)
+            listed = await hub.list_tools()
+        except Exception as exc:
+            log.warning("call %s: tools unavailable: %s", session.call_id, exc)
+            listed = {}
+        for server, specs in listed.items():
+            await session.input(ev.ToolsListed, server=server, tools=tuple(specs))
+
+
+async def resume(
+    service: Service,
+    ws: WebSocket,
+    proto: vaic.VaicProtocol,
+    msg: vaic.SessionResume,
+    pace: CallerPace | None = None,
+) -> CallSession | None:
+    """``session.resume``: re-attach the call, from memory if this instance still
+    drives it, else rebuilt from the store (snapshot + tail) and claimed.
+
+    A call whose caller socket is alive and healthy (a frame within
+    ``resume_stale_s``) keeps it: the resume gets ``session.error``."""
+    session = await _resume(service, ws, proto, msg)
+    if session is not None:
+        session.caller_pace = pace
+    return session
+
+
+async def _resume(
+    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, msg: vaic.SessionResume
+) -> CallSession | None:
+    call_id = msg.conversationId
+    session = service.calls.get(call_id)
+    if session is not None and not session.closing:
+        old_pace = session.caller_pace
+        if (
+            session.caller is not None
+            and session.caller is not ws
+            and old_pace is not None
+            and old_pace.silent_for() < service.config.resume_stale_s
+        ):
+            log.warning("call %s: resume refused: its caller socket is alive", call_id)
+            await ws.send_text(vaic.session_error("call is active on another socket").decode())
+            return None
+        if session.grace_task is not None:
+            session.grace_task.cancel()
+        if not await session.taken_over():
+            try:
+                # This instance owns the stream: record in order like any input (the
+                # model reader may be recording too), then make it durable, which
+                # fails if a resume elsewhere claimed the call a moment ago.
+                dropped: list[ev.Decision] = []
+                if session.caller is not None and session.caller is not ws:
+                    # The old socket never reported its end (half-open TCP, or its
+                    # close is still queued): the caller says it is gone, so record
+                    # that first, which stops the play stream it was hearing.
+                    dropped = session.record(
+                        ev.ConnectionLost(
+                            call_id=call_id,
+                            seq=session.engine.next_seq,
+                            at=now_us(),
+                            side="caller",
+                            reason="replaced by session.resume",
+                        )
+                    )
+                inp = ev.SessionResumed(
+                    call_id=call_id,
+                    seq=session.engine.next_seq,
+                    at=now_us(),
+                    instance=service.config.instance,
+                )
+                decisions = session.record(inp)
+                await session.store.flush_async(call_id)
+            except (StreamConflict, _Lost):
+                await session.close("call resumed on another instance")
+                await ws.send_text(
+                    vaic.session_error("call is active on another instance").decode()
+                )
+                return None
+            # The old socket is stale: nothing more is written to it (its buffers may
+            # be full), and its connection is dropped at once, not closed politely.
+            old, old_sock = session.caller, session.caller_sock
+            session.detach_caller()
+            await session.execute(dropped)  # (its play stream stops; no frame is sent)
+            session.attach_caller(ws, proto)
+            if old is not None and old is not ws:
+                _abort(old, old_sock)
+            await session.execute(decisions)
+            return session
+        # It moved to another instance and back: this copy is stale.
+        await session.close("call resumed on another instance")
+    return await resume_from_store(service, ws, proto, call_id)
+
+
+async def quiet_for(store: EventStore, call_id: str, last: int, live_s: float = LIVE_S) -> bool:
+    """True if nobody appends to the call for ``live_s`` seconds (its driver is gone,
+    or its caller socket went silent: either way the socket is stale).
+
+    A call not suspended is either driven by a live instance (whose caller streams
+    audio, so its log grows every few tens of ms) or was left by a crashed one.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + live_s
+    while loop.time() < deadline:
+        await asyncio.sleep(0.1)
+        try:
+            if await asyncio.to_thread(store.last_seq, call_id) > last:
+                return False
+        except StoreError:
+            return False
+    return True
+
+
+async def resume_from_store(
+    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, call_id: str
+) -> CallSession | None:
+    store, cfg = service.store, service.config
+    instance = cfg.instance
+    # Dial the model while the call is rebuilt: most of a resume's latency is this socket.
+    dial = asyncio.create_task(dial_model(service))
+
+    async def refuse(reason: str) -> None:
+        await ws.send_text(vaic.session_error(reason).decode())
+        dial.cancel()
+        with contextlib.suppress(BaseException):
+            conn = await dial
+            await conn.close()
+
+    for attempt in range(CLAIM_ATTEMPTS):
+        try:
+            await asyncio.to_thread(store.reclaim, call_id)
+            rebuilt = await asyncio.to_thread(snapshots.rebuild, store, call_id)
+        except UnknownCall:
+            await refuse("conversation not found")
+            return None
+        except StoreError as exc:
+            log.error("call %s: cannot resume: %s", call_id, exc)
+            await refuse("store unavailable")
+            return None
+        engine = rebuilt.engine
+        if rebuilt.divergence:
+            # Today's agent decides differently from the one that drove the call:
+            # its state cannot be rebuilt faithfully here (a deploy changed the FSA).
+            log.error("call %s: %s; not resumed here", call_id, rebuilt.divergence)
+            await refuse("call cannot be resumed on this version of the agent")
+            return None
+        if engine is None or engine.status == "ended" or engine.agent is None:
+            await refuse("conversation has ended")
+            return None
+        read_to = engine.next_seq - 1
+        live_s = max(LIVE_S, cfg.resume_stale_s)
+        if engine.status != "suspended" and not await quiet_for(store, call_id, read_to, live_s):
+            # Not suspended and its log still grows: an instance drives it with a caller.
+            await refuse("call is active on another instance")
+            return None
+        batch: list[ev.Event] = []
+        at = now_us()
+        if engine.status == "active":
+            # The instance that had the caller died without recording the drop.
+            lost = ev.ConnectionLost(
+                call_id=call_id,
+                seq=engine.next_seq,
+                at=at,
+                side="caller",
+                # All that is known: its log stood still.  (Its instance may have died,
+                # or its caller's socket gone silent; either way the socket is stale.)
+                reason=f"no event for {live_s:g} s from the instance driving the call",
+            )
+            batch += [lost, *engine.handle(lost)]
+        resumed = ev.SessionResumed(call_id=call_id, seq=engine.next_seq, at=at, instance=instance)
+        decisions = engine.handle(resumed)
+        batch += [resumed, *decisions]
+        session = CallSession(service, call_id, engine)
+        session.state = rebuilt.state
+        try:
+            # Claim the call: a synchronous append fails if anyone wrote after our read.
+            await session.claim(batch)
+            break
+        except StreamConflict:
+            pass
+        except StoreError as exc:
+            log.error("call %s: cannot resume: %s", call_id, exc)
+            await refuse("store unavailable")
+            return None
+        # Who wrote?  Another resume (a claim) wins: back off.  An old owner still
+        # finishing its writes (its caller is gone) is overtaken: read again, retry.
+        try:
+            newer = await asyncio.to_thread(store.read_call, call_id, read_to)
+        except StoreError:
+            newer = []
+        if any(isinstance(e, ev.SessionResumed) for e in newer):
+            await refuse("call is active on another instance")
+            return None
+        await asyncio.sleep(0.02 * 2**attempt)
+    else:
+        await refuse("call is active on another instance")
+        return None
+    session.chunks_in, session.chunks_out = rebuilt.chunks_in, rebuilt.chunks_out
+    session.snapshot_seq = rebuilt.from_snapshot
+    session.attach_caller(ws, proto)
+    service.calls[call_id] = session
+    await session.execute(decisions)  # session.accepted, and held calls the drop left
+    # Whatever model session there was is not ours: record it gone, so the engine
+    # drops a response in progress and owes the caller a new one.
+    await session.input(ev.ConnectionLost, side="model", reason=f"call resumed on {instance}")
+    if session.link is not None:
+        # A GPT-Live call: its link dials (a new session, or a fork of the stored one).
+        dial.cancel()
+        with contextlib.suppress(BaseException):
+            await (await dial).close()
+        try:
+            await session.attach_model()
+        except Exception as exc:  # configuring the model dials again, with backoff
+            log.warning("call %s: model connect failed (%s)", call_id, exc)
+    else:
+        try:
+            conn = await dial
+        except Exception as exc:  # configuring the model dials again, with backoff
+            log.warning("call %s: model connect failed (%s)", call_id, exc)
+        else:
+            session.use_model(conn)
+    for d in rebuilt.pending:
+        # Decided and durable, but its result never made it to the log: run it again
+        # with the same idempotency key (the backend answers a repeat with the first result).
+        session.spawn(session.run_tool(d))
+    if not engine.external:  # tools are in the log already; list only if never listed
+        await start_model_and_tools(session)
+    # A new model session: configure it and seed it with the conversation so far.
+    await session.input(ev.ConnectionRestored, side="model", instance=instance)
+    session.keep_snapshots()
+    return session

@@ -1,0 +1,187 @@
+"""The VAIC WebSocket of one call: validate, initiate or resume, then pump frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from fastapi import WebSocket, WebSocketDisconnect
+
+from fastagent import events as ev
+from fastagent import sockets, vaic
+from fastagent.service.call import CallSession, _Lost
+from fastagent.service.caller_link import CallerPace, _abort
+from fastagent.service.ownership import initiate, resume
+from fastagent.service.process import Service
+
+log = logging.getLogger("fastagent.service")
+
+
+async def serve_caller(service: Service, ws: WebSocket) -> None:
+    """One VAIC WebSocket: validate, initiate or resume, then pump frames."""
+    proto = vaic.VaicProtocol(service.config.max_frame_bytes)
+    session: CallSession | None = None
+    ended = False
+    receive = ws._receive  # raw ASGI receive: Starlette's wrapper costs more than a frame
+    parse = proto.receive
+    chunk = vaic.UserStreamChunk
+    busy = False  # this loop is handling a message (the slow lane)
+    sock = sockets.caller_protocol_of(receive)
+    failed: str | None = None
+    cfg = service.config
+    pace = CallerPace(cfg.max_msgs_per_s)
+    clock = time.monotonic
+    initiate_by = clock() + cfg.initiate_timeout_s
+    watchdog: asyncio.Task[None] | None = None
+
+    def chunk_now(data: bytes) -> bool:
+        """Fast lane, from the socket's data callback: an audio chunk while the slow
+        lane is idle goes straight to the session (see fastagent.sockets)."""
+        if busy or session is None or session.caller is not ws or sock is None or sock.backlog():
+            return False  # (a session gone or moved on leaves the socket to the slow lane)
+        if not pace.take(clock()):
+            return False  # over the rate: the slow lane closes the socket
+        msg = proto.receive_chunk(data)
+        if msg is not None and session.caller_audio_now(msg):
+            return True
+        pace.tokens += 1.0  # the slow lane takes this frame, and counts it there
+        return False
+
+    async def watch() -> None:
+        """A caller socket with no frame at all for caller_idle_s is lost."""
+        nonlocal failed
+        idle = cfg.caller_idle_s
+        while (quiet := clock() - pace.seen) < idle:
+            await asyncio.sleep(min(1.0, idle / 4, idle - quiet + 0.01))
+        failed = f"no frame for {idle:g} s"
+        s = session
+        log.info("call %s: caller socket silent for %g s; lost", s and s.call_id, idle)
+        if s is not None and s.caller is ws and not s.closing:
+            await caller_gone(s, failed)
+        _abort(ws, sock)
+
+    if sock is not None:
+        sock.on_text = chunk_now
+    try:
+        while True:
+            busy = False
+            if session is None:
+                # session.initiate (or resume) within initiate_timeout_s of the upgrade.
+                try:
+                    message = await asyncio.wait_for(receive(), initiate_by - clock())
+                except TimeoutError:
+                    log.info(
+                        "VAIC socket sent no session.initiate in %g s; closed",
+                        cfg.initiate_timeout_s,
+                    )
+                    await ws.close(code=1008)
+                    break
+            else:
+                message = await receive()
+            busy = True
+            data = message.get("text")
+            if data is None:
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes") or b""
+            if not pace.take(clock()):
+                failed = f"more than {cfg.max_msgs_per_s:g} messages/s"
+                log.warning(
+                    "call %s: caller socket closed: %s", session and session.call_id, failed
+                )
+                await ws.close(code=1008)
+                break
+            msg = parse(data)
+            if type(msg) is chunk:  # hot path
+                if session is not None:
+                    await session.on_caller_audio(msg)  # type: ignore[arg-type]
+                continue
+            if isinstance(msg, vaic.ProtocolViolation):
+                if session is not None:
+                    await session.protocol_error("caller", msg.message)
+                else:
+                    log.warning("VAIC frame rejected: %s", msg.message[:300])
+                if msg.reply is not None:
+                    await ws.send_text(msg.reply.decode())
+                continue
+            if isinstance(msg, vaic.ConnectionValidate):
+                await ws.send_text(vaic.connection_validated().decode())
+            elif isinstance(msg, vaic.SessionInitiate | vaic.SessionResume):
+                if session is not None:
+                    continue  # (a repeat of this socket's own: the protocol allows it)
+                start = initiate if isinstance(msg, vaic.SessionInitiate) else resume
+                session = await start(service, ws, proto, msg, pace)  # type: ignore[operator]
+                if session is not None and watchdog is None:
+                    watchdog = asyncio.create_task(watch())
+            elif session is None:
+                continue
+            elif isinstance(msg, vaic.SessionEnd):
+                ended = True
+                await session.input(ev.SessionEnded, reason_code=msg.reasonCode, reason=msg.reason)
+                break
+            elif isinstance(msg, vaic.UserStreamStart):
+                await session.input(ev.CallerStreamStarted)
+                await ws.send_text(vaic.user_stream_started(msg.participant).decode())
+            elif isinstance(msg, vaic.UserStreamStop):
+                await session.input(ev.CallerStreamStopped)
+                await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
+            elif isinstance(msg, vaic.Activities):
+                for act in msg.activities:
+                    if act.is_start:
+                        await session.input(
+                            ev.CallStarted,
+                            caller=act.caller,
+                            callee=act.callee,
+                            parameters=dict(act.parameters),
+                        )
+                    elif act.is_dtmf:
+                        if act.dtmf_error:
+                            await session.protocol_error("caller", act.dtmf_error)
+                        else:
+                            await session.input(ev.Dtmf, digits=act.digits)
+    except WebSocketDisconnect:
+        pass
+    except _Lost:
+        if session is not None:
+            await session.close("stream taken over by another instance")
+        return
+    except Exception as exc:
+        # Whatever failed, the socket is done: it takes the dropped socket's path
+        # below (ConnectionLost, grace timer, model closed when the grace ends).
+        cid = session.call_id if session is not None else "-"
+        failed = f"socket failed: {type(exc).__name__}"
+        log.error("call %s: caller socket failed: %s: %s", cid, type(exc).__name__, exc)
+        with contextlib.suppress(Exception):
+            await ws.close(code=1011)
+    finally:
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
+    if session is None or session.closing:
+        return
+    if session.caller is ws:
+        await caller_gone(session, "socket closed" if failed is None else failed, ended)
+
+
+async def caller_gone(session: CallSession, reason: str, ended: bool = False) -> None:
+    """The caller's socket is gone (closed, failed, or gone silent): record it and
+    start the grace timer; the model socket is closed when the grace ends."""
+    session.detach_caller()
+    session.proto = None
+    if ended or session.engine.status == "ended":
+        return
+    try:
+        await session.input(ev.ConnectionLost, side="caller", reason=reason[:200])
+    except _Lost:
+        await session.close("stream taken over by another instance")
+        return
+    except Exception as exc:  # the store is failing too: do not keep the call open
+        log.error(
+            "call %s: cannot record the drop: %s: %s", session.call_id, type(exc).__name__, exc
+        )
+        await session.close("caller socket failed and the drop could not be recorded")
+        return
+    if not session.closing:
+        session.start_grace()
+        session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
