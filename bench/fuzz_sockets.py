@@ -14,7 +14,7 @@ Reported: frames sent each way, tracebacks in the service's log, calls the
 service still holds once every grace is over (``/healthz``), and the service's
 RSS and open file descriptors after a warm-up round and after the fuzz.
 
-    PYTHONPATH=$PWD python bench/fuzz_sockets.py                # 120 x 850 frames
+    PYTHONPATH=$PWD python bench/fuzz_sockets.py                # 120 x 1200 frames
     PYTHONPATH=$PWD python bench/fuzz_sockets.py --connections 20 --frames 200  # quick
 """
 
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -214,19 +215,34 @@ async def _drain(ws: Any) -> None:
             pass
 
 
-def proc_stats(pid: int) -> tuple[int, int]:
-    """(RSS in kB, open file descriptors) of a process."""
+def proc_stats(pid: int) -> tuple[int, int, list[str]]:
+    """(RSS in kB, open file descriptors, what they are) of a process."""
     rss = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+    kinds = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            kinds.append(target.split(":[")[0] if ":[" in target else target)
+    return rss, len(kinds), sorted(kinds)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def settle(port: int, limit_s: float = 10.0) -> int:
+    """Wait until the service holds no call, at most ``limit_s`` (idle 2 s, grace
+    1 s and initiate 2 s with room to spare); the calls still held then."""
+    deadline = time.monotonic() + limit_s
+    while (held := await asyncio.to_thread(calls_held, port)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # sockets and tasks of the last calls wind down
+    return held
 
 
 def calls_held(port: int) -> int:
@@ -278,7 +294,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             time.sleep(0.05)
         url = f"ws://127.0.0.1:{port}/audiocodes"
-        warm = max(args.parallel, 10)
+        warm = max(2 * args.parallel, 10)  # fills the thread pool (a store connection each)
 
         async def batch(first: int, count: int) -> None:
             sem = asyncio.Semaphore(args.parallel)
@@ -290,14 +306,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(*(guarded(n) for n in range(first, first + count)))
 
         await batch(0, warm)  # warm-up: imports, caches, the store's first pages
-        await asyncio.sleep(4)
+        await settle(port)
         before = proc_stats(proc.pid)
         started = time.perf_counter()
         await batch(warm, args.connections)
         elapsed = time.perf_counter() - started
-        await asyncio.sleep(4)  # every grace (1 s) and idle timeout (2 s) is over
+        held = await settle(port)
         after = proc_stats(proc.pid)
-        held = calls_held(port)
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -316,6 +331,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "calls_left_after_grace": held,
         "rss_kb_before_after": before[0:1] + after[0:1],
         "fds_before_after": (before[1], after[1]),
+        "fds_added": sorted((Counter(after[2]) - Counter(before[2])).elements()),
         "log": str(log_path),
     }
 
@@ -323,8 +339,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--connections", type=int, default=120)
-    p.add_argument("--frames", type=int, default=850, help="caller frames per connection")
-    p.add_argument("--model-junk", type=int, default=16, help="fuzzed model frames per event")
+    p.add_argument("--frames", type=int, default=1200, help="caller frames per connection")
+    p.add_argument("--model-junk", type=int, default=24, help="fuzzed model frames per event")
     p.add_argument("--parallel", type=int, default=20)
     p.add_argument("--seed", type=int, default=11)
     args = p.parse_args()

@@ -17,7 +17,8 @@ snapshot tests) in the scratch copy.
 The report gives, per mutation: how many recordings flagged it, the first one
 with its position and what each side holds there; and the totals: changes
 flagged, changes missed (with the reason when it is known), false alarms.  A
-mutation whose text no longer occurs (the code moved) is reported ``stale``.
+mutation whose text no longer occurs exactly once -- in its file, or in the one
+file under ``fastagent/`` it moved to -- is reported ``stale``.
 Exit status: 0 when every change is flagged and no quiet one is, else 1.
 """
 
@@ -49,10 +50,10 @@ class Mutation:
 
 C = "fastagent/core.py"
 E = "fastagent/events.py"
-BANK = "fastagent/agents/banking.py"
-CLINIC = "fastagent/agents/healthcare.py"
-SHOP = "fastagent/agents/retail.py"
-AGENTS = "fastagent/agents/__init__.py"
+BANK = "fastagent/examples/banking.py"
+CLINIC = "fastagent/examples/healthcare.py"
+SHOP = "fastagent/examples/retail.py"
+AGENTS = "fastagent/agents.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
     # --- the core: arithmetic, limits, texts, order -----------------------------------
@@ -68,6 +69,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "            clock.speed = self.playback_speed\n",
         "            clock.speed = 1.0\n",
     ),
+    Mutation("calls per response: 32 -> 31", C, "< 32:", "< 31:"),
     Mutation(
         "DTMF message text",
         C,
@@ -164,25 +166,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
     ),
     # --- timing and retry rules (CallPolicy) ------------------------------------------
+    Mutation("grace 30 s -> 20 s", C, "    grace_s=30.0, tool_", "    grace_s=20.0, tool_"),
     Mutation(
-        "grace 30 s -> 20 s",
-        C,
-        "POLICY = ev.CallPolicy(grace_s=30.0,",
-        "POLICY = ev.CallPolicy(grace_s=20.0,",
+        "tool timeout 10 s -> 15 s", C, "tool_timeout_s=10.0, model_", "tool_timeout_s=15.0, model_"
+    ),
+    Mutation("model retries 5 -> 3", C, "model_retries=5, history_", "model_retries=3, history_"),
+    Mutation(
+        "resume history window 24 -> 12", C, "history_items=24, model_", "history_items=12, model_"
     ),
     Mutation(
-        "tool timeout 10 s -> 15 s",
-        C,
-        "tool_timeout_s=10.0, model_retries=5",
-        "tool_timeout_s=15.0, model_retries=5",
+        "model answer timeout 10 s -> 5 s", C, "model_timeout_s=10.0\n)", "model_timeout_s=5.0\n)"
     ),
-    Mutation(
-        "model retries 5 -> 3",
-        C,
-        "model_retries=5, history_items=24)",
-        "model_retries=3, history_items=24)",
-    ),
-    Mutation("resume history window 24 -> 12", C, "history_items=24)", "history_items=12)"),
     # --- example agents: guards, targets, slots, prompts, tools -----------------------
     Mutation(
         "banking: 3 -> 4 failed checks before locking", BANK, "MAX_ATTEMPTS = 3", "MAX_ATTEMPTS = 4"
@@ -372,6 +366,20 @@ def _snapshots(scratch: Path) -> bool:
     return proc.returncode != 0
 
 
+def _locate(scratch: Path, m: Mutation) -> Path | None:
+    """The file to mutate: ``m.file``, or -- when code moved -- the one file under
+    ``fastagent/`` with the same name or in the same package that holds ``m.old``."""
+    path = scratch / m.file
+    if path.exists() and m.old in path.read_text():
+        return path
+    name = Path(m.file).name
+    pool = [p for p in (scratch / "fastagent").rglob("*.py") if p.name == name]
+    if name == "__init__.py" or not pool:
+        pool = list((scratch / "fastagent").rglob("*.py"))
+    found = [p for p in pool if m.old in p.read_text()]
+    return found[0] if len(found) == 1 else (path if path.exists() else None)
+
+
 def run(mutations: tuple[Mutation, ...], snapshots: bool) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="fastagent-mutants-") as tmp:
@@ -388,9 +396,10 @@ def run(mutations: tuple[Mutation, ...], snapshots: bool) -> list[dict[str, obje
         if broken:
             raise SystemExit(f"recordings that do not replay before any mutation: {broken}")
         for m in mutations:
-            path = scratch / m.file
-            text = path.read_text() if path.exists() else ""
-            row: dict[str, object] = {"name": m.name, "kind": m.kind, "file": m.file}
+            path = _locate(scratch, m)
+            text = path.read_text() if path is not None else ""
+            where = str(path.relative_to(scratch)) if path is not None else m.file
+            row: dict[str, object] = {"name": m.name, "kind": m.kind, "file": where}
             if text.count(m.old) != 1:
                 row["result"] = "stale"
                 rows.append(row)

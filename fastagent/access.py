@@ -130,6 +130,10 @@ class ReadAccess:
         token = secrets.token_urlsafe(32)
         return cls({token: label}), token
 
+    def labels(self) -> list[str]:
+        """The credentials' labels, in the order configured."""
+        return list(self._tokens.values())
+
     @property
     def enabled(self) -> bool:
         return bool(self._tokens)

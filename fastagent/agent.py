@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastagent.fsa import FSA, validate
+from fastagent.privacy import Privacy
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Agent:
     send_dtmf: bool = False  # offer the model a send_dtmf tool (e.g. to drive an IVR)
     session_params: dict[str, object] = field(default_factory=dict)  # VAIC config at start
     scenario: str = ""  # the demo scenario file name in fastagent/examples/scenarios/
+    # What is personal data besides tool data and sensitive slots (docs/privacy.md).
+    privacy: Privacy = field(default_factory=Privacy)
     # When the voice model fails: one retry, then this apology (a response with
     # these instructions), then the fallback: "transfer" (to transfer_target, if
     # set) or "hangup".  The call's outcome is then "failed".

@@ -7,6 +7,7 @@ recording, store that cannot be opened) in one line on stderr with exit code 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ app = typer.Typer(
 )
 fsa_app = typer.Typer(cls=HelpGroup, help="Finite State Agents.", no_args_is_help=True)
 app.add_typer(fsa_app, name="fsa")
+new_app = typer.Typer(cls=HelpGroup, help="Start a project from a template.", no_args_is_help=True)
+app.add_typer(new_app, name="new")
 
 
 def _version(value: bool) -> None:
@@ -82,15 +85,72 @@ def _open(store: str | None) -> Any:
     return open_store(store, create=False)
 
 
-def _load(call_id: str | None, file: Path | None, store: str | None) -> list[ev.Event]:
-    from fastagent.replay import read_recording
+def _who(reveal: bool) -> str:
+    """Who reads, for the audit trail: ``cli:<os user>``, and with ``--reveal`` the
+    label of the read credential (FASTAGENT_READ_TOKEN) it needs."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name (a container without /etc/passwd entry)
+        user = "unknown"
+    if not reveal:
+        return f"cli:{user}"
+    from fastagent.access import AccessError, ReadAccess
+
+    try:
+        access = ReadAccess.from_env()
+    except AccessError as exc:
+        raise fail(str(exc)) from None
+    if not access.enabled:
+        raise fail("--reveal needs the read credential: set FASTAGENT_READ_TOKEN (docs/privacy.md)")
+    return f"{access.labels()[0]} (cli:{user})"
+
+
+def _load(
+    call_id: str | None,
+    file: Path | None,
+    store: str | None,
+    *,
+    action: str = "timeline",
+    who: str = "",
+) -> list[ev.Event]:
+    """A call's events, personal fields opened; every read is appended to the store's
+    audit trail (``action`` by ``who``).  A sealed recording file opens with the
+    keys of ``store`` (default: $FASTAGENT_STORE or ./fastagent.db)."""
+    from fastagent.replay import read_recording, recording_is_sealed
 
     if file is not None:
-        return read_recording(file)
+        if not recording_is_sealed(file) or not (store or os.environ.get("FASTAGENT_STORE")):
+            return read_recording(file)  # a sealed one says it needs --store
+        with _open(store) as s:
+            events = read_recording(file, opener=s.sealer.open)
+            if events:
+                s.audit(who or _who(False), action, events[0].call_id, f"file {file}")
+            return events
     if not call_id:
         raise fail("give a call id or --file")
     with _open(store) as s:
-        return s.read_call(call_id)
+        events = s.read_call(call_id)
+        s.audit(who or _who(False), action, call_id)
+        return events
+
+
+AgentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--agent",
+        help="The agent a recording names by import path (module:ATTRIBUTE): replay never "
+        "imports code a recording names",
+    ),
+]
+RevealOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reveal",
+        help="Show personal data unmasked (needs FASTAGENT_READ_TOKEN; audited)",
+    ),
+]
 
 
 @app.command()
@@ -104,14 +164,23 @@ def replay(
     ] = None,
     as_json: JsonOpt = False,
     store: StoreOpt = None,
+    agent: AgentOpt = None,
+    reveal: RevealOpt = False,
 ) -> None:
-    """Replay a recorded call through today's engine; exit 1 on divergence."""
+    """Replay a recorded call through today's engine; exit 1 on divergence.
+
+    Personal data is shown masked unless --reveal."""
+    from fastagent.replay import agents_for
     from fastagent.replay import replay as run_replay
     from projections.trail import timeline
 
+    who = _who(reveal)
     with clear_errors():
-        events = _load(call_id, file, store)
-        result = run_replay(events)
+        events = _load(call_id, file, store, action="reveal" if reveal else "timeline", who=who)
+        agents = agents_for(events, agent)
+        result = run_replay(events, agents)
+        if not reveal:
+            events, result = _masked(events, result, agents)
     div = result.divergence
     if as_json:
         out = {
@@ -136,6 +205,36 @@ def replay(
             typer.echo(line)
     if div is not None:
         raise typer.Exit(1)
+
+
+def _masked(events: list[ev.Event], result: Any, agents: Any) -> tuple[list[ev.Event], Any]:
+    """The events and the divergence as shown masked (after replaying the clear ones)."""
+    import dataclasses
+
+    from fastagent.masking import Known, mask_event, sensitive_keys
+    from fastagent.replay import field_diffs, recorded_agent, short
+
+    try:
+        keys = sensitive_keys(agents(recorded_agent(events)))
+    except Exception:
+        keys = sensitive_keys(None)
+    known = Known.of(events, keys)
+    shown = [mask_event(e, keys, known) for e in events]
+    div = result.divergence
+    if div is None:
+        return shown, result
+    rec = mask_event(div.recorded, keys, known) if div.recorded is not None else None
+    new = mask_event(div.new, keys, known) if div.new is not None else None
+    masked = dataclasses.replace(
+        div,
+        recorded=rec,
+        new=new,
+        inputs_before=[mask_event(i, keys, known) for i in div.inputs_before],
+        recorded_holds=short(rec) if rec is not None else div.recorded_holds,
+        new_holds=short(new) if new is not None else div.new_holds,
+        fields=field_diffs(rec, new) if rec is not None and new is not None else [],
+    )
+    return shown, dataclasses.replace(result, divergence=masked)
 
 
 def _clock(ms: int) -> str:
@@ -179,58 +278,170 @@ def export(
         Path, typer.Option("-o", "--output", metavar="FILE", help="The recording file to write")
     ],
     store: StoreOpt = None,
+    reveal: Annotated[
+        bool,
+        typer.Option(
+            "--reveal",
+            help="Write personal data in clear (needs FASTAGENT_READ_TOKEN; audited); "
+            "by default it stays sealed with the call's key, readable only with this store",
+        ),
+    ] = False,
 ) -> None:
-    """Write a call as a portable, versioned one-file recording."""
+    """Write a call as a portable, versioned one-file recording (personal data sealed)."""
     from fastagent.replay import write_recording
 
+    who = _who(reveal)
     with clear_errors():
-        events = _load(call_id, None, store)
-        write_recording(events, output)
-    typer.echo(f"wrote {len(events)} events of call {call_id} to {output}")
+        with _open(store) as s:
+            events = s.read_call(call_id)
+            s.audit(who, "export-clear" if reveal else "export", call_id, f"to {output}")
+            write_recording(events, output, sealer=None if reveal else s.sealer)
+    sealed = "in clear" if reveal else "personal data sealed"
+    typer.echo(f"wrote {len(events)} events of call {call_id} to {output} ({sealed})")
+
+
+@app.command()
+def forget(
+    call_id: str,
+    store: StoreOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also a call that has not ended (its driver stops)")
+    ] = False,
+) -> None:
+    """Forget a call: destroy its data key, so its personal data is unreadable for good.
+
+    The log is not changed; replay and export of the call then refuse, saying when it
+    was forgotten.  The forgetting is recorded in the audit trail."""
+    with clear_errors():
+        with _open(store) as s:
+            events = s.read_call(call_id, forgotten="blank")
+            if not isinstance(events[-1], ev.CallEnded) and not force:
+                raise fail(f"call {call_id!r} has not ended; forget it afterwards, or --force")
+            at = s.forget(call_id, _who(False))
+    when = datetime.fromtimestamp(at / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    typer.echo(f"forgot call {call_id} at {when}: its data key is destroyed")
+
+
+@app.command()
+def audit(
+    call_id: Annotated[str | None, typer.Argument(help="Only this call")] = None,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """The audit trail: who read, exported, revealed or forgot which call, and when."""
+    with clear_errors():
+        with _open(store) as s:
+            rows = s.read_audit(call_id)
+    out = [
+        {
+            "at": datetime.fromtimestamp(r.at_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+            "who": r.who,
+            "action": r.action,
+            "call_id": r.call_id,
+            "detail": r.detail,
+        }
+        for r in rows
+    ]
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for r in out:
+        typer.echo(f"{r['at']}  {r['action']:<12} {r['call_id']:<38} {r['who']}  {r['detail']}")
+
+
+def _agents_named(refs: list[str] | None) -> list[tuple[str, Any]]:
+    """(reference, Agent) for ``refs`` (names or module:ATTR), or every built-in agent."""
+    from fastagent.agents import agent_names, get_agent
+
+    return [(ref, get_agent(ref)) for ref in (refs or agent_names())]
 
 
 @fsa_app.command("diagram")
 def fsa_diagram(
-    name: Annotated[str, typer.Argument(help="An FSA name, or an agent name for all its FSAs")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="An FSA name, or an agent (a built-in name or package.module:ATTRIBUTE) "
+            "for all its FSAs"
+        ),
+    ],
 ) -> None:
-    """Print a Mermaid state diagram of an FSA (by FSA or agent name)."""
-    from fastagent.agents import agent_names, get_agent
+    """Print the Mermaid state diagram of an FSA, or of every FSA of an agent."""
     from fastagent.fsa import diagram
 
     with clear_errors():
-        for agent_name in agent_names():
-            agent = get_agent(agent_name)
-            for f in agent.fsas:
-                if name in (f.name, agent_name):
-                    typer.echo(diagram(f))
-                    if name == f.name:
-                        return
-            if name == agent_name:
-                return
-    raise fail(f"unknown FSA {name!r}")
+        if ":" in name:  # an agent of your own, by import path
+            chosen = [f for _, agent in _agents_named([name]) for f in agent.fsas]
+        else:
+            chosen = []
+            for ref, agent in _agents_named(None):
+                if name == ref:
+                    chosen = list(agent.fsas)
+                    break
+                chosen += [f for f in agent.fsas if f.name == name][:1]
+                if chosen:
+                    break
+        if not chosen:
+            raise fail(f"unknown FSA or agent {name!r} (see `fastagent fsa list`)")
+        typer.echo("\n\n".join(diagram(f) for f in chosen))
 
 
 @fsa_app.command("list")
-def fsa_list() -> None:
-    """List the agents and their FSAs."""
-    from fastagent.agents import agent_names, get_agent
-
+def fsa_list(
+    agents: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Agents to list (built-in names or package.module:ATTRIBUTE) "
+            "\\[default: the built-in ones]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """List agents and their FSAs: NAME: FSA (intent tool), ..."""
     with clear_errors():
-        for agent_name in agent_names():
-            agent = get_agent(agent_name)
+        for ref, agent in _agents_named(agents):
             names = ", ".join(f"{f.name} ({f.intent})" for f in agent.fsas) or "-"
-            typer.echo(f"{agent_name}: {names}")
+            typer.echo(f"{ref}: {names}")
+
+
+@new_app.command("agent")
+def new_agent(
+    name: Annotated[str, typer.Argument(help="The agent's Python package name, e.g. tea_shop")],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            metavar="DIR",
+            help="Where to write the project \\[default: ./NAME]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write a runnable agent project: an FSA, an MCP tool server, a scenario, a test."""
+    from fastagent.scaffold import ScaffoldError
+    from fastagent.scaffold import new_agent as scaffold
+
+    try:
+        root = scaffold(name, directory)
+    except ScaffoldError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"wrote agent {name!r} to {root}/ (docs/tutorial.md walks through it)")
+    typer.echo(f"  cd {root}")
+    typer.echo(f"  PYTHONPATH=. fastagent demo --agent {name}.agent:AGENT   # play its scenario")
+    typer.echo("  PYTHONPATH=. python -m pytest -q                         # run its test")
 
 
 def _register_parts() -> None:
     # Imported, not guarded: a broken import is a bug to see, not a command to hide.
     from fastagent.analytics_cli import register as register_analytics
+    from fastagent.call_cli import register as register_client
     from fastagent.ops_cli import register as register_ops
     from fastagent.service_cli import register as register_service
 
     register_analytics(app)
     register_service(app)
     register_ops(app)
+    register_client(app)
 
 
 _register_parts()

@@ -65,8 +65,33 @@ def polish(cmd: Any, ctx: Any) -> None:
             p.display_type_rich = types.MethodType(_no_type, p)  # type: ignore[method-assign]
 
 
+# The order `fastagent --help` lists commands in: trying it, running it, looking
+# at calls, analytics. Commands not named here follow in the order they were added.
+COMMAND_ORDER = (
+    "demo",
+    "new",
+    "call",
+    "serve",
+    "calls",
+    "replay",
+    "inspect",
+    "export",
+    "forget",
+    "report",
+    "sql",
+    "sync",
+    "export-parquet",
+    "fsa",
+)
+
+
 class HelpGroup(typer.core.TyperGroup):
     """A command group whose commands' help reads well (see :func:`polish`)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = list(super().list_commands(ctx))
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda n: rank.get(n, len(rank)))
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         cmd = super().get_command(ctx, cmd_name)

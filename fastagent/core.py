@@ -33,7 +33,9 @@ SEND_DTMF = "send_dtmf"
 _DTMF = re.compile(r"[0-9*#]{1,20}")
 # The timing and retry rules a call gets unless the operator overrides them
 # (CallConfig); recorded in SessionAccepted, so replay sees a change to them.
-POLICY = ev.CallPolicy(grace_s=30.0, tool_timeout_s=10.0, model_retries=5, history_items=24)
+POLICY = ev.CallPolicy(
+    grace_s=30.0, tool_timeout_s=10.0, model_retries=5, history_items=24, model_timeout_s=10.0
+)
 
 
 @dataclass(slots=True)
@@ -1182,6 +1184,7 @@ def _policy(config: ev.CallConfig) -> ev.CallPolicy:
         tool_timeout_s=pick(config.tool_timeout_s, POLICY.tool_timeout_s, lambda v: 0 < v < 3_600),
         model_retries=pick(config.model_retries, POLICY.model_retries, lambda v: 0 <= v <= 100),
         history_items=pick(config.history_items, POLICY.history_items, lambda v: 0 <= v <= 1_000),
+        model_timeout_s=pick(config.model_timeout_s, POLICY.model_timeout_s, lambda v: 0 < v < 600),
     )
 
 

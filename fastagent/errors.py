@@ -17,6 +17,9 @@ catches the one base class.
     │   ├── StreamConflict       another writer owns the call's stream
     │   ├── UnknownCall          no event stored for a call id
     │   ├── EventFormatError     a stored event this code cannot read
+    │   ├── PrivacyError         personal data cannot be sealed or opened (no master
+    │   │   │                    key, a data key that does not open)
+    │   │   └── CallForgotten        the call's data key was destroyed (forget)
     │   └── AnalyticsError       the DuckDB read model cannot do what was asked
     ├── ReplayError          a recording or replay that cannot proceed
     │   └── RecordingError       a recording file that cannot be read

@@ -59,11 +59,14 @@ class CallConfig(msgspec.Struct, frozen=True, kw_only=True):
     voice: str = "marin"
     model: str = "gpt-realtime-2"
     # How long the model may take to answer a session.update or a response.create
-    # (FASTAGENT_MODEL_TIMEOUT_S); recorded so a replay sees the value it ran with.
-    model_timeout_s: float = 10.0
+    # (FASTAGENT_MODEL_TIMEOUT_S; None: the core's, see CallPolicy).
+    model_timeout_s: float | None = None
     # How fast the caller's side plays bot audio: 1.0 on a real phone line; a
     # simulated caller may play faster than real time (the demo and tests do).
     playback_speed: float = 1.0
+    # The personal-data categories sealed in the store for this call (fastagent.privacy);
+    # None in calls recorded before: everything sealable is sealed.
+    sealed: tuple[str, ...] | None = None
     # The operator's overrides of the call's timing and retry rules (None: the
     # core's own, see CallPolicy); the core decides the policy from them.
     grace_s: float | None = None
@@ -86,6 +89,7 @@ class CallPolicy(msgspec.Struct, frozen=True, kw_only=True):
     tool_timeout_s: float = 10.0  # a dispatched tool call fails after this long
     model_retries: int = 5  # reconnect attempts when the model socket cannot be opened
     history_items: int = 24  # transcript items a new model session is seeded with one by one
+    model_timeout_s: float = 10.0  # the model must answer session.update / response.create
 
 
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,6 +31,8 @@ __all__ = [
     "MASK",
     "iban_ok",
     "luhn_ok",
+    "Known",
+    "mask_events",
     "mask_json",
     "mask_json_text",
     "mask_text",
@@ -57,6 +59,26 @@ _DATE = re.compile(
     re.IGNORECASE,
 )
 # Bounded, and anchored at a token start: linear time on long runs of word characters.
+_ORDINAL = (
+    r"(?:(?:twenty|thirty)[- ]?(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth)"
+    r"|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth"
+    r"|thirteenth|fourteenth|fifteenth|sixteenth|seventeenth|eighteenth|nineteenth"
+    r"|twentieth|thirtieth|\d{1,2}(?:st|nd|rd|th)?)"
+)
+_NUMBER_WORD = (
+    r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen"
+    r"|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty"
+    r"|seventy|eighty|ninety|hundred|thousand)"
+)
+_YEAR_WORDS = rf"(?:\d{{4}}|{_NUMBER_WORD}(?:(?:\s+|-)(?:and\s+)?{_NUMBER_WORD}){{1,4}})"
+# Spoken dates ("the tenth of December nineteen eighty five", "December 10th", "May
+# nineteen ninety"): a transcript says a date of birth in words.
+_SPOKEN_DATE = re.compile(
+    rf"\b(?:(?:the\s+)?{_ORDINAL}\s+(?:of\s+)?(?:{_MONTHS})\b\.?(?:,?\s+{_YEAR_WORDS})?"
+    rf"|(?:{_MONTHS})\b\.?\s+(?:the\s+)?{_ORDINAL}\b(?:,?\s+{_YEAR_WORDS})?"
+    rf"|(?:{_MONTHS})\b\.?\s+{_YEAR_WORDS})\b",
+    re.IGNORECASE,
+)
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _DIGITS = re.compile(rf"(?<!\d){_SEP_DIGITS}(?!\d)")
 _WORD_DIGIT = r"(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple)"
@@ -150,49 +172,118 @@ def _spoken(m: re.Match[str]) -> str:
     return "[number]" if len(_REAL_WORD.findall(m.group(0))) >= 2 else m.group(0)
 
 
-def mask_text(text: str) -> str:
-    """Free text with card numbers, IBANs, dates, e-mails and digit runs masked.
+def mask_text(text: str, known: Any = None) -> str:
+    """Free text with card numbers, IBANs, dates, e-mails and digit runs masked, and
+    the call's ``known`` personal values (a :class:`Known`) wherever they appear.
 
     Never raises; non-str input is returned unchanged.  Idempotent.
     """
     if not isinstance(text, str) or not text:
         return text
+    if known is not None:
+        text = known.sub(text)
     text = _IBAN.sub(_iban, text)
     text = _CARD.sub(_card, text)
     text = _DATE.sub("[date]", text)
+    text = _SPOKEN_DATE.sub("[date]", text)
     if "@" in text:
         text = _EMAIL.sub("[email]", text)
     text = _DIGITS.sub("[number]", text)
     return _SPOKEN.sub(_spoken, text)
 
 
-def mask_json(value: Any, keys: Collection[str] = DEFAULT_SENSITIVE_KEYS) -> Any:
+def mask_json(value: Any, keys: Collection[str] = DEFAULT_SENSITIVE_KEYS, known: Any = None) -> Any:
     """A JSON value with sensitive keys' values masked and other strings :func:`mask_text`-ed."""
     if isinstance(value, dict):
         return {
             k: mask_value(v)
             if isinstance(k, str) and k.lower() in keys and not isinstance(v, bool)
-            else mask_json(v, keys)
+            else mask_json(v, keys, known)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [mask_json(v, keys) for v in value]
+        return [mask_json(v, keys, known) for v in value]
     if isinstance(value, str):
-        return mask_text(value)
+        return mask_text(value, known)
     return value
 
 
-def mask_json_text(text: str, keys: Collection[str] = DEFAULT_SENSITIVE_KEYS) -> str:
+def mask_json_text(
+    text: str, keys: Collection[str] = DEFAULT_SENSITIVE_KEYS, known: Any = None
+) -> str:
     """:func:`mask_json` of a JSON document given as text; free-text masking if it is not JSON."""
     if not isinstance(text, str) or not text:
         return text
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
-        return mask_text(text)
+        return mask_text(text, known)
     if not isinstance(value, dict | list):
-        return mask_text(text)
-    return json.dumps(mask_json(value, keys), ensure_ascii=False)
+        return mask_text(text, known)
+    return json.dumps(mask_json(value, keys, known), ensure_ascii=False)
+
+
+class Known:
+    """The personal values one call holds where they are marked (sensitive slots and
+    keys in tool arguments and results, the caller's number, DTMF digits), to mask
+    them also where they recur in free text -- a name or an address the bot reads
+    back.  Values (and their comma-separated parts) of 3 characters or more are
+    matched case-insensitively as whole words."""
+
+    def __init__(self, values: Collection[str] = ()) -> None:
+        parts: set[str] = set()
+        for v in values:
+            v = v.strip()
+            for p in [v, *v.split(",")]:
+                p = p.strip()
+                if len(p) >= 3:
+                    parts.add(p)
+        self.values = frozenset(parts)
+        alts = sorted(self.values, key=len, reverse=True)  # longest first
+        self._re = (
+            re.compile(
+                r"(?<!\w)(?:" + "|".join(re.escape(a) for a in alts) + r")(?!\w)", re.IGNORECASE
+            )
+            if alts
+            else None
+        )
+
+    def sub(self, text: str) -> str:
+        return self._re.sub(MASK, text) if self._re is not None else text
+
+    @classmethod
+    def of(cls, events: Any, keys: Collection[str] = DEFAULT_SENSITIVE_KEYS) -> Known:
+        """The known values of a call's events."""
+        found: list[str] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if isinstance(k, str) and k.lower() in keys and isinstance(v, str | int):
+                        if not isinstance(v, bool):
+                            found.append(str(v))
+                    else:
+                        walk(v)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+
+        for e in events:
+            how = EVENT_FIELDS.get(type(e).__name__, {})
+            for name, kind in how.items():
+                value = getattr(e, name, None)
+                if not value:
+                    continue
+                if kind == "value" and isinstance(value, str):
+                    found.append(value)
+                elif kind == "json":
+                    if isinstance(value, str):
+                        try:
+                            value = json.loads(value)
+                        except (ValueError, RecursionError):
+                            continue
+                    walk(value)
+        return cls(found)
 
 
 # How each field that can hold personal data is shown: "value" fields are masked
@@ -221,13 +312,17 @@ EVENT_FIELDS: dict[str, dict[str, str]] = {
 
 
 def mask_fields(
-    type_name: str, fields: dict[str, Any], keys: Collection[str] = DEFAULT_SENSITIVE_KEYS
+    type_name: str,
+    fields: dict[str, Any],
+    keys: Collection[str] = DEFAULT_SENSITIVE_KEYS,
+    known: Known | None = None,
 ) -> dict[str, Any]:
     """``fields`` (an event as a dict, e.g. ``events.to_builtins``) as shown masked.
 
     ``keys``: the JSON keys masked whole in arguments and results -- the agent's
     sensitive slot names plus :data:`DEFAULT_SENSITIVE_KEYS` (see
-    :func:`sensitive_keys`).  Returns a new dict; unknown types come back unchanged.
+    :func:`sensitive_keys`); ``known``: the call's :class:`Known` values.  Returns a
+    new dict; unknown types come back unchanged.
     """
     how = EVENT_FIELDS.get(type_name)
     if not how:
@@ -241,14 +336,18 @@ def mask_fields(
             out[name] = mask_value(value)
         elif kind == "json":
             out[name] = (
-                mask_json_text(value, keys) if isinstance(value, str) else mask_json(value, keys)
+                mask_json_text(value, keys, known)
+                if isinstance(value, str)
+                else mask_json(value, keys, known)
             )
         else:
-            out[name] = mask_text(value)
+            out[name] = mask_text(value, known)
     return out
 
 
-def mask_event(event: Any, keys: Collection[str] = DEFAULT_SENSITIVE_KEYS) -> Any:
+def mask_event(
+    event: Any, keys: Collection[str] = DEFAULT_SENSITIVE_KEYS, known: Known | None = None
+) -> Any:
     """A copy of a :class:`fastagent.events.Event` with its personal data masked."""
     import msgspec
 
@@ -256,9 +355,17 @@ def mask_event(event: Any, keys: Collection[str] = DEFAULT_SENSITIVE_KEYS) -> An
     if name not in EVENT_FIELDS:
         return event
     current = {f: getattr(event, f) for f in EVENT_FIELDS[name]}
-    masked = mask_fields(name, current, keys)
+    masked = mask_fields(name, current, keys, known)
     changed = {k: v for k, v in masked.items() if v is not current[k]}
     return msgspec.structs.replace(event, **changed) if changed else event
+
+
+def mask_events(events: Any, keys: Collection[str] = DEFAULT_SENSITIVE_KEYS) -> list[Any]:
+    """One call's events as shown masked: each with :func:`mask_event`, and the
+    call's :class:`Known` values masked wherever they recur in its free text."""
+    events = list(events)
+    known = Known.of(events, keys)
+    return [mask_event(e, keys, known) for e in events]
 
 
 def sensitive_keys(agent: Any = None) -> frozenset[str]:

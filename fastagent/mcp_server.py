@@ -22,7 +22,7 @@ from dataclasses import asdict
 from typing import Any
 
 import msgspec
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -119,8 +119,12 @@ def build_mcp_server(
     *,
     agents: Callable[[str], Agent] = get_agent,
     names: Callable[[], list[str]] = agent_names,
+    access: Any = None,
 ) -> MCPServer:
-    """The "fastagent" MCP server.  ``store``: an EventStore or a callable giving one."""
+    """The "fastagent" MCP server.  ``store``: an EventStore or a callable giving one.
+
+    ``access`` (a :class:`fastagent.access.ReadAccess`) names the reader of each
+    request in the audit trail; the service mounts the server behind it."""
     mcp = MCPServer(
         SERVER_NAME,
         instructions="FastAgent voice agents: their FSAs, and the recorded calls.",
@@ -176,16 +180,37 @@ def build_mcp_server(
         limit = max(1, min(limit, 1000))
         return {"calls": [msgspec.to_builtins(c) for c in calls[-limit:]]}
 
+    def who(ctx: Context | None) -> str:
+        headers = None
+        if ctx is not None:
+            try:
+                headers = ctx.headers
+            except ValueError:  # no request (called directly)
+                headers = None
+        if headers is None:
+            return "mcp-stdio"
+        reader = access.reader(headers) if access is not None else None
+        return reader.who if reader is not None else "mcp"
+
     @mcp.tool()
     def call_timeline(
-        call_id: str, include_audio: bool = False, limit: int = 2000
+        call_id: str,
+        include_audio: bool = False,
+        limit: int = 2000,
+        reveal: bool = False,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
-        """The events of one call in order (audio chunk boundaries only if asked)."""
+        """The events of one call in order (audio chunk boundaries only if asked).
+
+        Personal data is masked unless ``reveal``; every call of this tool is
+        recorded in the call's audit trail with the reader's credential."""
         try:
-            events = get_store().read_call(call_id)
+            s = get_store()
+            events = s.read_call(call_id)
+            s.audit(who(ctx), "reveal" if reveal else "timeline", call_id, "mcp")
         except ToolError:
             raise
-        except Exception as exc:  # UnknownCall says "unknown call 'x': no events stored"
+        except Exception as exc:  # UnknownCall, CallForgotten: one line each
             raise ToolError(str(exc)) from None
         kept = [e for e in events if include_audio or not isinstance(e, _AUDIO)]
         limit = max(1, min(limit, 100_000))
@@ -194,8 +219,10 @@ def build_mcp_server(
             "call_id": call_id,
             "events": len(events),
             "shown": min(len(kept), limit),
-            "masked": True,
-            "timeline": [ev.to_builtins(masking.mask_event(e, keys)) for e in kept[:limit]],
+            "masked": not reveal,
+            "timeline": [
+                ev.to_builtins(e) for e in (kept if reveal else masking.mask_events(kept, keys))
+            ][:limit],
         }
 
     return mcp

@@ -27,17 +27,52 @@ import msgspec
 
 from fastagent import events as ev
 from fastagent.agent import Agent
-from fastagent.agents import get_agent
+from fastagent.agents import UnknownAgent, get_agent
 from fastagent.core import Engine
 from fastagent.errors import ReplayError
 
 RECORDING_FORMAT = "fastagent-recording"
-RECORDING_VERSION = 1
+RECORDING_VERSION = 2  # 2: personal fields may be sealed (header "sealed": true)
 CONTEXT_INPUTS = 5  # inputs shown before a divergence
 
 
 class RecordingError(ReplayError):
     """A recording file that cannot be read."""
+
+
+def builtin_agent(name: str) -> Agent:
+    """An agent of the built-in registry; never imports code (``module:ATTR``) that
+    a recording names -- that must come from the command line (:func:`agents_for`)."""
+    if ":" in name:
+        raise UnknownAgent(
+            f"the recording names agent {name!r}: replay never imports code a recording "
+            f"names; pass it on the command line: --agent {name}"
+        )
+    return get_agent(name)
+
+
+def recorded_agent(events: Sequence[ev.Event]) -> str:
+    """The agent name a call's SessionInitiated records ("" if none)."""
+    first = events[0] if events else None
+    return first.config.agent if isinstance(first, ev.SessionInitiated) else ""
+
+
+def agents_for(events: Sequence[ev.Event], given: str | None = None) -> Callable[[str], Agent]:
+    """The agents to replay ``events`` with: the built-in registry, and ``given``
+    (an operator's ``--agent``, which may be ``module:ATTR``) for the agent the
+    recording names.  Raises UnknownAgent (one line) if the recording names an
+    import path and none is given, or the one given cannot be loaded."""
+    name = recorded_agent(events)
+    if given is None:
+        if ":" in name:
+            builtin_agent(name)  # raises, saying how to pass it
+        return builtin_agent
+    agent = get_agent(given)  # from the command line: may import
+
+    def agents(wanted: str) -> Agent:
+        return agent if wanted == name or wanted == given else builtin_agent(wanted)
+
+    return agents
 
 
 @dataclass
@@ -134,14 +169,15 @@ _AUDIO = (ev.CallerAudio, ev.BotAudio)
 
 def replay(
     events: Sequence[ev.Event],
-    agents: Callable[[str], Agent] = get_agent,
+    agents: Callable[[str], Agent] = builtin_agent,
     *,
     engine: Engine | None = None,
 ) -> ReplayResult:
     """Replay ``events`` (one call, in seq order) and find the first divergence.
 
     ``engine``: go on from an engine restored from a snapshot (``events`` is then
-    the log after it) instead of a fresh one.
+    the log after it) instead of a fresh one.  ``agents`` defaults to the built-in
+    registry: code a recording names is never imported (see :func:`agents_for`).
     """
     call_id = engine.call_id if engine is not None else (events[0].call_id if events else "")
     if engine is None:
@@ -289,11 +325,14 @@ def word_diff(old: str, new: str, context: int = _CONTEXT_WORDS) -> str:
 # --------------------------------------------------------------- recordings
 
 
-class _Header(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class _Header(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     format: str
     version: int
     call_id: str
     events: int
+    # Personal fields sealed with the call's data key, as in the store: the file
+    # opens only with that store's keys (and never once the call is forgotten).
+    sealed: bool = False
 
 
 class _Line(msgspec.Struct, forbid_unknown_fields=True):
@@ -313,23 +352,43 @@ _tag_decoder = msgspec.json.Decoder(_Tagged)
 _encoder = msgspec.json.Encoder()
 
 
-def write_recording(events: Sequence[ev.Event], path: str | Path) -> None:
+def write_recording(events: Sequence[ev.Event], path: str | Path, *, sealer: Any = None) -> None:
+    """Write ``events`` as a recording file.  With a ``sealer`` (a store's
+    :class:`fastagent.privacy.Sealer`) personal fields are sealed as in the store
+    (version 2, ``"sealed": true``); without one, everything is in clear (version 1,
+    readable by older FastAgents)."""
     if not events:
         raise RecordingError("nothing to export: the call has no events")
     header = _Header(
         format=RECORDING_FORMAT,
-        version=RECORDING_VERSION,
+        version=RECORDING_VERSION if sealer is not None else 1,
         call_id=events[0].call_id,
         events=len(events),
+        sealed=sealer is not None,
     )
     with open(path, "wb") as out:
         out.write(_encoder.encode(header) + b"\n")
         for e in events:
-            line = _Line(ev.topic_of(e), msgspec.Raw(ev.encode(e)))
+            body = sealer.seal(e) if sealer is not None else ev.encode(e)
+            line = _Line(ev.topic_of(e), msgspec.Raw(body))
             out.write(_encoder.encode(line) + b"\n")
 
 
-def read_recording(path: str | Path) -> list[ev.Event]:
+def recording_is_sealed(path: str | Path) -> bool:
+    """True if the recording file's header says its personal fields are sealed
+    (False for anything unreadable: :func:`read_recording` then says why)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(4096)
+        return bool(_header_decoder.decode(first).sealed)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return False
+
+
+Opener = Callable[..., bytes]  # Sealer.open(call_id, seq, type name, body) -> body
+
+
+def read_recording(path: str | Path, *, opener: Opener | None = None) -> list[ev.Event]:
     """Read a recording file strictly; raise :class:`RecordingError` (one line) if it
     is not exactly what :func:`write_recording` writes.
 
@@ -340,6 +399,9 @@ def read_recording(path: str | Path) -> list[ev.Event]:
     (``Transcript.confidence``): silently dropping it would replay a call that is
     not the one recorded.  Trailing blank lines are allowed; a blank line in the
     middle is not.
+
+    A sealed recording needs ``opener`` (the exporting store's ``sealer.open``);
+    its errors (a forgotten call, a key not in that store) propagate.
     """
     try:
         data = Path(path).read_bytes()
@@ -365,6 +427,11 @@ def read_recording(path: str | Path) -> list[ev.Event]:
         )
     if header.events < 1:
         raise RecordingError(f"{path}: recording of call {header.call_id!r} has no events")
+    if header.sealed and opener is None:
+        raise RecordingError(
+            f"{path}: call {header.call_id!r}'s personal data is sealed; replay it with "
+            "--store <the store it was exported from>"
+        )
     out: list[ev.Event] = []
     for n, raw in enumerate(lines[1:], start=2):
         if not raw.strip():
@@ -376,6 +443,9 @@ def read_recording(path: str | Path) -> list[ev.Event]:
         except msgspec.DecodeError:
             raise RecordingError(f"{path}:{n}: corrupt line") from None
         body = bytes(line.event)
+        if header.sealed and opener is not None:
+            seq = len(out) + 1
+            body = opener(header.call_id, seq, line.topic.partition("/")[0], body)
         try:
             out.append(ev.decode(line.topic, body))
             tag = _tag_decoder.decode(body).type

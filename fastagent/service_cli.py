@@ -83,7 +83,11 @@ def serve(
                 store=store, agent=agent, no_auth=no_auth or None, grace_s=grace
             )
             get_agent(config.agent)
-            Service(config).store.close()  # check token and store before listening
+            checked = Service(config)  # check tokens, store and master key before listening
+            try:
+                checked.store.check_keys()
+            finally:
+                checked.store.close()
         except ConfigError as exc:
             raise fail(str(exc)) from None
     config.greet = config.greet and greet
@@ -213,10 +217,13 @@ async def run_demo(
     show: bool = True,
     plan: DemoPlan | None = None,
     model: str | None = None,
+    problems: list[str] | None = None,
 ) -> str:
     """Play a scenario end to end over loopback; return the call id.
 
-    ``agent`` None plays the scenario with the agent it names.  The store is
+    ``agent`` None plays the scenario with the agent it names.  Scenario
+    problems (a broken expectation, a caller error) go to ``problems`` when given,
+    else to the log as warnings.  The store is
     opened (and every setting checked) before the service starts, so a bad
     setting is one line, not a failed server start-up.  ``model`` (else the
     scenario's, else ``FASTAGENT_MODEL``) picks the fake: a GPT-Live model plays
@@ -274,7 +281,10 @@ async def run_demo(
                     raise console.PipeClosed
                 # A scenario that no longer fits the agent must not pass silently.
                 for problem in (*fake.violations, *fake.mismatches, *report.errors):
-                    logging.getLogger("fastagent.demo").warning("scenario problem: %s", problem)
+                    if problems is not None:
+                        problems.append(problem)
+                    else:
+                        logging.getLogger("fastagent.demo").warning("scenario problem: %s", problem)
                 for _ in range(500):  # let the service finish the call's log
                     if not service.calls:
                         break
@@ -358,7 +368,7 @@ def demo(
             call_id = asyncio.run(run_demo(None, None, store, realtime=realtime, plan=plan))
         except (ScenarioError, ConfigError) as exc:
             raise fail(str(exc)) from None
-        _summary(call_id, store, realtime)
+        _summary(call_id, store, realtime, plan.agent)
 
 
 def _header(plan: DemoPlan, realtime: bool) -> None:
@@ -383,7 +393,7 @@ def _header(plan: DemoPlan, realtime: bool) -> None:
         )
 
 
-def _summary(call_id: str, store: str | None, realtime: bool) -> None:
+def _summary(call_id: str, store: str | None, realtime: bool, agent: str = "") -> None:
     """Call id, outcome, duration, where it is stored, and what to run next."""
     from rich.text import Text
 
@@ -418,7 +428,11 @@ def _summary(call_id: str, store: str | None, realtime: bool) -> None:
     console.out("")
     console.out(Text("next:", style="bold"))
     for cmd, what in (
-        (f"fastagent replay {call_id}{flag}", "its timeline, replayed through today's code"),
+        # Replay never imports code a recording names: an agent by import path is given.
+        (
+            f"fastagent replay {call_id}{flag}" + (f" --agent {agent}" if ":" in agent else ""),
+            "its timeline, replayed through today's code",
+        ),
         (f"fastagent calls{flag}", "every recorded call"),
         (f"fastagent report{flag}", "outcomes, FSA funnel, tools, latency"),
         (f"fastagent inspect{flag}", "the call in your browser"),

@@ -11,7 +11,7 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     """URL of the local test PostgreSQL ($FASTAGENT_TEST_PG overrides); skips if unreachable."""
     url = os.environ.get("FASTAGENT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
     try:
@@ -24,6 +24,22 @@ def pg_url() -> Iterator[str]:
             pytest.fail(why + " (CI must run the PostgreSQL tests)")
         pytest.skip(why)
     yield url
+
+
+_PG_MASTER_KEY: list[str] = []
+
+
+@pytest.fixture
+def pg_url(pg_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """:func:`pg_server`, with the master key a PostgreSQL store needs (docs/privacy.md)
+    set for this test only (one key for the session, so stores outlive a test)."""
+    if not _PG_MASTER_KEY:
+        from fastagent.privacy import new_key_text
+
+        _PG_MASTER_KEY.append(new_key_text())
+    if not os.environ.get("FASTAGENT_MASTER_KEY"):
+        monkeypatch.setenv("FASTAGENT_MASTER_KEY", _PG_MASTER_KEY[0])
+    yield pg_server
 
 
 @pytest.fixture(scope="module")

@@ -217,7 +217,12 @@ def test_demo_and_replay_with_agent_by_import_path(
     with open_store(store) as s:
         first = s.read_call(call_id)[0]
     assert first.config.agent == f"{mod}:AGENT"  # type: ignore[attr-defined]
-    replayed = runner.invoke(app, ["replay", call_id, "--store", store])
+    # Replay never imports code a recording names: the agent comes from the command line.
+    _one_line_error(
+        runner.invoke(app, ["replay", call_id, "--store", store]), f"--agent {mod}:AGENT"
+    )
+    assert f"--agent {mod}:AGENT" in demo.output  # the demo's replay hint says so
+    replayed = runner.invoke(app, ["replay", call_id, "--store", store, "--agent", f"{mod}:AGENT"])
     assert replayed.exit_code == 0, replayed.output
     assert "identical:" in replayed.output
 

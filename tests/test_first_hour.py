@@ -24,6 +24,7 @@ from fastagent import events as ev
 from fastagent.call_view import CallPrinter, heard_part
 from fastagent.cli import app
 from fastagent.store import StoreError, open_store
+from projections.calls import list_calls
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +97,7 @@ def test_every_command_ends_quietly_on_a_closed_pipe(
         ["calls", "--store", store],
         ["calls", "--json", "--store", store],
         ["replay", call_id, "--store", store],
-        ["replay", "--file", str(recording)],
+        ["replay", "--file", str(recording), "--store", store],  # sealed: opens with its store
         ["fsa", "list"],
         ["fsa", "diagram", "banking"],
         ["report", "--store", store, "--db", str(tmp_path / "a.duckdb")],
@@ -449,3 +450,133 @@ def test_license_file_matches_the_package_metadata() -> None:
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text  # the full text, not a pointer to it
+
+
+# ----------------------------------------------------------- fastagent call URL
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _fastagent(*args: str) -> tuple[int, str, str]:
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fastagent",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.anyio
+async def test_call_checks_a_running_service(tmp_path: Path) -> None:
+    from fastagent.service import ServiceConfig
+    from fastagent.service_cli import running_service
+    from fastagent.testing.caller import DEFAULT_PACE
+    from fastagent.testing.fake_realtime import FakeRealtimeServer
+    from fastagent.testing.scenario import load_scenario
+
+    scenario = load_scenario(SCENARIOS / "default.json")
+    speed = 1 / DEFAULT_PACE
+    async with FakeRealtimeServer(scenario) as fake:
+        config = ServiceConfig(
+            store=str(tmp_path / "s.db"),
+            token="tok",
+            realtime_url=fake.url,
+            api_key="x",
+            playback_speed=speed,
+        )
+        async with running_service(config) as (_, url):
+            code, out, err = await _fastagent("call", url, "--token", "tok", "--speed", str(speed))
+            assert code == 0, out + err
+            assert "connected: media format raw/mulaw" in out
+            assert "caller: Hi, what are your opening hours?" in out
+            assert "the service heard the caller as: Hi, what are your opening hours?" in out
+            assert "caller: (keypad) 42" in out
+            assert "☎ bot hangs up" in out
+            assert "ended:        the bot hung up" in out
+            assert "ok: the call ran and ended cleanly" in out
+            conversation = out.split("conversation:")[1].split()[0]
+            code, out, err = await _fastagent("call", url, "--token", "wrong")
+            assert code == 2
+            assert err.strip().splitlines()[-1].endswith("HTTP 401 (check --token)")
+    with open_store(str(tmp_path / "s.db"), create=False) as s:
+        assert conversation in {c.call_id for c in list_calls(s)}
+    code, out, err = await _fastagent("call", url, "--token", "tok")  # nobody listens now
+    assert (
+        code == 2 and err.startswith("fastagent: cannot connect to ") and len(err.splitlines()) == 1
+    )
+    code, out, err = await _fastagent("call", "http://x/audiocodes")
+    assert code == 2 and "expected ws://" in err
+
+
+# ------------------------------------------------------ fastagent new agent NAME
+
+
+def test_new_agent_passes_its_own_test_as_generated(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["new", "agent", "tea_shop", "--dir", str(tmp_path / "tea")])
+    assert result.exit_code == 0, result.output
+    project = tmp_path / "tea"
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()) == [
+        "README.md",
+        "conftest.py",
+        "tea_shop/__init__.py",
+        "tea_shop/agent.py",
+        "tea_shop/scenario.json",
+        "tea_shop/tools.py",
+        "tests/test_agent.py",
+    ]
+    for ruff in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *ruff, "--line-length", "100", "."],
+            cwd=project,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    env = _env(FASTAGENT_DATA_DIR=str(tmp_path))
+    env["PYTHONPATH"] = os.pathsep.join([str(project), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    # The demo plays the same scenario, found beside the agent's module.
+    done = subprocess.run(
+        [sys.executable, "-m", "fastagent", "demo", "--agent", "tea_shop.agent:AGENT"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "scenario tea_shop-order" in done.stdout
+    assert "place_order" in done.stdout and "via tea_shop_tools" in done.stdout
+    assert "outcome:   completed" in done.stdout
+
+
+def test_new_agent_refuses_bad_names_and_existing_directories(tmp_path: Path) -> None:
+    for bad in ("Tea", "1tea", "tea-shop", "class", "fastagent", ""):
+        _one_line(runner.invoke(app, ["new", "agent", bad, "--dir", str(tmp_path / "x")]), "bad")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("mine")
+    _one_line(
+        runner.invoke(app, ["new", "agent", "tea", "--dir", str(tmp_path / "taken")]),
+        "already exists",
+    )
+    assert (tmp_path / "taken" / "file").read_text() == "mine"

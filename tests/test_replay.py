@@ -129,13 +129,27 @@ def test_cli_replay_json_and_diverged_exit_1(
     assert "DIVERGED at position" in text.output
 
 
-def test_cli_export_then_replay_file_without_store(store_path: str, tmp_path: Path) -> None:
+def test_cli_export_then_replay_file(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FASTAGENT_STORE", raising=False)
     out = tmp_path / "rec.jsonl"
     res = runner.invoke(app, ["export", "call-42", "-o", str(out), "--store", store_path])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["replay", "--file", str(out)])
-    assert res.exit_code == 0
+    # Sealed by default: the file opens only with the keys of the store it came from.
+    _one_line_error(runner.invoke(app, ["replay", "--file", str(out)]), "--store")
+    res = runner.invoke(app, ["replay", "--file", str(out), "--store", store_path])
+    assert res.exit_code == 0, res.output
     assert "identical" in res.output
+    # In clear, with the read credential: replays anywhere.
+    monkeypatch.setenv("FASTAGENT_READ_TOKEN", "ops:read-token-0123456789abcdef")
+    clear = tmp_path / "clear.jsonl"
+    res = runner.invoke(
+        app, ["export", "call-42", "-o", str(clear), "--store", store_path, "--reveal"]
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["replay", "--file", str(clear)])
+    assert res.exit_code == 0, res.output
 
 
 def test_cli_calls_lists_the_call(store_path: str) -> None:

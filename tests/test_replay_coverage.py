@@ -101,3 +101,14 @@ def test_an_example_agent_runs_a_background_action_while_the_conversation_goes_o
     assert any(isinstance(e, ev.FunctionOutputSent) for e in between)
     after = next(e for e in events if isinstance(e, ev.FsaTransition) and e.seq > result)
     assert (after.source, after.trigger) == ("tracking", "get_order_status")
+
+
+def test_a_resume_recorded_over_real_sockets() -> None:
+    # default-resume.json's `drop` turn: the simulated VAIC loses its socket and resumes.
+    events = read_recording(ROOT / "replays" / "default-resume.jsonl")
+    lost = next(e for e in events if isinstance(e, ev.ConnectionLost) and e.side == "caller")
+    resumed = next(e for e in events if isinstance(e, ev.SessionResumed))
+    accepted = events[resumed.seq]  # the decision right after the resume
+    assert lost.seq < resumed.seq
+    assert isinstance(accepted, ev.SessionAccepted) and accepted.resumed
+    assert isinstance(events[-1], ev.CallEnded) and events[-1].outcome == "completed"

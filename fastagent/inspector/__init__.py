@@ -227,11 +227,22 @@ def inspector_app(
 
         return JSONResponse(await asyncio.to_thread(work))
 
-    async def _events(call_id: str) -> list[ev.Event] | Response:
+    async def _events(call_id: str, request: Request, what: str) -> list[ev.Event] | Response:
+        """One call's events; the read is appended to the store's audit trail with the
+        reader's credential (docs/privacy.md)."""
         from fastagent.store import StoreError, UnknownCall
 
+        reader = getattr(request.state, "reader", None)
+        who = reader.who if reader is not None else "inspector"
+
+        def read() -> list[ev.Event]:
+            s = store()
+            evs = s.read_call(call_id)
+            s.audit(who, what, call_id, "inspector")
+            return evs
+
         try:
-            evs = await asyncio.to_thread(store().read_call, call_id)
+            evs = await asyncio.to_thread(read)
         except UnknownCall:
             return _error(f"no call {call_id!r} in this store", 404)
         except StoreError as exc:
@@ -241,7 +252,7 @@ def inspector_app(
         return evs
 
     async def call(request: Request) -> Response:
-        evs = await _events(request.path_params["call_id"])
+        evs = await _events(request.path_params["call_id"], request, "timeline")
         if isinstance(evs, Response):
             return evs
 
@@ -262,7 +273,7 @@ def inspector_app(
             seq = int(raw)
         except ValueError:
             return _error(f"bad seq {raw!r}: expected an event number", 400)
-        evs = await _events(request.path_params["call_id"])
+        evs = await _events(request.path_params["call_id"], request, "state")
         if isinstance(evs, Response):
             return evs
         keys = masking.sensitive_keys(_agent_of(evs, resolve))

@@ -152,7 +152,7 @@ def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Servi
         from fastagent.mcp_server import build_mcp_server, make_mcp_app
     except ImportError:
         return
-    server = build_mcp_server(lambda: holder["service"].store)
+    server = build_mcp_server(lambda: holder["service"].store, access=readers)
     mcp_app = make_mcp_app(server)
     # Mounted sub-app lifespans do not run: the service's lifespan runs its sessions.
     app.state.mcp_lifespan = server.session_manager.run

@@ -105,6 +105,10 @@ class CallSession:
         self.model_busy = False  # read_model is handling a frame (the slow lane)
         self.model_task: asyncio.Task[None] | None = None
         self.model_ready = asyncio.Event()
+        # Closed while a resume hands the call from a stale socket to a new one:
+        # model frames wait, so no decision is acted on against the wrong socket.
+        self.handover = asyncio.Event()
+        self.handover.set()
         self.grace_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.chunks_in = 0
@@ -271,7 +275,7 @@ class CallSession:
         old = self.timers.pop(waiting_for, None)
         if old is not None:
             old.cancel()
-        seconds = self.service.config.model_timeout_s
+        seconds = self.policy.model_timeout_s
 
         async def expire() -> None:
             await asyncio.sleep(seconds)
@@ -596,6 +600,8 @@ class CallSession:
                 self.model_busy = True
                 if sock is not None:
                     sock.backlog -= 1
+                if not self.handover.is_set():
+                    await self.handover.wait()
                 await self.on_model_frame(data)
         except asyncio.CancelledError:
             raise
@@ -737,6 +743,8 @@ class CallSession:
             return False
         if self.link is not None:
             return False  # GPT-Live frames take the ordered slow lane (the link)
+        if not self.handover.is_set():
+            return False
         caller = self.caller_sock
         if caller is None or not caller.can_write_now():
             return False

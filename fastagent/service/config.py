@@ -42,7 +42,7 @@ class ServiceConfig:
     model_retries: int | None = None  # None: the core's, like grace_s
     # A session.update or response.create the model does not answer within this
     # many seconds is a model failure (the agent's fallback; outcome failed).
-    model_timeout_s: float = 10.0
+    model_timeout_s: float | None = None  # None: the core's, like grace_s
     # GPT-Live (--model gpt-live-1.1): the Responses model its delegations run on
     # (FASTAGENT_LIVE_BACKEND_MODEL), whether sessions are stored so a dropped one
     # is forked (FASTAGENT_LIVE_STORE=1), and the output quiet that means "stopped".
@@ -65,7 +65,6 @@ class ServiceConfig:
             "FASTAGENT_MAX_MSGS_PER_S": repr(self.max_msgs_per_s),
             "FASTAGENT_MODEL_MAX_FRAME_BYTES": str(self.model_max_frame_bytes),
             "FASTAGENT_MODEL": self.model,
-            "FASTAGENT_MODEL_TIMEOUT_S": repr(self.model_timeout_s),
             "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
             "FASTAGENT_LIVE_BACKEND_MODEL": self.live_backend_model,
             "FASTAGENT_LIVE_STORE": "1" if self.live_store else "0",
@@ -75,6 +74,8 @@ class ServiceConfig:
             env["FASTAGENT_STORE"] = self.store
         if self.grace_s is not None:
             env["FASTAGENT_GRACE_S"] = repr(self.grace_s)
+        if self.model_timeout_s is not None:
+            env["FASTAGENT_MODEL_TIMEOUT_S"] = repr(self.model_timeout_s)
         if self.transfer_target:
             env["FASTAGENT_TRANSFER_TARGET"] = self.transfer_target
         return env
@@ -114,7 +115,7 @@ class ServiceConfig:
             model=env.get("FASTAGENT_MODEL") or models.DEFAULT_MODEL,
             model_timeout_s=number(
                 "FASTAGENT_MODEL_TIMEOUT_S",
-                10,
+                None,
                 float,
                 "seconds (a number > 0)",
                 lambda v: 0 < v < inf,

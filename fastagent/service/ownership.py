@@ -78,6 +78,7 @@ async def _initiate(
         model=cfg.model,
         model_timeout_s=cfg.model_timeout_s,
         playback_speed=cfg.playback_speed,
+        sealed=_sealed_categories(cfg.agent),
         grace_s=cfg.grace_s,
         tool_timeout_s=cfg.tool_timeout_s,
         model_retries=cfg.model_retries,
@@ -165,53 +166,70 @@ async def _resume(
             log.warning("call %s: resume refused: its caller socket is alive", call_id)
             await ws.send_text(vaic.session_error("call is active on another socket").decode())
             return None
-        if session.grace_task is not None:
-            session.grace_task.cancel()
-        if not await session.taken_over():
-            try:
-                # This instance owns the stream: record in order like any input (the
-                # model reader may be recording too), then make it durable, which
-                # fails if a resume elsewhere claimed the call a moment ago.
-                dropped: list[ev.Decision] = []
-                if session.caller is not None and session.caller is not ws:
-                    # The old socket never reported its end (half-open TCP, or its
-                    # close is still queued): the caller says it is gone, so record
-                    # that first, which stops the play stream it was hearing.
-                    dropped = session.record(
-                        ev.ConnectionLost(
-                            call_id=call_id,
-                            seq=session.engine.next_seq,
-                            at=now_us(),
-                            side="caller",
-                            reason="replaced by session.resume",
-                        )
+        session.handover.clear()
+        try:
+            return await _take_over(service, ws, proto, session)
+        finally:
+            session.handover.set()
+    return await resume_from_store(service, ws, proto, call_id)
+
+
+async def _take_over(
+    service: Service, ws: WebSocket, proto: vaic.VaicProtocol, session: CallSession
+) -> CallSession | None:
+    """Resume a call this instance holds in memory (its old socket gone or stale).
+    Model frames wait meanwhile (``session.handover``, closed by the caller)."""
+    call_id = session.call_id
+    # A stale old socket gets nothing more from now on (its buffers may be full).
+    old, old_sock = session.caller, session.caller_sock
+    replacing = old is not None and old is not ws
+    if replacing:
+        session.detach_caller()
+    if session.grace_task is not None:
+        session.grace_task.cancel()
+    if not await session.taken_over():
+        try:
+            # This instance owns the stream: record in order like any input (the
+            # model reader may be recording too), then make it durable, which
+            # fails if a resume elsewhere claimed the call a moment ago.
+            dropped: list[ev.Decision] = []
+            if replacing:
+                # The old socket never reported its end (half-open TCP, or its
+                # close is still queued) and is stale: record it gone first, which
+                # stops the play stream it was hearing.
+                dropped = session.record(
+                    ev.ConnectionLost(
+                        call_id=call_id,
+                        seq=session.engine.next_seq,
+                        at=now_us(),
+                        side="caller",
+                        reason="replaced by session.resume",
                     )
-                inp = ev.SessionResumed(
-                    call_id=call_id,
-                    seq=session.engine.next_seq,
-                    at=now_us(),
-                    instance=service.config.instance,
                 )
-                decisions = session.record(inp)
-                await session.store.flush_async(call_id)
-            except (StreamConflict, _Lost):
-                await session.close("call resumed on another instance")
-                await ws.send_text(
-                    vaic.session_error("call is active on another instance").decode()
-                )
-                return None
-            # The old socket is stale: nothing more is written to it (its buffers may
-            # be full), and its connection is dropped at once, not closed politely.
-            old, old_sock = session.caller, session.caller_sock
-            session.detach_caller()
-            await session.execute(dropped)  # (its play stream stops; no frame is sent)
-            session.attach_caller(ws, proto)
-            if old is not None and old is not ws:
-                _abort(old, old_sock)
-            await session.execute(decisions)
-            return session
-        # It moved to another instance and back: this copy is stale.
-        await session.close("call resumed on another instance")
+            inp = ev.SessionResumed(
+                call_id=call_id,
+                seq=session.engine.next_seq,
+                at=now_us(),
+                instance=service.config.instance,
+            )
+            decisions = session.record(inp)
+            await session.store.flush_async(call_id)
+        except (StreamConflict, _Lost):
+            if replacing:
+                _abort(old, old_sock)  # type: ignore[arg-type]
+            await session.close("call resumed on another instance")
+            await ws.send_text(vaic.session_error("call is active on another instance").decode())
+            return None
+        await session.execute(dropped)  # (its play stream stops; no frame is sent)
+        session.attach_caller(ws, proto)
+        if replacing:
+            _abort(old, old_sock)  # type: ignore[arg-type]
+        await session.execute(decisions)
+        return session
+    # It moved to another instance and back: this copy is stale.
+    if replacing:
+        _abort(old, old_sock)  # type: ignore[arg-type]
+    await session.close("call resumed on another instance")
     return await resume_from_store(service, ws, proto, call_id)
 
 
@@ -352,3 +370,14 @@ async def resume_from_store(
     await session.input(ev.ConnectionRestored, side="model", instance=instance)
     session.keep_snapshots()
     return session
+
+
+def _sealed_categories(agent: str) -> tuple[str, ...] | None:
+    """What the store seals for a call of ``agent`` (None, i.e. everything, if the
+    agent cannot be loaded: the engine then rejects the call anyway)."""
+    from fastagent.agents import get_agent
+
+    try:
+        return get_agent(agent).privacy.categories()
+    except Exception:
+        return None

@@ -22,19 +22,23 @@ import atexit
 import logging
 import os
 import sqlite3
+import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, closing
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, Transcoder
 from eventsourcing.utils import Environment
 
+from fastagent import privacy
 from fastagent.errors import StoreError, StreamConflict, UnknownCall
 from fastagent.events import Event
+from fastagent.privacy import CallForgotten, MasterKeys, PrivacyError, Sealer
 from fastagent.store.rows import EventMapper, MsgspecTranscoder, _Row, db_errors, decode_row
 from fastagent.store.urls import StoreTarget, parse_store_url, store_url
 from fastagent.store.writer import GroupCommitWriter
@@ -156,14 +160,44 @@ def _flush_interval(value: float | None) -> float:
     return value
 
 
-class EventStore:
-    """Append-only log of every call.  Create it with :func:`open_store`."""
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of the audit trail: who read or changed what of which call, when."""
 
-    def __init__(self, app: _CallLog, target: StoreTarget, flush_interval: float) -> None:
+    at_us: int
+    who: str  # the credential's label (e.g. "ops", "read-token#1a2b3c4d", "cli:alice")
+    action: str  # timeline | export | reveal | forget | ...
+    call_id: str
+    detail: str = ""
+
+
+class EventStore:
+    """Append-only log of every call.  Create it with :func:`open_store`.
+
+    Personal fields are sealed with per-call data keys on the way in and opened on
+    the way out (fastagent.privacy); the keys live in ``<table>_keys``, the audit
+    trail in ``<table>_audit``.
+    """
+
+    def __init__(
+        self,
+        app: _CallLog,
+        target: StoreTarget,
+        flush_interval: float,
+        master: Callable[[], MasterKeys],
+    ) -> None:
         self._app = app
         self._target = target
         self._recorder = app.recorder
         self._mapper: EventMapper = app.mapper  # type: ignore[assignment]
+        # Resolved on first use: reading the log's clear fields (analytics, listing)
+        # needs no master key; sealing or opening personal data does.
+        self._master_source = master
+        self._master_keys: MasterKeys | None = None
+        self._data_keys: dict[str, Any] = {}  # call id -> AESGCM of its data key
+        self._key_lock = threading.Lock()
+        self._side_ready: set[str] = set()
+        self.sealer = Sealer(self._data_key)
+        self._mapper.sealer = self.sealer
         self._datastore: Any = app.factory.datastore  # type: ignore[attr-defined]
         self._interval = flush_interval
         self._writer = GroupCommitWriter(
@@ -263,17 +297,24 @@ class EventStore:
 
     # ------------------------------------------------------------------ reading
 
-    def read_call(self, call_id: str, after: int = 0) -> list[Event]:
-        """Every durable event of one call with seq > ``after``, in seq order.
+    def read_call(self, call_id: str, after: int = 0, *, forgotten: str = "raise") -> list[Event]:
+        """Every durable event of one call with seq > ``after``, in seq order, its
+        personal fields opened.
 
         Raises UnknownCall if the call has no events at all (an empty tail after a
-        snapshot is not an error).
+        snapshot is not an error), CallForgotten if the call was forgotten (with
+        ``forgotten="blank"``: its events with the personal fields empty).
         """
         with self._errors("read"):
             rows = self._recorder.select_events(call_id, gt=after if after > 0 else None)
         if not rows and (after <= 0 or self.last_seq(call_id) == 0):
             raise UnknownCall(call_id)
-        return [decode_row(call_id, r.originator_version, r.topic, r.state) for r in rows]
+        seal = self.sealer
+        with self._errors("read"):
+            return [
+                decode_row(call_id, r.originator_version, r.topic, r.state, seal, forgotten)
+                for r in rows
+            ]
 
     def last_seq(self, call_id: str) -> int:
         """The highest durable seq of a call (0 if none)."""
@@ -288,7 +329,14 @@ class EventStore:
         return [
             (
                 n.id,
-                decode_row(str(n.originator_id), n.originator_version, n.topic, n.state),
+                decode_row(
+                    str(n.originator_id),
+                    n.originator_version,
+                    n.topic,
+                    n.state,
+                    self.sealer,
+                    "blank",
+                ),
             )
             for n in notes
         ]
@@ -328,6 +376,7 @@ class EventStore:
         """Keep ``data`` as the call's state after event ``seq`` (an older one never
         replaces a newer one).  Write only what reflects durable events."""
         self._ensure_snapshots()
+        data = self._seal_blob(call_id, data)
         t = self._snapshot_table
         sql = (
             f"INSERT INTO {t} (call_id, seq, data) VALUES ({{p}}, {{p}}, {{p}}) "
@@ -341,7 +390,9 @@ class EventStore:
         self._ensure_snapshots()
         sql = f"SELECT seq, data FROM {self._snapshot_table} WHERE call_id = {{p}}"
         rows = self._query(sql, (call_id,))
-        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+        if not rows:
+            return None
+        return int(rows[0][0]), self._open_blob(call_id, bytes(rows[0][1]))
 
     @property
     def _snapshot_table(self) -> str:
@@ -363,6 +414,219 @@ class EventStore:
             # Two instances creating it at once on PostgreSQL: one loses the race.
             self._query(f"SELECT 1 FROM {self._snapshot_table} WHERE 1 = 0", ())
         self._snapshots_ready = True
+
+    # ------------------------------------------------------------------ keys
+
+    @property
+    def _master(self) -> MasterKeys:
+        if self._master_keys is None:
+            self._master_keys = self._master_source()
+        return self._master_keys
+
+    def check_keys(self) -> str:
+        """Resolve the master key now (a service checks before it listens); returns
+        where it comes from.  Raises StoreError (one line) if there is none."""
+        return self._master.source
+
+    _BLOB_MAGIC = b"FAS1"  # a sealed snapshot: magic, nonce, AES-GCM ciphertext
+
+    def _seal_blob(self, call_id: str, data: bytes) -> bytes:
+        aead = self._data_key(call_id, True)
+        nonce = os.urandom(privacy.NONCE)
+        aad = f"{call_id}|snapshot".encode()
+        return self._BLOB_MAGIC + nonce + aead.encrypt(nonce, data, aad)
+
+    def _open_blob(self, call_id: str, data: bytes) -> bytes:
+        if not data.startswith(self._BLOB_MAGIC):
+            return data  # written before snapshots were sealed
+        aead = self._data_key(call_id, False)
+        if aead is None:
+            raise StoreError(f"call {call_id!r}: its snapshot is sealed but no data key is stored")
+        body = data[len(self._BLOB_MAGIC) :]
+        try:
+            n = privacy.NONCE
+            return aead.decrypt(body[:n], body[n:], f"{call_id}|snapshot".encode())  # type: ignore[no-any-return]
+        except Exception:
+            raise StoreError(f"call {call_id!r}: its snapshot does not open (corrupt)") from None
+
+    def _data_key(self, call_id: str, create: bool) -> Any:
+        """The AESGCM of ``call_id``'s data key; None if it has none and not
+        ``create``; raises CallForgotten for a forgotten call."""
+        aead = self._data_keys.get(call_id)
+        if aead is not None:
+            return aead
+        with self._key_lock:
+            aead = self._data_keys.get(call_id)
+            if aead is not None:
+                return aead
+            self._ensure_side()
+            for _ in range(2):
+                row = self._key_row(call_id)
+                if row is not None:
+                    master_id, wrapped, forgotten_us, forgotten_by = row
+                    if forgotten_us is not None or wrapped is None:
+                        raise CallForgotten(call_id, int(forgotten_us or 0), forgotten_by or "")
+                    key = self._master.unwrap(call_id, master_id, bytes(wrapped))
+                    aead = self._data_keys[call_id] = privacy.AESGCM(key)
+                    return aead
+                if not create:
+                    return None
+                master_id, wrapped = self._master.wrap(call_id, privacy.new_data_key())
+                # Two instances may race to create it: the first one stored wins.
+                self._query(
+                    f"INSERT INTO {self._side('keys')} (call_id, master_id, wrapped, created_us) "
+                    "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (call_id) DO NOTHING",
+                    (call_id, master_id, wrapped, time.time_ns() // 1000),
+                    commit=True,
+                )
+            raise StoreError(f"call {call_id!r}: cannot store its data key")
+
+    def _key_row(self, call_id: str) -> Sequence[Any] | None:
+        rows = self._query(
+            f"SELECT master_id, wrapped, forgotten_us, forgotten_by FROM {self._side('keys')} "
+            "WHERE call_id = {p}",
+            (call_id,),
+        )
+        return rows[0] if rows else None
+
+    def forgotten(self, call_id: str) -> CallForgotten | None:
+        """Why ``call_id`` cannot be read (a CallForgotten), or None if it is not forgotten."""
+        self._ensure_side()
+        row = self._key_row(call_id)
+        if row is None or row[2] is None:
+            return None
+        return CallForgotten(call_id, int(row[2]), row[3] or "")
+
+    def forget(self, call_id: str, who: str, at_us: int | None = None) -> int:
+        """Destroy the call's data key (the log is not touched; its sealed fields can
+        never be opened again), drop its snapshot, and record who did it in the
+        audit trail.  Returns the time (µs) recorded.  Raises UnknownCall, or
+        CallForgotten if it was forgotten already."""
+        if self.last_seq(call_id) == 0:
+            raise UnknownCall(call_id)
+        self._ensure_side()
+        self._ensure_snapshots()
+        already = self.forgotten(call_id)
+        if already is not None:
+            raise already
+        at = time.time_ns() // 1000 if at_us is None else at_us
+        keys = self._side("keys")
+        self._transaction(
+            [
+                (
+                    f"INSERT INTO {keys} (call_id, master_id, wrapped, created_us, forgotten_us, "
+                    "forgotten_by) VALUES ({p}, '', NULL, {p}, {p}, {p}) "
+                    "ON CONFLICT (call_id) DO UPDATE SET wrapped = NULL, master_id = '', "
+                    "forgotten_us = excluded.forgotten_us, forgotten_by = excluded.forgotten_by",
+                    (call_id, at, at, who),
+                ),
+                (f"DELETE FROM {self._snapshot_table} WHERE call_id = {{p}}", (call_id,)),
+                (
+                    f"INSERT INTO {self._side('audit')} (at_us, who, action, call_id, detail) "
+                    "VALUES ({p}, {p}, 'forget', {p}, '')",
+                    (at, who, call_id),
+                ),
+            ],
+            secure_delete=True,
+        )
+        with self._key_lock:
+            self._data_keys.pop(call_id, None)
+        return at
+
+    def rewrap_keys(self) -> int:
+        """Wrap every data key not under the current master key with it (master key
+        rotation); returns how many were rewrapped.  Old master keys must still be
+        configured (after the current one) while this runs."""
+        self._ensure_side()
+        keys = self._side("keys")
+        rows = self._query(
+            f"SELECT call_id, master_id, wrapped FROM {keys} "
+            "WHERE wrapped IS NOT NULL AND master_id <> {p}",
+            (self._master.current,),
+        )
+        for call_id, master_id, wrapped in rows:
+            key = self._master.unwrap(call_id, master_id, bytes(wrapped))
+            new_id, new_wrapped = self._master.wrap(call_id, key)
+            self._query(
+                f"UPDATE {keys} SET master_id = {{p}}, wrapped = {{p}} "
+                "WHERE call_id = {p} AND wrapped IS NOT NULL",
+                (new_id, new_wrapped, call_id),
+                commit=True,
+            )
+        return len(rows)
+
+    # ------------------------------------------------------------------ audit
+
+    def audit(self, who: str, action: str, call_id: str, detail: str = "") -> None:
+        """Append to the audit trail (durable when this returns)."""
+        self._ensure_side()
+        self._query(
+            f"INSERT INTO {self._side('audit')} (at_us, who, action, call_id, detail) "
+            "VALUES ({p}, {p}, {p}, {p}, {p})",
+            (time.time_ns() // 1000, who, action, call_id, detail),
+            commit=True,
+        )
+
+    def read_audit(self, call_id: str | None = None) -> list[AuditEntry]:
+        """The audit trail, oldest first (of one call if ``call_id``)."""
+        self._ensure_side()
+        where, params = ("WHERE call_id = {p} ", (call_id,)) if call_id else ("", ())
+        rows = self._query(
+            f"SELECT at_us, who, action, call_id, detail FROM {self._side('audit')} "
+            f"{where}ORDER BY id",
+            params,
+        )
+        return [
+            AuditEntry(at_us=int(r[0]), who=r[1], action=r[2], call_id=r[3], detail=r[4])
+            for r in rows
+        ]
+
+    def _side(self, name: str) -> str:
+        t = self._target
+        table = f"{t.table}_{name}"
+        return f'"{t.schema}"."{table}"' if t.kind == "postgresql" else f'"{table}"'
+
+    def _ensure_side(self) -> None:
+        """Create the keys and audit tables on first use."""
+        if "keys" in self._side_ready:
+            return
+        pg = self._target.kind == "postgresql"
+        blob = "BYTEA" if pg else "BLOB"
+        serial = "BIGSERIAL PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        for sql in (
+            f"CREATE TABLE IF NOT EXISTS {self._side('keys')} (call_id TEXT PRIMARY KEY, "
+            f"master_id TEXT NOT NULL, wrapped {blob}, created_us BIGINT NOT NULL, "
+            "forgotten_us BIGINT, forgotten_by TEXT)",
+            f"CREATE TABLE IF NOT EXISTS {self._side('audit')} (id {serial}, "
+            "at_us BIGINT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL, "
+            "call_id TEXT NOT NULL, detail TEXT NOT NULL)",
+        ):
+            try:
+                self._query(sql, (), commit=True)
+            except (StoreError, IntegrityError):
+                pass  # two instances creating it at once on PostgreSQL: one loses the race
+        self._side_ready.add("keys")
+
+    def _transaction(
+        self, statements: list[tuple[str, tuple[Any, ...]]], *, secure_delete: bool = False
+    ) -> None:
+        """Run ``statements`` in one transaction.  ``secure_delete``: SQLite overwrites
+        what they delete (and the WAL is checkpointed), so no key lingers in free pages."""
+        with self._errors("write"):
+            if self._target.kind == "postgresql":
+                with self._datastore.get_connection() as conn:
+                    with conn.transaction(), conn.cursor() as cur:
+                        for sql, params in statements:
+                            cur.execute(sql.replace("{p}", "%s"), params)
+                return
+            with self._datastore.transaction(commit=True) as cur:
+                if secure_delete:
+                    cur.execute("PRAGMA secure_delete = ON")
+                for sql, params in statements:
+                    cur.execute(sql.replace("{p}", "?"), params)
+            if secure_delete:
+                with self._datastore.transaction(commit=False) as cur:
+                    cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # ------------------------------------------------------------------ internals
 
@@ -425,6 +689,14 @@ def open_store(
     target = parse_store_url(store_url(url))
     if not create:
         _check_exists(target)
+    path = target.env["SQLITE_DBNAME"] if _is_file(target) else None
+
+    def master() -> MasterKeys:
+        try:
+            return MasterKeys.for_store(target.kind, path)
+        except PrivacyError as exc:
+            raise StoreError(f"store {target.display}: {exc}") from None
+
     if target.kind == "postgresql":
         _prepare_pg(target)
     for attempt in range(5):
@@ -440,4 +712,8 @@ def open_store(
                 time.sleep(0.05 * (attempt + 1))
                 continue
             raise StoreError(f"cannot open store {target.display}: {first}") from None
-    return EventStore(app, target, interval)
+    return EventStore(app, target, interval, master)
+
+
+def _is_file(target: StoreTarget) -> bool:
+    return target.kind == "sqlite" and not target.env["SQLITE_DBNAME"].startswith("file:")

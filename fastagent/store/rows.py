@@ -15,9 +15,10 @@ from typing import Any
 import msgspec
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Transcoder
 
-from fastagent import events
+from fastagent import events, privacy
 from fastagent.errors import StoreError
 from fastagent.events import Event, EventFormatError
+from fastagent.privacy import Sealer
 
 _json_encoder = msgspec.json.Encoder()
 
@@ -46,18 +47,33 @@ class MsgspecTranscoder(Transcoder):
         return msgspec.json.decode(data)
 
 
-def decode_row(call_id: str, seq: int, topic: str, state: Any) -> Event:
+def decode_row(
+    call_id: str,
+    seq: int,
+    topic: str,
+    state: Any,
+    sealer: Sealer | None = None,
+    forgotten: str = "raise",
+) -> Event:
     """Decode one stored row; any problem is an EventFormatError naming call and seq.
 
     ``state`` is the column as the driver returns it (bytes, memoryview; TEXT or
     NULL if someone wrote the row by hand), so the conversion is checked here too.
+    With a ``sealer``, sealed personal fields are opened with the call's data key
+    (``forgotten``: "raise" CallForgotten, or "blank" to leave them empty); without
+    one they stay blank (see fastagent.privacy).
     """
     try:
         if not isinstance(state, (bytes, bytearray, memoryview)):
             kind = "NULL" if state is None else type(state).__name__
             raise EventFormatError(f"stored state is {kind}, not bytes")
-        event = events.decode(topic, bytes(state))
         name = topic.partition("/")[0]
+        data = bytes(state)
+        if sealer is not None:
+            data = sealer.open(call_id, seq, name, data, forgotten=forgotten)
+        event = events.decode(topic, data)
+        if sealer is not None and name == "SessionInitiated":
+            sealer.learn(event)
     except (EventFormatError, TypeError, AttributeError, ValueError) as exc:
         raise EventFormatError(f"call {call_id!r} seq {seq}: {exc}") from None
     if event.call_id != call_id or event.seq != seq or type(event).__name__ != name:
@@ -78,6 +94,12 @@ class EventMapper(Mapper[str]):
     def __init__(self, transcoder: Transcoder | None = None) -> None:
         super().__init__(transcoder or MsgspecTranscoder())
         self._topics: dict[type, str] = {}
+        # Set by the EventStore: personal fields are sealed on the way in (the one
+        # seam where events become stored bytes; fastagent.privacy).
+        self.sealer: Sealer | None = None
+        self._sealed_types = frozenset(
+            c for c in events.EVENT_TYPES.values() if c.__name__ in privacy.SEALED_FIELDS
+        )
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         return self.to_stored_events((domain_event,))[0]
@@ -92,6 +114,7 @@ class EventMapper(Mapper[str]):
         """The rows for ``batch``: topic cached per class, msgspec-encoded state."""
         topics = self._topics
         encode = _json_encoder.encode
+        sealer, sealed = self.sealer, self._sealed_types
         rows = []
         for e in batch:
             cls = type(e)
@@ -100,7 +123,10 @@ class EventMapper(Mapper[str]):
                 if not isinstance(e, Event):
                     raise TypeError(f"not an event: {e!r}")
                 topic = topics[cls] = events.topic_of(e)
-            rows.append(_Row(e.call_id, e.seq, topic, encode(e)))
+            if sealer is not None and cls in sealed:
+                rows.append(_Row(e.call_id, e.seq, topic, sealer.seal(e)))
+            else:
+                rows.append(_Row(e.call_id, e.seq, topic, encode(e)))
         return rows
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
@@ -109,6 +135,7 @@ class EventMapper(Mapper[str]):
             stored_event.originator_version,
             stored_event.topic,
             stored_event.state,
+            self.sealer,
         )
 
 

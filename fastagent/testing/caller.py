@@ -147,6 +147,9 @@ class SimulatedCaller:
         self._reconnected = asyncio.Event()
         self._speech_left_ms = 0
         self._tasks: list[asyncio.Task[None]] = []
+        # Sees each bot frame as (type, message) and each caller turn as
+        # ("turn", {"kind", "caller" | "dtmf" | "silence_ms"}) as it starts: for live views.
+        self.observer: Callable[[str, dict[str, Any]], None] | None = None
 
     # ------------------------------------------------------------ low level
 
@@ -338,6 +341,8 @@ class SimulatedCaller:
                     expected = len(self.report.play_streams)  # the rest was cut off
                 else:
                     await self._wait_quiet(expected)
+                if self.observer is not None:
+                    self.observer("turn", {"kind": kind, **msgspec.to_builtins(turn)})
                 if kind == "caller":
                     self._speech_left_ms += turn.speech_ms
                     await self._wait_for(lambda: self._speech_left_ms <= 0, "speech sent")
@@ -346,6 +351,8 @@ class SimulatedCaller:
                     await self._wait_for(lambda u=until: self.report.sent_ms >= u, "silence sent")
                 elif kind == "dtmf":
                     await self._send_dtmf(turn.dtmf or "", i)
+                elif kind == "drop" and not await self.drop_and_resume():
+                    return  # refused or timed out: the reason is in report.errors
             except TimeoutError as exc:
                 self.report.errors.append(f"turn {i + 1} ({kind}): {exc}")
             expected += expected_play_streams(turn.model)
@@ -553,6 +560,8 @@ class SimulatedCaller:
             return
         kind: str = msg["type"]
         r.messages[kind] = r.messages.get(kind, 0) + 1
+        if self.observer is not None:
+            self.observer(kind, msg)
         handler = _HANDLERS.get(kind)
         if handler is None:
             r.errors.append(f"bot sent unknown message type {kind!r}")

@@ -41,12 +41,14 @@ class ModelStep(_Base, frozen=True, kw_only=True):
 
 
 class Turn(_Base, frozen=True, kw_only=True):
-    """One caller action: speech (``caller``), ``silence_ms``, ``dtmf`` or ``hangup``."""
+    """One caller action: speech (``caller``), ``silence_ms``, ``dtmf``, ``drop`` (the
+    socket is lost and VAIC resumes the session on a new one) or ``hangup``."""
 
     caller: str | None = None
     barge_in_after_ms: int | None = None
     silence_ms: int | None = None
     dtmf: str | None = None
+    drop: bool = False
     hangup: bool = False
     model: tuple[ModelStep, ...] = ()
 
@@ -58,6 +60,8 @@ class Turn(_Base, frozen=True, kw_only=True):
             return "silence"
         if self.dtmf is not None:
             return "dtmf"
+        if self.drop:
+            return "drop"
         return "hangup"
 
     @property
@@ -135,6 +139,7 @@ def _check_turn(turn: Turn, where: str) -> None:
             ("caller", turn.caller),
             ("silence_ms", turn.silence_ms),
             ("dtmf", turn.dtmf),
+            ("drop", turn.drop or None),
             ("hangup", turn.hangup or None),
         )
         if v is not None
@@ -142,7 +147,8 @@ def _check_turn(turn: Turn, where: str) -> None:
     if len(given) != 1:
         what = ", ".join(given) if given else "none"
         raise ScenarioError(
-            f"{where}: give exactly one of 'caller', 'silence_ms', 'dtmf', 'hangup' (got {what})"
+            f"{where}: give exactly one of 'caller', 'silence_ms', 'dtmf', 'drop', 'hangup' "
+            f"(got {what})"
         )
     kind = turn.kind
     if kind == "caller" and not (turn.caller or "").strip():

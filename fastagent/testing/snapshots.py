@@ -31,9 +31,8 @@ import msgspec
 
 from fastagent import events as ev
 from fastagent.agent import Agent
-from fastagent.agents import get_agent
 from fastagent.core import Engine
-from fastagent.replay import read_recording, replay
+from fastagent.replay import builtin_agent, read_recording, replay
 from projections import live
 
 lean = ev.lean  # kept here for users of this module
@@ -103,7 +102,7 @@ def snapshot_view(events: Sequence[ev.Event]) -> dict[str, Any]:
 
 
 def decisions_view(
-    events: Sequence[ev.Event], agents: Callable[[str], Agent] = get_agent
+    events: Sequence[ev.Event], agents: Callable[[str], Agent] = builtin_agent
 ) -> dict[str, Any]:
     """The snapshot view of what today's core decides for ``events``' inputs,
     plus whether that is what was recorded (``identical``) and, if not, the
@@ -116,7 +115,7 @@ def decisions_view(
 
 
 def replay_for_snapshot(
-    path: str | Path, agents: Callable[[str], Agent] = get_agent
+    path: str | Path, agents: Callable[[str], Agent] = builtin_agent
 ) -> dict[str, Any]:
     """Read a recording file and return its :func:`decisions_view`.
 
@@ -128,7 +127,7 @@ def replay_for_snapshot(
 
 
 def redecide(
-    events: Sequence[ev.Event], agents: Callable[[str], Agent] = get_agent
+    events: Sequence[ev.Event], agents: Callable[[str], Agent] = builtin_agent
 ) -> list[ev.Event]:
     """The recorded inputs, each followed by what today's core decides for it."""
     engine = Engine(events[0].call_id if events else "", agents=agents)
