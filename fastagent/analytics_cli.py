@@ -44,6 +44,8 @@ REPORT_SECTIONS: list[tuple[str, str]] = [
         "sum(output_tokens) AS output_tokens, sum(total_tokens) AS total_tokens, "
         "sum(cached_tokens) AS cached_tokens FROM token_usage",
     ),
+    ("Cost by model API (estimate at list prices, USD)", "SELECT * FROM model_cost"),
+    ("Response latency by model API", "SELECT * FROM latency_by_api"),
     (
         "Barge-ins",
         "SELECT count(*) AS barge_ins, count(DISTINCT call_id) AS calls_with_barge_in, "
@@ -286,7 +288,7 @@ def register(app: typer.Typer) -> None:
         output: OutOpt = None,
         no_sync: NoSyncOpt = False,
     ) -> None:
-        """Outcomes, FSA funnel, tool error rates, latency percentiles, tokens, barge-ins."""
+        """Outcomes, FSA funnel, tool errors, latency, tokens, cost per model API, barge-ins."""
         _answer(REPORT_SECTIONS, store, db, fmt, output, no_sync)
 
     @app.command("export-parquet")

@@ -65,6 +65,15 @@ def serve(
             "through the store like between instances",
         ),
     ] = 1,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="The voice model: a Realtime model (gpt-realtime-2) or GPT-Live "
+            "(gpt-live-1.1) \\[env var: FASTAGENT_MODEL] \\[default: gpt-realtime-2]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the voice service: the VAIC WebSocket at /audiocodes.
 
@@ -80,7 +89,7 @@ def serve(
     with clear_errors():
         try:
             config = ServiceConfig.from_env(
-                store=store, agent=agent, no_auth=no_auth or None, grace_s=grace
+                store=store, agent=agent, no_auth=no_auth or None, grace_s=grace, model=model
             )
             get_agent(config.agent)
             checked = Service(config)  # check tokens, store and master key before listening
