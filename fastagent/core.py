@@ -245,6 +245,24 @@ class Engine:
         self._out.append(cls(call_id=self.call_id, seq=self.next_seq, at=self._at, **fields))
         self.next_seq += 1
 
+    def _pci_state(self) -> tuple[str, str] | None:
+        """(fsa, state) of the first FSA run in a state that collects payment-card
+        data (``State(pci=True)``), or None."""
+        for name, run in self.runs.items():
+            f = self.agent.fsa(name) if self.agent is not None else None
+            st = f.state_by_name.get(run.state) if f is not None else None
+            if st is not None and st.pci:
+                return name, run.state
+        return None
+
+    def _pci_changed(self, before: tuple[str, str] | None) -> None:
+        """Decide pause/resume of the call recording if the payment-card state changed."""
+        now = self._pci_state()
+        if now is not None and before is None:
+            self._emit(ev.CallRecordingPaused, fsa=now[0], state=now[1])
+        elif now is None and before is not None:
+            self._emit(ev.CallRecordingResumed, fsa=before[0], state=before[1])
+
     def _control_tools(self) -> list[dict[str, Any]]:
         tools = [
             {
@@ -372,11 +390,13 @@ class Engine:
             outcome = "failed"  # the model failed the call: never "completed"
         self._stop_playback("ended")
         assert self.agent is not None or not self.runs
+        pci = self._pci_state()
         for name, run in list(self.runs.items()):
             self._emit(
                 ev.FsaFinished, fsa=name, state=run.state, outcome="abandoned", reason=reason
             )
         self.runs.clear()
+        self._pci_changed(pci)
         self._skip_held("the call ended before the caller heard the response")
         if self.committed:
             self._transcript_missing()
@@ -1008,22 +1028,25 @@ class Engine:
             run = self.runs.get(f.name)
             if run is None and call.name == f.intent:
                 self._dispatch_engine(call)
+                pci = self._pci_state()
                 run, outcome = fsa_mod.start(f)
                 self.runs[f.name] = run
                 self._emit(ev.FsaStarted, fsa=f.name, state=run.state, trigger=call.name)
-                self._apply(f, run, outcome, call.tool_call_id, started=True)
+                self._apply(f, run, outcome, call.tool_call_id, started=True, pci=pci)
                 return
             if run is not None and (
                 call.name == f.cancel_tool
                 or any(s.name == call.name for s in f.state(run.state).steps)
             ):
                 self._dispatch_engine(call)
+                pci = self._pci_state()  # before the step moves the run
                 self._apply(
                     f,
                     run,
                     fsa_mod.call_step(f, run, call.name, args),
                     call.tool_call_id,
                     arguments=call.arguments,
+                    pci=pci,
                 )
                 return
         spec = self.external.get(call.name)
@@ -1064,8 +1087,12 @@ class Engine:
         model_call_id: str,
         started: bool = False,
         arguments: str = "",
+        pci: tuple[str, str] | None = None,
     ) -> None:
-        """Turn an FSA outcome into decisions: transition, dispatch, tell, finish."""
+        """Turn an FSA outcome into decisions: transition, dispatch, tell, finish.
+
+        ``pci``: the payment-card state (:meth:`_pci_state`) before the outcome
+        moved the run, to pause or resume the call recording on a change."""
         if not started or out.source:
             self._emit(
                 ev.FsaTransition,
@@ -1077,6 +1104,10 @@ class Engine:
                 guard=out.guard,
                 reason=out.reason,
             )
+        # Recording paused before anything is said in a payment-card state, resumed
+        # once no FSA is in one (decided here, so replay sees it).
+        self._pci_changed(pci)
+        pci = self._pci_state()
         if out.dispatch is not None:
             action_id = f"act-{self.next_seq}"
             spec = self.external.get(out.dispatch.tool)
@@ -1101,6 +1132,7 @@ class Engine:
             self._emit(
                 ev.FsaFinished, fsa=f.name, state=out.target, outcome=finished, reason=out.reason
             )
+            self._pci_changed(pci)
             st = f.state(out.target) if out.target in f.state_by_name else None
             if st is not None and st.transfer and self._transfer_target():
                 self.control = ("transfer", f"{f.name}: {out.reason}")
@@ -1136,7 +1168,9 @@ class Engine:
             if run is not None and run.waiting_id == e.tool_call_id:
                 assert self.agent is not None
                 f = self.agent.fsa(flight.fsa)
-                self._apply(f, run, fsa_mod.after_action(f, run, result), flight.model_call_id)
+                pci = self._pci_state()  # before the result moves the run
+                out = fsa_mod.after_action(f, run, result)
+                self._apply(f, run, out, flight.model_call_id, pci=pci)
         else:  # a tool the model called: answer the call, or by message if it is gone
             outcome = e.output if e.ok else {"ok": False, "error": e.error}
             if not flight.model_call_id:

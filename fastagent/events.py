@@ -552,6 +552,21 @@ class ItemHeard(Decision, frozen=True, kw_only=True):
     sent_ms: int
 
 
+class CallRecordingPaused(Decision, frozen=True, kw_only=True):
+    """AudioCodes ``pauseCallRecording``: the FSA entered a state that collects
+    payment-card data (``State(pci=True)``), so the platform's recording stops."""
+
+    fsa: str
+    state: str
+
+
+class CallRecordingResumed(Decision, frozen=True, kw_only=True):
+    """AudioCodes ``resumeCallRecording``: no FSA is in a payment-card state any more."""
+
+    fsa: str
+    state: str
+
+
 class EngineFault(Decision, frozen=True, kw_only=True):
     """The core failed on an input (a bug, or an agent's guard that raised).
 

@@ -135,6 +135,9 @@ class State:
     transfer: bool = False  # terminal: hand the caller to a human
     on_enter: Action | None = None  # runs when the state is entered
     after: tuple[Go, ...] = ()  # transitions taken when on_enter's result arrives
+    # Collects payment-card data (PCI DSS): the engine pauses the call recording
+    # (AudioCodes pauseCallRecording) on entering and resumes it on leaving.
+    pci: bool = False
 
 
 @dataclass(frozen=True)

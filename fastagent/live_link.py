@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastagent import audio, live, vaic, wire
 from fastagent import events as ev
 from fastagent.core import response_event_id
+from fastagent.service.model_link import Awaited, ModelLink
 
 if TYPE_CHECKING:
     from fastagent.service.call import CallSession
@@ -73,11 +76,15 @@ MODEL_DECISIONS: frozenset[type[ev.Decision]] = frozenset(
 )
 
 
-class LiveLink:
-    """One call's GPT-Live connection(s); created by the call runner for a Live call."""
+class LiveLink(ModelLink):
+    """One call's GPT-Live connection(s), behind the model-link interface
+    (:mod:`fastagent.service.model_link`); the call runner swaps it in for its
+    Realtime link when the call's model is a GPT-Live model."""
 
     def __init__(self, session: CallSession) -> None:
         self.session = session
+        self.conn: Any = None
+        self.task: asyncio.Task[None] | None = None
         cfg = session.service.config
         self.backend_model: str = getattr(cfg, "live_backend_model", live.DEFAULT_BACKEND_MODEL)
         self.store: bool = bool(getattr(cfg, "live_store", False))
@@ -113,20 +120,79 @@ class LiveLink:
                 log.warning("call %s: fork refused (%s)", self.session.call_id, exc)
         return await client.live.connect(websocket_connection_options=options).enter()
 
-    def connected(self) -> None:
-        """A new socket: a new session with its own protocol state and id prefix."""
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None
+
+    async def connect(self) -> None:
+        """Dial a new session (or a fork) and start reading it."""
+        conn = await self.dial()
+        # A new socket: a new session with its own protocol state and id prefix.
         self.sessions += 1
         self.proto = live.LiveProtocol(prefix=f"s{self.sessions}-")
         self.proto.model_format = self.session.engine.model_format
         self.watched = ""
+        self.conn = conn
+        self.task = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        """The ordered lane: every GPT-Live frame, in order (no fast lane yet)."""
+        conn = self.conn
+        ws = getattr(conn, "_connection", None)
+        recv = conn.recv_bytes if ws is None else functools.partial(ws.recv, decode=False)
+        handover = self.session.handover
+        try:
+            while True:
+                data = await recv()
+                if not handover.is_set():
+                    await handover.wait()
+                await self.on_frame(data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self.session.model_failed(exc)
+
+    def forget(self) -> None:
+        """The socket failed: drop it without a close handshake (a new one follows)."""
+        self.conn = None
+        self.task = None
+
+    async def send_frame(self, frame: str) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        try:
+            await conn.send_raw(frame)
+        except Exception as exc:  # the reader sees the close and reconnects
+            log.warning("call %s: model send failed: %s", self.session.call_id, exc)
+
+    async def send_audio(self, b64: str) -> None:
+        if self.proto.ready:  # nothing before session.started [SDK]
+            await self.send_frame(live.append_audio(b64))
+
+    def writable_now(self) -> bool:
+        return False  # GPT-Live audio takes the ordered lane
+
+    def audio_frame(self, b64: str) -> str:
+        return live.append_audio(b64)
+
+    def write_now(self, frame: Any) -> None:
+        raise RuntimeError("GPT-Live has no fast lane (writable_now is False)")
+
+    async def configure(
+        self,
+        d: ev.ModelConfigured,
+        tools: Sequence[dict[str, Any]],
+        seed: Sequence[tuple[str, str]],
+    ) -> Awaited:
+        await self.send_frame(self._configure(d, tools, seed))
+        return ("session.updated", "")
 
     # ----------------------------------------------------------------- decisions
 
     def frames_for(self, d: ev.Decision) -> list[str]:
         """The GPT-Live client frames that carry out a decision (pure; [] if none)."""
         t = type(d)
-        if t is ev.ModelConfigured:
-            return [self._configure(d)]  # type: ignore[arg-type]
         if t is ev.ResponseRequested:
             return [live.response_create(event_id=response_event_id(d.seq))]
         if t is ev.FunctionOutputSent:
@@ -144,9 +210,13 @@ class LiveLink:
             ]
         return []
 
-    def _configure(self, d: ev.ModelConfigured) -> str:
+    def _configure(
+        self,
+        d: ev.ModelConfigured,
+        tools: Sequence[dict[str, Any]],
+        seed: Sequence[tuple[str, str]],
+    ) -> str:
         engine = self.session.engine
-        tools = engine.tool_specs(d.tools)
         delegation = live.responses_delegation(
             model=self.backend_model, instructions=d.instructions, tools=tools
         )
@@ -156,10 +226,7 @@ class LiveLink:
         if self.fork_of:
             self.seeded = 0
             return self.proto.start(live.fork_start(event_id=event_id))
-        from fastagent.service.call import seed_pairs
-
-        s = self.session
-        history = live.initial_items(seed_pairs(s.state.transcript, s.policy.history_items))
+        history = live.initial_items(seed)
         self.seeded = len(history)
         assert engine.agent is not None
         return self.proto.start(
@@ -175,41 +242,18 @@ class LiveLink:
             )
         )
 
-    async def execute(self, d: ev.Decision) -> None:
+    async def send(self, d: ev.Decision) -> Awaited:
+        """Carry out one decision of the model side (see :meth:`frames_for`)."""
         s = self.session
-        if s.caller is None and type(d) is ev.ItemHeard:
-            self.cut = True  # (no caller socket to tell)
-        if type(d) is ev.ModelConfigured:
-            if s.model is None:
-                try:
-                    await s.attach_model()  # first configuration of the call: connect now
-                except Exception as exc:
-                    await s.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
-                    return
-            frames = self.frames_for(d)
-            if self.proto.state == "starting" and not s.model_ready.is_set():
-                await self._send_now(frames[0])  # session.start: before anything else
-            else:
-                for frame in frames:
-                    await s.send_model(frame)
-            s.await_model("session.updated", "")
-            return
         if type(d) is ev.ItemHeard and not self.cut:
             self.cut = True  # VAIC's barge-in: it stops playing what it has queued
-            await s.to_vaic(vaic.speech_started())
+            if s.caller is not None:
+                await s.to_vaic(vaic.speech_started())
         for frame in self.frames_for(d):
-            await s.send_model(frame)
+            await self.send_frame(frame)
         if type(d) is ev.ResponseRequested:
-            s.await_model("response.created", response_event_id(d.seq))
-
-    async def _send_now(self, frame: str) -> None:
-        conn = self.session.model
-        if conn is None:
-            return
-        try:
-            await conn.send_raw(frame)
-        except Exception as exc:  # the reader sees the close and reconnects
-            log.warning("call %s: session.start failed: %s", self.session.call_id, exc)
+            return ("response.created", response_event_id(d.seq))
+        return None
 
     # ----------------------------------------------------------------- frames
 
@@ -265,7 +309,7 @@ class LiveLink:
         if t is live.SessionStarted:
             info = e.session  # type: ignore[union-attr]
             self.session_id = info.id
-            s.answered("session.updated")
+            s.model_answered("session.updated")
             await s.input(
                 ev.ModelSessionStarted,
                 session_id=info.id,
@@ -274,10 +318,9 @@ class LiveLink:
                 seeded=self.seeded,
                 forked_from=self.fork_of,
             )
-            s.model_ready.set()  # audio and commands may flow now [SDK]
             return
         if t is live.SessionUpdated:
-            s.answered("session.updated")
+            s.model_answered("session.updated")
             return
         if t is live.UsageUpdated:
             cw = e.context_window  # type: ignore[union-attr]
@@ -313,7 +356,7 @@ class LiveLink:
             )
             return
         if t is live.Malformed:
-            await s.protocol_error("model", e.message)  # type: ignore[union-attr]
+            await s.model_protocol_error(e.message)  # type: ignore[union-attr]
 
     async def _transcripts(self) -> None:
         for f in self.proto.take_transcripts():
@@ -326,7 +369,7 @@ class LiveLink:
         inner = self.proto.backend
         t = type(inner)
         if t is live.BackendCreated:
-            s.answered("response.created")
+            s.model_answered("response.created")
             await s.input(ev.ResponseStarted, response_id=inner.response.id)  # type: ignore[union-attr]
         elif t is live.BackendItemDone and inner.item.type == "function_call":  # type: ignore[union-attr]
             item = inner.item  # type: ignore[union-attr]
@@ -358,7 +401,7 @@ class LiveLink:
                 error_message=((r.error.message or "") if r.error else "")[:500],
             )
         elif t is live.Malformed:
-            await s.protocol_error("model", f"response.event: {inner.message}")  # type: ignore[union-attr]
+            await s.model_protocol_error(f"response.event: {inner.message}")  # type: ignore[union-attr]
 
     # ----------------------------------------------------------------- audio
 
@@ -370,7 +413,7 @@ class LiveLink:
         s = self.session
         err = wire.audio_error(e.delta, self.sample_bytes())
         if err is not None:  # dropped: the caller never hears what is not audio
-            await s.protocol_error("model", f"session.output_audio.delta: {err}")
+            await s.model_protocol_error(f"session.output_audio.delta: {err}")
             return
         item = self.proto.output_item
         if self.watched and self.watched != item:
@@ -425,14 +468,22 @@ class LiveLink:
                         ev.ModelOutputStopped, item_id=item, idle_ms=int(self.idle_s * 1000)
                     )
 
-    async def close_session(self) -> None:
-        """The call is over: ``session.close``, so the server finalizes the session
-        instead of reporting ``connection_lost`` (nothing more is recorded: the
-        call's log is closed; billing stops at the close)."""
+    async def close(self) -> None:
+        """``session.close`` (the server finalizes instead of reporting
+        ``connection_lost``; nothing more is recorded: billing stops at the close),
+        then stop reading and close the socket.  Idempotent; never raises."""
         if self.watcher is not None:
             self.watcher.cancel()
             self.watcher = None
-        conn = self.session.model
+        conn, self.conn = self.conn, None
         if conn is not None and self.proto.state == "active":
             with contextlib.suppress(Exception):
                 await conn.send_raw(self.proto.close())
+        task, self.task = self.task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()

@@ -14,23 +14,20 @@ Three parts, none of which touches a socket:
   ``response.create`` until ``response.done`` (the server rejects a second one
   with ``conversation_already_has_active_response``).
 
-:func:`connect_realtime` is the only I/O here: it opens the official SDK's
-connection, whose ``send_raw(str)`` / ``recv_bytes()`` carry the raw frames.
+No I/O here: the connection (:func:`fastagent.service.realtime_link.connect_realtime`)
+and the call's use of it (:class:`~fastagent.service.realtime_link.RealtimeLink`)
+live in the shell.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, Union
+from typing import Any, Final, Literal, Union
 
 import msgspec
 
 from fastagent import events, wire
 from fastagent.errors import ConfigError, LocalProtocolError
-
-if TYPE_CHECKING:
-    from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 # ------------------------------------------------------------------ server events
 
@@ -745,47 +742,3 @@ DEFAULT_MODEL: Final = "gpt-realtime-2"  # see fastagent.models
 
 class RealtimeConfigError(ConfigError):
     """Missing or bad Realtime connection settings."""
-
-
-async def connect_realtime(
-    url: str | None = None,
-    api_key: str | None = None,
-    model: str | None = None,
-    *,
-    client: Any = None,
-    connection_class: type | None = None,
-    max_frame_bytes: int | None = None,
-) -> AsyncRealtimeConnection:
-    """Open a GA Realtime connection with the official SDK.
-
-    ``url`` (else ``FASTAGENT_REALTIME_URL``, e.g. ``ws://127.0.0.1:PORT/v1``)
-    overrides the endpoint; ``api_key`` defaults to ``OPENAI_API_KEY``; ``model``
-    to ``FASTAGENT_MODEL`` or ``gpt-realtime-2``.  Raw frames: ``await
-    conn.send_raw(text)`` and ``await conn.recv_bytes()``; close with
-    ``await conn.close()``.  Pass ``client`` (an ``AsyncOpenAI``) to reuse one
-    across calls: building a client loads TLS settings, about 20 ms of CPU.
-    ``connection_class`` is the websockets ``ClientConnection`` subclass to use
-    (the service's :class:`fastagent.sockets.ModelConnection`).  A frame larger
-    than ``max_frame_bytes`` closes the socket (1009), which the service handles
-    as a dropped model socket.
-    """
-    from openai import AsyncOpenAI
-
-    options: Any = {"create_connection": connection_class} if connection_class else {}
-    if max_frame_bytes is not None:
-        options["max_size"] = max_frame_bytes
-
-    if client is not None:
-        model = model or os.environ.get("FASTAGENT_MODEL") or DEFAULT_MODEL
-        return await client.realtime.connect(
-            model=model, websocket_connection_options=options
-        ).enter()
-    url = url or os.environ.get("FASTAGENT_REALTIME_URL") or None
-    api_key = api_key or os.environ.get("OPENAI_API_KEY")
-    if not api_key:
-        raise RealtimeConfigError("OPENAI_API_KEY is not set")
-    model = model or os.environ.get("FASTAGENT_MODEL") or DEFAULT_MODEL
-    if url is not None and not url.startswith(("ws://", "wss://")):
-        raise RealtimeConfigError(f"Realtime URL must start with ws:// or wss://, got {url!r}")
-    client = AsyncOpenAI(api_key=api_key, websocket_base_url=url)
-    return await client.realtime.connect(model=model, websocket_connection_options=options).enter()

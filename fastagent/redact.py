@@ -3,7 +3,8 @@
 :func:`install` puts a :class:`RedactFilter` on the loggers and handlers a
 service writes through (its own, uvicorn's, websockets', the root handlers).
 The filter rewrites each record's final message: the configured secrets
-(``FASTAGENT_VAIC_TOKEN``, ``OPENAI_API_KEY``) wherever they appear, and anything
+(``FASTAGENT_VAIC_TOKEN``, ``OPENAI_API_KEY``, ``FASTAGENT_READ_TOKEN``'s tokens,
+``FASTAGENT_MASTER_KEY``) wherever they appear, and anything
 shaped like a credential: ``Bearer …``, ``token=…`` / ``key=…`` / ``secret=…`` in
 a query string (uvicorn logs the request path with its query), ``sk-…`` keys.
 

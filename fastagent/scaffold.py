@@ -227,7 +227,7 @@ import json
 from pathlib import Path
 
 from fastagent import events as ev
-from fastagent.replay import replay
+from fastagent.replay import agents_for, replay
 from fastagent.testing import play_scenario
 
 AGENT = "{name}.agent:AGENT"
@@ -246,8 +246,9 @@ def test_an_order_is_confirmed_then_placed_once(tmp_path: Path) -> None:
     [result] = [e for e in call.events if isinstance(e, ev.ToolResult)]
     assert result.name == "place_order" and result.ok
     assert json.loads(result.output) == {{"ok": True, "placed": True, "order_id": "O0001"}}
-    # Replay: today's code decides exactly what was recorded.
-    assert replay(call.events).identical
+    # Replay: today's code decides exactly what was recorded. Replay imports no
+    # code a recording names: the agent is passed, as `fastagent replay --agent` does.
+    assert replay(call.events, agents_for(call.events, AGENT)).identical
 '''
 
 

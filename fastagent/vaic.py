@@ -354,6 +354,16 @@ def config(session_params: dict[str, Any]) -> bytes:
     return activities(_event("config", sessionParams=session_params))
 
 
+def pause_call_recording() -> bytes:
+    """``pauseCallRecording``: the platform stops recording (payment-card data is said)."""
+    return activities(_event("pauseCallRecording"))
+
+
+def resume_call_recording() -> bytes:
+    """``resumeCallRecording``: the platform records again."""
+    return activities(_event("resumeCallRecording"))
+
+
 # ------------------------------------------------------------ format negotiation
 
 ModelFormat = Literal["audio/pcm", "audio/pcmu"]

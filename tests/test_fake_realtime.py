@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from fastagent import audio
 from fastagent import realtime as rt
+from fastagent.service.realtime_link import connect_realtime
 from fastagent.testing.fake_realtime import FakeRealtimeServer, FakeServerBug
 from fastagent.testing.scenario import scenario_from_dict
 
@@ -456,7 +457,7 @@ def test_thread_mode_and_connect_realtime() -> None:
     with FakeRealtimeServer(SCENARIO, speed=50) as server:
 
         async def main() -> None:
-            conn = await rt.connect_realtime(server.url, api_key="test", model="gpt-realtime")
+            conn = await connect_realtime(server.url, api_key="test", model="gpt-realtime")
             try:
                 p = rt.RealtimeProtocol()
                 assert isinstance(p.receive(await conn.recv_bytes()), rt.SessionCreated)

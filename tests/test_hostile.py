@@ -365,7 +365,7 @@ async def test_a_caller_socket_that_fails_takes_the_dropped_socket_path(
     assert lost and lost[0].side == "caller" and "RuntimeError" in lost[0].reason
     assert any(isinstance(e, ev.GraceExpired) for e in events)
     assert isinstance(events[-1], ev.CallEnded)
-    assert "fails" not in service.calls and session.model is None
+    assert "fails" not in service.calls and not session.model_link.connected
     assert_replays(events)
 
 
@@ -525,7 +525,7 @@ async def test_a_silent_caller_is_lost_and_the_call_ends_after_grace(tmp_path: P
         assert lost and lost[0].side == "caller" and lost[0].reason == "no frame for 0.4 s"
         assert any(isinstance(e, ev.GraceExpired) for e in events)
         assert isinstance(events[-1], ev.CallEnded)
-        assert "silent" not in app.state.service.calls and session.model is None
+        assert "silent" not in app.state.service.calls and not session.model_link.connected
         assert_replays(events)
 
 

@@ -372,3 +372,33 @@ def test_replay_never_imports_a_recordings_module(tmp_path: Path) -> None:
     # Given on the command line but not importable: one line, exit 2 (not a divergence).
     res = runner.invoke(app, ["replay", "--file", str(rec), "--agent", "evil_mod_xyz:AGENT"])
     assert res.exit_code == 2 and "cannot import agent module" in res.stderr
+
+
+def test_recording_paused_while_the_card_digits_are_spoken(banking: dict[str, Any]) -> None:
+    """The banking agent's verify state collects card digits (State(pci=True)): the
+    simulated VAIC caller receives pauseCallRecording on entering it and
+    resumeCallRecording on leaving, and the log records both decisions around
+    what the caller said there."""
+    sent = [
+        a.get("name")
+        for a in banking["report"].activities
+        if a.get("name") in ("pauseCallRecording", "resumeCallRecording")
+    ]
+    assert sent == ["pauseCallRecording", "resumeCallRecording"]
+    with open_store(banking["path"]) as s:
+        events = s.read_call(banking["call_id"])
+    kinds = [type(e).__name__ for e in events]
+    paused = kinds.index("CallRecordingPaused")
+    resumed = kinds.index("CallRecordingResumed")
+    digits = next(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, ev.Transcript) and "four two four two" in e.text
+    )
+    assert paused < digits < resumed
+    pause = events[paused]
+    assert (pause.fsa, pause.state) == ("card_replacement", "verify")  # type: ignore[attr-defined]
+    moved = next(e for e in events[:paused][::-1] if isinstance(e, ev.FsaTransition))
+    assert moved.target == "verify"
+    left = next(e for e in events[:resumed][::-1] if isinstance(e, ev.FsaTransition))
+    assert left.source == "verify" and left.target == "confirm_address"

@@ -575,8 +575,10 @@ def test_protocol_tracks_audio_for_truncate() -> None:
 def test_connect_realtime_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
+    from fastagent.service.realtime_link import connect_realtime
+
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(rt.RealtimeConfigError, match="OPENAI_API_KEY"):
-        asyncio.run(rt.connect_realtime("ws://127.0.0.1:1/v1"))
+        asyncio.run(connect_realtime("ws://127.0.0.1:1/v1"))
     with pytest.raises(rt.RealtimeConfigError, match="ws://"):
-        asyncio.run(rt.connect_realtime("http://x/v1", api_key="k"))
+        asyncio.run(connect_realtime("http://x/v1", api_key="k"))

@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from fastagent import sockets
 from fastagent.replay import replay
 from fastagent.service import CallSession
+from fastagent.service.realtime_link import RealtimeLink
 
 pytestmark = pytest.mark.anyio
 
@@ -152,20 +153,20 @@ async def test_a_failing_hook_is_dropped_and_frames_take_the_queue() -> None:
 
 def count_fast(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     counts = {"caller": 0, "model": 0}
-    caller_now, model_now = CallSession.caller_audio_now, CallSession.model_text_now
+    caller_now, model_now = CallSession.caller_audio_now, CallSession.model_audio_now
 
     def caller(self: CallSession, msg: Any) -> bool:
         ok = caller_now(self, msg)
         counts["caller"] += ok
         return ok
 
-    def model(self: CallSession, data: bytes) -> bool:
-        ok = model_now(self, data)
+    def model(self: CallSession, chunk: Any) -> bool:
+        ok = model_now(self, chunk)
         counts["model"] += ok
         return ok
 
     monkeypatch.setattr(CallSession, "caller_audio_now", caller)
-    monkeypatch.setattr(CallSession, "model_text_now", model)
+    monkeypatch.setattr(CallSession, "model_audio_now", model)
     return counts
 
 
@@ -205,7 +206,7 @@ async def test_the_slow_lane_alone_records_the_same_call(
     is recorded the same way: the fast lane is an optimisation, not a behaviour."""
     counts = count_fast(monkeypatch)
     monkeypatch.setattr(sockets, "caller_protocol_of", lambda receive: None)
-    monkeypatch.setattr(CallSession, "model_text_now", lambda self, data: False)
+    monkeypatch.setattr(RealtimeLink, "frame_now", lambda self, data: False)
     sc = scenario(TURNS)
     async for v in _voice(tmp_path, sc):
         report, events = await v.call(sc)

@@ -92,6 +92,8 @@ CARD_REPLACEMENT = FSA(
                     ),
                 ),
             ),
+            # The card's digits are spoken here: the call recording is paused (PCI).
+            pci=True,
         ),
         State(
             "confirm_address",
@@ -184,6 +186,7 @@ BALANCE = FSA(
                     ),
                 ),
             ),
+            pci=True,  # card digits: recording paused
         ),
         State(
             "told",

@@ -60,7 +60,15 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         service = Service(config, store)
-        redact.install([config.token, config.api_key])
+        redact.install(
+            [
+                config.token,
+                config.api_key,
+                # The read credentials and master keys never reach a log line either.
+                *(part.rpartition(":")[2] for part in (config.read_token or "").split(",")),
+                *os.environ.get("FASTAGENT_MASTER_KEY", "").split(","),
+            ]
+        )
         warning = models.shutdown_warning(config.model)
         if warning:
             log.warning(warning)

@@ -15,18 +15,18 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 
 from fastagent import audio, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
-from fastagent import live as live_proto
-from fastagent.core import ENGINE_SERVER, Engine, response_event_id
+from fastagent.core import ENGINE_SERVER, Engine
 from fastagent.live import choose_live_format
-from fastagent.live_link import MODEL_DECISIONS, LiveLink
-from fastagent.service.caller_link import CallerPace
+from fastagent.live_link import LiveLink
+from fastagent.service.caller_link import CALLER_NOTICES, CallerPace
+from fastagent.service.model_link import MODEL_DECISIONS, ModelAudio
+from fastagent.service.realtime_link import RealtimeLink, dial_model
 from fastagent.store import StoreError, StreamConflict
 from projections import live
 
@@ -34,15 +34,6 @@ if TYPE_CHECKING:
     from fastagent.service.process import Service
 
 log = logging.getLogger("fastagent.service")
-
-
-def _raw_socket(conn: Any) -> Any:
-    """The SDK connection's websockets socket when sending on it directly is safe
-    (no reconnect in progress, nothing queued), else None."""
-    ws = getattr(conn, "_connection", None)
-    if ws is None or getattr(conn, "_is_reconnecting", False) or getattr(conn, "_send_queue", None):
-        return None
-    return ws
 
 
 def now_us() -> int:
@@ -100,11 +91,8 @@ class CallSession:
         self.caller_sock: sockets.CallerProtocol | None = None  # its fast lane, if served so
         self.caller_pace: CallerPace | None = None  # its liveness and message rate
         self.proto: vaic.VaicProtocol | None = None
-        self.model: Any = None
-        self.model_sock: sockets.ModelConnection | None = None
-        self.model_busy = False  # read_model is handling a frame (the slow lane)
-        self.model_task: asyncio.Task[None] | None = None
-        self.model_ready = asyncio.Event()
+        # The model side, behind the ModelLink interface (see model_link.py).
+        self.model_link = RealtimeLink(self, functools.partial(dial_model, service), call_id)
         # Closed while a resume hands the call from a stale socket to a new one:
         # model frames wait, so no decision is acted on against the wrong socket.
         self.handover = asyncio.Event()
@@ -121,10 +109,6 @@ class CallSession:
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
         self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
-        # The GPT-Live model link (fastagent.live_link), when the call's model is one;
-        # None for Realtime, whose protocol this class speaks itself.
-        self.link: LiveLink | None = None
-        self.append_audio: Callable[[str], str] = realtime.append_audio
 
     # --------------------------------------------------------------- recording
 
@@ -174,37 +158,21 @@ class CallSession:
                 if not await self.durable():
                     log.error("call %s: log not durable; %s not sent", self.call_id, t.__name__)
                     return
-            if self.link is not None and t in MODEL_DECISIONS:
-                await self.link.execute(d)
-            elif t is ev.PlaybackStarted:
+            if t is ev.PlaybackStarted:
                 await self.to_vaic(self.vaic_proto().play_start(d.stream_id, d.fmt))  # type: ignore[attr-defined]
             elif t is ev.PlaybackStopped:
                 frame = self.vaic_proto().play_stop()
                 if frame is not None:
                     await self.to_vaic(frame)
                 self.watch_drain()
-            elif t is ev.TruncateRequested:
-                await self.send_model(realtime.truncate(d.item_id, d.audio_end_ms))  # type: ignore[attr-defined]
+            elif t in MODEL_DECISIONS:
+                awaited = await self.model_link.send(d)
+                if awaited is not None:
+                    self.await_model(*awaited)
             elif t is ev.ModelConfigured:
                 await self.configure_model(d)  # type: ignore[arg-type]
-            elif t is ev.ResponseRequested:
-                event_id = response_event_id(d.seq)
-                await self.send_model(
-                    realtime.response_create(
-                        d.instructions or None,  # type: ignore[attr-defined]
-                        event_id=event_id,
-                    )
-                )
-                self.await_model("response.created", event_id)
             elif t is ev.ModelFailureHandled:
                 self.on_failure_handled(d)  # type: ignore[arg-type]
-            elif t is ev.ItemDeleted:
-                await self.send_model(realtime.item_delete(d.item_id))  # type: ignore[attr-defined]
-            elif t is ev.FunctionOutputSent:
-                await self.send_model(realtime.function_call_output(d.tool_call_id, d.output))  # type: ignore[attr-defined]
-            elif t is ev.MessageInjected:
-                build = realtime.user_text if d.role == "user" else realtime.system_text  # type: ignore[attr-defined]
-                await self.send_model(build(d.text))  # type: ignore[attr-defined]
             elif t is ev.FunctionCallDispatched:
                 if d.server != ENGINE_SERVER:  # type: ignore[attr-defined]
                     self.spawn(self.run_tool(d))  # type: ignore[arg-type]
@@ -221,6 +189,10 @@ class CallSession:
                 await self.to_vaic(vaic.config(d.params))  # type: ignore[attr-defined]
             elif t is ev.DtmfSent:
                 await self.to_vaic(vaic.send_dtmf(d.digits))  # type: ignore[attr-defined]
+            elif t is ev.CallRecordingPaused:
+                await self.to_vaic(vaic.pause_call_recording())
+            elif t is ev.CallRecordingResumed:
+                await self.to_vaic(vaic.resume_call_recording())
             elif t is ev.CallEnded:
                 self.spawn(self.close("call ended"))
 
@@ -238,39 +210,32 @@ class CallSession:
         await self.to_vaic(self.vaic_proto().accept(d.media_format))
 
     def use_link(self) -> None:
-        """Speak GPT-Live on the model side if the call's model is a GPT-Live model."""
-        if self.engine.live and self.link is None:
-            self.link = LiveLink(self)
-            self.append_audio = live_proto.append_audio
+        """Speak GPT-Live on the model side if the call's model is a GPT-Live model
+        (recorded in the call's CallConfig; docs/models.md)."""
+        if self.engine.live and not isinstance(self.model_link, LiveLink):
+            self.model_link = LiveLink(self)
 
     async def configure_model(self, d: ev.ModelConfigured) -> None:
-        if self.model is None:
+        if not self.model_link.connected:
             try:
                 await self.attach_model()  # first configuration of the call: connect now
             except Exception as exc:
                 # The core answers with a hangup: no dead air, and the log says why.
                 await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
                 return
-        frame = realtime.session_update(
-            instructions=d.instructions,
-            tools=self.engine.tool_specs(d.tools),
-            voice=d.voice or None,
-            input_format=d.input_format,
-            output_format=d.output_format,
-        )
-        await self.send_model(frame)
-        self.await_model("session.updated", "")
+        seed: list[tuple[str, str]] = []
         if not self.seeded:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
-            pairs = seed_pairs(self.state.transcript, self.policy.history_items)
-            for item in realtime.seed_items(pairs):
-                await self.send_model(item)
+            seed = seed_pairs(self.state.transcript, self.policy.history_items)
+        awaited = await self.model_link.configure(d, self.engine.tool_specs(d.tools), seed)
+        if awaited is not None:
+            self.await_model(*awaited)
 
     def await_model(self, waiting_for: str, event_id: str) -> None:
         """Start the timer for the model's answer to what was just sent: the
-        answer cancels it (see on_model_frame); if it fires, the core hears a
+        answer cancels it (see RealtimeLink.on_frame); if it fires, the core hears a
         ModelTimeout (FASTAGENT_MODEL_TIMEOUT_S, recorded in CallConfig)."""
         old = self.timers.pop(waiting_for, None)
         if old is not None:
@@ -302,20 +267,15 @@ class CallSession:
             d.action,
             f": {d.message}" if d.message else "",
         )
-        if d.action == "reconnect" and self.model is not None:
+        if d.action == "reconnect" and self.model_link.connected:
             # The session is over (session_expired): a new one, seeded from the log.
             self.spawn(self.reconnect_model(f"model {d.kind}"))
 
     async def reconnect_model(self, reason: str) -> None:
         """Close the model session on purpose and open a new one (model_lost)."""
-        conn, task = self.model, self.model_task
-        if conn is None:
+        if not self.model_link.connected:
             return
-        self.model_task = None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await conn.close()
+        await self.model_link.close()
         await self.model_lost(reason)
 
     def watch_drain(self) -> None:
@@ -342,7 +302,7 @@ class CallSession:
         await self.durable()
         pb = self.engine.play
         until = pb.audible_until() if pb is not None else 0
-        if self.link is not None:
+        if self.engine.live:
             # GPT-Live's goodbye stream is already stopped: the playout clock knows
             # when the caller's queue runs dry.
             until = max(until, self.engine.clock.end_at)
@@ -471,24 +431,22 @@ class CallSession:
         b64 = msg.audioChunk
         if self.to_model is not None:
             b64 = self.to_model.process_b64(b64)
-        if self.model_ready.is_set():
-            await self.send_model(self.append_audio(b64))
+        if self.model_link.connected:
+            await self.model_link.send_audio(b64)
 
     def caller_audio_now(self, msg: vaic.UserStreamChunk) -> bool:
         """Fast lane, from the caller socket's data callback: record and forward a
         chunk with no await, if the model socket can take it at once."""
-        sock = self.model_sock
-        if sock is None or self.closing or self.lost or not self.model_ready.is_set():
-            return False
-        if not sock.can_write_now():
+        link = self.model_link
+        if self.closing or self.lost or not link.writable_now():
             return False
         b64 = msg.audioChunk
         if self.to_model is not None:
             b64 = self.to_model.process_b64(b64)
         # Everything that can fail comes before the record: a recorded frame is done.
-        frame = self.append_audio(b64)
+        frame = link.audio_frame(b64)
         if self.record_now(self.caller_audio_input(msg)):
-            self.write_now(sock, frame)
+            link.write_now(frame)
         return True
 
     def record_now(self, inp: ev.Input) -> bool:
@@ -515,108 +473,29 @@ class CallSession:
 
     # ------------------------------------------------------------- model side
 
-    async def send_model(self, frame: str) -> None:
-        if not self.model_ready.is_set():
-            try:  # a (re)connect is under way; never hold the caller's reader for long
-                await asyncio.wait_for(self.model_ready.wait(), timeout=5)
-            except TimeoutError:
-                log.warning("call %s: model not connected; frame dropped", self.call_id)
-                return
-        conn = self.model
-        if conn is None:
-            return
-        try:
-            ws = _raw_socket(conn)
-            if ws is not None:
-                await ws.send(frame)  # nothing queued in the SDK: straight to the socket
-            else:
-                await conn.send_raw(frame)
-        except Exception as exc:  # the reader sees the close and reconnects
-            log.warning("call %s: model send failed: %s", self.call_id, exc)
-
     async def attach_model(self) -> None:
-        """Connect the model socket (with backoff) and start reading it."""
+        """Connect the model link (with backoff); it starts reading at once."""
         retries = self.policy.model_retries
         delay = 0.2
         for attempt in range(retries + 1):
             try:
-                link = self.link
-                conn = await (link.dial() if link is not None else dial_model(self.service))
-                break
+                await self.model_link.connect()
+                return
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
                 if attempt == retries:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.use_model(conn)
-
-    def use_model(self, conn: Any) -> None:
-        """Start driving a freshly connected model socket."""
-        self.model = conn
-        ws = getattr(conn, "_connection", None)
-        self.model_sock = ws if isinstance(ws, sockets.ModelConnection) else None
-        if self.model_sock is not None:
-            self.model_sock.on_text = self.model_text_now
-        if self.link is not None:
-            # GPT-Live: session.start goes first; audio and commands wait for
-            # session.started (the link sets model_ready then).
-            self.model_ready.clear()
-            self.link.connected()
-        else:
-            self.model_ready.set()
-        self.model_task = asyncio.create_task(self.read_model())
 
     async def detach_model(self) -> None:
-        task, self.model_task = self.model_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        conn, self.model = self.model, None
-        self.drop_model_sock()
-        self.model_ready.clear()
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-    def drop_model_sock(self) -> None:
-        sock, self.model_sock = self.model_sock, None
-        if sock is not None:
-            sock.on_text = None
-
-    async def read_model(self) -> None:
-        """The model socket's slow lane: every frame the fast lane left, in order."""
-        conn = self.model
-        ws = getattr(conn, "_connection", None)
-        sock = self.model_sock
-        # The SDK's recv_bytes adds only bookkeeping for its own reconnects, which
-        # the service does not use: read the websockets connection itself.
-        recv = conn.recv_bytes if ws is None else functools.partial(ws.recv, decode=False)
-        try:
-            while True:
-                self.model_busy = False
-                data = await recv()
-                self.model_busy = True
-                if sock is not None:
-                    sock.backlog -= 1
-                if not self.handover.is_set():
-                    await self.handover.wait()
-                await self.on_model_frame(data)
-        except asyncio.CancelledError:
-            raise
-        except _Lost:
-            await self.close("stream taken over by another instance")
-        except Exception as exc:
-            if self.closing:
-                return
-            await self.model_lost(str(exc) or type(exc).__name__)
+        await self.model_link.close()
 
     async def model_lost(self, reason: str) -> None:
-        """The Realtime socket dropped: reconnect and seed the new session from the log."""
-        self.model_ready.clear()
-        self.model = None
-        self.drop_model_sock()
+        """The model socket dropped: reconnect and seed the new session from the log."""
+        link = self.model_link
+        if isinstance(link, RealtimeLink | LiveLink):
+            link.forget()
         for task in self.timers.values():  # nothing more will answer on that socket
             task.cancel()
         self.timers.clear()
@@ -630,103 +509,34 @@ class CallSession:
         self.seeded = False
         await self.input(ev.ConnectionRestored, side="model", instance=self.service.config.instance)
 
-    async def on_model_frame(self, data: bytes) -> None:
-        if self.link is not None:
-            await self.link.on_frame(data)
-            return
-        e = realtime.parse_server_event(data)
-        t = type(e)
-        if t is realtime.AudioDelta:
-            await self.on_bot_audio(e)  # type: ignore[arg-type]
-        elif t is realtime.SpeechStarted:
-            await self.input(
-                ev.SpeechStarted, item_id=e.item_id or "", audio_start_ms=e.audio_start_ms or 0
-            )  # type: ignore[union-attr]
-            await self.to_vaic_durable(vaic.speech_started())
-        elif t is realtime.SpeechStopped:
-            await self.input(
-                ev.SpeechStopped, item_id=e.item_id or "", audio_end_ms=e.audio_end_ms or 0
-            )  # type: ignore[union-attr]
-            await self.to_vaic_durable(vaic.speech_stopped())
-        elif t is realtime.AudioCommitted:
-            await self.input(ev.SpeechCommitted, item_id=e.item_id or "")  # type: ignore[union-attr]
-            await self.to_vaic_durable(vaic.speech_committed())
-        elif t is realtime.InputTranscriptionCompleted:
-            text = e.transcript or ""  # type: ignore[union-attr]
-            await self.input(ev.Transcript, role="user", item_id=e.item_id or "", text=text)  # type: ignore[union-attr]
-            await self.to_vaic_durable(vaic.speech_recognition(text))
-        elif t is realtime.ResponseCreated:
-            self.answered("response.created")
-            await self.input(ev.ResponseStarted, response_id=e.response.id)  # type: ignore[union-attr]
-        elif t is realtime.SessionUpdated:
-            self.answered("session.updated")
-        elif t is realtime.InputTranscriptionFailed:
-            err = e.error  # type: ignore[union-attr]
-            await self.input(
-                ev.TranscriptionFailed,
-                item_id=e.item_id or "",  # type: ignore[union-attr]
-                error_type=err.type or "",
-                code=err.code or "",
-                message=(err.message or "")[:500],
-            )
-        elif t is realtime.AudioTranscriptDone:
-            await self.input(
-                ev.Transcript,
-                role="assistant",
-                item_id=e.item_id or "",  # type: ignore[union-attr]
-                text=e.transcript or "",  # type: ignore[union-attr]
-                response_id=e.response_id or "",  # type: ignore[union-attr]
-            )
-        elif t is realtime.FunctionCallArgumentsDone:
-            await self.input(
-                ev.FunctionCallRequested,
-                response_id=e.response_id or "",  # type: ignore[union-attr]
-                item_id=e.item_id or "",  # type: ignore[union-attr]
-                tool_call_id=e.call_id or "",  # type: ignore[union-attr]
-                name=e.name or "",  # type: ignore[union-attr]
-                arguments=e.arguments or "",  # type: ignore[union-attr]
-            )
-        elif t is realtime.ResponseDone:
-            r = e.response  # type: ignore[union-attr]
-            usage = r.usage.to_event_usage() if r.usage else ev.Usage()
-            err = r.error
-            await self.input(
-                ev.ResponseDone,
-                response_id=r.id,
-                status=r.status or "",
-                reason=r.reason,
-                usage=usage,
-                error_type=err.type or "",
-                error_code=err.code or "",
-                error_message=(err.message or "")[:500],
-            )
-        elif t is realtime.ItemTruncated:
-            await self.input(ev.ItemTruncated, item_id=e.item_id, audio_end_ms=e.audio_end_ms)  # type: ignore[union-attr]
-        elif t is realtime.RateLimitsUpdated:
-            limits = tuple(
-                ev.RateLimit(
-                    name=x.name or "",
-                    limit=int(x.limit or 0),
-                    remaining=int(x.remaining or 0),
-                    reset_seconds=float(x.reset_seconds or 0),
-                )
-                for x in e.rate_limits or ()  # type: ignore[union-attr]
-            )
-            await self.input(ev.RateLimitsUpdated, limits=limits)
-        elif t is realtime.Error:
-            err = e.error  # type: ignore[union-attr]
-            if err.event_id and err.event_id.startswith("fa-response-"):
-                self.answered("response.created")  # refused: that is an answer too
-            await self.input(
-                ev.ModelError,
-                error_type=err.type or "",
-                code=err.code or "",
-                message=(err.message or "")[:500],
-                event_id=err.event_id or "",
-                param=err.param or "",
-            )
-        elif t is realtime.Malformed:
-            await self.protocol_error("model", e.message)  # type: ignore[union-attr]
+    # ModelEvents: what the model link reports (see model_link.py).
+
+    async def model_input(self, cls: type[ev.Input], **fields: Any) -> None:
+        await self.input(cls, **fields)
+        notice = CALLER_NOTICES.get(cls)
+        if notice is not None and (cls is not ev.Transcript or fields.get("role") == "user"):
+            await self.to_vaic_durable(notice(fields))
+
+    async def model_audio(self, audio: ModelAudio) -> None:
+        await self.on_bot_audio(audio)  # type: ignore[arg-type]
+
+    def model_audio_writable(self) -> bool:
+        if self.closing or self.lost or not self.handover.is_set():
+            return False
+        caller = self.caller_sock
+        return caller is not None and caller.can_write_now()
+
+    def model_answered(self, waiting_for: str) -> None:
+        self.answered(waiting_for)
+
+    async def model_protocol_error(self, message: str) -> None:
+        await self.protocol_error("model", message)
+
+    async def model_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, _Lost):
+            await self.close("stream taken over by another instance")
+        elif not self.closing:
+            await self.model_lost(str(exc) or type(exc).__name__)
 
     async def protocol_error(self, side: str, message: str) -> None:
         """Record a frame that was rejected, with one log line (no traceback)."""
@@ -734,31 +544,16 @@ class CallSession:
         if not self.closing and self.engine.status != "ended":
             await self.input(ev.ProtocolError, side=side, message=message[:300])
 
-    def model_text_now(self, data: bytes) -> bool:
-        """Fast lane, from the model socket's data callback: a chunk of the audio
-        being played is recorded and forwarded with no await.  Anything else, or
-        anything while the slow lane holds earlier frames, is left to read_model."""
-        sock = self.model_sock
-        if self.model_busy or sock is None or sock.backlog or self.closing or self.lost:
-            return False
-        if self.link is not None:
-            return False  # GPT-Live frames take the ordered slow lane (the link)
-        if not self.handover.is_set():
-            return False
-        caller = self.caller_sock
-        if caller is None or not caller.can_write_now():
-            return False
-        e = realtime.parse_server_event(data)
-        if type(e) is not realtime.AudioDelta:
-            return False
-        if realtime.audio_delta_error(e, self.model_sample_bytes()):  # type: ignore[arg-type]
-            return False  # the slow lane records it as a protocol error
+    def model_audio_now(self, e: ModelAudio) -> bool:
+        """Fast lane, from the model socket's data callback (through the link): a
+        chunk of the audio being played is recorded and forwarded with no await."""
         pb = self.engine.play
-        if pb is None or not pb.open or pb.item_id != e.item_id:  # type: ignore[union-attr]
+        if pb is None or not pb.open or pb.item_id != e.item_id:
             return False  # a new stream starts, or audio nobody hears: decisions to act on
         if self.vaic_proto().play_stream_id is None:
             return False
-        b64 = e.delta  # type: ignore[union-attr]
+        caller = self.caller_sock
+        b64 = e.delta
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         frame = self.vaic_proto().play_chunk(b64)  # before the record: it may raise
@@ -817,8 +612,6 @@ class CallSession:
         for task in self.timers.values():
             task.cancel()
         self.timers.clear()
-        if self.link is not None:
-            await self.link.close_session()
         await self.detach_model()
         with contextlib.suppress(Exception):
             await self.store.flush_async(self.call_id)
@@ -899,16 +692,3 @@ class CallSession:
                     await self.save_snapshot()
 
         self.spawn(loop())
-
-
-async def dial_model(service: Service) -> Any:
-    """A Realtime connection on the service's shared SDK client (a GPT-Live call's
-    link dials its own: ``LiveLink.dial``)."""
-    if live_proto.is_live_model(service.config.model):
-        raise RuntimeError("GPT-Live calls are dialled by their link")
-    return await realtime.connect_realtime(
-        model=service.config.model,
-        client=service.openai_client(),
-        connection_class=sockets.ModelConnection,
-        max_frame_bytes=service.config.model_max_frame_bytes,
-    )

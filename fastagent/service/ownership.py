@@ -17,9 +17,10 @@ from fastapi import WebSocket
 from fastagent import events as ev
 from fastagent import snapshots, vaic
 from fastagent.core import Engine
-from fastagent.service.call import CallSession, _Lost, dial_model, now_us
+from fastagent.service.call import CallSession, _Lost, now_us
 from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.process import Service
+from fastagent.service.realtime_link import dial_model
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall
 
 log = logging.getLogger("fastagent.service")
@@ -344,7 +345,7 @@ async def resume_from_store(
     # Whatever model session there was is not ours: record it gone, so the engine
     # drops a response in progress and owes the caller a new one.
     await session.input(ev.ConnectionLost, side="model", reason=f"call resumed on {instance}")
-    if session.link is not None:
+    if session.engine.live:
         # A GPT-Live call: its link dials (a new session, or a fork of the stored one).
         dial.cancel()
         with contextlib.suppress(BaseException):
@@ -359,7 +360,7 @@ async def resume_from_store(
         except Exception as exc:  # configuring the model dials again, with backoff
             log.warning("call %s: model connect failed (%s)", call_id, exc)
         else:
-            session.use_model(conn)
+            session.model_link.use(conn)  # type: ignore[attr-defined]
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).
