@@ -322,6 +322,17 @@ def forget(
     typer.echo(f"forgot call {call_id} at {when}: its data key is destroyed")
 
 
+@app.command("rewrap-keys")
+def rewrap_keys(store: StoreOpt = None) -> None:
+    """Master key rotation: wrap every call's data key with the current master key.
+
+    Put the new key first in FASTAGENT_MASTER_KEY (new,old), run this, then drop the
+    old key.  No event is rewritten: only the small keys table changes."""
+    with clear_errors(), _open(store) as s:
+        n = s.rewrap_keys()
+    typer.echo(f"rewrapped {n} call key(s) with the current master key")
+
+
 @app.command()
 def audit(
     call_id: Annotated[str | None, typer.Argument(help="Only this call")] = None,
