@@ -558,11 +558,24 @@ def ratios(results: list[Result]) -> list[str]:
             f"{r.target} vs relay at {r.calls} calls: CPU x{x:.2f} ({x - 1:+.0%}), added p99 up "
             f"{r.up[1] - f.up[1]:+.2f} ms, down {r.down[1] - f.down[1]:+.2f} ms"
         )
+    # Against the service without metrics and traces, where it ran (same round).
+    bare: dict[int, Result] = {}
+    for r in results:
+        if r.target == "service+nometrics":
+            bare[r.calls] = r
+        elif r.target in ("service", "service+traces") and r.calls in bare:
+            b = bare[r.calls]
+            x = r.cpu_per_call_min / b.cpu_per_call_min
+            paired.setdefault((f"{r.target} vs service+nometrics", r.calls), []).append((x, 0.0))
+            lines.append(
+                f"{r.target} vs service+nometrics at {r.calls} calls: CPU x{x:.3f} ({x - 1:+.1%})"
+            )
     for (target, calls), pairs in paired.items():
         if len(pairs) > 1:
             xs, adds = sorted(p[0] for p in pairs), sorted(p[1] for p in pairs)
+            versus = target if " vs " in target else f"{target} vs relay"
             lines.append(
-                f"{target} vs relay at {calls} calls over {len(pairs)} rounds: "
+                f"{versus} at {calls} calls over {len(pairs)} rounds: "
                 f"CPU x{median(xs):.2f} median (x{xs[0]:.2f}..x{xs[-1]:.2f}), "
                 f"added p99 {median(adds):+.2f} ms median "
                 f"({adds[0]:+.2f}..{adds[-1]:+.2f})"

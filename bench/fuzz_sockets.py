@@ -8,7 +8,8 @@ it corrupts some events themselves.  Callers open ``--connections`` sockets,
 ``--frames`` frames, a mix of valid audio and the fault classes of issue 11
 (invalid JSON and UTF-8, deep nesting, huge numbers and strings, duplicate keys,
 lone surrogates, wrong types, bad base64, odd-sized PCM, injections, random
-bytes), then ends the call, drops the connection or falls silent.
+bytes), then ends the call, drops the connection, falls silent, or sends a
+text frame that is not UTF-8.
 
 Reported: frames sent each way, tracebacks in the service's log, calls the
 service still holds once every grace is over (``/healthz``), and the service's
@@ -197,8 +198,11 @@ async def one_caller(url: str, n: int, frames: int, rng: random.Random) -> None:
                 sent["caller"] += 1
                 if i % 8 == 7:
                     await asyncio.sleep(0.025)  # ~300 frames/s: under the rate cap
-            end = rng.randrange(3)
-            if end == 0:
+            end = rng.randrange(4)
+            if end == 3:  # a text frame that is not UTF-8: the connection fails (1007)
+                await ws.send(b'{"type":"activities","x":"\xff"}', text=True)
+                await asyncio.sleep(0.1)
+            elif end == 0:
                 await ws.send(json.dumps({"type": "session.end", "conversationId": cid}))
             elif end == 1:
                 ws.transport.abort()  # the network drops it

@@ -13,7 +13,10 @@ only (never in the service's code), so one bench run compares them side by side:
 * ``gcfreeze``: gc.freeze() once the app is built (start-up objects never rescanned);
 * ``ws=NAME``:  uvicorn ``ws`` implementation (websockets-sansio, websockets, wsproto);
 * ``loop=NAME``: uvicorn ``loop`` (uvloop, asyncio);
-* ``http=NAME``: uvicorn ``http`` (httptools, h11; only the handshake uses it).
+* ``http=NAME``: uvicorn ``http`` (httptools, h11; only the handshake uses it);
+* ``nometrics``: FASTAGENT_METRICS=0 and no traces (what metrics and tracing cost);
+* ``traces``:   OpenTelemetry spans on (the SDK's batch processor, spans dropped
+  by the exporter instead of sent: the service's cost without the collector's).
 
 Run: FASTAGENT_BENCH_VARIANT=nostore python bench/service_variant.py serve --no-auth ...
 """
@@ -87,6 +90,29 @@ def apply(variant: str) -> None:
                 return decisions
 
             service.CallSession.record = record  # type: ignore[method-assign]
+        elif s == "nometrics":
+            os.environ["FASTAGENT_METRICS"] = "0"
+            os.environ.pop("FASTAGENT_TRACES", None)
+        elif s == "traces":
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import (
+                BatchSpanProcessor,
+                SpanExporter,
+                SpanExportResult,
+            )
+
+            from fastagent import observe
+
+            class Drop(SpanExporter):
+                def export(self, spans: Any) -> SpanExportResult:
+                    return SpanExportResult.SUCCESS
+
+            def tracer_from_env() -> observe.Tracer:
+                provider = TracerProvider()
+                provider.add_span_processor(BatchSpanProcessor(Drop()))
+                return observe.Tracer(provider.get_tracer("bench"), provider)
+
+            observe.tracer_from_env = tracer_from_env  # type: ignore[assignment]
         elif s == "nogc":
             import gc
 
@@ -112,11 +138,11 @@ def apply(variant: str) -> None:
         else:
             raise SystemExit(f"unknown bench switch {s!r}")
     if overrides:
-        import uvicorn
+        from fastagent import lifecycle
 
-        run = uvicorn.run
+        run = lifecycle.run
 
-        def patched(app: Any, **kwargs: Any) -> None:
+        def patched(app: Any, settings: dict[str, Any], **kwargs: Any) -> None:
             if overrides.pop("_freeze", ""):
                 import gc
 
@@ -125,10 +151,10 @@ def apply(variant: str) -> None:
 
                 gc.collect()
                 gc.freeze()
-            kwargs.update(overrides)
-            run(app, **kwargs)
+            settings.update(overrides)
+            run(app, settings, **kwargs)
 
-        uvicorn.run = patched  # type: ignore[assignment]
+        lifecycle.run = patched  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

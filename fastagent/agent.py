@@ -42,8 +42,16 @@ class Agent:
         "Ask the caller to say that again."
     )
     fallback: str = "transfer"
+    # gpt-realtime-2's reasoning effort in open conversation (minimal | low | medium |
+    # high | xhigh; "" = the model's default); an FSA state may set its own.
+    reasoning_effort: str = ""
 
     def __post_init__(self) -> None:
+        from fastagent.models import check_effort
+
+        check_effort(self.reasoning_effort)
+        if self.fallback not in ("transfer", "hangup"):
+            raise ValueError(f"agent {self.name!r}: fallback must be 'transfer' or 'hangup'")
         seen: set[str] = set()
         for fsa in self.fsas:
             validate(fsa)

@@ -236,6 +236,43 @@ def _query(db: str | None, sqls: list[tuple[str, str]]) -> list[tuple[str, pa.Ta
         con.close()
 
 
+TURN_STAGES_TITLE = (
+    "Turn latency by agent, ms (vad: end of speech -> speech_stopped; response: "
+    "-> response.created; first_audio: -> first audio delta; to_caller: -> first "
+    "playStream.chunk; total: end of speech -> first chunk)"
+)
+
+
+def turn_sections(store: str | None) -> list[tuple[str, pa.Table]]:
+    """Per-turn latency stages and cost (projections/latency.py), per agent and per
+    call, folded from the store's log ($FASTAGENT_PRICES for the prices).  Reads
+    every call's events once (audio boundaries place the caller's end of speech),
+    which the columnar analytics tables do not keep."""
+    from fastagent.store import open_store
+    from projections import latency
+    from projections.calls import list_calls
+
+    try:
+        prices = latency.Prices.from_env()
+    except ValueError as exc:
+        raise AnalyticsError(f"FASTAGENT_PRICES: {exc}") from None
+    with open_store(store) as s:
+        calls = [latency.call_latency(s.read_call(c.call_id), prices) for c in list_calls(s)]
+
+    def table(rows: list[dict[str, Any]], columns: list[str]) -> pa.Table:
+        return pa.table({c: [r[c] for r in rows] for c in columns})
+
+    agent_cols = ["agent", "stage", "turns", "p50_ms", "p95_ms", "calls", "cost_usd"]
+    call_cols = ["call_id", "agent", "turns", "p50_ms", "p95_ms", "responses", "cost_usd"]
+    return [
+        (TURN_STAGES_TITLE, table(latency.per_agent_rows(calls), agent_cols)),
+        (
+            "Turn latency and cost per call (end of speech -> first playStream.chunk)",
+            table(latency.per_call_rows(calls), call_cols),
+        ),
+    ]
+
+
 def register(app: typer.Typer) -> None:
     """Add the analytics commands to the ``fastagent`` app."""
 
@@ -286,8 +323,14 @@ def register(app: typer.Typer) -> None:
         output: OutOpt = None,
         no_sync: NoSyncOpt = False,
     ) -> None:
-        """Outcomes, FSA funnel, tool error rates, latency percentiles, tokens, barge-ins."""
-        _answer(REPORT_SECTIONS, store, db, fmt, output, no_sync)
+        """Outcomes, FSA funnel, tool error rates, latency percentiles, tokens, barge-ins,
+        per-turn latency stages and cost per agent and per call."""
+        with _clear_errors():
+            if fmt not in FORMATS:
+                raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
+            if not no_sync:
+                run_sync(store, db)
+            _write(_query(db, REPORT_SECTIONS) + turn_sections(store), fmt, output)
 
     @app.command("export-parquet")
     def export_cmd(

@@ -105,6 +105,10 @@ class CallPrinter:
                 return Text(f"  ☎ transfer to {e.target}: {e.reason}", style="note")
             case ev.ModelError() | ev.ProtocolError() | ev.EngineFault():
                 return Text(f"  ✗ {type(e).__name__}: {_message(e)}", style="fail")
+            case ev.ModelFailureHandled():
+                code = f" ({e.code})" if e.code else ""
+                style = "note" if e.action in ("none", "settled") else "fail"
+                return Text(f"  ✗ model {e.kind}{code} → {e.action}", style=style)
             case ev.SessionRejected():
                 return Text(f"  ✗ call rejected: {e.reason}", style="fail")
             case ev.CallEnded():

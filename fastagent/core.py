@@ -21,6 +21,7 @@ from typing import Any
 
 from fastagent import events as ev
 from fastagent import fsa as fsa_mod
+from fastagent import models
 from fastagent.agent import Agent
 from fastagent.agents import UnknownAgent, get_agent
 from fastagent.vaic import choose_format, no_format_reason
@@ -153,6 +154,7 @@ class Engine:
     agent: Agent | None = None
     media_format: str = ""
     model_format: str = ""
+    model: str = ""  # CallConfig.model
     status: str = "new"  # new | active | suspended | ending | closing | ended
     config_transfer: str = ""  # from CallConfig: overrides the agent's target
     greet: bool = True
@@ -303,12 +305,14 @@ class Engine:
         assert agent is not None
         parts = [agent.instructions]
         names = [t["name"] for t in self._control_tools()]
+        effort = ""
         for f in agent.fsas:
             run = self.runs.get(f.name)
             if run is None:
                 names.append(f.intent)
                 continue
             st = f.state(run.state)
+            effort = effort or st.reasoning_effort
             parts.append(f"[Task {f.name}, step {st.name}] {st.instructions}")
             names.extend(t["name"] for t in f.step_tools(st.name))
         names.extend(n for n in agent.tools if n in self.external)
@@ -319,6 +323,10 @@ class Engine:
             voice=agent.voice,
             input_format=self.model_format,
             output_format=self.model_format,
+            # Only reasoning models take it (the older ones refuse the field).
+            reasoning_effort=(effort or agent.reasoning_effort)
+            if models.info(self.model).reasoning
+            else "",
         )
 
     def _request(self, reason: str, instructions: str = "") -> None:
@@ -342,8 +350,14 @@ class Engine:
         self.queued.append((model_call_id, text))
 
     def _flush(self, reason: str) -> None:
-        """Send what the model must hear, then ask for a response, never mid-response."""
+        """Send what the model must hear, then ask for a response, never mid-response.
+
+        While a call the model is waiting on still runs (parallel function calls of
+        one response), the outputs wait for it: all go out, then exactly one
+        ``response.create``."""
         if self.resp.busy or not self.queued:
+            return
+        if any(f.model_call_id for f in self.in_flight.values()):
             return
         for model_call_id, text in self.queued:
             if model_call_id:
@@ -406,6 +420,7 @@ class Engine:
             return
         self.media_format, self.model_format = chosen.vaic_format, chosen.model_format
         self.config_transfer = e.config.transfer_target
+        self.model = e.config.model
         self.greet = e.config.greet
         self.playback_speed = e.config.playback_speed if e.config.playback_speed > 0 else 1.0
         self.policy = _policy(e.config)
@@ -419,6 +434,8 @@ class Engine:
         self._configure()
 
     def _on_call_started(self, e: ev.CallStarted) -> None:
+        if self.status != "active":
+            return  # e.g. the model already failed the call: the fallback is under way
         if self.agent is not None and self.agent.session_params:
             self._emit(ev.SessionParamsSent, params=dict(self.agent.session_params))
         if self.agent is not None and self.greet:

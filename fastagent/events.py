@@ -344,6 +344,7 @@ class ModelConfigured(Decision, frozen=True, kw_only=True):
     voice: str = ""
     input_format: str = ""
     output_format: str = ""
+    reasoning_effort: str = ""  # session.reasoning.effort ("" = not sent)
 
 
 class ResponseRequested(Decision, frozen=True, kw_only=True):

@@ -135,6 +135,7 @@ class State:
     transfer: bool = False  # terminal: hand the caller to a human
     on_enter: Action | None = None  # runs when the state is entered
     after: tuple[Go, ...] = ()  # transitions taken when on_enter's result arrives
+    reasoning_effort: str = ""  # the model's reasoning effort in this state ("" = agent's)
     # Collects payment-card data (PCI DSS): the engine pauses the call recording
     # (AudioCodes pauseCallRecording) on entering and resumes it on leaving.
     pci: bool = False

@@ -491,6 +491,7 @@ def session_update(
     transcription_model: str | None = "gpt-4o-mini-transcribe",
     vad: Mapping[str, Any] | None | _Keep = SERVER_VAD,
     tool_choice: str | None = None,
+    reasoning_effort: str | None = None,
 ) -> str:
     """``session.update``.  ``None`` (or :data:`KEEP` for ``vad``) leaves a field unsent,
     so a mid-call update can change only instructions and tools (the voice is
@@ -521,6 +522,8 @@ def session_update(
         session["tools"] = [function_tool(t) for t in tools]
     if tool_choice is not None:
         session["tool_choice"] = tool_choice
+    if reasoning_effort:  # gpt-realtime-2 and later: minimal | low | medium | high | xhigh
+        session["reasoning"] = {"effort": reasoning_effort}
     return _encode({"type": "session.update", "session": session})
 
 
@@ -715,10 +718,10 @@ class RealtimeProtocol:
         if err.event_id and not ours:
             return  # about some other client event
         if err.code == "conversation_already_has_active_response":
-            # Raced a response the server started itself (VAD): ask again after it.
+            # Raced a response the server started itself (VAD, a function output):
+            # that response is the reply wanted, so nothing is asked again after it
+            # (asking again made the model speak a second, unrequested reply).
             self.requested = False
-            if self._queued is None:
-                self._queued = self._last_request
         elif ours or (self.requested and not self.in_progress):
             # A rejected response.create never produces response.created.
             self.requested = False

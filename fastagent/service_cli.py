@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -65,13 +66,23 @@ def serve(
             "through the store like between instances",
         ),
     ] = 1,
+    drain: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            metavar="SECONDS",
+            help="On SIGTERM, how long running calls get to end before the rest are handed "
+            "over to another instance \\[env var: FASTAGENT_DRAIN_S] \\[default: 25]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the voice service: the VAIC WebSocket at /audiocodes.
+    """Run the voice service: the VAIC WebSocket at /audiocodes, /healthz, /readyz,
+    /metrics and the call inspector at /inspect/.
 
-    Needs FASTAGENT_VAIC_TOKEN (or --no-auth) and OPENAI_API_KEY.
+    Needs FASTAGENT_VAIC_TOKEN (or --no-auth) and OPENAI_API_KEY.  SIGTERM drains.
     """
-    import uvicorn
-
+    from fastagent import lifecycle, observe
     from fastagent.agents import get_agent
     from fastagent.cli import clear_errors, fail
     from fastagent.service import ConfigError, Service, ServiceConfig, create_app, tune_gc
@@ -83,12 +94,14 @@ def serve(
                 store=store, agent=agent, no_auth=no_auth or None, grace_s=grace
             )
             get_agent(config.agent)
+            drain_s = lifecycle.drain_seconds(drain)
+            observe.configure_logging()
             checked = Service(config)  # check tokens, store and master key before listening
             try:
                 checked.store.check_keys()
             finally:
                 checked.store.close()
-        except ConfigError as exc:
+        except (ConfigError, ValueError) as exc:
             raise fail(str(exc)) from None
     config.greet = config.greet and greet
     if not config.api_key and config.realtime_url is None:
@@ -96,7 +109,6 @@ def serve(
             "fastagent: warning: no OPENAI_API_KEY set: calls will not reach the model "
             "(set it, or point FASTAGENT_REALTIME_URL at another Realtime server)"
         )
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings: dict[str, Any] = dict(
         host=host,
         port=port,
@@ -111,11 +123,12 @@ def serve(
     if workers > 1:
         # Each worker process builds its own service from the environment.
         os.environ.update(config.to_env())
-        uvicorn.run("fastagent.service:app_from_env", factory=True, workers=workers, **settings)
+        os.environ["FASTAGENT_DRAIN_S"] = repr(drain_s)
+        lifecycle.run("fastagent.service:app_from_env", settings, workers=workers, drain_s=drain_s)
         return
     app = create_app(config)
     tune_gc()
-    uvicorn.run(app, **settings)
+    lifecycle.run(app, settings, drain_s=drain_s)
 
 
 def scenario_path(agent: str) -> Path:
@@ -225,10 +238,24 @@ async def run_demo(
     config.token = None
     # The simulated caller plays bot audio on its own clock, faster than real time.
     config.playback_speed = 1.0 if realtime else 1 / DEFAULT_PACE
+    switches = scenario.fake_model
+    if switches.model_timeout_s is not None:
+        config.model_timeout_s = switches.model_timeout_s
+    if switches.unreachable:
+        config.model_retries = 1
     event_store = open_store(config.store)
     try:
-        async with FakeRealtimeServer(scenario, realtime=realtime) as fake:
-            config.realtime_url = fake.url
+        async with FakeRealtimeServer(
+            scenario,
+            realtime=realtime,
+            ignore=switches.ignore,
+            error_on=switches.error_on,
+            expire_after_responses=switches.expire_after_responses,
+            # a session that expires is followed by a new one, which goes on with the script
+            continue_script=switches.expire_after_responses is not None,
+        ) as fake:
+            # An unreachable model: a loopback port nobody listens on (found, then closed).
+            config.realtime_url = fake.url if not switches.unreachable else await _dead_url()
             async with running_service(config, event_store) as (app, url):
                 service = app.state.service
                 caller = SimulatedCaller(url, formats=scenario.caller.formats, realtime=realtime)
@@ -273,6 +300,14 @@ async def run_demo(
         raise
     finally:
         event_store.close()
+
+
+async def _dead_url() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"ws://127.0.0.1:{port}/v1"
 
 
 _background: set[asyncio.Task[None]] = set()

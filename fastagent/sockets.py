@@ -53,6 +53,25 @@ class CallerProtocol(WebSocketsSansIOProtocol):
             return
         super().handle_text(event)
 
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            try:
+                data.decode()
+            except UnicodeDecodeError as exc:
+                # RFC 6455: invalid UTF-8 in a text message fails the connection
+                # (1007), as uvicorn does, but with one line instead of its traceback;
+                # the service then takes the dropped-socket path.
+                self.frames = []
+                log.warning(
+                    "VAIC text frame with invalid UTF-8 at byte %d; closing (1007)", exc.start
+                )
+                if self.conn.state is State.OPEN:  # (else it is closing already)
+                    self.conn.send_close(1007)
+                    self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
+
     async def send(self, message: Any) -> None:
         await super().send(message)
         if (

@@ -57,6 +57,9 @@ def make_mask(keys: Collection[str] = masking.DEFAULT_SENSITIVE_KEYS) -> Masker:
 default_mask: Masker = make_mask()
 
 
+_ERRORS = (ev.ModelError, ev.ProtocolError, ev.EngineFault, ev.TranscriptionFailed, ev.ModelTimeout)
+
+
 def _ms(at: int, t0: int) -> int:
     return (at - t0) // 1000
 
@@ -86,7 +89,7 @@ def call_summary(events: Iterable[ev.Event], mask: Masker = default_mask) -> dic
             reached.append(f"{e.fsa}:{e.state}")  # type: ignore[attr-defined]
         elif t is ev.FsaTransition:
             reached.append(f"{e.fsa}:{e.target}")  # type: ignore[attr-defined]
-        elif t is ev.ModelError or t is ev.ProtocolError or t is ev.EngineFault:
+        elif t in _ERRORS or (t is ev.ResponseDone and e.status == "failed"):  # type: ignore[attr-defined]
             errors += 1
         elif t is ev.ResponseDone:
             latency.add_cost(cost, latency.usage_cost(e.usage, prices))  # type: ignore[attr-defined]
@@ -111,7 +114,32 @@ def call_summary(events: Iterable[ev.Event], mask: Masker = default_mask) -> dic
         "barge_ins": state.barge_ins,
         "cost_usd": round(cost.usd, 6),
         "_caller_raw": state.caller,  # for the caller search; never shown
+        "_totals": [v for t in turns if (v := t.stage_ms()["total"]) is not None],
     }
+
+
+def agent_latency(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per agent over calls-list rows: calls, turns, end of speech -> first chunk
+    p50/p95 over all their turns, total cost."""
+    by_agent: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_agent.setdefault(row["agent"] or "?", []).append(row)
+    out = []
+    for agent in sorted(by_agent):
+        mine = by_agent[agent]
+        totals = [v for r in mine for v in r["_totals"]]
+        p50, p95 = latency.percentile(totals, 0.5), latency.percentile(totals, 0.95)
+        out.append(
+            {
+                "agent": agent,
+                "calls": len(mine),
+                "turns": len(totals),
+                "p50_ms": None if p50 is None else round(p50, 1),
+                "p95_ms": None if p95 is None else round(p95, 1),
+                "cost_usd": round(sum(r["cost_usd"] for r in mine), 6),
+            }
+        )
+    return out
 
 
 def matches(
@@ -399,6 +427,42 @@ def call_view(
                 }
             )
             text = f"model error {e.error_type} {e.code}: {mask('text', e.message)}"  # type: ignore[attr-defined]
+        elif t is ev.ResponseDone and e.status == "failed":  # type: ignore[attr-defined]
+            errors.append(
+                {
+                    "seq": e.seq,
+                    "ms": ms,
+                    "type": "ResponseFailed",
+                    "kind": e.error_type or "failed",  # type: ignore[attr-defined]
+                    "code": e.error_code,  # type: ignore[attr-defined]
+                    "message": mask("text", e.error_message or e.reason),  # type: ignore[attr-defined]
+                }
+            )
+            text = f"response {e.response_id} failed: {errors[-1]['message']}"  # type: ignore[attr-defined]
+        elif t is ev.TranscriptionFailed:
+            errors.append(
+                {
+                    "seq": e.seq,
+                    "ms": ms,
+                    "type": "TranscriptionFailed",
+                    "kind": e.error_type or "transcription",  # type: ignore[attr-defined]
+                    "code": e.code,  # type: ignore[attr-defined]
+                    "message": mask("text", e.message),  # type: ignore[attr-defined]
+                }
+            )
+            text = f"caller's words not transcribed: {errors[-1]['message']}"
+        elif t is ev.ModelTimeout:
+            errors.append(
+                {
+                    "seq": e.seq,
+                    "ms": ms,
+                    "type": "ModelTimeout",
+                    "kind": "timeout",
+                    "code": e.event_id,  # type: ignore[attr-defined]
+                    "message": f"no {e.waiting_for} within {e.seconds:g} s",  # type: ignore[attr-defined]
+                }
+            )
+            text = f"model timeout: {errors[-1]['message']}"
         elif t is ev.ProtocolError:
             errors.append(
                 {

@@ -281,3 +281,70 @@ def call_cost(events: Iterable[ev.Event], prices: Prices) -> Cost:
             add_cost(total, usage_cost(e.usage, prices))  # type: ignore[attr-defined]
     total.usd = round(total.usd, 6)
     return total
+
+
+# ------------------------------------------------------------------ per call, per agent
+
+
+class CallLatency(msgspec.Struct, frozen=True, kw_only=True):
+    """One call's turns and cost, for the per-call and per-agent report."""
+
+    call_id: str
+    agent: str
+    turns: tuple[TurnStages, ...]
+    cost: Cost
+
+
+def call_latency(events: Sequence[ev.Event], prices: Prices) -> CallLatency:
+    agent = next((e.config.agent for e in events if type(e) is ev.SessionInitiated), "")  # type: ignore[attr-defined]
+    return CallLatency(
+        call_id=events[0].call_id if events else "",
+        agent=agent,
+        turns=tuple(turn_stages(events)),
+        cost=call_cost(events, prices),
+    )
+
+
+def per_call_rows(calls: Iterable[CallLatency]) -> list[dict[str, Any]]:
+    """One row per call: turns, end-of-speech->first-chunk p50/p95, cost."""
+    rows = []
+    for c in calls:
+        total = stage_percentiles(c.turns)["total"]
+        rows.append(
+            {
+                "call_id": c.call_id,
+                "agent": c.agent,
+                "turns": total["n"],
+                "p50_ms": total["p50"],
+                "p95_ms": total["p95"],
+                "responses": c.cost.responses,
+                "cost_usd": round(c.cost.usd, 4),
+            }
+        )
+    return rows
+
+
+def per_agent_rows(calls: Iterable[CallLatency]) -> list[dict[str, Any]]:
+    """One row per agent and stage: p50/p95 over all its calls' turns; the agent's
+    calls and total cost on its ``total`` row."""
+    by_agent: dict[str, list[CallLatency]] = {}
+    for c in calls:
+        by_agent.setdefault(c.agent, []).append(c)
+    rows = []
+    for agent in sorted(by_agent):
+        mine = by_agent[agent]
+        pct = stage_percentiles(t for c in mine for t in c.turns)
+        usd = sum(c.cost.usd for c in mine)
+        for stage in STAGES:
+            rows.append(
+                {
+                    "agent": agent,
+                    "stage": stage,
+                    "turns": pct[stage]["n"],
+                    "p50_ms": pct[stage]["p50"],
+                    "p95_ms": pct[stage]["p95"],
+                    "calls": len(mine) if stage == "total" else None,
+                    "cost_usd": round(usd, 4) if stage == "total" else None,
+                }
+            )
+    return rows

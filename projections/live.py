@@ -25,6 +25,8 @@ class Line(msgspec.Struct, frozen=True, kw_only=True):
     role: str  # user | assistant
     text: str
     at: int
+    item_id: str = ""
+    heard: bool = True  # False: bot audio the caller never heard (deleted after a barge-in)
 
 
 class CallState(msgspec.Struct, kw_only=True):
@@ -49,6 +51,8 @@ class CallState(msgspec.Struct, kw_only=True):
     tool_calls: int = 0
     tool_errors: int = 0
     total_tokens: int = 0
+    model_failures: int = 0  # ModelFailureHandled decisions
+    unheard: list[str] = msgspec.field(default_factory=list)  # assistant items never heard
 
 
 def apply(state: CallState, e: ev.Event) -> CallState:
@@ -90,7 +94,21 @@ def apply(state: CallState, e: ev.Event) -> CallState:
             state.barge_ins += 1
     elif t is ev.Transcript:
         assert isinstance(e, ev.Transcript)
-        state.transcript.append(Line(role=e.role, text=e.text, at=e.at))
+        heard = e.role != "assistant" or e.item_id not in state.unheard
+        state.transcript.append(
+            Line(role=e.role, text=e.text, at=e.at, item_id=e.item_id, heard=heard)
+        )
+    elif t is ev.ItemDeleted:
+        assert isinstance(e, ev.ItemDeleted)
+        state.unheard.append(e.item_id)
+        state.transcript = [
+            Line(role=x.role, text=x.text, at=x.at, item_id=x.item_id, heard=False)
+            if x.item_id == e.item_id
+            else x
+            for x in state.transcript
+        ]
+    elif t is ev.ModelFailureHandled:
+        state.model_failures += 1
     elif t is ev.FunctionCallDispatched:
         assert isinstance(e, ev.FunctionCallDispatched)
         state.tool_calls += 1

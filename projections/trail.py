@@ -120,7 +120,9 @@ def describe(e: ev.Event) -> str | None:
         case ev.ConnectionRestored():
             return f"{e.side} connection restored"
         case ev.ResponseDone() if e.status in ("failed", "incomplete"):
-            what = ", ".join(x for x in (e.error_type, e.error_code or e.reason) if x)
+            what = ", ".join(
+                dict.fromkeys(x for x in (e.error_type, e.error_code or e.reason) if x)
+            )
             tail = f": {e.error_message}" if e.error_message else ""
             return f"model response {e.status}" + (f" ({what})" if what else "") + tail
         case ev.ModelError():

@@ -1,6 +1,6 @@
 """``fastagent serve`` / ``demo`` configuration, and user agents by import path.
 
-``serve`` is stopped before uvicorn starts: ``uvicorn.run`` is replaced by a
+``serve`` is stopped before uvicorn starts: ``lifecycle.run`` is replaced by a
 recorder, so these tests check what would be served without listening.
 """
 
@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
-from fastagent import service
+from fastagent import lifecycle, service
 from fastagent.agent import Agent
 from fastagent.agents import UnknownAgent, get_agent
 from fastagent.cli import app
@@ -46,11 +45,11 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         seen["config"] = config
         return real_create_app(config, store)
 
-    def run(app: Any, **kw: Any) -> None:
-        seen.update(kw, ran=True)
+    def run(app: Any, settings: dict[str, Any], *, workers: int = 1, drain_s: float) -> None:
+        seen.update(settings, ran=True, workers=workers, drain_s=drain_s)
 
     monkeypatch.setattr(service, "create_app", create_app)
-    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(lifecycle, "run", run)
     # The real one freezes every object of this test process out of collection.
     monkeypatch.setattr(service, "tune_gc", lambda: seen.update(gc_tuned=True))
     yield seen

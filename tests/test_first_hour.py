@@ -243,12 +243,10 @@ def test_help_reads_well_for_every_command() -> None:
 
 
 def test_serve_warns_without_an_openai_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import uvicorn
-
-    from fastagent import service
+    from fastagent import lifecycle, service
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(lifecycle, "run", lambda *a, **k: None)
     monkeypatch.setattr(service, "tune_gc", lambda: None)
     result = runner.invoke(app, ["serve", "--no-auth", "--store", str(tmp_path / "s.db")])
     assert result.exit_code == 0, result.output

@@ -604,3 +604,72 @@ async def test_refused_upgrades_log_one_warning_per_source_and_never_a_token(
             for bad in (secret, "wrong-SECRET", TOKEN, "sk-abcdefghijklmnop"):
                 assert bad not in line, line
         assert not [x for x in lines if "without completing handshake" in x], lines
+
+
+# ------------------------------------------------------- durability boundary
+
+
+@pytest.mark.anyio
+async def test_non_audio_frames_leave_only_once_the_log_holds_their_decision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every function output, message and other non-audio client event the model
+    gets, and every recognition, speech event and activity the caller gets, is in
+    the durable log (read back from the database, not the write buffer) when it is
+    sent."""
+    from fastagent.service.realtime_link import RealtimeLink
+
+    checked: list[str] = []
+    holder: dict[str, Any] = {}
+    send_frame, to_vaic = RealtimeLink.send_frame, CallSession.to_vaic
+
+    def durable_kinds(call_id: str) -> list[str]:
+        return [type(e).__name__ for e in holder["store"].read_call(call_id)]
+
+    async def checked_send_frame(self: RealtimeLink, frame: str) -> None:
+        kind = json.loads(frame)["type"]
+        if kind != "input_audio_buffer.append":
+            durable = durable_kinds(self.call_id)
+            if '"function_call_output"' in frame:
+                assert "FunctionOutputSent" in durable, frame
+            checked.append(kind)
+            assert durable, frame
+        await send_frame(self, frame)
+
+    async def checked_to_vaic(self: CallSession, frame: bytes) -> None:
+        kind = json.loads(frame)["type"]
+        if kind == "userStream.speech.recognition":
+            assert durable_kinds(self.call_id).count("Transcript") >= 1, frame
+            checked.append(kind)
+        elif kind == "activities":
+            name = json.loads(frame)["activities"][0]["name"]
+            want = {"hangup": "HangupRequested", "transfer": "TransferRequested"}.get(name)
+            assert want is None or want in durable_kinds(self.call_id), frame
+            checked.append(name)
+        await to_vaic(self, frame)
+
+    monkeypatch.setattr(RealtimeLink, "send_frame", checked_send_frame)
+    monkeypatch.setattr(CallSession, "to_vaic", checked_to_vaic)
+    sc = scenario([{"caller": "What time is it?", "model": [{"say": "Noon."}]}, GOODBYE])
+    async for v in _voice(tmp_path, sc):
+        holder["store"] = v.app.state.service.store
+        report, events = await v.call(sc)
+        assert report.ended == "bot-disconnected", report.errors
+    assert {"session.update", "response.create", "conversation.item.create"} <= set(checked)
+    assert "userStream.speech.recognition" in checked and "hangup" in checked
+    assert_replays(events)
+
+
+@pytest.mark.anyio
+async def test_a_text_frame_that_is_not_utf8_fails_the_socket_with_one_line(
+    voice: Voice, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = await _raw(voice, "utf8")
+    await ws.send(b'{"type":"activities","conversationId":"utf8","x":"\xff"}', text=True)
+    assert await _closed(ws) == 1007  # RFC 6455: invalid UTF-8 fails the connection
+    events = await voice.log("utf8")
+    lost = [e for e in events if isinstance(e, ev.ConnectionLost)]
+    assert lost and lost[0].side == "caller"
+    assert isinstance(events[-1], ev.CallEnded)  # after the grace
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert any("invalid UTF-8" in r.getMessage() for r in caplog.records)

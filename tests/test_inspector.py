@@ -232,6 +232,9 @@ def test_calls_list_filters_and_search(served: Served) -> None:
     ids = [c["call_id"] for c in body["calls"]]
     assert set(ids) == {BANKING, BARGE, HEALTH, FAILED}
     assert body["agents"] == ["banking", "default", "healthcare"]
+    by_agent = {a["agent"]: a for a in body["by_agent"]}
+    assert by_agent["banking"]["calls"] == 2 and by_agent["default"]["turns"] == 0
+    assert by_agent["banking"]["p50_ms"] <= by_agent["banking"]["p95_ms"]
     assert "failed" in body["outcomes"]
 
     def ids_for(qs: str) -> set[str]:
@@ -448,6 +451,28 @@ def test_serve_mounts_the_inspector_behind_the_read_credential(store: Any) -> No
     asyncio.run(run())
 
 
+def test_report_has_turn_stages_and_cost_per_agent_and_call(store: Any) -> None:
+    from fastagent.analytics_cli import turn_sections
+
+    (agents_title, agents), (calls_title, calls) = turn_sections(store.url)
+    assert "end of speech" in agents_title and "per call" in calls_title
+    rows = agents.to_pylist()
+    banking = {r["stage"]: r for r in rows if r["agent"] == "banking"}
+    assert set(banking) == set(latency.STAGES)
+    assert banking["total"]["calls"] == 2 and banking["total"]["cost_usd"] > 0
+    assert banking["total"]["p50_ms"] <= banking["total"]["p95_ms"]
+    per_call = {r["call_id"]: r for r in calls.to_pylist()}
+    assert set(per_call) == {BANKING, BARGE, HEALTH, FAILED}
+    expected = latency.stage_percentiles(
+        latency.turn_stages(read_recording(REPLAYS / "banking.jsonl"))
+    )["total"]
+    assert (per_call[BANKING]["p50_ms"], per_call[BANKING]["p95_ms"]) == (
+        expected["p50"],
+        expected["p95"],
+    )
+    assert per_call[FAILED]["turns"] == 0
+
+
 # --------------------------------------------------------------------- browser
 
 
@@ -471,6 +496,7 @@ def test_browser_calls_list_filter_and_open_a_call(
     page.wait_for_selector("#calls")
     errors = [e for e in errors if "401 (Unauthorized)" not in e]
     assert page.locator("#calls tbody tr").count() == 4
+    assert "banking" in page.locator("#by-agent").inner_text()
     page.screenshot(path=str(artifacts / "inspector-list.png"), full_page=True)
     page.select_option("#f-agent", "banking")
     page.click("#filters button[type=submit]")

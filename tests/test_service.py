@@ -89,7 +89,11 @@ async def voice(tmp_path: Path) -> AsyncIterator[Voice]:
 
 
 async def _voice(
-    tmp_path: Path, sc: Scenario, playback_speed: float = SPEED, **fake_kw: Any
+    tmp_path: Path,
+    sc: Scenario,
+    playback_speed: float = SPEED,
+    service_kw: dict[str, Any] | None = None,
+    **fake_kw: Any,
 ) -> AsyncIterator[Voice]:
     store_path = str(tmp_path / "calls.db")
     async with FakeRealtimeServer(sc, **fake_kw) as fake:
@@ -101,6 +105,7 @@ async def _voice(
             transfer_target="tel:+15550000",
             playback_speed=playback_speed,
             grace_s=0.5,
+            **(service_kw or {}),
         )
         async with running_service(config) as (app, url):
             yield Voice(url, app, fake, store_path)
@@ -491,9 +496,13 @@ async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> N
     refused and the old socket keeps the call; once it has been silent past that,
     the old one is recorded as lost first, so the bot's speech goes on on the new
     socket in a new play stream, with no model reconnect."""
-    long = "Welcome to the bank. " * 12
+    # The greeting is produced at real time (~13 s of audio), so it is still playing
+    # when the resume lands however slow the machine is; the waits are generous for
+    # the same reason (a loaded machine, not a slow service, is what they absorb).
+    long = "Welcome to the bank. " * 40
     sc = scenario([GOODBYE], greeting=[{"say": long}])
-    async for v in _voice(tmp_path, sc, realtime=True):
+    stale_s = 4.0  # room for a stall between the old socket's frame and the resume
+    async for v in _voice(tmp_path, sc, realtime=True, service_kw={"resume_stale_s": stale_s}):
         old = await _raw(v, "half-open")
         start = {"type": "event", "name": "start", "id": "half-open-start"}
         await old.send(
@@ -501,21 +510,26 @@ async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> N
         )
         chunks = 0
         while chunks < 5:  # the greeting is playing on the old socket
-            if json.loads(await asyncio.wait_for(old.recv(), 5))["type"] == "playStream.chunk":
+            if json.loads(await asyncio.wait_for(old.recv(), 30))["type"] == "playStream.chunk":
                 chunks += 1
-        stale_s = v.app.state.service.config.resume_stale_s
         new = await websockets.connect(
             v.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}
         )
         await old.send(json.dumps({"type": "connection.validate"}))  # a healthy old socket
+        # Its answer means the service has seen the frame: only then is the resume sent
+        # (the two sockets are read concurrently, so no order holds otherwise).
+        while json.loads(await asyncio.wait_for(old.recv(), 30))["type"] != (
+            "connection.validated"
+        ):
+            pass
         await new.send(json.dumps({"type": "session.resume", "conversationId": "half-open"}))
-        refused = json.loads(await asyncio.wait_for(new.recv(), 5))
+        refused = json.loads(await asyncio.wait_for(new.recv(), 30))
         assert refused == {"type": "session.error", "reason": "call is active on another socket"}
         await asyncio.sleep(stale_s + 0.2)  # the old socket goes silent: now it is stale
         await new.send(json.dumps({"type": "session.resume", "conversationId": "half-open"}))
         seen: list[str] = []
         while "playStream.chunk" not in seen:
-            seen.append(json.loads(await asyncio.wait_for(new.recv(), 5))["type"])
+            seen.append(json.loads(await asyncio.wait_for(new.recv(), 30))["type"])
         assert seen[0] == "session.accepted" and "playStream.start" in seen
         await new.close()
         await old.close()
@@ -528,3 +542,22 @@ async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> N
     starts = [e for e in events if isinstance(e, ev.PlaybackStarted)]
     assert len(starts) >= 2 and starts[1].seq > resumed.seq
     assert_replays(events)
+
+
+async def test_seeding_fits_the_context_window_and_leaves_out_what_was_never_heard() -> None:
+    from fastagent.service.call import seed_pairs
+    from projections.live import Line
+
+    long = [Line(role="user", text="x" * 1000 + str(i), at=i) for i in range(400)]
+    big = seed_pairs(
+        long, context_tokens=128_000
+    )  # gpt-realtime-2: 32k tokens of history, ~128k chars
+    small = seed_pairs(long, context_tokens=32_000)
+    size = lambda pairs: sum(len(t) for _, t in pairs)  # noqa: E731
+    assert 120_000 < size(big) <= 128_000 and 28_000 < size(small) <= 32_000
+    assert big[-1][1].endswith("399") and big[0][0] == "system"
+    lines = [
+        Line(role="assistant", text="Let me check.", at=0, item_id="a"),
+        Line(role="assistant", text="Never heard.", at=1, item_id="b", heard=False),
+    ]
+    assert seed_pairs(lines) == [("assistant", "Let me check.")]

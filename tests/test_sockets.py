@@ -175,7 +175,12 @@ TURNS = [
     {
         "caller": "Only weekdays please",
         "barge_in_after_ms": 300,
-        "model": [{"say": "On weekdays we are open from eight to eight, and on Saturdays too."}],
+        # Long (about 4 s of audio), so it is still playing when the barge-in reaches
+        # the model and comes back, however loaded the machine (a short one could
+        # have played out by then: nothing to truncate).
+        "model": [
+            {"say": "On weekdays we are open from eight to eight, and on Saturdays too. " * 4}
+        ],
     },
     GOODBYE,
 ]

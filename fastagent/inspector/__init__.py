@@ -219,6 +219,7 @@ def inspector_app(
             shown = [r for r in rows if views.matches(r, **filters)][:limit]
             return {
                 "calls": [_public(r) for r in shown],
+                "by_agent": views.agent_latency(shown),
                 "total": len(rows),
                 "agents": sorted({r["agent"] for r in rows if r["agent"]}),
                 "outcomes": sorted({r["outcome"] for r in rows if r["outcome"]}),

@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from fastagent import access, models, redact, sockets
+from fastagent import access, models, observe, redact, sockets
+from fastagent.errors import StoreError
 from fastagent.service.config import ServiceConfig, read_access
 from fastagent.service.gc_tuning import tune_gc
 from fastagent.service.process import Service
@@ -23,6 +24,7 @@ log = logging.getLogger("fastagent.service")
 
 
 VAIC_PATH = "/audiocodes"
+READY_STORE_TIMEOUT_S = 2.0  # /readyz: a store slower than this is not ready
 
 
 class _App(FastAPI):
@@ -95,6 +97,10 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
             service.rejected(source, 401, "missing or wrong token")
             await ws.send_denial_response(PlainTextResponse("unauthorized", status_code=401))
             return
+        if service.draining:  # VAIC tries again; the proxy sends it to another instance
+            service.rejected(source, 503, "draining")
+            await ws.send_denial_response(PlainTextResponse("draining", status_code=503))
+            return
         if service.sockets >= service.config.max_sockets:
             service.rejected(source, 503, f"{service.sockets} sockets open (FASTAGENT_MAX_SOCKETS)")
             await ws.send_denial_response(PlainTextResponse("busy", status_code=503))
@@ -119,9 +125,39 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
+        """Alive: the process answers (a liveness probe)."""
         service = holder.get("service")
         calls = len(service.calls) if service else 0
         return JSONResponse({"ok": True, "calls": calls})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready for calls: started, not draining, and the store answers within
+        READY_STORE_TIMEOUT_S (a readiness probe; 503 otherwise, with the reason)."""
+        service = holder.get("service")
+        if service is None:
+            return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
+        calls = len(service.calls)
+        if service.draining:
+            body = {"ready": False, "reason": "draining", "calls": calls}
+            return JSONResponse(body, status_code=503)
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(service.store.max_position), READY_STORE_TIMEOUT_S
+            )
+        except (StoreError, TimeoutError) as exc:
+            reason = f"store unreachable: {exc}" if str(exc) else "store unreachable: timeout"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return JSONResponse({"ready": True, "calls": calls})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus exposition of this process's metrics (404 with FASTAGENT_METRICS=0)."""
+        service = holder.get("service")
+        if service is None or not isinstance(service.metrics, observe.Metrics):
+            return PlainTextResponse("metrics are off\n", status_code=404)
+        body, ctype = service.metrics.render()
+        return Response(body, media_type=ctype)
 
     _mount_mcp(app, readers, holder)
     _mount_inspector(app, readers, holder, config)
@@ -171,6 +207,7 @@ def _mount_mcp(app: FastAPI, readers: access.ReadAccess, holder: dict[str, Servi
 def app_from_env() -> FastAPI:
     """The app of one worker process of ``fastagent serve --workers N``."""
     no_auth = os.environ.get("FASTAGENT_NO_AUTH") == "1"
+    observe.configure_logging()  # a spawned worker does not inherit the parent's logging
     app = create_app(ServiceConfig.from_env(no_auth=no_auth or None))
     tune_gc()
     return app

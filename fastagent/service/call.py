@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 
-from fastagent import audio, realtime, snapshots, sockets, vaic
+from fastagent import audio, models, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.core import ENGINE_SERVER, Engine
 from fastagent.service.caller_link import CALLER_NOTICES, CallerPace
@@ -52,21 +52,37 @@ class _Lost(Exception):
 
 
 SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
+SEED_SHARE = 4  # the seeded history may use 1/SEED_SHARE of the model's context window
+CHARS_PER_TOKEN = 4  # a conservative estimate for English text
 
 
-def seed_pairs(transcript: list[live.Line], items: int = SEED_ITEMS) -> list[tuple[str, str]]:
+def seed_pairs(
+    transcript: list[live.Line], items: int = SEED_ITEMS, context_tokens: int = 32_000
+) -> list[tuple[str, str]]:
     """What a fresh model session is told of the call so far.
 
     The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
     conversation items; anything older is folded into one system message, so a
-    long call resumes with a few frames, not hundreds.
+    long call resumes with a few frames, not hundreds.  Bot audio the caller
+    never heard (deleted after a barge-in) is left out.  The whole history is
+    kept within a quarter of ``context_tokens`` (128,000 for gpt-realtime-2:
+    fastagent.models): the oldest part of the summary goes first.
     """
-    pairs = [(line.role, line.text) for line in transcript if line.text]
-    if len(pairs) <= items:
-        return pairs
-    older, recent = (pairs[:-items], pairs[-items:]) if items else (pairs, [])
-    summary = "Earlier in this call:\n" + "\n".join(f"{role}: {text}" for role, text in older)
-    return [("system", summary), *recent]
+    pairs = [(line.role, line.text) for line in transcript if line.text and line.heard]
+    budget = context_tokens // SEED_SHARE * CHARS_PER_TOKEN  # in characters
+    recent = pairs[len(pairs) - items :] if items else []
+    while recent and sum(len(t) for _, t in recent) > budget:
+        recent = recent[1:]
+    older = pairs[: len(pairs) - len(recent)]
+    if not older:
+        return recent
+    room = budget - sum(len(t) for _, t in recent)
+    lines = [f"{role}: {text}" for role, text in older]
+    while lines and sum(len(x) + 1 for x in lines) > room:
+        lines.pop(0)
+    if not lines:
+        return recent
+    return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
 
 
 # Decisions acted on without waiting for the log: the audio stream's framing,
@@ -82,6 +98,7 @@ class CallSession:
     def __init__(self, service: Service, call_id: str, engine: Engine) -> None:
         self.service = service
         self.store = service.store
+        self.metrics = service.metrics
         self.call_id = call_id
         self.engine = engine
         self.state = live.CallState()
@@ -127,9 +144,9 @@ class CallSession:
         state = self.state
         for e in batch:
             live.apply(state, e)
-        for observe in self.service.observers:
+        for observer in self.service.observers:
             for e in batch:
-                observe(e)
+                observer(e)
 
     async def input(self, cls: type[ev.Input], **fields: Any) -> None:
         inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=now_us(), **fields)
@@ -216,7 +233,8 @@ class CallSession:
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
-            seed = seed_pairs(self.state.transcript, self.policy.history_items)
+            window = models.info(self.service.config.model).context_tokens
+            seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
         awaited = await self.model_link.configure(d, self.engine.tool_specs(d.tools), seed)
         if awaited is not None:
             self.await_model(*awaited)
@@ -232,13 +250,17 @@ class CallSession:
 
         async def expire() -> None:
             await asyncio.sleep(seconds)
-            self.timers.pop(waiting_for, None)
+            if self.timers.get(waiting_for) is not task:
+                return
+            del self.timers[waiting_for]
             if not self.closing and self.engine.status != "ended":
-                await self.input(
-                    ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                await self._guard(
+                    self.input(
+                        ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                    )
                 )
 
-        task = asyncio.create_task(self._guard(expire()))
+        task = asyncio.create_task(expire())
         self.timers[waiting_for] = task
 
     def answered(self, waiting_for: str) -> None:
@@ -247,7 +269,9 @@ class CallSession:
             task.cancel()
 
     def on_failure_handled(self, d: ev.ModelFailureHandled) -> None:
-        log.warning(
+        quiet = d.action in ("none", "settled")  # on record; nothing changes for the caller
+        log.log(
+            logging.INFO if quiet else logging.WARNING,
             "call %s: model failure %s (%s) -> %s%s",
             self.call_id,
             d.kind,
@@ -409,7 +433,8 @@ class CallSession:
 
     async def on_caller_audio(self, msg: vaic.UserStreamChunk) -> None:
         """Hot path (slow lane): record the boundary, forward the base64 untouched."""
-        decisions = self.record(self.caller_audio_input(msg))
+        inp = self.caller_audio_input(msg)
+        decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
         b64 = msg.audioChunk
@@ -417,6 +442,7 @@ class CallSession:
             b64 = self.to_model.process_b64(b64)
         if self.model_link.connected:
             await self.model_link.send_audio(b64)
+            self.metrics.relay_to_model(inp.at)
 
     def caller_audio_now(self, msg: vaic.UserStreamChunk) -> bool:
         """Fast lane, from the caller socket's data callback: record and forward a
@@ -429,8 +455,10 @@ class CallSession:
             b64 = self.to_model.process_b64(b64)
         # Everything that can fail comes before the record: a recorded frame is done.
         frame = link.audio_frame(b64)
-        if self.record_now(self.caller_audio_input(msg)):
+        inp = self.caller_audio_input(msg)
+        if self.record_now(inp):
             link.write_now(frame)
+            self.metrics.relay_to_model(inp.at)
         return True
 
     def record_now(self, inp: ev.Input) -> bool:
@@ -541,8 +569,10 @@ class CallSession:
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         frame = self.vaic_proto().play_chunk(b64)  # before the record: it may raise
-        if self.record_now(self.bot_audio_input(e)):  # type: ignore[arg-type]
+        inp = self.bot_audio_input(e)  # type: ignore[arg-type]
+        if self.record_now(inp):
             self.write_now(caller, frame)
+            self.metrics.relay_to_caller(inp.at)
         return True
 
     def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
@@ -572,7 +602,8 @@ class CallSession:
             await self.protocol_error("model", err)
             return
         b64 = e.delta
-        decisions = self.record(self.bot_audio_input(e))
+        inp = self.bot_audio_input(e)
+        decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
         pb = self.engine.play
@@ -583,6 +614,7 @@ class CallSession:
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         await self.to_vaic(self.vaic_proto().play_chunk(b64))
+        self.metrics.relay_to_caller(inp.at)
 
     # -------------------------------------------------------------- lifecycle
 
@@ -601,10 +633,32 @@ class CallSession:
             await self.store.flush_async(self.call_id)
         if self.service.calls.get(self.call_id) is self:
             del self.service.calls[self.call_id]
+        self.metrics.forget(self.call_id)
+        if self.service.tracer is not None:
+            self.service.tracer.forget(self.call_id)
         ws = self.detach_caller()
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
+
+    async def hand_over(self) -> None:
+        """Leave the call to another instance (draining): record the caller as
+        dropped (the call is then suspended in the log, which lets a resume
+        elsewhere claim it at once), snapshot it, and close the caller socket with
+        1001 (going away), on which VAIC reconnects and sends ``session.resume``."""
+        if self.closing:
+            return
+        ws = self.detach_caller()
+        self.proto = None
+        if ws is not None and self.engine.status not in ("ended", "suspended"):
+            with contextlib.suppress(_Lost):
+                await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
+        if not self.lost:
+            await self.save_snapshot()
+        await self.close("instance draining: left to resume on another instance")
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001)
 
     def start_grace(self) -> None:
         """The caller dropped: wait for a resume; end the call when the grace is over.

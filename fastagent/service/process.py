@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastagent import events as ev
-from fastagent import realtime
+from fastagent import observe, realtime
 from fastagent.agents import get_agent
 from fastagent.errors import ConfigError
 from fastagent.service.config import ServiceConfig, read_access
@@ -39,7 +39,24 @@ class Service:
         self.store = store if store is not None else open_store(config.store)
         self.calls: dict[str, CallSession] = {}
         self.hubs: dict[str, Any] = {}
-        self.observers: list[Callable[[ev.Event], None]] = []
+        self.draining = False  # SIGTERM: no new calls; see drain()
+        self.metrics: observe.Metrics | observe.NoMetrics = (
+            observe.Metrics(lambda: len(self.calls), lambda: self.draining)
+            if observe.metrics_enabled()
+            else observe.NoMetrics()
+        )
+        self.metrics.watch_store(self.store)
+        try:
+            self.tracer = observe.tracer_from_env()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        # Every recorded event goes to these (the demo adds its printer).
+        self.observers: list[Callable[[ev.Event], None]] = [
+            self.metrics.observe,
+            observe.call_log_observer(),
+        ]
+        if self.tracer is not None:
+            self.observers.append(self.tracer.observe)
         self._hub_lock = asyncio.Lock()
         self._openai: Any = None
         self.sockets = 0  # VAIC sockets accepted and not yet finished
@@ -99,6 +116,36 @@ class Service:
                 self.hubs[agent_name] = hub
             return hub
 
+    async def drain(self, limit_s: float) -> int:
+        """Stop taking calls, let the running ones finish, hand the rest over.
+
+        From now on new VAIC sockets get HTTP 503 and ``/readyz`` says not ready (a
+        proxy stops sending calls here).  Calls with a caller on the line get up to
+        ``limit_s`` seconds to end; then every call still here is handed over
+        (:meth:`CallSession.hand_over`): recorded as a dropped caller and its socket
+        closed, so VAIC reconnects through the proxy and resumes the call on another
+        instance from the log.  Returns how many calls were handed over.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        active = [s for s in self.calls.values() if s.caller is not None]
+        log.warning(
+            "draining: new calls refused; %d call(s) on the line get up to %.0f s to end",
+            len(active),
+            limit_s,
+        )
+        while loop.time() < deadline and any(s.caller is not None for s in self.calls.values()):
+            await asyncio.sleep(0.1)
+        left = list(self.calls.values())
+        for session in left:
+            await session.hand_over()
+        if left:
+            log.warning("drained: %d call(s) left to resume on another instance", len(left))
+        else:
+            log.info("drained: no call left")
+        return len(left)
+
     async def aclose(self) -> None:
         for session in list(self.calls.values()):
             if session.grace_task is not None:
@@ -109,3 +156,5 @@ class Service:
                 await hub.aclose()
         self.hubs.clear()
         await asyncio.to_thread(self.store.flush)
+        if self.tracer is not None:
+            self.tracer.shutdown()

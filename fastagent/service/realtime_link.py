@@ -166,6 +166,7 @@ def configure_frames(
         voice=d.voice or None,
         input_format=d.input_format,
         output_format=d.output_format,
+        reasoning_effort=d.reasoning_effort or None,  # reasoning models only (the core)
     )
     return [frame, *realtime.seed_items(seed)]
 

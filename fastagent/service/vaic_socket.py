@@ -10,7 +10,7 @@ import time
 from fastapi import WebSocket, WebSocketDisconnect
 
 from fastagent import events as ev
-from fastagent import sockets, vaic
+from fastagent import observe, sockets, vaic
 from fastagent.service.call import CallSession, _Lost
 from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.ownership import initiate, resume
@@ -111,6 +111,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
             elif isinstance(msg, vaic.SessionInitiate | vaic.SessionResume):
                 if session is not None:
                     continue  # (a repeat of this socket's own: the protocol allows it)
+                observe.current_call.set(msg.conversationId)  # every log line names it
                 start = initiate if isinstance(msg, vaic.SessionInitiate) else resume
                 session = await start(service, ws, proto, msg, pace)  # type: ignore[operator]
                 if session is not None and watchdog is None:

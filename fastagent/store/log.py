@@ -241,6 +241,21 @@ class EventStore:
                     raise StreamConflict(e.call_id)
         return self._mapper.rows(batch)
 
+    @property
+    def on_write(self) -> Callable[[float, int], None] | None:
+        """Called after each group commit with (seconds, events written), from the
+        writing thread (the service's metrics: fastagent.observe)."""
+        return self._writer.on_write
+
+    @on_write.setter
+    def on_write(self, hook: Callable[[float, int], None] | None) -> None:
+        self._writer.on_write = hook
+
+    @property
+    def queue_depth(self) -> int:
+        """Events appended and not yet written (waiting for the next group commit)."""
+        return self._writer.queue_depth
+
     def flush(self, call_id: str | None = None) -> None:
         """Write everything appended so far; return when it is durable.
 

@@ -96,6 +96,9 @@ class GroupCommitWriter:
         self.conflicted: set[str] = set()  # calls another writer owns now
         self._unreported: list[str] = []
         self._error: str = ""
+        # Called after each group commit with (seconds, rows written), from the
+        # writing thread; the service's metrics hook in here (fastagent.observe).
+        self.on_write: Callable[[float, int], None] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fastagent-store", daemon=True)
         self._thread.start()
@@ -187,6 +190,8 @@ class GroupCommitWriter:
             pending = _keep_rows(pending, self._not_conflicted)
         if not pending:
             return
+        rows = sum(len(b) for b in pending)
+        started = time.perf_counter()
         try:
             with db_errors(self._url, "write"):
                 self._insert(pending)
@@ -195,6 +200,15 @@ class GroupCommitWriter:
                 self._buf[:0] = pending
             raise
         self._error = ""
+        hook = self.on_write
+        if hook is not None:
+            hook(time.perf_counter() - started, rows)
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows appended and not yet written (waiting for the next group commit)."""
+        with self._buf_lock:
+            return sum(len(b) for b in self._buf)
 
     def _insert(self, pending: list[list[_Row]]) -> None:
         """Insert the buffered batches ``pending``: one transaction on SQLite; on

@@ -329,6 +329,7 @@ class SimulatedCaller:
 
     async def _run_turns(self, scenario: Scenario) -> None:
         expected = expected_play_streams(scenario.greeting)
+        reply = 0  # index of the first play stream of the bot's latest reply
         for i, turn in enumerate(scenario.turns):
             kind = turn.kind
             try:
@@ -337,7 +338,7 @@ class SimulatedCaller:
                     self.report.turns_done += 1
                     return
                 if turn.barge_in_after_ms is not None:
-                    await self._wait_barge_in(turn.barge_in_after_ms, expected)
+                    await self._wait_barge_in(turn.barge_in_after_ms, expected, reply)
                     expected = len(self.report.play_streams)  # the rest was cut off
                 else:
                     await self._wait_quiet(expected)
@@ -355,6 +356,7 @@ class SimulatedCaller:
                     return  # refused or timed out: the reason is in report.errors
             except TimeoutError as exc:
                 self.report.errors.append(f"turn {i + 1} ({kind}): {exc}")
+            reply = expected
             expected += expected_play_streams(turn.model)
             self.report.turns_done += 1
 
@@ -435,42 +437,45 @@ class SimulatedCaller:
         the caller's audio clock) and ``quiet_ms`` of silence followed."""
         while True:
             await self._wait_for(lambda: self._idle(expected), "the bot to finish playing")
+            # The quiet moment is counted in audio the caller sent (which lags the
+            # playout clock on a busy machine): never shorter than it should be.
             mark = max(self.clock_ms(), self._played_until) + self.quiet_ms
             streams = len(self.report.play_streams)
             await self._wait_for(
                 lambda m=mark, n=streams: (
-                    self.clock_ms() >= m or len(self.report.play_streams) != n
+                    self.report.sent_ms >= m or len(self.report.play_streams) != n
                 ),
                 "a quiet moment",
             )
             if len(self.report.play_streams) == streams:
                 return
 
-    async def _wait_barge_in(self, after_ms: int, expected: int) -> None:
-        """Start speaking once ``after_ms`` of the latest play stream have been *heard*
-        (the playout clock: it may be queued behind earlier streams)."""
+    async def _wait_barge_in(self, after_ms: int, expected: int, first: int) -> None:
+        """Start speaking once ``after_ms`` of the bot's reply have been *heard*: its
+        play streams from index ``first`` on, played back to back (a spoken preamble
+        and then the answer are two streams of one reply)."""
 
-        def latest() -> PlayStream | None:
-            # The stream being received, else the last one the bot was expected to
-            # play (it may still be playing, queued behind the ones before it).
-            streams = self.report.play_streams
-            if self._active is not None:
-                return self._active
-            return streams[-1] if streams and len(streams) >= expected else None
+        def heard() -> float:
+            now = self.clock_ms()
+            return sum(s.heard_ms_at(now) for s in self.report.play_streams[first:])
 
         def ready() -> bool:
-            s = latest()
-            if s is not None and s.heard_ms_at(self.clock_ms()) >= after_ms:
+            if len(self.report.play_streams) > first and heard() >= after_ms:
                 return True
             return self._idle(expected) and self.clock_ms() >= self._played_until
 
         await self._wait_for(ready, f"{after_ms} ms of bot audio to barge in on")
-        s = latest()
-        if s is not None and (s is self._active or s.heard_ms_at(self.clock_ms()) < s.ms):
-            s.interrupted = True
+        now = self.clock_ms()
+        playing = [
+            s
+            for s in self.report.play_streams[first:]
+            if s is self._active or s.heard_ms_at(now) < s.ms
+        ]
+        if playing:
+            playing[0].interrupted = True
         else:
             self.report.errors.append(
-                f"barge-in: the bot's stream ended before {after_ms} ms; spoke after it"
+                f"barge-in: the bot's reply ended before {after_ms} ms; spoke after it"
             )
 
     # ---------------------------------------------------------------- tasks
@@ -701,17 +706,20 @@ async def run_scenario(
 
 
 def truncation_errors(
-    events: Sequence[Any], report: CallerReport, tolerance_ms: int = 40
+    events: Sequence[Any], report: CallerReport, tolerance_ms: int = 40, speed: float = 1.0
 ) -> list[str]:
     """Check the engine's barge-in decisions against what the simulated caller heard.
 
-    Every ``TruncateRequested`` must cut its item within ``tolerance_ms`` of what the
-    caller heard of that item's play stream; a stream the caller heard less than
+    Every ``TruncateRequested`` must cut its item within ``tolerance_ms`` of real
+    time of what the caller heard of that item's play stream (a caller playing at
+    ``speed`` 4 hears 4 ms of audio per ms); a stream the caller heard less than
     all of (by more than the tolerance) must have been truncated or deleted; an
     ``ItemDeleted`` item must not have been heard (beyond the tolerance).  Returns
     one line per problem (empty: the engine's playout clock agreed with the caller).
     """
     from fastagent import events as ev
+
+    tolerance_ms = int(tolerance_ms * speed)
 
     stream_of = {e.item_id: e.stream_id for e in events if isinstance(e, ev.PlaybackStarted)}
     heard = {s.stream_id: s.heard_ms for s in report.play_streams}

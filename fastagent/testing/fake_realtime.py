@@ -41,11 +41,20 @@ from fastagent import audio
 # ------------------------------------------------------------------ the script
 
 
+class _Failure(msgspec.Struct, kw_only=True):
+    type: str = "server_error"
+    code: str | None = None
+    message: str = "The server had an error while processing your request."
+
+
 class _Step(msgspec.Struct, kw_only=True):
     say: str | None = None
     call: str | None = None
+    fail: _Failure | None = None
     args: dict[str, Any] | None = None
     expect_output: str | None = None
+    parallel: bool = False
+    server_replies: bool = False
 
 
 class _Turn(msgspec.Struct, kw_only=True):
@@ -55,6 +64,7 @@ class _Turn(msgspec.Struct, kw_only=True):
     hangup: bool | None = None
     barge_in_after_ms: int | None = None
     model: list[_Step] | None = None
+    transcription: str = "completed"
 
 
 class _Script(msgspec.Struct, kw_only=True):
@@ -182,6 +192,7 @@ class _Response:
     task: asyncio.Task[None] | None = None
     audio_ms: int = 0
     text_chars: int = 0
+    failure: _Failure | None = None
 
 
 class FakeSession:
@@ -352,6 +363,8 @@ class FakeSession:
             self.server.violations.append(f"{kind}: {detail}")
             await self.error(f"Invalid {kind}: {detail}", code="invalid_value", event_id=event_id)
             return
+        if kind in self.server.ignore:
+            return  # never answered: the client's timeout must notice
         if kind in self.server.error_on:
             await self.error(
                 f"Simulated failure for {kind}.",
@@ -448,6 +461,9 @@ class FakeSession:
     async def _commit(self, item_id: str, duration_ms: int) -> None:
         """Commit the buffer as a user item and transcribe it (the scripted text)."""
         text = self._next_utterance()
+        turns = self.script.turns or []
+        turn = turns[self.turn_idx] if 0 <= self.turn_idx < len(turns) else None
+        transcription = turn.transcription if turn is not None else "completed"
         item = {
             "id": item_id,
             "object": "realtime.item",
@@ -461,7 +477,21 @@ class FakeSession:
         await self.send("conversation.item.added", item=item, previous_item_id=previous)
         item["content"][0]["transcript"] = text
         await self.send("conversation.item.done", item=item, previous_item_id=previous)
-        if self.config["audio"]["input"].get("transcription"):
+        if not self.config["audio"]["input"].get("transcription") or transcription == "none":
+            return
+        if transcription == "failed":
+            await self.send(
+                "conversation.item.input_audio_transcription.failed",
+                item_id=item_id,
+                content_index=0,
+                error={
+                    "type": "server_error",
+                    "code": "transcription_failed",
+                    "message": f"Input transcription failed for item '{item_id}'.",
+                    "param": None,
+                },
+            )
+        else:
             await self.send(
                 "conversation.item.input_audio_transcription.completed",
                 item_id=item_id,
@@ -539,6 +569,13 @@ class FakeSession:
         previous = self._add_item(item)
         await self.send("conversation.item.added", item=item, previous_item_id=previous)
         await self.send("conversation.item.done", item=item, previous_item_id=previous)
+        if kind == "function_call_output" and self.active is None:
+            step = self.calls.get(item.get("call_id", ""))
+            answered = all(c in self.outputs for c in self.calls)
+            if step is not None and step.server_replies and answered:
+                # What real sessions do at times (pipecat-ai/pipecat#3960): the server
+                # goes on by itself, and the client's response.create is rejected.
+                await self.start_response(self.pending)
         if kind == "message" and item.get("role") == "user":
             contents = item.get("content") or []
             if any(c.get("type") == "input_text" for c in contents):
@@ -641,6 +678,12 @@ class FakeSession:
         usage: dict[str, Any] | None = None
         if status == "cancelled":
             details = {"type": "cancelled", "reason": resp.cancel_reason}
+        elif status == "failed" and resp.failure is not None:
+            f = resp.failure
+            details = {
+                "type": "failed",
+                "error": {"type": f.type, "code": f.code, "message": f.message},
+            }
         elif status == "failed":
             details = {
                 "type": "failed",
@@ -714,9 +757,15 @@ class FakeSession:
                 step = steps.pop(0)
                 if step.say is not None:
                     await self._say(resp, step.say)
+                elif step.fail is not None:
+                    # A failed response (e.g. server_error): the steps after it
+                    # answer the client's next response.create (its retry).
+                    resp.failure = step.fail
+                    status = "failed"
                 elif step.call is not None:
                     await self._call(resp, step)
-                    break  # a call ends the response; the steps after it wait
+                    if not step.parallel:
+                        break  # a call ends the response; the steps after it wait
             if resp.cancel_reason is not None:
                 status = "cancelled"
                 steps.clear()  # the interrupted turn's remaining steps are dropped
@@ -724,6 +773,14 @@ class FakeSession:
             self.responses.append(payload)
             self.active = None
             await self.send("response.done", response=payload)
+            limit = self.server.expire_after_responses
+            if limit is not None and self.n == 1 and len(self.responses) >= limit:
+                # The session hit its maximum duration: error, then the server closes.
+                await self.error(
+                    "Your session hit the maximum duration of 60 minutes.",
+                    code="session_expired",
+                )
+                await self.ws.close(code=1000, reason="session expired")
         except (ConnectionClosed, _Abort):
             self.active = None
         except FakeServerBug as exc:
@@ -881,8 +938,14 @@ class FakeRealtimeServer:
     cancel).  Failure switches: ``fail_after_audio_chunks`` closes the first
     session's socket with 1011 after that many audio deltas, ``error_on`` answers
     those client event types with an ``error``, ``rate_limited`` fails every
-    response.  ``continue_script``: a new connection (a client reconnecting
-    after a drop) goes on with the script where the last one was.  ``tamper``:
+    response, ``ignore`` never answers those client event types (the client's
+    timeouts), ``expire_after_responses`` ends the first session with
+    ``session_expired`` after that many responses.  Per step and turn (in the
+    scenario): ``fail`` ends a response ``failed``, ``parallel`` calls share a
+    response, ``server_replies`` starts the follow-up response as soon as the
+    function output arrives, ``transcription: failed|none``.
+    ``continue_script``: a new connection (a client reconnecting after a drop)
+    goes on with the script where the last one was.  ``tamper``:
     a hostile model for tests: called with each valid event the fake is about to
     send, it returns the text (or bytes, or a list of them) to send instead, or
     None to send it as is.
@@ -902,6 +965,8 @@ class FakeRealtimeServer:
         error_on: Iterable[str] = (),
         rate_limited: bool = False,
         continue_script: bool = False,
+        ignore: Iterable[str] = (),
+        expire_after_responses: int | None = None,
         tamper: Callable[[dict[str, Any]], str | bytes | list[str | bytes] | None] | None = None,
     ) -> None:
         if speed <= 0:
@@ -916,6 +981,8 @@ class FakeRealtimeServer:
         self.error_on = frozenset(error_on)
         self.rate_limited = rate_limited
         self.continue_script = continue_script
+        self.ignore = frozenset(ignore)
+        self.expire_after_responses = expire_after_responses
         self.tamper = tamper
         self.received: list[dict[str, Any]] = []
         self.violations: list[str] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -27,17 +27,43 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     pass
 
 
+class Failure(_Base, frozen=True, kw_only=True):
+    """How a scripted response fails: ``status_details.error`` of its ``response.done``."""
+
+    type: str = "server_error"
+    code: str | None = None
+    message: str = "The server had an error while processing your request."
+
+
 class ModelStep(_Base, frozen=True, kw_only=True):
-    """One step of a scripted model response: ``say`` text or ``call`` a function."""
+    """One step of a scripted model response: ``say`` text, ``call`` a function, or
+    ``fail`` (the response ends ``failed`` there; the steps after it answer the
+    client's next ``response.create``)."""
 
     say: str | None = None
     call: str | None = None
+    fail: Failure | None = None
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     expect_output: str | None = None
+    # call steps: the response goes on after this call (parallel function calls)
+    parallel: bool = False
+    # call steps: the server starts the follow-up response by itself as soon as
+    # the function output arrives (racing the client's response.create)
+    server_replies: bool = False
 
     @property
     def kind(self) -> str:
-        return "say" if self.say is not None else "call"
+        return "say" if self.say is not None else "call" if self.call is not None else "fail"
+
+
+class FakeModel(_Base, frozen=True, kw_only=True):
+    """Failure switches of the fake model for this scenario (see docs/scenarios.md)."""
+
+    ignore: tuple[str, ...] = ()  # client event types never answered (timeouts)
+    error_on: tuple[str, ...] = ()  # client event types answered with an error
+    expire_after_responses: int | None = None  # then `session_expired` and a close
+    unreachable: bool = False  # the model's address refuses connections
+    model_timeout_s: float | None = None  # FASTAGENT_MODEL_TIMEOUT_S for this call
 
 
 class Turn(_Base, frozen=True, kw_only=True):
@@ -51,6 +77,8 @@ class Turn(_Base, frozen=True, kw_only=True):
     drop: bool = False
     hangup: bool = False
     model: tuple[ModelStep, ...] = ()
+    # caller turns: what input transcription does with the utterance
+    transcription: Literal["completed", "failed", "none"] = "completed"
 
     @property
     def kind(self) -> str:
@@ -82,6 +110,7 @@ class Scenario(_Base, frozen=True, kw_only=True):
     greeting: tuple[ModelStep, ...] = ()
     turns: tuple[Turn, ...] = ()
     description: str = ""
+    fake_model: FakeModel = FakeModel()
 
 
 def speech_ms(text: str) -> int:
@@ -95,12 +124,13 @@ def say_ms(text: str) -> int:
 
 
 def response_segments(steps: tuple[ModelStep, ...]) -> list[tuple[ModelStep, ...]]:
-    """Split steps into the responses the model gives: a ``call`` ends a response."""
+    """Split steps into the responses the model gives: a ``call`` (unless
+    ``parallel``) or a ``fail`` ends a response."""
     segments: list[tuple[ModelStep, ...]] = []
     current: list[ModelStep] = []
     for step in steps:
         current.append(step)
-        if step.call is not None:
+        if (step.call is not None and not step.parallel) or step.fail is not None:
             segments.append(tuple(current))
             current = []
     segments.append(tuple(current))
@@ -119,13 +149,15 @@ def expected_play_streams(steps: tuple[ModelStep, ...]) -> int:
 def _check_steps(steps: tuple[ModelStep, ...], where: str) -> None:
     for i, step in enumerate(steps):
         at = f"{where} step {i + 1}"
-        if (step.say is None) == (step.call is None):
-            raise ScenarioError(f"{at}: give exactly one of 'say' or 'call'")
+        if sum(x is not None for x in (step.say, step.call, step.fail)) != 1:
+            raise ScenarioError(f"{at}: give exactly one of 'say', 'call' or 'fail'")
+        if step.call is None and (step.parallel or step.server_replies):
+            raise ScenarioError(f"{at}: 'parallel' and 'server_replies' belong to a 'call' step")
         if step.say is not None and not step.say.strip():
             raise ScenarioError(f"{at}: 'say' is empty")
         if step.call is not None and not step.call.strip():
             raise ScenarioError(f"{at}: 'call' is empty")
-        if step.say is not None and (step.args or step.expect_output is not None):
+        if step.call is None and (step.args or step.expect_output is not None):
             raise ScenarioError(f"{at}: 'args' and 'expect_output' belong to a 'call' step")
 
 

@@ -146,10 +146,17 @@ async function showList() {
       ["call id", "started (UTC)", "duration", "agent", "outcome", "caller", "FSA states", "turns",
         "latency p50", "p95", "cost", "errors"].map((t) => h("th", {}, t)))),
     h("tbody", {}, rows));
+  const byAgent = h("table", { id: "by-agent", class: "grid narrow" },
+    h("thead", {}, h("tr", {}, ["agent", "calls", "turns", "latency p50", "p95", "cost"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, data.by_agent.map((a) => h("tr", {},
+      h("td", {}, a.agent), h("td", { class: "num" }, a.calls), h("td", { class: "num" }, a.turns),
+      h("td", { class: "num" }, fmtMs(a.p50_ms)), h("td", { class: "num" }, fmtMs(a.p95_ms)),
+      h("td", { class: "num" }, fmtUsd(a.cost_usd))))));
   main.replaceChildren(
     h("h1", {}, "Calls"),
     form,
     h("p", { class: "muted", id: "count" }, `${data.calls.length} shown of ${data.total} calls`),
+    data.by_agent.length ? h("details", { open: true }, h("summary", {}, "Turn latency (caller's end of speech → first playStream.chunk) and cost by agent"), byAgent) : null,
     data.calls.length ? table : h("p", { class: "empty" }, "No call matches."));
   setStatus("");
 }
