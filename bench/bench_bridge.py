@@ -217,8 +217,21 @@ _DELTA_HEAD = (
 )
 
 
+_FORMAT = '{"format":{"type":"audio/pcmu"}}'
+_SESSION = (
+    '{"type":"%s","event_id":"event_0","session":{"type":"realtime",'
+    '"object":"realtime.session","id":"sess_bench","model":"gpt-realtime-2",'
+    f'"audio":{{"input":{_FORMAT},"output":{_FORMAT}}}}}}}'
+)
+_RESPONSE_CREATED = (
+    '{"type":"response.created","event_id":"event_2","response":{"id":"resp_1",'
+    '"object":"realtime.response","status":"in_progress","output":[]}}'
+)
+
+
 class FakeModel:
-    """Just enough Realtime: reads appends (timestamps them), streams audio deltas."""
+    """Just enough Realtime: session.created on connect, session.updated and
+    response.created when asked, reads appends (timestamps them), streams audio deltas."""
 
     def __init__(self, stats: Stats, stop: asyncio.Event, rng: random.Random) -> None:
         self.stats = stats
@@ -232,6 +245,7 @@ class FakeModel:
         streamer: asyncio.Task[None] | None = None
         call_of_socket = -1
         try:
+            await ws.send(_SESSION % "session.created")
             async for frame in ws:
                 at = now_ns()
                 if type(frame) is not str:
@@ -240,7 +254,12 @@ class FakeModel:
                 if k < 0:
                     k = frame.find('"audio": "') + 1  # json.dumps' default spacing (Pipecat)
                     if k <= 0:
-                        continue  # session.update, response.create, ...
+                        # Answer what a bridge waits for (both time out without it).
+                        if '"session.update"' in frame:
+                            await ws.send(_SESSION % "session.updated")
+                        elif '"response.create"' in frame:
+                            await ws.send(_RESPONSE_CREATED)
+                        continue
                 call, _seq, sent = read_head(frame, k + 9)
                 stats.got(True, sent, at)
                 if streamer is None:

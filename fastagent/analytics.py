@@ -56,7 +56,7 @@ __all__ = [
     "sync",
 ]
 
-SCHEMA_VERSION = 2  # 2: model_failures
+SCHEMA_VERSION = 3  # 2: model_failures; 3: model_sessions (GPT-Live minutes, the model)
 DEFAULT_DB = "./fastagent-analytics.duckdb"
 # Log positions per batch (one DuckDB transaction each).  Large, because each batch
 # costs ~60 ms of fixed work (a dozen statements); memory is ~150 bytes a position.
@@ -375,7 +375,10 @@ _OTHER_FIELDS = {
     "seq": "BIGINT",
     "at": "BIGINT",
     "tool_call_id": "VARCHAR",
-    "config": {"agent": "VARCHAR"},
+    "config": {"agent": "VARCHAR", "model": "VARCHAR"},
+    "model": "VARCHAR",
+    "session_id": "VARCHAR",
+    "seconds": "DOUBLE",
     "caller": "VARCHAR",
     "callee": "VARCHAR",
     "instance": "VARCHAR",
@@ -497,6 +500,12 @@ _FILL: list[str] = [
         CASE type WHEN 'ModelError' THEN 'model' ELSE e.side END,
         coalesce(nullif(e.code, ''), e.error_type), e.message
         FROM _other WHERE type IN ('ModelError', 'ProtocolError')""",
+    f"""INSERT INTO model_sessions SELECT {_BASE},
+        CASE type WHEN 'SessionInitiated' THEN e.config.model ELSE e.model END,
+        e.session_id, e.seconds
+        FROM _other WHERE type IN ('SessionInitiated', 'ModelSessionStarted',
+            'ModelSessionClosed', 'ModelUsage', 'CallEnded')
+            OR (type = 'ConnectionLost' AND e.side = 'model')""",
     f"""INSERT INTO model_failures SELECT pos, e.call_id, e.seq, {_TS}, e.kind, e.action,
         e.code, e.message, e.response_id, e.item_id, e.attempt
         FROM _other WHERE type = 'ModelFailureHandled'""",

@@ -44,6 +44,8 @@ REPORT_SECTIONS: list[tuple[str, str]] = [
         "sum(output_tokens) AS output_tokens, sum(total_tokens) AS total_tokens, "
         "sum(cached_tokens) AS cached_tokens FROM token_usage",
     ),
+    ("Cost by model API (estimate at list prices, USD)", "SELECT * FROM model_cost"),
+    ("Response latency by model API", "SELECT * FROM latency_by_api"),
     (
         "Barge-ins",
         "SELECT count(*) AS barge_ins, count(DISTINCT call_id) AS calls_with_barge_in, "

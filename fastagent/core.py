@@ -24,6 +24,7 @@ from fastagent import fsa as fsa_mod
 from fastagent import models
 from fastagent.agent import Agent
 from fastagent.agents import UnknownAgent, get_agent
+from fastagent.live import choose_live_format, is_live_model
 from fastagent.vaic import choose_format, no_format_reason
 
 ENGINE_SERVER = "fastagent"  # the engine's own tools (FSA intents/steps, call control)
@@ -178,6 +179,14 @@ class Engine:
     control: tuple[str, str] = ("", "")  # (hangup | transfer, reason) after the next response
     runs: dict[str, fsa_mod.Run] = field(default_factory=dict)
     external: dict[str, ev.ToolSpec] = field(default_factory=dict)
+    # GPT-Live (docs/models.md): no responses of the voice model, only of its
+    # Responses backend, several at once (one per delegation); no truncate.
+    live: bool = False
+    live_calls: dict[str, list[ev.FunctionCallRequested]] = field(default_factory=dict)
+    live_active: list[str] = field(default_factory=list)  # backend responses under way
+    live_outputs: bool = False  # function outputs sent that no response.create continued
+    barged: bool = False  # the caller talked over the output item still playing
+    control_after: int = -1  # GPT-Live: call control once a stream after this one ends
     _out: list[ev.Decision] = field(default_factory=list)
     _at: int = 0
 
@@ -330,10 +339,18 @@ class Engine:
         )
 
     def _request(self, reason: str, instructions: str = "") -> None:
+        if self.live and not (self.live_outputs or reason == "retry"):
+            # GPT-Live has no response.create for its voice: it speaks when it
+            # chooses.  What FastAgent wants said goes in as commentary; only the
+            # Responses backend takes response.create (to go on after tool results).
+            if instructions:
+                self._emit(ev.ContextAppended, kind="commentary", content=instructions)
+            return
         r = self.resp
         if r.busy:
             r.owed = r.owed or reason
             return
+        self.live_outputs = False
         r.owed = ""
         r.requested = r.last_request = self.next_seq
         r.requested_reason, r.requested_instructions = reason, instructions
@@ -362,6 +379,10 @@ class Engine:
         for model_call_id, text in self.queued:
             if model_call_id:
                 self._emit(ev.FunctionOutputSent, tool_call_id=model_call_id, output=text)
+                self.live_outputs = self.live
+            elif self.live:
+                # Instructions reach the backend's future delegations too.
+                self._emit(ev.ContextAppended, kind="instructions", content=text)
             else:
                 self._emit(ev.MessageInjected, role="system", text=text)
         self.queued.clear()
@@ -412,7 +433,8 @@ class Engine:
             self.status = "ended"
             self._emit(ev.CallEnded, reason="rejected", outcome="rejected")
             return
-        chosen = choose_format(e.offered_formats)
+        self.live = is_live_model(e.config.model)
+        chosen = (choose_live_format if self.live else choose_format)(e.offered_formats)
         if chosen is None:
             self._emit(ev.SessionRejected, reason=no_format_reason(e.offered_formats))
             self.status = "ended"
@@ -473,6 +495,23 @@ class Engine:
             self.clock.flush(e.at)  # what the old socket still had queued is gone
             self.queue.clear()
             self.status = "suspended"
+        elif e.side == "model" and self.live:
+            # A GPT-Live session cannot be resumed: its delegations die with it.
+            for calls in self.live_calls.values():
+                for call in calls:
+                    self._emit(
+                        ev.FunctionCallSkipped,
+                        tool_call_id=call.tool_call_id,
+                        name=call.name,
+                        reason="model disconnected",
+                    )
+            self.live_calls.clear()
+            self.live_active.clear()
+            self._stop_playback("model_lost")
+            self.play = None
+            self.resp.requested = 0
+            self.resp.active = ""
+            self.live_outputs = False
         elif e.side == "model" and self.resp.busy:
             # The response in progress is gone with the socket: none of its calls run.
             for call in self.calls_in_response:
@@ -497,6 +536,19 @@ class Engine:
                 flight.model_call_id = ""
             self.queued = [("", text) for _, text in self.queued]
             self._configure()  # the shell seeds the transcript after this
+            if self.live:
+                # A new GPT-Live session, seeded with the call so far, does not speak
+                # by itself: ask it to go on, and hand over what it must know.
+                self.resp.owed = ""
+                if self.status == "active":
+                    self._emit(
+                        ev.ContextAppended,
+                        kind="commentary",
+                        content="The line dropped for a moment and is back. Carry on "
+                        "the conversation where it was; do not greet the caller again.",
+                    )
+                self._flush("tool results")
+                return
             if self.resp.owed:
                 reason, self.resp.owed = self.resp.owed, ""
                 self._request(reason)
@@ -516,6 +568,8 @@ class Engine:
         if pb is None or pb.item_id != e.item_id:
             if e.response_id == self.interrupted_response or self.status != "active":
                 return  # late audio of an interrupted response: not played
+            if self.live and self.barged:
+                self._live_cut(e.at)  # GPT-Live moved on after the caller talked over it
             self._stop_playback("next")
             self.streams += 1
             clock.speed = self.playback_speed
@@ -547,6 +601,9 @@ class Engine:
             self.queue[-1].sent_us = pb.sent_us
 
     def _on_speech_started(self, e: ev.SpeechStarted) -> None:
+        if self.live:
+            self._live_speech_started(e)
+            return
         clock = self.clock
         played = clock.played_us(e.at)
         unheard = [q for q in self.queue if q.offset_us + q.sent_us > played]
@@ -588,8 +645,25 @@ class Engine:
             r.origin, r.reason, r.instructions = "server", "server", ""
         r.active = e.response_id
         self.calls_in_response.clear()
+        if self.live and e.response_id not in self.live_active:
+            if len(self.live_active) >= 16:  # bounded: the oldest is long gone
+                del self.live_active[0]
+            self.live_active.append(e.response_id)
 
     def _on_function_call(self, e: ev.FunctionCallRequested) -> None:
+        if self.live:
+            # Per backend response: several delegations may be in flight at once.
+            calls = self.live_calls.setdefault(e.response_id, [])
+            if len(calls) < 32 and len(self.live_calls) <= 16:
+                calls.append(e)
+            else:
+                self._emit(
+                    ev.FunctionCallSkipped,
+                    tool_call_id=e.tool_call_id,
+                    name=e.name,
+                    reason="too many",
+                )
+            return
         # Held until the response is done: a call of an interrupted response never runs.
         if len(self.calls_in_response) < 32:
             self.calls_in_response.append(e)
@@ -599,6 +673,9 @@ class Engine:
             )
 
     def _on_response_done(self, e: ev.ResponseDone) -> None:
+        if self.live:
+            self._live_response_done(e)
+            return
         r = self.resp
         if e.response_id == r.active or not r.active:
             r.active = ""
@@ -653,14 +730,23 @@ class Engine:
                 self._run_call(call)
         kind, reason = self.control
         if kind and not interrupted and not self.queued:
-            if kind == "hangup":
-                self._emit(ev.HangupRequested, reason=reason)
-            else:
-                self._emit(ev.TransferRequested, target=self._transfer_target(), reason=reason)
-            self.status = "ending"
+            if self.live:
+                # GPT-Live says the goodbye *after* its backend finished: the call
+                # ends when the next output item stops (ModelOutputStopped).
+                self.control_after = self.streams
+                return
+            self._do_control()
             return
         self._flush("tool results")
         self._pay_owed()
+
+    def _do_control(self) -> None:
+        kind, reason = self.control
+        if kind == "hangup":
+            self._emit(ev.HangupRequested, reason=reason)
+        else:
+            self._emit(ev.TransferRequested, target=self._transfer_target(), reason=reason)
+        self.status = "ending"
 
     def _on_playback_drained(self, e: ev.PlaybackDrained) -> None:
         # While the caller is away, the decision waits for the resume.
@@ -677,6 +763,88 @@ class Engine:
                 reason=reason,
             )
         self.held_calls, self.held_response = [], ""
+
+    # ------------------------------------------------------------- GPT-Live
+
+    def _live_response_done(self, e: ev.ResponseDone) -> None:
+        """A backend (Responses) response of a delegation finished.
+
+        Speech never interrupts backend work on GPT-Live [DOCS], so its calls run
+        unless the response itself failed; the caller talking over the voice
+        changes nothing here (the FSA's confirmation states guard side effects).
+        """
+        r = self.resp
+        if e.response_id in self.live_active:
+            self.live_active.remove(e.response_id)
+        # Busy while any delegation's backend response runs: response.create goes
+        # only when none does (which waiting response it continues is the server's).
+        r.active = self.live_active[-1] if self.live_active else ""
+        calls = self.live_calls.pop(e.response_id, [])
+        if e.status == "completed":
+            r.failures = 0
+            self._run_calls(calls, e, interrupted=False)
+            return
+        self._skip_calls(calls, e)
+        kind = "response_failed" if e.status == "failed" else "response_incomplete"
+        code = e.error_code or e.error_type or e.reason
+        if calls or e.status == "failed":
+            self._reply_failed(kind, code, e.error_message, e.response_id)
+        else:
+            self._note(kind=kind, action="none", code=code, message=e.error_message)
+            self._pay_owed()
+
+    def _live_speech_started(self, e: ev.SpeechStarted) -> None:
+        """The caller talks over what they still hear.  GPT-Live stops by itself (or
+        goes on: it is full duplex); FastAgent waits for its output to stop."""
+        played = self.clock.played_us(e.at)
+        if not any(q.offset_us + q.sent_us > played for q in self.queue):
+            return  # nothing is playing: the caller just speaks
+        pb = self.play
+        if pb is not None and pb.open:
+            self.barged = True  # settled at ModelOutputStopped
+            return
+        # The model's output had stopped already; VAIC still played its queue.
+        self._live_cut(e.at)
+
+    def _live_cut(self, at: int) -> None:
+        """VAIC stops playing (barge-in): record what the caller heard of each item."""
+        clock = self.clock
+        played = clock.played_us(at)
+        pb = self.play
+        if pb is not None and pb.open:
+            pb.open = False
+            heard = clock.heard_ms(pb.offset_us, pb.sent_us, at)
+            self._emit(
+                ev.PlaybackStopped, stream_id=pb.stream_id, reason="barge_in", played_ms=heard
+            )
+        for q in self.queue:
+            if q.offset_us + q.sent_us > played:
+                heard = clock.heard_ms(q.offset_us, q.sent_us, at)
+                self._emit(
+                    ev.ItemHeard, item_id=q.item_id, heard_ms=heard, sent_ms=q.sent_us // 1000
+                )
+        clock.flush(at)
+        self.queue.clear()
+        self.play = None
+        self.barged = False
+        if self.control[0]:
+            self.control = ("", "")  # the caller interrupted the goodbye: stay on the line
+            self.control_after = -1
+            self.status = "active" if self.status == "ending" else self.status
+
+    def _on_output_stopped(self, e: ev.ModelOutputStopped) -> None:
+        pb = self.play
+        if not self.live or pb is None or pb.item_id != e.item_id or not pb.open:
+            return
+        if self.barged and e.at < pb.audible_until():
+            self._live_cut(e.at)
+            return
+        self.barged = False
+        self._stop_playback("done")
+        self.play = None
+        if self.control[0] and 0 <= self.control_after < self.streams:
+            self.control_after = -1
+            self._do_control()
 
     # ------------------------------------------------------------- failures
 
@@ -813,6 +981,14 @@ class Engine:
 
     def _on_dtmf(self, e: ev.Dtmf) -> None:
         if self.status != "active":
+            return
+        if self.live:
+            # Instructions, not commentary: the backend's next delegation needs them.
+            self._emit(
+                ev.ContextAppended,
+                kind="instructions",
+                content=f"The caller pressed keys on the phone keypad: {e.digits}",
+            )
             return
         self._emit(ev.MessageInjected, role="user", text=f"[The caller pressed keys: {e.digits}]")
         self._request("dtmf")
@@ -1044,6 +1220,7 @@ _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.ConnectionLost: Engine._on_connection_lost,
     ev.ConnectionRestored: Engine._on_connection_restored,
     ev.GraceExpired: Engine._on_grace_expired,
+    ev.ModelOutputStopped: Engine._on_output_stopped,
 }
 
 

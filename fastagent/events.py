@@ -322,6 +322,59 @@ class PlaybackDrained(Input, frozen=True, kw_only=True):
     response_id: str
 
 
+class ModelSessionStarted(Input, frozen=True, kw_only=True):
+    """GPT-Live ``session.started``: a model session is up (a new one after a drop).
+
+    ``seeded`` is how many conversation messages the session was started with (its
+    ``input`` history); ``forked_from`` the stored session it was forked from.
+    """
+
+    session_id: str
+    model: str = ""
+    expires_at: int = 0  # Unix seconds
+    seeded: int = 0
+    forked_from: str = ""
+
+
+class ModelSessionClosed(Input, frozen=True, kw_only=True):
+    """GPT-Live ``session.closed``: ``reason`` close_requested | expired | content |
+    remote_hangup | connection_lost; ``seconds`` the final billable duration."""
+
+    session_id: str = ""
+    reason: str = ""
+    seconds: float = 0.0
+
+
+class ModelUsage(Input, frozen=True, kw_only=True):
+    """GPT-Live ``session.usage.updated``: cumulative billable seconds (per-minute
+    pricing) and how full the context window is."""
+
+    seconds: float
+    context_ratio: float = 0.0
+
+
+class DelegationStarted(Input, frozen=True, kw_only=True):
+    """GPT-Live ``session.delegation.created``: the model handed work to its backend
+    (``target`` responses) at ``offset_ms`` on the session timeline."""
+
+    delegation_id: str
+    target: str
+    response_id: str = ""
+    offset_ms: int = 0
+
+
+class ModelOutputStopped(Input, frozen=True, kw_only=True):
+    """GPT-Live stopped speaking: no output audio for the shell's idle interval.
+
+    GPT-Live has no response or turn events; it stops by itself (at its end, or
+    because the caller talked over it).  ``item_id`` is the output item whose
+    audio stopped (``fastagent.live.LiveProtocol`` names them).
+    """
+
+    item_id: str
+    idle_ms: int = 0
+
+
 # ------------------------------------------------------------------------ decisions
 
 
@@ -473,6 +526,31 @@ class ItemDeleted(Decision, frozen=True, kw_only=True):
 
     item_id: str
     reason: str = ""
+
+
+class ContextAppended(Decision, frozen=True, kw_only=True):
+    """GPT-Live ``session.{commentary,thinking,instructions}.append``.
+
+    ``commentary``: something for the model to say (the greeting, an apology);
+    ``thinking``: silent context (what the caller heard after a barge-in);
+    ``instructions``: developer context that survives compaction and reaches the
+    backend's future delegations (DTMF digits, a result whose call is gone).
+    """
+
+    kind: str  # commentary | thinking | instructions
+    content: str
+
+
+class ItemHeard(Decision, frozen=True, kw_only=True):
+    """What the caller heard of a GPT-Live output item cut short by a barge-in.
+
+    GPT-Live cannot truncate: the model stopped itself at ``sent_ms`` of audio; the
+    caller heard ``heard_ms`` of it (VAIC had the rest queued and dropped it).
+    """
+
+    item_id: str
+    heard_ms: int
+    sent_ms: int
 
 
 class CallRecordingPaused(Decision, frozen=True, kw_only=True):

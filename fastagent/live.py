@@ -38,7 +38,7 @@ from typing import Any, Final, Literal, Union
 
 import msgspec
 
-from fastagent import events
+from fastagent import events, wire
 from fastagent.errors import LocalProtocolError
 
 # ------------------------------------------------------------------ models and formats
@@ -302,15 +302,29 @@ def _short(exc: Exception) -> str:
 
 def _parse(data: str | bytes, decoder: Any, known: frozenset[str]) -> Any:
     try:
-        return decoder.decode(data)
+        event = decoder.decode(data)
     except msgspec.DecodeError as exc:
-        first_error = exc
+        first_error: Exception = exc
     except TypeError:
         return Malformed(f"not a text frame: {type(data).__name__}")
     except UnicodeError:
         return Malformed("not UTF-8")
     except RecursionError:
-        return Malformed("nested too deeply")
+        return Malformed(f"frame nested deeper than {wire.MAX_DEPTH}")
+    else:
+        if type(event) is OutputAudioDelta:
+            # The delta goes into the caller's frame as is: strict base64 only.
+            if not wire.is_base64(event.delta):
+                return Malformed(
+                    f"session.output_audio.delta: delta is not strict base64 "
+                    f"({len(event.delta)} characters)"
+                )
+            if wire.flat_unique(data):
+                return event
+        err = wire.strict_error(data)
+        if err is not None:
+            return Malformed(f"bad {event.__struct_config__.tag} event: {err}")
+        return event
     try:
         kind = _type_decoder.decode(data).type
     except msgspec.ValidationError:
@@ -318,19 +332,30 @@ def _parse(data: str | bytes, decoder: Any, known: frozenset[str]) -> Any:
     except msgspec.DecodeError as exc:
         return Malformed(f"invalid JSON: {_short(exc)}")
     except RecursionError:
-        return Malformed("nested too deeply")
+        return Malformed(f"frame nested deeper than {wire.MAX_DEPTH}")
     if kind not in known:
-        return Ignored(kind)
-    return Malformed(f"bad {kind} event: {_short(first_error)}")
+        return Ignored(kind[:200])
+    err = wire.strict_error(data)
+    return Malformed(f"bad {kind} event: {err or _short(first_error)}")
+
+
+def _safe(data: str | bytes, decoder: Any, known: frozenset[str]) -> Any:
+    try:
+        return _parse(data, decoder, known)
+    except Exception as exc:  # (MemoryError, anything odd): never raise
+        return Malformed(f"unreadable frame: {type(exc).__name__}")
 
 
 def parse_server_event(data: str | bytes) -> ServerEvent:
     """Parse one server frame of the primary WebSocket.  Never raises for bad input.
 
     Unknown but well-formed events give :class:`Ignored` (the sideband-only and SIP
-    events among them); anything else that cannot be read gives :class:`Malformed`.
+    events among them); anything else that cannot be read gives :class:`Malformed`:
+    invalid JSON or UTF-8, nesting, numbers, duplicate keys or lone surrogates (the
+    checks of :mod:`fastagent.wire`, as for Realtime), wrong types, and an audio
+    ``delta`` that is not strict base64.
     """
-    return _parse(data, _known_decoder, KNOWN_TYPES)  # type: ignore[no-any-return]
+    return _safe(data, _known_decoder, KNOWN_TYPES)  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ backend (Responses) events
@@ -427,7 +452,7 @@ def parse_backend_event(raw: msgspec.Raw | bytes | str) -> BackendEvent:
     function calls are read from ``response.output_item.done``.
     """
     data = bytes(raw) if isinstance(raw, msgspec.Raw) else raw
-    return _parse(data, _backend_decoder, BACKEND_TYPES)  # type: ignore[no-any-return]
+    return _safe(data, _backend_decoder, BACKEND_TYPES)  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ client events
@@ -656,8 +681,10 @@ class LiveProtocol:
     protocol keeps what the engine needs and the wire does not carry:
 
     * **output items**: ``session.output_audio.delta`` has no item id.  An item
-      begins with the first output audio after the caller spoke (or after
-      :meth:`output_stopped`), and is named ``{prefix}out-{n}``;
+      begins with the first output audio after the caller spoke, after a
+      delegation was created or a backend response finished (the voice then says
+      something about the task), or after :meth:`output_stopped` (the shell saw
+      the audio stop); it is named ``{prefix}out-{n}``;
       :attr:`output_item` is the current one, :meth:`item_for_audio` names a delta.
     * **caller turns**: the first ``session.input_transcript.delta`` after bot
       output begins a turn ``{prefix}in-{n}``; :meth:`receive` then sets
@@ -758,11 +785,15 @@ class LiveProtocol:
         elif t is DelegationCreated:
             d = event.delegation  # type: ignore[union-attr]
             self.delegations[d.id] = d.target
+            self._fold_input()  # the model acted on the caller's turn: it is over
+            self.output_stopped()  # what it says next is about the task: a new item
         elif t is ResponseEvent:
             self._observe_backend(
                 event.delegation_id or "",  # type: ignore[union-attr]
                 parse_backend_event(event.event),  # type: ignore[union-attr]
             )
+            if isinstance(self.backend, BACKEND_DONE):
+                self.output_stopped()  # the voice says the backend's answer: a new item
         elif t is SessionStarted or t is SessionUpdated:
             self.session = event.session  # type: ignore[union-attr]
             if t is SessionStarted and self.state in ("new", "starting"):
@@ -794,6 +825,10 @@ class LiveProtocol:
                     arguments=item.arguments or "",
                 )
             )
+
+    def current_response(self, delegation_id: str) -> str:
+        """The backend response whose nested events a delegation is streaming now."""
+        return self._current.get(delegation_id, "")
 
     def backend_calls(self, response_id: str) -> list[BackendCall]:
         """Hand out (once) the function calls collected for a backend response."""

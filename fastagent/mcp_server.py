@@ -72,6 +72,7 @@ def describe(agent: Agent) -> dict[str, Any]:
             "terminal": st.terminal,
             "outcome": st.outcome if st.terminal else "",
             "transfer": st.transfer,
+            "pci": st.pci,
             "on_enter": action(st.on_enter),
             "after": [{"target": g.target, "guard": g.guard} for g in st.after],
             "steps": [

@@ -66,6 +66,15 @@ def serve(
             "through the store like between instances",
         ),
     ] = 1,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="The voice model: a Realtime model (gpt-realtime-2) or GPT-Live "
+            "(gpt-live-1.1) \\[env var: FASTAGENT_MODEL] \\[default: gpt-realtime-2]",
+            show_default=False,
+        ),
+    ] = None,
     drain: Annotated[
         float | None,
         typer.Option(
@@ -91,7 +100,7 @@ def serve(
     with clear_errors():
         try:
             config = ServiceConfig.from_env(
-                store=store, agent=agent, no_auth=no_auth or None, grace_s=grace
+                store=store, agent=agent, no_auth=no_auth or None, grace_s=grace, model=model
             )
             get_agent(config.agent)
             drain_s = lifecycle.drain_seconds(drain)
@@ -185,7 +194,13 @@ async def running_service(config: Any, store: Any = None) -> AsyncIterator[tuple
 class DemoPlan:
     """What a demo will play, resolved and checked before anything starts."""
 
-    def __init__(self, agent: str | None, scenario_file: Path | None, store: str | None) -> None:
+    def __init__(
+        self,
+        agent: str | None,
+        scenario_file: Path | None,
+        store: str | None,
+        model: str | None = None,
+    ) -> None:
         from fastagent.agents import get_agent
         from fastagent.service import ServiceConfig
         from fastagent.testing.scenario import load_scenario
@@ -203,8 +218,14 @@ class DemoPlan:
         if written_for == agent_name:
             self.mismatch = ""
         # Every FASTAGENT_* setting is checked here, not inside the running service.
+        # --model, else the scenario's model, else FASTAGENT_MODEL: a GPT-Live model
+        # (gpt-live-1.1) plays against the fake GPT-Live server.
         self.config = ServiceConfig.from_env(
-            store=store, agent=self.agent, no_auth=True, api_key="demo"
+            store=store,
+            agent=self.agent,
+            no_auth=True,
+            api_key="demo",
+            model=model or self.scenario.model or None,
         )
         self.store = store
 
@@ -217,6 +238,7 @@ async def run_demo(
     realtime: bool = False,
     show: bool = True,
     plan: DemoPlan | None = None,
+    model: str | None = None,
     problems: list[str] | None = None,
 ) -> str:
     """Play a scenario end to end over loopback; return the call id.
@@ -225,14 +247,18 @@ async def run_demo(
     problems (a broken expectation, a caller error) go to ``problems`` when given,
     else to the log as warnings.  The store is
     opened (and every setting checked) before the service starts, so a bad
-    setting is one line, not a failed server start-up.
+    setting is one line, not a failed server start-up.  ``model`` (else the
+    scenario's, else ``FASTAGENT_MODEL``) picks the fake: a GPT-Live model plays
+    against the fake GPT-Live server, any other against the fake Realtime server.
     """
     from fastagent.call_view import CallPrinter
+    from fastagent.live import is_live_model
     from fastagent.store import open_store
     from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
+    from fastagent.testing.fake_live import FakeLiveServer
     from fastagent.testing.fake_realtime import FakeRealtimeServer
 
-    plan = plan or DemoPlan(agent, scenario_file, store)
+    plan = plan or DemoPlan(agent, scenario_file, store, model)
     scenario = plan.scenario
     config = plan.config
     config.token = None
@@ -245,15 +271,21 @@ async def run_demo(
         config.model_retries = 1
     event_store = open_store(config.store)
     try:
-        async with FakeRealtimeServer(
-            scenario,
-            realtime=realtime,
-            ignore=switches.ignore,
-            error_on=switches.error_on,
-            expire_after_responses=switches.expire_after_responses,
-            # a session that expires is followed by a new one, which goes on with the script
-            continue_script=switches.expire_after_responses is not None,
-        ) as fake:
+        options: dict[str, Any] = {"realtime": realtime}
+        fake_cls: Any = FakeRealtimeServer
+        if is_live_model(config.model):
+            # GPT-Live speaks at the pace the caller hears (full duplex: it stops when
+            # talked over), so its fake is paced like the simulated caller's playback.
+            fake_cls, options["speed"] = FakeLiveServer, 1 / DEFAULT_PACE
+        else:
+            options.update(
+                ignore=switches.ignore,
+                error_on=switches.error_on,
+                expire_after_responses=switches.expire_after_responses,
+                # a session that expires is followed by a new one, which goes on
+                continue_script=switches.expire_after_responses is not None,
+            )
+        async with fake_cls(scenario, **options) as fake:
             # An unreachable model: a loopback port nobody listens on (found, then closed).
             config.realtime_url = fake.url if not switches.unreachable else await _dead_url()
             async with running_service(config, event_store) as (app, url):
@@ -357,6 +389,15 @@ def demo(
         bool,
         typer.Option(help="Pace audio in real time (default: 4x faster than real time)"),
     ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="The voice model: a Realtime model (gpt-realtime-2) or GPT-Live "
+            "(gpt-live-1.1)  \\[default: the scenario's, else $FASTAGENT_MODEL]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a complete simulated call over loopback and print its transcript."""
     from fastagent.cli import clear_errors, fail
@@ -366,7 +407,7 @@ def demo(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with clear_errors():
         try:
-            plan = DemoPlan(agent, scenario, store)
+            plan = DemoPlan(agent, scenario, store, model)
             _header(plan, realtime)
             call_id = asyncio.run(run_demo(None, None, store, realtime=realtime, plan=plan))
         except (ScenarioError, ConfigError) as exc:
@@ -383,7 +424,7 @@ def _header(plan: DemoPlan, realtime: bool) -> None:
             " with agent ",
             (plan.agent, "id"),
             f", scenario {plan.scenario.name}",
-            ("  (fake model, simulated caller, loopback)", "note"),
+            (f"  (fake {plan.config.model}, simulated caller, loopback)", "note"),
         )
     )
     if plan.mismatch:

@@ -119,3 +119,12 @@ CREATE TABLE IF NOT EXISTS response_audio (
     chunks BIGINT, nbytes BIGINT, duration_us BIGINT,
     PRIMARY KEY (call_id, response_id)
 );
+
+-- The voice model of each call and GPT-Live's model sessions (docs/models.md):
+-- SessionInitiated (model = CallConfig.model), ModelSessionStarted (model,
+-- session_id), ModelUsage (seconds: cumulative billable seconds of the session),
+-- ModelSessionClosed (seconds: final), ConnectionLost of the model side, CallEnded.
+CREATE TABLE IF NOT EXISTS model_sessions (
+    position BIGINT, call_id VARCHAR, seq BIGINT, ts TIMESTAMP, type VARCHAR,
+    model VARCHAR, session_id VARCHAR, seconds DOUBLE
+);

@@ -138,6 +138,17 @@ def describe(e: ev.Event) -> str | None:
             return f"model failure {e.kind}{code} -> {e.action}"
         case ev.ItemDeleted():
             return f"bot item {e.item_id} never heard: deleted"
+        case ev.ItemHeard():
+            return f"barge-in: caller heard {e.heard_ms} of {e.sent_ms} ms of {e.item_id}"
+        case ev.ModelSessionStarted():
+            how = f"fork of {e.forked_from}" if e.forked_from else f"{e.seeded} messages seeded"
+            return f"model session {e.session_id} started ({e.model}, {how})"
+        case ev.ModelSessionClosed():
+            return f"model session {e.session_id} closed: {e.reason} ({e.seconds:g} s billed)"
+        case ev.DelegationStarted():
+            return f"model delegated to {e.target} ({e.delegation_id})"
+        case ev.ContextAppended() if e.kind != "commentary":
+            return f"model told ({e.kind}): {e.content}"
         case ev.ProtocolError():
             return f"error: {e.message}"
         case ev.CallEnded():

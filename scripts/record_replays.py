@@ -40,6 +40,26 @@ SCENARIOS = Path(str(resources.files("fastagent.examples") / "scenarios"))
 ATTEMPTS = 6  # a barge-in is a race with the bot's audio: a loaded machine may miss it
 
 
+def barge_ins(events: list[ev.Event]) -> int:
+    """How many times the caller spoke while the bot's stream still came in.
+
+    Realtime: a PlaybackStopped ``barge_in`` each.  GPT-Live stops by itself and
+    the engine stops playback only once its output stopped: a SpeechStarted while
+    a play stream is open (docs/models.md).
+    """
+    if not any(isinstance(e, ev.ModelSessionStarted) for e in events):
+        return sum(isinstance(e, ev.PlaybackStopped) and e.reason == "barge_in" for e in events)
+    cut, playing = 0, False
+    for e in events:
+        if isinstance(e, ev.PlaybackStarted):
+            playing = True
+        elif isinstance(e, ev.PlaybackStopped):
+            playing = False
+        elif isinstance(e, ev.SpeechStarted) and playing:
+            cut += 1
+    return cut
+
+
 def record(scenario: Path, out: Path, work: Path) -> str:
     """Play ``scenario`` and write its recording; return a one-line summary.
 
@@ -63,9 +83,7 @@ def record(scenario: Path, out: Path, work: Path) -> str:
         result = replay(events)
         if not result.identical:
             raise SystemExit(f"error: {scenario.name}: does not replay identically")
-        cut = sum(
-            isinstance(e, ev.PlaybackStopped) and e.reason == "barge_in" for e in events
-        )  # the caller spoke while the bot's stream still came in, as the scenario says
+        cut = barge_ins(events)
         if cut == wanted:
             break
         print(f"{scenario.name}: {cut} of {wanted} barge-ins cut the bot; again", flush=True)

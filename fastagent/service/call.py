@@ -22,6 +22,8 @@ from fastapi import WebSocket
 from fastagent import audio, models, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.core import ENGINE_SERVER, Engine
+from fastagent.live import choose_live_format
+from fastagent.live_link import LiveLink
 from fastagent.service.caller_link import CALLER_NOTICES, CallerPace
 from fastagent.service.model_link import MODEL_DECISIONS, ModelAudio
 from fastagent.service.realtime_link import RealtimeLink, dial_model
@@ -213,12 +215,22 @@ class CallSession:
 
     async def accept(self, d: ev.SessionAccepted) -> None:
         self.policy = d.policy
-        negotiated = vaic.choose_format([d.media_format])
+        self.use_link()
+        choose = choose_live_format if self.engine.live else vaic.choose_format
+        negotiated = choose([d.media_format])
         assert negotiated is not None
-        if not negotiated.passthrough:
-            self.to_model = audio.Resampler(negotiated.resample_from_hz, 24000)
-            self.to_caller = audio.Resampler(24000, negotiated.resample_from_hz)
+        if not negotiated.passthrough and self.to_model is None:
+            # soxr only where the formats differ (lpcm16_8; lpcm16 for Realtime).
+            rate = negotiated.resample_to_hz
+            self.to_model = audio.Resampler(negotiated.resample_from_hz, rate)
+            self.to_caller = audio.Resampler(rate, negotiated.resample_from_hz)
         await self.to_vaic(self.vaic_proto().accept(d.media_format))
+
+    def use_link(self) -> None:
+        """Speak GPT-Live on the model side if the call's model is a GPT-Live model
+        (recorded in the call's CallConfig; docs/models.md)."""
+        if self.engine.live and not isinstance(self.model_link, LiveLink):
+            self.model_link = LiveLink(self)
 
     async def configure_model(self, d: ev.ModelConfigured) -> None:
         if not self.model_link.connected:
@@ -313,10 +325,14 @@ class CallSession:
         # down: leaving the caller on a dead line would be worse.
         await self.durable()
         pb = self.engine.play
-        if pb is not None:
-            wait = (pb.audible_until() - now_us()) / 1e6
-            if wait > 0:
-                await asyncio.sleep(min(wait, 30.0))
+        until = pb.audible_until() if pb is not None else 0
+        if self.engine.live:
+            # GPT-Live's goodbye stream is already stopped: the playout clock knows
+            # when the caller's queue runs dry.
+            until = max(until, self.engine.clock.end_at)
+        wait = (until - now_us()) / 1e6
+        if wait > 0:
+            await asyncio.sleep(min(wait, 30.0))
         await self.to_vaic(frame)
 
     async def durable(self) -> bool:
@@ -506,7 +522,7 @@ class CallSession:
     async def model_lost(self, reason: str) -> None:
         """The model socket dropped: reconnect and seed the new session from the log."""
         link = self.model_link
-        if isinstance(link, RealtimeLink):
+        if isinstance(link, RealtimeLink | LiveLink):
             link.forget()
         for task in self.timers.values():  # nothing more will answer on that socket
             task.cancel()

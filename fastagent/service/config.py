@@ -43,6 +43,12 @@ class ServiceConfig:
     # A session.update or response.create the model does not answer within this
     # many seconds is a model failure (the agent's fallback; outcome failed).
     model_timeout_s: float | None = None  # None: the core's, like grace_s
+    # GPT-Live (--model gpt-live-1.1): the Responses model its delegations run on
+    # (FASTAGENT_LIVE_BACKEND_MODEL), whether sessions are stored so a dropped one
+    # is forked (FASTAGENT_LIVE_STORE=1), and the output quiet that means "stopped".
+    live_backend_model: str = "gpt-5-mini"
+    live_store: bool = False
+    live_idle_ms: int = 300
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     def to_env(self) -> dict[str, str]:
@@ -60,6 +66,9 @@ class ServiceConfig:
             "FASTAGENT_MODEL_MAX_FRAME_BYTES": str(self.model_max_frame_bytes),
             "FASTAGENT_MODEL": self.model,
             "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
+            "FASTAGENT_LIVE_BACKEND_MODEL": self.live_backend_model,
+            "FASTAGENT_LIVE_STORE": "1" if self.live_store else "0",
+            "FASTAGENT_LIVE_IDLE_MS": str(self.live_idle_ms),
         }
         if self.store:
             env["FASTAGENT_STORE"] = self.store
@@ -146,6 +155,15 @@ class ServiceConfig:
                 1 << 20,
                 int,
                 "a whole number of bytes > 0",
+                lambda v: v > 0,
+            ),
+            live_backend_model=env.get("FASTAGENT_LIVE_BACKEND_MODEL") or "gpt-5-mini",
+            live_store=env.get("FASTAGENT_LIVE_STORE", "0").lower() in ("1", "true", "yes"),
+            live_idle_ms=number(
+                "FASTAGENT_LIVE_IDLE_MS",
+                300,
+                int,
+                "milliseconds (a whole number > 0)",
                 lambda v: v > 0,
             ),
         )

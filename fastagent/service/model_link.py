@@ -47,6 +47,8 @@ MODEL_DECISIONS: tuple[type[ev.Decision], ...] = (
     ev.ItemDeleted,
     ev.FunctionOutputSent,
     ev.MessageInjected,
+    ev.ContextAppended,  # GPT-Live only (the core makes none for Realtime)
+    ev.ItemHeard,  # GPT-Live only
 )
 
 Awaited = tuple[str, str] | None  # (waiting_for, event_id) the model should answer

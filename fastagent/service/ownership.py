@@ -345,12 +345,22 @@ async def resume_from_store(
     # Whatever model session there was is not ours: record it gone, so the engine
     # drops a response in progress and owes the caller a new one.
     await session.input(ev.ConnectionLost, side="model", reason=f"call resumed on {instance}")
-    try:
-        conn = await dial
-    except Exception as exc:  # configuring the model dials again, with backoff
-        log.warning("call %s: model connect failed (%s)", call_id, exc)
+    if session.engine.live:
+        # A GPT-Live call: its link dials (a new session, or a fork of the stored one).
+        dial.cancel()
+        with contextlib.suppress(BaseException):
+            await (await dial).close()
+        try:
+            await session.attach_model()
+        except Exception as exc:  # configuring the model dials again, with backoff
+            log.warning("call %s: model connect failed (%s)", call_id, exc)
     else:
-        session.model_link.use(conn)
+        try:
+            conn = await dial
+        except Exception as exc:  # configuring the model dials again, with backoff
+            log.warning("call %s: model connect failed (%s)", call_id, exc)
+        else:
+            session.model_link.use(conn)  # type: ignore[attr-defined]
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).

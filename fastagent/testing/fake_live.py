@@ -149,14 +149,26 @@ class FakeLiveSession:
         self.delegations: dict[str, _Delegation] = {}
         self.calls: dict[str, tuple[_Delegation, _Step]] = {}
         self.output_task: asyncio.Task[None] | None = None
-        self._stop_output = False
+        self._gen = 0  # speech generation: the caller talking over it ends the current one
         self.output_chunks = 0
         self.appended: list[tuple[str, str, str | None]] = []  # (kind, content, delegation)
+        # A session that goes on from a dropped one (a client that reconnected, or a
+        # fork): asked to carry on (commentary), it answers the turn in progress again
+        # from its first step.
+        self.resume_steps: list[_Step] = []
         if server.continue_script and server.sessions and fork_of is None:
             prev = server.sessions[-1]
-            self.utterances = list(prev.utterances)
-            self.turn_idx = prev.turn_idx
-            self.greeting_spent = prev.greeting_spent or prev.turn_idx >= 0
+            self._continue(prev.turn_idx, prev.utterances, prev.greeting_spent)
+
+    def _continue(self, turn_idx: int, utterances: list[str], greeting_spent: bool) -> None:
+        self.utterances = list(utterances)
+        self.turn_idx = turn_idx
+        self.greeting_spent = greeting_spent or turn_idx >= 0
+        turns = self.script.turns or []
+        if 0 <= turn_idx < len(turns):
+            self.resume_steps = list(turns[turn_idx].model or [])
+        elif turn_idx == -1 and self.script.greeting:
+            self.resume_steps = list(self.script.greeting)
 
     # ------------------------------------------------------------ plumbing
 
@@ -305,9 +317,7 @@ class FakeLiveSession:
                 config.setdefault("audio", {})["format"] = session["audio"]["format"]
             if "store" in session:
                 config["store"] = session["store"]
-            self.turn_idx = stored.turn_idx
-            self.utterances = list(stored.utterances)
-            self.greeting_spent = stored.greeting_spent
+            self._continue(stored.turn_idx, stored.utterances, stored.greeting_spent)
             self.config = config
         else:
             fmt = (session.get("audio") or {}).get("format")
@@ -412,7 +422,7 @@ class FakeLiveSession:
             self.speaking = True
             self._silence = 0
             # Full duplex: the model hears the caller over itself and stops by itself.
-            self._stop_output = True
+            self._gen += 1
             text = self._next_utterance()
             words = text.split(" ") if text else []
             self._pending_words = words[1:]
@@ -476,7 +486,10 @@ class FakeLiveSession:
         self.server.appended.append((kind, content))
         at = self.timeline_ms
         await self.send(f"session.{kind}.appended", start_ms=at, end_ms=at, client_event_id=eid)
-        if kind == "commentary" and self.turn_idx == -1 and not self.greeting_spent:
+        if kind == "commentary" and self.resume_steps:
+            steps, self.resume_steps = self.resume_steps, []
+            await self._play(steps)
+        elif kind == "commentary" and self.turn_idx == -1 and not self.greeting_spent:
             self.greeting_spent = True
             await self._play(list(self.script.greeting or [_Step(say=DEFAULT_REPLY)]))
         elif kind == "instructions" and "pressed keys" in content:
@@ -492,12 +505,14 @@ class FakeLiveSession:
     # ------------------------------------------------------------ speech and delegation
 
     async def _play(self, steps: list[_Step]) -> None:
-        """Run a turn's steps in order: speak ``say``s, delegate ``call``s."""
-        if self.output_task is not None and not self.output_task.done():
-            self._stop_output = True
-            await asyncio.shield(self.output_task)
-        self._stop_output = False
-        self.output_task = asyncio.create_task(self._guard(self._run_steps(steps)))
+        """Run steps in order after what is being said: speak ``say``s, delegate ``call``s."""
+        prev = self.output_task
+        self.output_task = asyncio.create_task(self._guard(self._chain(prev, steps)))
+
+    async def _chain(self, prev: asyncio.Task[None] | None, steps: list[_Step]) -> None:
+        if prev is not None and not prev.done():
+            await asyncio.shield(prev)
+        await self._run_steps(steps, self._gen)
 
     async def _guard(self, coro: Any) -> None:
         try:
@@ -508,11 +523,11 @@ class FakeLiveSession:
             self.server.bugs.append(str(exc))
             await self.ws.close(code=1011, reason="fake server bug")
 
-    async def _run_steps(self, steps: list[_Step]) -> None:
-        while steps and not self._stop_output:
+    async def _run_steps(self, steps: list[_Step], gen: int) -> None:
+        while steps and gen == self._gen:
             step = steps.pop(0)
             if step.say is not None:
-                await self._say(step.say)
+                await self._say(step.say, gen)
                 continue
             calls = [step]
             while steps and steps[0].call is not None:
@@ -525,25 +540,32 @@ class FakeLiveSession:
                 last.after = steps  # spoken once the backend is continued
             return
 
-    async def _say(self, text: str) -> None:
+    async def _say(self, text: str, gen: int) -> None:
         n_chunks = max(1, round(_MS_PER_CHAR * len(text) / _CHUNK_MS))
         words = text.split(" ")
+        # Each word's transcript goes out with the audio it is spoken in (spread
+        # over the chunks), so a caller who talks over it cuts the text too.
+        first_chunk = [k * n_chunks // len(words) for k in range(len(words))]
         chunk = _tone_b64(self.audio_name)
+        w = 0
         for k in range(n_chunks):
-            if self._stop_output:
+            if gen != self._gen:
                 return  # it heard the caller and yielded: the rest is never said
-            if k < len(words):
-                piece = words[k] if k == len(words) - 1 else words[k] + " "
-                if k == n_chunks - 1:
-                    piece = " ".join(words[k:])
+            pieces = []
+            while w < len(words) and first_chunk[w] <= k:
+                pieces.append(words[w])
+                w += 1
+            if pieces:
                 at = self.timeline_ms
+                delta = " ".join(pieces) + (" " if w < len(words) else "")
                 await self.send(
-                    "session.output_transcript.delta", delta=piece, start_ms=at, end_ms=at
+                    "session.output_transcript.delta", delta=delta, start_ms=at, end_ms=at
                 )
             await self.send("session.output_audio.delta", _event_id=False, delta=chunk)
             self.output_chunks += 1
             limit = self.server.fail_after_audio_chunks
             if limit is not None and self.n == 1 and self.output_chunks >= limit:
+                self._store()  # a stored session can be forked once it dropped
                 await self.ws.close(code=1011, reason="simulated upstream failure")
                 raise _Abort
             await asyncio.sleep(_CHUNK_MS / 1000 / self.server.speed)

@@ -695,3 +695,58 @@ def retail_parcel_tracking_in_background() -> Call:
     c.answer("Your parcel is with DHL, tracking JD0146, on its way.")
     _goodbye(c)
     return c
+
+
+# GPT-Live ---------------------------------------------------------------------------
+
+
+def _live_speak(c: Call, item: str, chunks: int, text: str) -> None:
+    """GPT-Live output item ``item``: ``chunks`` of audio faster than real time, its
+    transcript, then the output goes quiet (the link's idle watcher)."""
+    for _ in range(chunks):
+        c.chunk_out += 1
+        c.wait(4)
+        c.feed(ev.BotAudio, response_id=item, item_id=item, chunk=c.chunk_out, nbytes=160,
+               duration_us=CHUNK_US, fmt="audio/pcmu")  # fmt: skip
+    c.feed(ev.Transcript, role="assistant", item_id=item, text=text)
+    c.wait(300)
+    c.feed(ev.ModelOutputStopped, item_id=item, idle_ms=300)
+
+
+@path
+def live_barge_in_session_expiry() -> Call:
+    """GPT-Live: the caller talks over audio VAIC still plays after the model's output
+    stopped (ItemHeard: no truncate exists); a delegated end_call; the session
+    expires mid-call (ModelSessionClosed), a new one is started seeded with the
+    call, and the goodbye is said before the hangup."""
+    c = Call("live-barge-in-session-expiry", model="gpt-live-1.1")
+    c.start()  # the greeting goes in as commentary
+    c.feed(ev.ModelSessionStarted, session_id="sess_1", model="gpt-live-1.1",
+           expires_at=1_767_229_200)  # fmt: skip
+    _live_speak(c, "s1-out-1", 40, "Hello, how can I help you today?")
+    c.wait(100)  # 800 ms of 1,600 heard: the caller talks over the rest
+    c.feed(ev.SpeechStarted, item_id="s1-in-1", audio_start_ms=1200)
+    c.caller_audio(10)
+    c.feed(ev.SpeechStopped, item_id="s1-in-1", audio_end_ms=1600)
+    c.feed(ev.Transcript, role="user", item_id="s1-in-1", text="Sorry, I'm done, goodbye")
+    c.feed(ev.DelegationStarted, delegation_id="dlg_1", target="responses",
+           response_id="resp_1", offset_ms=1700)  # fmt: skip
+    c.feed(ev.ResponseStarted, response_id="resp_1")
+    c.feed(ev.FunctionCallRequested, response_id="resp_1", item_id="fc_1", tool_call_id="call_1",
+           name="end_call", arguments='{"reason": "caller is done"}')  # fmt: skip
+    c.feed(ev.ResponseDone, response_id="resp_1", status="completed",
+           usage=ev.Usage(input_tokens=210, output_tokens=12, total_tokens=222))  # fmt: skip
+    c.wait(50)
+    c.feed(ev.ModelUsage, seconds=2.0, context_ratio=0.01)
+    c.feed(ev.ModelSessionClosed, session_id="sess_1", reason="expired", seconds=2.0)
+    c.feed(ev.ConnectionLost, side="model", reason="session.closed: expired")
+    c.wait(200)
+    c.feed(ev.ModelSessionStarted, session_id="sess_2", model="gpt-live-1.1",
+           expires_at=1_767_229_300, seeded=2)  # fmt: skip
+    c.feed(ev.ConnectionRestored, side="model", instance=INSTANCE_A)
+    c.feed(ev.ResponseStarted, response_id="resp_2")
+    c.feed(ev.ResponseDone, response_id="resp_2", status="completed",
+           usage=ev.Usage(input_tokens=230, output_tokens=8, total_tokens=238))  # fmt: skip
+    _live_speak(c, "s2-out-1", 10, "Goodbye!")
+    c.bot_hangs_up()
+    return c

@@ -106,6 +106,9 @@ class CallerInfo(_Base, frozen=True, kw_only=True):
 class Scenario(_Base, frozen=True, kw_only=True):
     name: str
     agent: str = "default"
+    # The voice model the demo runs it with ("" = FASTAGENT_MODEL or the default);
+    # a GPT-Live model (gpt-live-1.1) plays it against the fake GPT-Live server.
+    model: str = ""
     caller: CallerInfo = CallerInfo()
     greeting: tuple[ModelStep, ...] = ()
     turns: tuple[Turn, ...] = ()

@@ -89,6 +89,8 @@ def snapshot_view(events: Sequence[ev.Event]) -> dict[str, Any]:
             row["audio_end_ms"] = _HEARD
         elif row["type"] == "PlaybackStopped" and row.get("reason") == "barge_in":
             row["played_ms"] = _HEARD
+        elif row["type"] == "ItemHeard":  # GPT-Live's record of a barge-in
+            row["heard_ms"] = _HEARD
         trail.append(row)
     transcript = [{"role": e.role, "text": e.text} for e in events if isinstance(e, ev.Transcript)]
     state = lean(live.fold(events))
