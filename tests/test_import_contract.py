@@ -66,6 +66,7 @@ KNOWN = {
     # Agent resolution and format negotiation still happen inside the engine.
     ("fastagent.core", "fastagent.agents"),
     ("fastagent.core", "fastagent.vaic"),
+    ("fastagent.core", "fastagent.live"),  # GPT-Live format negotiation and model check
     # Agent definitions carry their privacy settings, whose module also encrypts.
     ("fastagent.agent", "fastagent.privacy"),
 }
