@@ -31,7 +31,7 @@ CORE = {
     "fastagent.events",
     "fastagent.agent",
     "fastagent.errors",
-    "fastagent.models",  # facts about the OpenAI models (pure data, no I/O)
+    "fastagent.models",  # what the core knows about OpenAI's models: a table, no I/O
 }
 PROTOCOLS = {
     "fastagent.vaic",
@@ -66,7 +66,7 @@ KNOWN = {
     # Agent resolution and format negotiation still happen inside the engine.
     ("fastagent.core", "fastagent.agents"),
     ("fastagent.core", "fastagent.vaic"),
-    ("fastagent.core", "fastagent.live"),  # GPT-Live format negotiation and model check
+    ("fastagent.core", "fastagent.live"),  # GPT-Live's model names and audio formats
     # Agent definitions carry their privacy settings, whose module also encrypts.
     ("fastagent.agent", "fastagent.privacy"),
 }
