@@ -17,7 +17,11 @@ client event (N drawn at random), plus up to one flush interval.  Then:
      beyond their decisions' count;
    * caller: recognitions, speech events and activities (hangup, transfer,
      config, DTMF) beyond what the log holds; bot audio chunks beyond the log's
-     ``BotAudio`` (audio may run ahead by one flush interval).
+     ``BotAudio`` (audio may run ahead by one flush interval), and how long
+     before the kill the earliest of them reached the caller;
+   * order: each call's first model session must have been told a prefix of
+     the log's model decisions, in the log's order (the log may hold decisions
+     not sent yet).
 
 2. **Resume.**  The service is started again on the same store and every caller
    whose call was not over sends ``session.resume`` on a new socket, as VAIC does
@@ -237,15 +241,16 @@ def expected_told(events: Sequence[ev.Event], after: int) -> list[tuple[Any, ...
     state = live.CallState()
     policy = ev.CallPolicy()
     model = ""
-    for e in events[:after]:
-        live.apply(state, e)
+    out: list[tuple[Any, ...]] = []
+    seeded = False
+    for i, e in enumerate(events):
         if isinstance(e, ev.SessionAccepted):
             policy = e.policy
         elif isinstance(e, ev.SessionInitiated):
             model = e.config.model
-    out: list[tuple[Any, ...]] = []
-    seeded = False
-    for e in events[after:]:
+        if i < after:
+            live.apply(state, e)
+            continue
         if isinstance(e, ev.ConnectionLost) and e.side == "model":
             break  # that session is over
         if isinstance(e, ev.ModelConfigured):
@@ -293,12 +298,37 @@ def resumed_context(events: Sequence[ev.Event], session: FakeSession) -> tuple[s
         if isinstance(e, ev.ConnectionRestored) and e.side == "model"
     ]
     resumed = [i for i, e in enumerate(events) if isinstance(e, ev.SessionResumed)]
-    starts = [i for i in starts if resumed and i > resumed[-1]]
+    starts = [i for i in starts if resumed and i > resumed[0]]  # the resume after the kill
     if not starts:
         return "the log has no ConnectionRestored side=model after the resume", 0
     got = [t for d, e in session.log if d == "in" and (t := told(e)) is not None]
     want = expected_told(events, starts[0])
     return first_difference(got, want), len(want)
+
+
+def first_session_differs(
+    logs: dict[str, list[ev.Event]], sessions: Sequence[FakeSession]
+) -> tuple[int, str | None]:
+    """Before the kill: (calls whose first model session was told something other
+    than the log's model decisions, in another order, or more; the first such
+    difference).  The log may hold decisions not sent yet when the kill came."""
+    owners = owners_in_log(logs)
+    first: dict[str, int] = {}
+    for n, call_id in owners.items():
+        first[call_id] = min(n, first.get(call_id, n))
+    by_n = {s.n: s for s in sessions}
+    differs, where = 0, None
+    for call_id, n in first.items():
+        session = by_n.get(n)
+        if session is None:
+            continue
+        got = [t for d, e in session.log if d == "in" and (t := told(e)) is not None]
+        want = expected_told(logs[call_id], 0)[: len(got)]
+        diff = first_difference(got, want)
+        if diff is not None:
+            differs += 1
+            where = where or f"{call_id[:8]} {diff}"
+    return differs, where
 
 
 def model_items(sessions: Sequence[FakeSession]) -> tuple[list[str], list[str], Counter[str]]:
@@ -329,6 +359,7 @@ def caller_view(c: SimulatedCaller) -> dict[str, Any]:
         "speech": len(r.speech),
         "activities": Counter(str(a.get("name")) for a in r.activities),
         "chunks": sum(s.chunks for s in r.play_streams),
+        "received_at": sorted(t for _, _, t in r.timings.play_received) if r.timings else [],
     }
 
 
@@ -336,8 +367,11 @@ def ahead_at_kill(
     logs: dict[str, list[ev.Event]],
     sessions: Sequence[FakeSession],
     views: dict[str, dict[str, Any]],
+    killed_at: float = 0.0,
 ) -> dict[str, Any]:
-    """What the model and the callers had received that the log lacked at the kill."""
+    """What the model and the callers had received that the log lacked at the kill
+    (``killed_at``: its ``perf_counter`` time, for how long before it the bot audio
+    the log lacks reached the caller)."""
     outputs, messages, other = model_items(sessions)
     everything = [e for events in logs.values() for e in events]
     logged_outputs = {e.tool_call_id for e in everything if isinstance(e, ev.FunctionOutputSent)}
@@ -355,6 +389,7 @@ def ahead_at_kill(
         "speech_events_ahead": 0,
         "activities_ahead": 0,
         "audio_chunks_ahead_max": 0,
+        "audio_ahead_ms_before_kill_max": 0,
     }
     for call_id, v in views.items():
         events = logs[call_id]
@@ -371,6 +406,14 @@ def ahead_at_kill(
         logged_audio = sum(isinstance(e, ev.BotAudio) for e in events)
         ahead = v["chunks"] - logged_audio
         row["audio_chunks_ahead_max"] = max(row["audio_chunks_ahead_max"], ahead)
+        got = v["received_at"]
+        if ahead > 0 and len(got) >= ahead and killed_at:
+            # The chunks the log lacks are the call's last ones: the earliest of them
+            # reached the caller this long before the kill (the bound: one flush).
+            before = int((killed_at - got[-ahead]) * 1000)
+            row["audio_ahead_ms_before_kill_max"] = max(
+                row["audio_ahead_ms_before_kill_max"], before
+            )
     row["non_audio_ahead"] = sum(
         row[k]
         for k in (
@@ -450,13 +493,16 @@ async def kill_and_resume(
                 await restarted.wait()
                 if not new_url:
                     return None
-                await fake.claim(c.conversation_id, prev_of.get(c.conversation_id))
+                if c.report.resumes == 0:  # a later drop resumes on the same instance
+                    await fake.claim(c.conversation_id, prev_of.get(c.conversation_id))
                 return new_url[0]
 
             return on_drop
 
         for _ in range(calls):
-            c = SimulatedCaller(url, TOKEN, formats=sc.caller.formats, turn_timeout=30.0)
+            c = SimulatedCaller(
+                url, TOKEN, formats=sc.caller.formats, turn_timeout=30.0, record_timing=True
+            )
             c.on_drop = on_drop_for(c)
             callers.append(c)
         tasks = [asyncio.create_task(c.play(sc, timeout=call_timeout)) for c in callers]
@@ -469,6 +515,7 @@ async def kill_and_resume(
             await asyncio.sleep(0.01)
         await asyncio.sleep(delay_s)
         live_at_kill = sum(1 for c in callers if c.report.media_format and not c.report.ended)
+        killed_at = time.perf_counter()
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 10)
         await asyncio.sleep(0.5)  # frames already on the wire reach the callers
@@ -476,8 +523,11 @@ async def kill_and_resume(
         sessions_at_kill = list(fake.sessions)
         ids = [c.conversation_id for c in callers]
         logs = await asyncio.to_thread(read_logs, store, ids)
-        row = ahead_at_kill(logs, sessions_at_kill, views)
+        row = ahead_at_kill(logs, sessions_at_kill, views, killed_at)
         row["calls_live_at_kill"] = live_at_kill
+        row["told_differs_before_kill"], row["first_difference_before_kill"] = (
+            first_session_differs(logs, sessions_at_kill)
+        )
         owners = owners_in_log(logs)
         by_n = {s.n: s for s in sessions_at_kill}
         for n, call_id in sorted(owners.items()):  # the call's latest session
@@ -522,6 +572,7 @@ async def kill_and_resume(
         backend_writes=writes,
         duplicate_side_effects=dup,
         callers_completed=sum(1 for c in callers if c.report.ended == "bot-disconnected"),
+        resumes=sum(c.report.resumes for c in callers),
         callers_hung_up=sum(1 for c in callers if c.report.ended == "client-disconnected"),
         caller_errors=[e for c in callers for e in c.report.errors][:3],
     )
@@ -555,7 +606,7 @@ async def one_kill(args: argparse.Namespace, n: int, rng: random.Random) -> dict
             variant=args.variant,
         )
     finally:
-        if schema:
+        if schema and not args.keep:
             import psycopg
             from psycopg import sql
 
@@ -563,7 +614,12 @@ async def one_kill(args: argparse.Namespace, n: int, rng: random.Random) -> dict
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
                 )
-    return {"kill": n, "kill_after_events": kill_after, **row}
+    return {
+        "kill": n,
+        "kill_after_events": kill_after,
+        **row,
+        **({"store": store} if args.keep else {}),
+    }
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -600,17 +656,20 @@ def main() -> None:
         default="",
         help="a deliberately broken service (bench/service_variant.py): nodurable, noseed",
     )
+    p.add_argument("--keep", action="store_true", help="keep each kill's PostgreSQL schema")
     args = p.parse_args()
     rows = asyncio.run(run(args))
     ahead = sum(r["non_audio_ahead"] for r in rows)
-    differs = sum(r["context_differs"] for r in rows)
+    differs = sum(r["context_differs"] + r["told_differs_before_kill"] for r in rows)
     dup = sum(r["duplicate_side_effects"] for r in rows)
     audio = max(r["audio_chunks_ahead_max"] for r in rows)
+    window = max(r["audio_ahead_ms_before_kill_max"] for r in rows)
     resumed = sum(r["calls_resumed"] for r in rows)
     print(
         f"calls resumed: {resumed}; model context differing from the log: {differs}; "
         f"non-audio decisions ahead of the log: {ahead}; duplicate side effects: {dup}; "
-        f"most audio chunks ahead: {audio}"
+        f"most audio chunks ahead: {audio}, the earliest reaching the caller {window} ms "
+        f"before the kill (flush interval {args.flush_ms} ms)"
     )
     with contextlib.suppress(Exception):
         sys.stdout.flush()

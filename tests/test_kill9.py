@@ -9,6 +9,7 @@ callers simulated VAIC callers that resume as VAIC does after a drop.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from importlib import resources
@@ -91,3 +92,59 @@ async def test_kill9_mid_call_then_resume(
     assert row["resumed_items_compared"] >= 2 * 4, row
     assert row["duplicate_side_effects"] == 0, row
     assert row["callers_completed"] == 0 and row["callers_hung_up"] == 2, row
+
+
+async def test_model_frames_leave_in_log_order_when_durability_ends_out_of_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches for the model, recorded one after the other by different tasks:
+    the first one's wait for the log is slow (a PostgreSQL commit under load), the
+    second one's quick.  The model still gets their frames in log order.  (Found by
+    bench/kill9.py on PostgreSQL: a DTMF message reached a resumed model session
+    before the ``session.update`` and seeded history the log put first.)"""
+    from test_service import TOKEN, _voice, scenario
+
+    from fastagent import events as ev
+    from fastagent.service import CallSession
+    from fastagent.testing.caller import SimulatedCaller
+
+    slow: list[float] = []
+    durable = CallSession.durable
+
+    async def uneven(self: CallSession) -> bool:
+        ok = await durable(self)
+        if slow:
+            await asyncio.sleep(slow.pop())
+        return ok
+
+    monkeypatch.setattr(CallSession, "durable", uneven)
+    goodbye = {"caller": "Bye", "model": [{"call": "end_call", "args": {}}, {"say": "Bye!"}]}
+    sc = scenario([{"silence_ms": 4000}, goodbye])
+    async for v in _voice(tmp_path, sc):
+        caller = SimulatedCaller(v.url, TOKEN, formats=sc.caller.formats)
+        play = asyncio.create_task(caller.play(sc, timeout=30))
+        service = v.app.state.service
+        for _ in range(1000):  # the greeting played: the call waits in silence
+            session = service.calls.get(caller.conversation_id)
+            if session is not None and caller.report.play_streams and not caller._active:
+                break
+            await asyncio.sleep(0.01)
+        assert session is not None
+        slow.append(0.3)
+        first = asyncio.create_task(session.input(ev.Dtmf, digits="1"))
+        await asyncio.sleep(0)  # recorded; waiting for the log to be durable
+        second = asyncio.create_task(session.input(ev.Dtmf, digits="2"))
+        await asyncio.gather(first, second)
+        report = await play
+        assert report.ended == "bot-disconnected", report.errors
+        events = await v.log(caller.conversation_id)
+        told = [
+            e["item"]["content"][0]["text"]
+            for d, e in v.fake.sessions[0].log
+            if d == "in"
+            and e.get("type") == "conversation.item.create"
+            and e["item"]["type"] == "message"
+        ]
+    logged = [e.text for e in events if isinstance(e, ev.MessageInjected)]
+    assert logged == ["[The caller pressed keys: 1]", "[The caller pressed keys: 2]"]
+    assert [t for t in told if t.startswith("[The caller")] == logged

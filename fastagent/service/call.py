@@ -87,6 +87,10 @@ def seed_pairs(
     return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
 
 
+# What the model is told, in log order (see CallSession.model_turn).
+_TO_MODEL: frozenset[type] = frozenset({*MODEL_DECISIONS, ev.ModelConfigured})
+MODEL_TURN_S = 10.0  # past this, a frame stops waiting for an earlier one (never seen)
+
 # Decisions acted on without waiting for the log: the audio stream's framing,
 # tools (run_tool makes the log durable itself before the side effect), the end.
 _AHEAD_OF_LOG: frozenset[type] = frozenset(
@@ -126,6 +130,10 @@ class CallSession:
         self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
         self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
+        # Model decisions recorded and not sent yet, in log order: seq -> the task
+        # sending them (None until its execute starts).  See model_turn.
+        self.model_order: dict[int, asyncio.Task[Any] | None] = {}
+        self.model_turned = asyncio.Event()
 
     # --------------------------------------------------------------- recording
 
@@ -139,6 +147,9 @@ class CallSession:
             self.lost = True
             raise _Lost(self.call_id) from None
         self.applied(batch)
+        for d in decisions:
+            if type(d) in _TO_MODEL:
+                self.model_order[d.seq] = None
         return decisions
 
     def applied(self, batch: list[ev.Event]) -> None:
@@ -159,6 +170,43 @@ class CallSession:
     # ---------------------------------------------------------------- decisions
 
     async def execute(self, decisions: list[ev.Decision]) -> None:
+        """Act on recorded decisions, in order (see :meth:`_execute`); frames to the
+        model go out in log order across batches (:meth:`model_turn`)."""
+        task = asyncio.current_task()
+        mine = [d.seq for d in decisions if d.seq in self.model_order]
+        for seq in mine:
+            self.model_order[seq] = task
+        try:
+            await self._execute(decisions)
+        finally:
+            for seq in mine:
+                self.model_turn_done(seq)
+
+    async def model_turn(self, seq: int) -> None:
+        """Wait until every model decision recorded before ``seq`` by another batch
+        has been sent.  Batches run concurrently (the caller's reader, the model's,
+        tool tasks) and each waits for the log to be durable first, which can end in
+        any order: without this a DTMF message could reach a resumed model session
+        before the ``session.update`` and seeded history the log puts first."""
+        me = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MODEL_TURN_S
+        while not self.closing:
+            if not any(s < seq and t is not me for s, t in self.model_order.items()):
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("call %s: model frame %d sent out of order", self.call_id, seq)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.model_turned.wait(), left)
+
+    def model_turn_done(self, seq: int) -> None:
+        if self.model_order.pop(seq, -1) != -1:
+            turned, self.model_turned = self.model_turned, asyncio.Event()
+            turned.set()
+
+    async def _execute(self, decisions: list[ev.Decision]) -> None:
         """Act on recorded decisions, in order.
 
         The durability boundary: any decision that changes what the caller or the
@@ -183,11 +231,15 @@ class CallSession:
                     await self.to_vaic(frame)
                 self.watch_drain()
             elif t in MODEL_DECISIONS:
+                await self.model_turn(d.seq)
                 awaited = await self.model_link.send(d)
+                self.model_turn_done(d.seq)
                 if awaited is not None:
                     self.await_model(*awaited)
             elif t is ev.ModelConfigured:
+                await self.model_turn(d.seq)
                 await self.configure_model(d)  # type: ignore[arg-type]
+                self.model_turn_done(d.seq)
             elif t is ev.ModelFailureHandled:
                 self.on_failure_handled(d)  # type: ignore[arg-type]
             elif t is ev.FunctionCallDispatched:
