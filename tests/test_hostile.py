@@ -673,3 +673,54 @@ async def test_a_text_frame_that_is_not_utf8_fails_the_socket_with_one_line(
     assert isinstance(events[-1], ev.CallEnded)  # after the grace
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert any("invalid UTF-8" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------ log injection
+
+
+FORGED = "\n2026-12-01T00:00:00.000Z ERROR fastagent.service call=victim forged\r\u2028x"
+
+
+@pytest.mark.anyio
+async def test_no_peer_value_can_forge_a_log_line(tmp_path: Path) -> None:
+    """A newline (or any control character) from either socket -- here a
+    ``session.end`` reason and a model ``error.message`` -- never starts a line of
+    its own in the service's text log."""
+    from fastagent.observe import TextFormatter
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(TextFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+    def tamper(event: dict[str, Any]) -> list[str] | None:
+        if event["type"] != "session.updated":
+            return None
+        err = {"type": "error", "error": {"type": "server_error", "message": "m" + FORGED}}
+        return [json.dumps(event), json.dumps(err)]
+
+    try:
+        async for v in _voice(tmp_path, scenario([GOODBYE]), tamper=tamper):
+            ws = await _raw(v, "forge")
+            await asyncio.sleep(0.5)  # the model's error arrives
+            await ws.send(
+                json.dumps({"type": "session.end", "conversationId": "forge", "reason": FORGED})
+            )
+            await _closed(ws)
+            events = await v.log("forge")
+            assert any(isinstance(e, ev.ModelFailureHandled) for e in events)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    text = "\n".join(lines)
+    assert "forged" in text  # the values were logged...
+    for line in lines:  # ...each within its own record's one line
+        assert line.isprintable(), repr(line)
