@@ -29,8 +29,8 @@ from test_service import GOODBYE, TOKEN, Voice, _raw, _voice, assert_replays, sc
 from websockets.exceptions import InvalidStatus
 
 from fastagent import events as ev
+from fastagent import live, vaic, wire
 from fastagent import realtime as rt
-from fastagent import vaic, wire
 from fastagent.service import CallSession, ServiceConfig
 from fastagent.service_cli import running_service
 from fastagent.store import open_store
@@ -724,3 +724,56 @@ async def test_no_peer_value_can_forge_a_log_line(tmp_path: Path) -> None:
     assert "forged" in text  # the values were logged...
     for line in lines:  # ...each within its own record's one line
         assert line.isprintable(), repr(line)
+
+
+# ------------------------------------- what a parser lets through is strict JSON
+
+hostile_raw = st.sampled_from(
+    [
+        b"1e999",
+        b"-1E+400",
+        b"1" + b"0" * 40,
+        b"0.5",
+        b'"\xff"',
+        b'"\xed\xa0\x80"',  # a UTF-8-encoded lone surrogate
+        b'"\xc3"',
+        b'"ok"',
+        b"true",
+        b"null",
+        b"[]",
+        b'"\\ud800"',
+    ]
+)
+hostile_key = st.sampled_from([b"x", b"\xff", b"\xed\xa0\x80", b"event_id", b"k\xc3"])
+
+
+def _with_extras(head: bytes, extras: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(b',"' + k + b'":' + v for k, v in extras)
+    return head + body + b"}"
+
+
+@PROPS
+@given(
+    extras=st.lists(st.tuples(hostile_key, hostile_raw), min_size=1, max_size=3),
+    cid=st.sampled_from([b',"conversationId":"c"', b""]),
+)
+def test_an_audio_frame_with_hostile_extras_is_accepted_only_if_strict(
+    extras: list[tuple[bytes, bytes]], cid: bytes
+) -> None:
+    """Audio frames skip the full strict check for speed (both lanes): what they
+    let through must still be strict JSON -- UTF-8, finite numbers, bounded ints."""
+    chunk = _with_extras(b'{"type":"userStream.chunk"' + cid + b',"audioChunk":"AAAAAAAA"', extras)
+    proto = _vaic_protocols()[1]
+    fast, slow = proto.receive_chunk(chunk), proto.receive(chunk)
+    for out in (fast, slow):
+        if isinstance(out, vaic.UserStreamChunk):
+            assert wire.strict_error(chunk) is None, chunk
+    for kind, parse in (
+        (b"response.output_audio.delta", rt.parse_server_event),
+        (b"session.output_audio.delta", live.parse_server_event),
+    ):
+        head = b'{"type":"' + kind + b'","response_id":"r","item_id":"i","delta":"AAAA"'
+        frame = _with_extras(head, extras)
+        out = parse(frame)
+        if not isinstance(out, rt.Malformed | rt.Ignored | live.Malformed | live.Ignored):
+            assert wire.strict_error(frame) is None, frame
