@@ -777,3 +777,47 @@ def test_an_audio_frame_with_hostile_extras_is_accepted_only_if_strict(
         out = parse(frame)
         if not isinstance(out, rt.Malformed | rt.Ignored | live.Malformed | live.Ignored):
             assert wire.strict_error(frame) is None, frame
+
+
+# ------------------------------------------------- before the upgrade (slowloris)
+
+
+async def _eof_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True if the server closes the connection within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(4096):
+                pass
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.anyio
+async def test_a_connection_that_never_completes_its_request_is_closed(tmp_path: Path) -> None:
+    """Silent, trickling and kept-alive-then-trickling connections are all closed
+    within the initiate timeout: none holds a descriptor for good."""
+    async with serving(tmp_path, initiate_timeout_s=0.5) as (app, url):
+        port = int(url.split(":")[2].split("/")[0])
+        silent = await asyncio.open_connection("127.0.0.1", port)
+        partial = await asyncio.open_connection("127.0.0.1", port)
+        partial[1].write(b"GET /audiocodes HTTP/1.1\r\nHost: x\r\n")
+        kept = await asyncio.open_connection("127.0.0.1", port)
+        kept[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200" in await asyncio.wait_for(kept[0].readline(), 5)
+        kept[1].write(b"GET /healthz HTTP/1.1\r\n")
+
+        async def trickle(w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                for _ in range(40):
+                    await asyncio.sleep(0.1)
+                    w.write(b"X-a: b\r\n")
+
+        trickling = [asyncio.create_task(trickle(w)) for w in (partial[1], kept[1])]
+        closed = await asyncio.gather(*(_eof_within(r, 3) for r, _ in (silent, partial, kept)))
+        for t in trickling:
+            t.cancel()
+        assert closed == [True, True, True]
+        async with _connect(url) as ws:  # a real caller is served as before
+            await ws.send(json.dumps({"type": "connection.validate"}))
+            assert json.loads(await ws.recv())["type"] == "connection.validated"
