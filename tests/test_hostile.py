@@ -821,3 +821,33 @@ async def test_a_connection_that_never_completes_its_request_is_closed(tmp_path:
         async with _connect(url) as ws:  # a real caller is served as before
             await ws.send(json.dumps({"type": "connection.validate"}))
             assert json.loads(await ws.recv())["type"] == "connection.validated"
+
+
+@pytest.mark.anyio
+async def test_activities_packed_in_one_frame_count_against_the_message_rate(
+    tmp_path: Path,
+) -> None:
+    """2,000 DTMF activities in one 70 kB frame are 2,000 messages, not one: the
+    rate cap closes the socket instead of the model getting 2,000 items."""
+    async with FakeRealtimeServer(scenario([GOODBYE])) as fake:
+        config = ServiceConfig(
+            store=str(tmp_path / "calls.db"),
+            token=TOKEN,
+            realtime_url=fake.url,
+            api_key="test",
+            grace_s=0.5,
+            max_msgs_per_s=50,
+        )
+        async with running_service(config) as (app, url):
+            ws = await _connect(url)
+            await ws.send(json.dumps({**INITIATE, "conversationId": "packed"}))
+            assert json.loads(await ws.recv())["type"] == "session.accepted"
+            dtmf = [{"type": "event", "name": "DTMF", "value": "1"}] * 2000
+            await ws.send(json.dumps({"type": "activities", "activities": dtmf}))
+            assert await _closed(ws) == 1008
+            events = await _log(app, "packed")
+            lost = [e for e in events if isinstance(e, ev.ConnectionLost)]
+            assert lost and lost[0].reason == "more than 50 messages/s"
+            assert sum(isinstance(e, ev.Dtmf) for e in events) <= 100
+            items = [m for m in fake.received if m.get("type") == "conversation.item.create"]
+            assert len(items) <= 100, len(items)
