@@ -851,3 +851,44 @@ async def test_activities_packed_in_one_frame_count_against_the_message_rate(
             assert sum(isinstance(e, ev.Dtmf) for e in events) <= 100
             items = [m for m in fake.received if m.get("type") == "conversation.item.create"]
             assert len(items) <= 100, len(items)
+
+
+@pytest.mark.anyio
+async def test_a_gpt_live_recognition_reaches_the_caller_only_once_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The durability boundary holds on the GPT-Live link too: a recognition is in
+    the durable log (read back from the database) when the caller gets it."""
+    from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
+    from fastagent.testing.fake_live import FakeLiveServer
+
+    checked: list[bool] = []  # per recognition sent: was it durable?
+    holder: dict[str, Any] = {}
+    to_vaic = CallSession.to_vaic
+
+    async def checked_to_vaic(self: CallSession, frame: bytes) -> None:
+        msg = json.loads(frame)
+        if msg["type"] == "userStream.speech.recognition":
+            durable = holder["store"].read_call(self.call_id)
+            texts = [e.text for e in durable if isinstance(e, ev.Transcript)]
+            checked.append(msg["alternatives"][0]["text"] in texts)
+        await to_vaic(self, frame)
+
+    monkeypatch.setattr(CallSession, "to_vaic", checked_to_vaic)
+    sc = scenario([{"caller": "What time is it?", "model": [{"say": "Noon."}]}, GOODBYE])
+    async with FakeLiveServer(sc, speed=1 / DEFAULT_PACE) as fake:
+        config = ServiceConfig(
+            store=str(tmp_path / "calls.db"),
+            token=TOKEN,
+            realtime_url=fake.url,
+            api_key="test",
+            model="gpt-live-1.1",
+            playback_speed=1 / DEFAULT_PACE,
+            grace_s=0.5,
+        )
+        async with running_service(config) as (app, url):
+            holder["store"] = app.state.service.store
+            caller = SimulatedCaller(url, TOKEN, formats=sc.caller.formats)
+            report = await caller.play(sc, timeout=60)
+            assert report.ended == "bot-disconnected", report.errors
+    assert checked and all(checked), checked
