@@ -892,3 +892,34 @@ async def test_a_gpt_live_recognition_reaches_the_caller_only_once_durable(
             report = await caller.play(sc, timeout=60)
             assert report.ended == "bot-disconnected", report.errors
     assert checked and all(checked), checked
+
+
+@pytest.mark.anyio
+async def test_a_resume_storm_for_unknown_or_ended_calls_dials_no_model(tmp_path: Path) -> None:
+    """A resume that is refused costs no model connection: a storm of them (on one
+    socket, or many) is not turned into a storm of model sessions."""
+    async with FakeRealtimeServer(scenario([GOODBYE])) as fake:
+        config = ServiceConfig(
+            store=str(tmp_path / "calls.db"),
+            token=TOKEN,
+            realtime_url=fake.url,
+            api_key="test",
+            grace_s=0.5,
+        )
+        async with running_service(config) as (app, url):
+            async with _connect(url) as ws:
+                await ws.send(json.dumps({**INITIATE, "conversationId": "ended-x"}))
+                assert json.loads(await ws.recv())["type"] == "session.accepted"
+                await ws.send(json.dumps({"type": "session.end", "conversationId": "ended-x"}))
+                await _closed(ws)
+            await _log(app, "ended-x")
+            await asyncio.sleep(0.3)
+            dialled = len(fake.sessions)
+            for cid in ("ended-x", "nobody"):
+                async with _connect(url) as ws:
+                    for _ in range(10):
+                        await ws.send(json.dumps({"type": "session.resume", "conversationId": cid}))
+                        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                        assert reply["type"] == "session.error", reply
+            await asyncio.sleep(0.5)
+            assert len(fake.sessions) == dialled, len(fake.sessions) - dialled
