@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 
-from fastagent import audio, models, realtime, snapshots, sockets, vaic
+from fastagent import audio, checkpoints, models, realtime, sockets, vaic
 from fastagent import events as ev
 from fastagent.core import ENGINE_SERVER, Engine
 from fastagent.live import choose_live_format
@@ -43,10 +43,10 @@ def now_us() -> int:
 GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
 
 
-SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
+CHECKPOINT_EVERY = 5000  # events between periodic checkpoints of a live call
 
 
-SNAPSHOT_CHECK_S = 2.0
+CHECKPOINT_CHECK_S = 2.0
 
 
 class _Lost(Exception):
@@ -123,7 +123,7 @@ class CallSession:
         self.seeded = False
         self.closing = False
         self.lost = False
-        self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
         self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
@@ -660,7 +660,7 @@ class CallSession:
     async def hand_over(self) -> None:
         """Leave the call to another instance (draining): record the caller as
         dropped (the call is then suspended in the log, which lets a resume
-        elsewhere claim it at once), snapshot it, and close the caller socket with
+        elsewhere claim it at once), checkpoint it, and close the caller socket with
         1001 (going away), on which VAIC reconnects and sends ``session.resume``."""
         if self.closing:
             return
@@ -670,7 +670,7 @@ class CallSession:
             with contextlib.suppress(_Lost):
                 await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
         if not self.lost:
-            await self.save_snapshot()
+            await self.save_checkpoint()
         await self.close("instance draining: left to resume on another instance")
         if ws is not None:
             with contextlib.suppress(Exception):
@@ -715,34 +715,34 @@ class CallSession:
             return False  # cannot tell; the next write will
         return stored >= self.engine.next_seq
 
-    async def save_snapshot(self) -> None:
-        """Snapshot the call's state once what it reflects is durable (see snapshots.py)."""
-        data = snapshots.take(self.engine, self.state, self.chunks_in, self.chunks_out)
+    async def save_checkpoint(self) -> None:
+        """Checkpoint the call's state once what it reflects is durable (see checkpoints.py)."""
+        data = checkpoints.take(self.engine, self.state, self.chunks_in, self.chunks_out)
         if data is None:
             return
         seq = self.engine.next_seq - 1
 
         def write() -> None:
             self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
-            self.store.write_snapshot(self.call_id, seq, data)
+            self.store.write_checkpoint(self.call_id, seq, data)
 
         try:
             await asyncio.to_thread(write)
         except StreamConflict:
             self.lost = True
         except StoreError as exc:
-            log.warning("call %s: snapshot not written: %s", self.call_id, exc)
+            log.warning("call %s: checkpoint not written: %s", self.call_id, exc)
             return
-        self.snapshot_seq = seq
+        self.checkpoint_seq = seq
 
-    def keep_snapshots(self) -> None:
-        """Snapshot every SNAPSHOT_EVERY events or so, bounding what a resume after a
+    def keep_checkpoints(self) -> None:
+        """Checkpoint every CHECKPOINT_EVERY events or so, bounding what a resume after a
         crash must replay."""
 
         async def loop() -> None:
             while not self.closing:
-                await asyncio.sleep(SNAPSHOT_CHECK_S)
-                if self.engine.next_seq - 1 - self.snapshot_seq >= SNAPSHOT_EVERY:
-                    await self.save_snapshot()
+                await asyncio.sleep(CHECKPOINT_CHECK_S)
+                if self.engine.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
+                    await self.save_checkpoint()
 
         self.spawn(loop())
