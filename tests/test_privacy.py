@@ -18,7 +18,6 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from typer.testing import CliRunner
 
-from fastagent import analytics
 from fastagent import events as ev
 from fastagent.cli import app
 from fastagent.privacy import CallForgotten, MasterKeys, new_key_text
@@ -28,6 +27,7 @@ from fastagent.store import open_store
 from fastagent.testing.caller import DEFAULT_PACE, CallerReport, SimulatedCaller
 from fastagent.testing.fake_realtime import FakeRealtimeServer
 from fastagent.testing.scenario import load_scenario
+from projections import analytics
 
 runner = CliRunner()
 READ = "read-token-0123456789abcdef"
