@@ -19,6 +19,7 @@ from fastagent import events as ev
 from fastagent.core import Engine
 from fastagent.service.call import CallSession, _Lost, now_us
 from fastagent.service.caller_link import CallerPace, _abort
+from fastagent.service.executor import run_tool
 from fastagent.service.process import Service
 from fastagent.service.realtime_link import dial_model
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall
@@ -364,7 +365,7 @@ async def resume_from_store(
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).
-        session.spawn(session.run_tool(d))
+        session.spawn(run_tool(session, d))
     if not engine.external:  # tools are in the log already; list only if never listed
         await start_model_and_tools(session)
     # A new model session: configure it and seed it with the conversation so far.
