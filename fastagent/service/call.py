@@ -22,7 +22,6 @@ from fastapi import WebSocket
 from fastagent import audio, models, realtime, snapshots, sockets, vaic
 from fastagent import events as ev
 from fastagent.core import ENGINE_SERVER, Engine
-from fastagent.live import choose_live_format
 from fastagent.live_link import LiveLink
 from fastagent.service.caller_link import CALLER_NOTICES, CallerPace
 from fastagent.service.model_link import MODEL_DECISIONS, ModelAudio
@@ -216,14 +215,13 @@ class CallSession:
     async def accept(self, d: ev.SessionAccepted) -> None:
         self.policy = d.policy
         self.use_link()
-        choose = choose_live_format if self.engine.live else vaic.choose_format
-        negotiated = choose([d.media_format])
-        assert negotiated is not None
-        if not negotiated.passthrough and self.to_model is None:
-            # soxr only where the formats differ (lpcm16_8; lpcm16 for Realtime).
-            rate = negotiated.resample_to_hz
-            self.to_model = audio.Resampler(negotiated.resample_from_hz, rate)
-            self.to_caller = audio.Resampler(rate, negotiated.resample_from_hz)
+        # The bridge from the decision's two formats (no second negotiation):
+        # soxr only where the rates differ (lpcm16_8; lpcm16 for Realtime).
+        rates = audio.bridge_rates(d.media_format, d.model_format)
+        if rates is not None and self.to_model is None:
+            caller_hz, model_hz = rates
+            self.to_model = audio.Resampler(caller_hz, model_hz)
+            self.to_caller = audio.Resampler(model_hz, caller_hz)
         await self.to_vaic(self.vaic_proto().accept(d.media_format))
 
     def use_link(self) -> None:
@@ -247,7 +245,7 @@ class CallSession:
             self.seeded = True
             window = models.info(self.service.config.model).context_tokens
             seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
-        awaited = await self.model_link.configure(d, self.engine.tool_specs(d.tools), seed)
+        awaited = await self.model_link.configure(d, seed)
         if awaited is not None:
             self.await_model(*awaited)
 
