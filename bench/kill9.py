@@ -78,7 +78,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastagent import events as ev
-from fastagent import models
+from fastagent import models, realtime
 from fastagent.service.call import seed_pairs
 from fastagent.store import open_store
 from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
@@ -219,8 +219,8 @@ def told(event: dict[str, Any]) -> tuple[Any, ...] | None:
         return None
     if kind == "session.update":
         s = event.get("session") or {}
-        names = tuple(t.get("name", "") for t in s.get("tools") or [])
-        return ("session.update", s.get("instructions", ""), names)
+        tools = tuple(_tool(t) for t in s.get("tools") or [])
+        return ("session.update", s.get("instructions", ""), tools)
     if kind == "response.create":
         return ("response.create", (event.get("response") or {}).get("instructions", ""))
     if kind == "conversation.item.truncate":
@@ -232,6 +232,11 @@ def told(event: dict[str, Any]) -> tuple[Any, ...] | None:
         return ("function_call_output", item.get("call_id"), item.get("output"))
     content = item.get("content") or [{}]
     return ("message", item.get("role"), content[0].get("text", ""))
+
+
+def _tool(t: Any) -> str:
+    """A function tool as the model gets it, comparable (name, description, schema)."""
+    return json.dumps(t, sort_keys=True)
 
 
 def expected_told(events: Sequence[ev.Event], after: int) -> list[tuple[Any, ...]]:
@@ -254,7 +259,8 @@ def expected_told(events: Sequence[ev.Event], after: int) -> list[tuple[Any, ...
         if isinstance(e, ev.ConnectionLost) and e.side == "model":
             break  # that session is over
         if isinstance(e, ev.ModelConfigured):
-            out.append(("session.update", e.instructions, e.tools))
+            tools = tuple(_tool(realtime.function_tool(t)) for t in e.tools)
+            out.append(("session.update", e.instructions, tools))
             if not seeded:
                 seeded = True
                 window = models.info(model).context_tokens
@@ -474,7 +480,7 @@ async def kill_and_resume(
     kill_after: int,
     delay_s: float,
     variant: str = "",
-    call_timeout: float = 120.0,
+    call_timeout: float = 180.0,
     kill_when: Callable[[dict[str, Any]], bool] = lambda e: e.get("type") in TOLD,
 ) -> dict[str, Any]:
     """Run ``calls`` calls, SIGKILL the service once the fake model has received
@@ -501,7 +507,7 @@ async def kill_and_resume(
 
         for _ in range(calls):
             c = SimulatedCaller(
-                url, TOKEN, formats=sc.caller.formats, turn_timeout=30.0, record_timing=True
+                url, TOKEN, formats=sc.caller.formats, turn_timeout=60.0, record_timing=True
             )
             c.on_drop = on_drop_for(c)
             callers.append(c)
