@@ -343,8 +343,8 @@ class LiveLink(ModelLink):
     async def _transcripts(self) -> None:
         for f in self.proto.take_transcripts():
             await self.session.input(ev.Transcript, role=f.role, item_id=f.item_id, text=f.text)
-            if f.role == "user" and f.text:
-                await self.session.to_vaic(vaic.speech_recognition(f.text))
+            if f.role == "user" and f.text:  # durable first, as for Realtime
+                await self.session.to_vaic_durable(vaic.speech_recognition(f.text))
 
     async def _backend(self, e: live.ResponseEvent) -> None:
         s = self.session
