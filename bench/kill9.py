@@ -168,8 +168,8 @@ class ResumingFake(FakeRealtimeServer):
         self._claim = (call_id, prev, came)
 
         async def release() -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(came.wait(), 8.0)
+            with contextlib.suppress(TimeoutError):  # (a refused resume dials nothing)
+                await asyncio.wait_for(came.wait(), 30.0)
             self._claim = None
             self._lock.release()
 
@@ -553,14 +553,21 @@ async def kill_and_resume(
                 proc2.kill()
         final = await asyncio.to_thread(read_logs, store, ids)
         new_session = {cid: s for s in fake.sessions if (cid := fake.owner.get(s.n)) is not None}
-    resumed = differs = compared = 0
+        by_n = {s.n: s for s in fake.sessions}
+    resumed = differs = compared = mismatched = 0
     first: str | None = None
     for c in callers:
         cid = c.conversation_id
         events = final[cid]
         if c.report.resumes == 0 or not any(isinstance(e, ev.SessionResumed) for e in events):
             continue
-        session = new_session.get(cid)
+        # The session that served the call after the resume, as the log names it
+        # (its response and call ids), else the one its resume claimed.
+        at = next(i for i, e in enumerate(events) if isinstance(e, ev.SessionResumed))
+        named = owners_in_log({cid: events[at:]})
+        session = by_n.get(min(named)) if named else new_session.get(cid)
+        claimed = new_session.get(cid)
+        mismatched += claimed is not None and session is not None and claimed is not session
         if session is None:
             continue
         resumed += 1
@@ -574,6 +581,7 @@ async def kill_and_resume(
         calls_resumed=resumed,
         resumed_items_compared=compared,
         context_differs=differs,
+        sessions_claimed_wrongly=mismatched,  # (the fake's script position, not the check)
         first_difference=first,
         backend_writes=writes,
         duplicate_side_effects=dup,
@@ -600,6 +608,7 @@ async def one_kill(args: argparse.Namespace, n: int, rng: random.Random) -> dict
     # About 20 non-audio client events reach the model per banking call.
     kill_after = rng.randint(args.calls, int(args.calls * 20 * args.reach))
     delay = rng.uniform(0, args.flush_ms / 1000)
+    kill_after = args.kill_after or kill_after
     try:
         row = await kill_and_resume(
             sc,
@@ -662,6 +671,7 @@ def main() -> None:
         default="",
         help="a deliberately broken service (bench/service_variant.py): nodurable, noseed",
     )
+    p.add_argument("--kill-after", type=int, default=0, help="N (default: drawn per kill)")
     p.add_argument("--keep", action="store_true", help="keep each kill's PostgreSQL schema")
     args = p.parse_args()
     rows = asyncio.run(run(args))
