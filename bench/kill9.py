@@ -554,6 +554,7 @@ async def kill_and_resume(
         final = await asyncio.to_thread(read_logs, store, ids)
         new_session = {cid: s for s in fake.sessions if (cid := fake.owner.get(s.n)) is not None}
         by_n = {s.n: s for s in fake.sessions}
+        before_kill = max((s.n for s in sessions_at_kill), default=0)  # (ids name old ones too)
     resumed = differs = compared = mismatched = 0
     first: str | None = None
     for c in callers:
@@ -564,7 +565,7 @@ async def kill_and_resume(
         # The session that served the call after the resume, as the log names it
         # (its response and call ids), else the one its resume claimed.
         at = next(i for i, e in enumerate(events) if isinstance(e, ev.SessionResumed))
-        named = owners_in_log({cid: events[at:]})
+        named = [n for n in owners_in_log({cid: events[at:]}) if n > before_kill]
         session = by_n.get(min(named)) if named else new_session.get(cid)
         claimed = new_session.get(cid)
         mismatched += claimed is not None and session is not None and claimed is not session
