@@ -923,3 +923,31 @@ async def test_a_resume_storm_for_unknown_or_ended_calls_dials_no_model(tmp_path
                         assert reply["type"] == "session.error", reply
             await asyncio.sleep(0.5)
             assert len(fake.sessions) == dialled, len(fake.sessions) - dialled
+
+
+@pytest.mark.anyio
+async def test_a_model_that_drops_every_session_is_not_redialled_forever(
+    tmp_path: Path,
+) -> None:
+    """A model socket that fails right after each (re)connect (here a 2 MB frame,
+    past FASTAGENT_MODEL_MAX_FRAME_BYTES) is redialled ``model_retries`` times
+    with backoff, then the call takes the agent's fallback (outcome failed)."""
+
+    def tamper(event: dict[str, Any]) -> str | None:
+        return "x" * (2 * 1024 * 1024) if event["type"] == "session.updated" else None
+
+    async for v in _voice(
+        tmp_path, scenario([GOODBYE]), service_kw={"model_retries": 2}, tamper=tamper
+    ):
+        ws = await _raw(v, "drops")
+        frames = await _frames_until(ws, "activities", timeout=15)
+        assert json.loads(frames[-1])["activities"][0]["name"] == "transfer"  # (its fallback)
+        await ws.close()
+        events = await v.log("drops")
+        assert len(v.fake.sessions) == 3, len(v.fake.sessions)  # the first and 2 retries
+        assert sum(isinstance(e, ev.ConnectionLost) and e.side == "model" for e in events) == 3
+        handled = [e for e in events if isinstance(e, ev.ModelFailureHandled)]
+        assert handled and handled[-1].kind == "unreachable", handled
+        ended = events[-1]
+        assert isinstance(ended, ev.CallEnded) and ended.outcome == "failed", ended
+        assert_replays(events)
