@@ -24,7 +24,7 @@ from fastagent import events as ev
 from fastagent.core import ENGINE_SERVER, Engine
 from fastagent.live import choose_live_format
 from fastagent.live_link import LiveLink
-from fastagent.service.caller_link import CALLER_NOTICES, CallerPace
+from fastagent.service.caller_link import CallerPace
 from fastagent.service.model_link import MODEL_DECISIONS, ModelAudio
 from fastagent.service.realtime_link import RealtimeLink, dial_model
 from fastagent.store import StoreError, StreamConflict
@@ -206,6 +206,8 @@ class CallSession:
                 await self.to_vaic(vaic.config(d.params))  # type: ignore[attr-defined]
             elif t is ev.DtmfSent:
                 await self.to_vaic(vaic.send_dtmf(d.digits))  # type: ignore[attr-defined]
+            elif t is ev.CallerNotified:
+                await self.to_vaic(vaic.notification(d.message_type, d.text, d.participant))  # type: ignore[attr-defined]
             elif t is ev.CallRecordingPaused:
                 await self.to_vaic(vaic.pause_call_recording())
             elif t is ev.CallRecordingResumed:
@@ -427,12 +429,6 @@ class CallSession:
         except Exception:  # a gone socket is noticed by its reader
             pass
 
-    async def to_vaic_durable(self, frame: bytes) -> None:
-        """A non-audio frame the caller learns something from (speech events, a
-        recognition): sent once the input that caused it is durable in the log."""
-        if self.caller is not None and await self.durable():
-            await self.to_vaic(frame)
-
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
@@ -540,10 +536,7 @@ class CallSession:
     # ModelEvents: what the model link reports (see model_link.py).
 
     async def model_input(self, cls: type[ev.Input], **fields: Any) -> None:
-        await self.input(cls, **fields)
-        notice = CALLER_NOTICES.get(cls)
-        if notice is not None and (cls is not ev.Transcript or fields.get("role") == "user"):
-            await self.to_vaic_durable(notice(fields))
+        await self.input(cls, **fields)  # what the caller is told of it, the core decides
 
     async def model_audio(self, audio: ModelAudio) -> None:
         await self.on_bot_audio(audio)  # type: ignore[arg-type]

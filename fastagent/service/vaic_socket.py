@@ -103,10 +103,12 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     await session.protocol_error("caller", msg.message)
                 else:
                     log.warning("VAIC frame rejected: %s", msg.message[:300])
-                if msg.reply is not None:
+                if msg.reply is not None:  # before the session only (VaicProtocol.receive)
                     await ws.send_text(msg.reply.decode())
                 continue
             if isinstance(msg, vaic.ConnectionValidate):
+                # The protocol's own answer, before any session (a validate during
+                # one is a violation): the only frame here not decided by the engine.
                 await ws.send_text(vaic.connection_validated().decode())
             elif isinstance(msg, vaic.SessionInitiate | vaic.SessionResume):
                 if session is not None:
@@ -122,12 +124,10 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 ended = True
                 await session.input(ev.SessionEnded, reason_code=msg.reasonCode, reason=msg.reason)
                 break
-            elif isinstance(msg, vaic.UserStreamStart):
-                await session.input(ev.CallerStreamStarted)
-                await ws.send_text(vaic.user_stream_started(msg.participant).decode())
+            elif isinstance(msg, vaic.UserStreamStart):  # the core decides the answer
+                await session.input(ev.CallerStreamStarted, participant=msg.participant or "")
             elif isinstance(msg, vaic.UserStreamStop):
-                await session.input(ev.CallerStreamStopped)
-                await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
+                await session.input(ev.CallerStreamStopped, participant=msg.participant or "")
             elif isinstance(msg, vaic.Activities):
                 for act in msg.activities:
                     if act.is_start:
