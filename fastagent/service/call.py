@@ -170,7 +170,7 @@ class CallSession:
             self.seeded = True
             window = models.info(self.service.config.model).context_tokens
             seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
-        awaited = await self.model_link.configure(d, self.engine.tool_specs(d.tools), seed)
+        awaited = await self.model_link.configure(d, seed)
         if awaited is not None:
             self.await_model(*awaited)
 
