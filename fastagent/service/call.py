@@ -27,6 +27,7 @@ from fastagent.service.caller_link import CallerPace
 from fastagent.service.model_link import ModelAudio
 from fastagent.service.realtime_link import RealtimeLink, dial_model
 from fastagent.service.recording import Lost, now_us
+from fastagent.status import Status
 from fastagent.store import StoreError, StreamConflict
 from projections import live
 
@@ -111,7 +112,7 @@ class CallSession:
         self.closing = False
         self.lost = False
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
-        self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
+        self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
     # --------------------------------------------------------------- recording
@@ -138,7 +139,7 @@ class CallSession:
                 observer(e)
 
     async def input(self, cls: type[ev.Input], **fields: Any) -> None:
-        inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=now_us(), **fields)
+        inp = cls(call_id=self.call_id, seq=self.engine.view.next_seq, at=now_us(), **fields)
         decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
@@ -152,7 +153,7 @@ class CallSession:
     def use_link(self) -> None:
         """Speak GPT-Live on the model side if the call's model is a GPT-Live model
         (recorded in the call's CallConfig; docs/models.md)."""
-        if self.engine.live and not isinstance(self.model_link, LiveLink):
+        if self.engine.view.live and not isinstance(self.model_link, LiveLink):
             self.model_link = LiveLink(self)
 
     async def configure_model(self, d: ev.ModelConfigured) -> None:
@@ -188,7 +189,7 @@ class CallSession:
             if self.timers.get(waiting_for) is not task:
                 return
             del self.timers[waiting_for]
-            if not self.closing and self.engine.status != "ended":
+            if not self.closing and not self.engine.view.ended:
                 await self._guard(
                     self.input(
                         ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
@@ -283,10 +284,10 @@ class CallSession:
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
-        fmt = self.engine.media_format
+        fmt = self.engine.view.media_format
         return ev.CallerAudio(
             call_id=self.call_id,
-            seq=self.engine.next_seq,
+            seq=self.engine.view.next_seq,
             at=now_us(),
             chunk=self.chunks_in,
             nbytes=nbytes,
@@ -413,14 +414,13 @@ class CallSession:
     async def protocol_error(self, side: str, message: str) -> None:
         """Record a frame that was rejected, with one log line (no traceback)."""
         log.warning("call %s: %s frame rejected: %s", self.call_id, side, message[:300])
-        if not self.closing and self.engine.status != "ended":
+        if not self.closing and not self.engine.view.ended:
             await self.input(ev.ProtocolError, side=side, message=message[:300])
 
     def model_audio_now(self, e: ModelAudio) -> bool:
         """Fast lane, from the model socket's data callback (through the link): a
         chunk of the audio being played is recorded and forwarded with no await."""
-        pb = self.engine.play
-        if pb is None or not pb.open or pb.item_id != e.item_id:
+        if not self.engine.view.plays(e.item_id):
             return False  # a new stream starts, or audio nobody hears: decisions to act on
         if self.vaic_proto().play_stream_id is None:
             return False
@@ -438,10 +438,10 @@ class CallSession:
     def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
         self.chunks_out += 1
         nbytes = audio.b64_decoded_len(e.delta)
-        model_fmt = self.engine.model_format
+        model_fmt = self.engine.view.model_format
         return ev.BotAudio(
             call_id=self.call_id,
-            seq=self.engine.next_seq,
+            seq=self.engine.view.next_seq,
             at=now_us(),
             response_id=e.response_id,
             item_id=e.item_id,
@@ -453,7 +453,7 @@ class CallSession:
 
     def model_sample_bytes(self) -> int:
         """Bytes per sample of the model's audio: bot audio must be whole samples."""
-        return 1 if self.engine.model_format == "audio/pcmu" else 2
+        return 1 if self.engine.view.model_format == "audio/pcmu" else 2
 
     async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
         """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
@@ -466,8 +466,7 @@ class CallSession:
         decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
-        pb = self.engine.play
-        if pb is None or not pb.open or pb.item_id != e.item_id:
+        if not self.engine.view.plays(e.item_id):
             return  # interrupted or not ours: the caller must not hear it
         if self.vaic_proto().play_stream_id is None:
             return  # a resume attached a new socket and has not started its stream yet
@@ -510,7 +509,7 @@ class CallSession:
             return
         ws = self.detach_caller()
         self.proto = None
-        if ws is not None and self.engine.status not in ("ended", "suspended"):
+        if ws is not None and self.engine.view.status not in (Status.ENDED, Status.SUSPENDED):
             with contextlib.suppress(_Lost):
                 await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
         if not self.lost:
@@ -557,14 +556,14 @@ class CallSession:
             stored = await asyncio.to_thread(self.store.last_seq, self.call_id)
         except StoreError:
             return False  # cannot tell; the next write will
-        return stored >= self.engine.next_seq
+        return stored >= self.engine.view.next_seq
 
     async def save_checkpoint(self) -> None:
         """Checkpoint the call's state once what it reflects is durable (see checkpoints.py)."""
         data = checkpoints.take(self.engine, self.state, self.chunks_in, self.chunks_out)
         if data is None:
             return
-        seq = self.engine.next_seq - 1
+        seq = self.engine.view.next_seq - 1
 
         def write() -> None:
             self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
@@ -586,7 +585,7 @@ class CallSession:
         async def loop() -> None:
             while not self.closing:
                 await asyncio.sleep(CHECKPOINT_CHECK_S)
-                if self.engine.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
+                if self.engine.view.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
                     await self.save_checkpoint()
 
         self.spawn(loop())
