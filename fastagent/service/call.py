@@ -114,6 +114,10 @@ class CallSession:
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
         self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
+        # Model decisions recorded and not sent yet, in log order: seq -> the task
+        # sending them (None until its execute starts); see executor.model_turn.
+        self.model_order: dict[int, asyncio.Task[Any] | None] = {}
+        self.model_turned = asyncio.Event()
 
     # --------------------------------------------------------------- recording
 
@@ -127,6 +131,9 @@ class CallSession:
             self.lost = True
             raise _Lost(self.call_id) from None
         self.applied(batch)
+        for d in decisions:
+            if type(d) in executor.TO_MODEL:  # sent in this order (executor.model_turn)
+                self.model_order[d.seq] = None
         return decisions
 
     def applied(self, batch: list[ev.Event]) -> None:
