@@ -10,7 +10,8 @@ Who is told what:
 
 * the caller (VAIC): the frame :meth:`fastagent.vaic.VaicProtocol.frame_of` /
   :func:`fastagent.vaic.decision_frame` gives (``session.accepted``,
-  ``playStream.*``, ``session.error``, activities), through the call's caller side;
+  ``playStream.*``, ``session.error``, activities, the ``userStream.*``
+  notifications of ``CallerNotified``), through the call's caller side;
   hangup and transfer once the caller has heard the goodbye;
 * the model: :data:`fastagent.service.model_link.MODEL_DECISIONS` and
   ``ModelConfigured`` through the call's model link, timed by the call;
@@ -145,6 +146,7 @@ async def _playback_stopped(call: CallSession, d: ev.PlaybackStopped) -> None:
     ev.DtmfSent,
     ev.CallRecordingPaused,
     ev.CallRecordingResumed,
+    ev.CallerNotified,
 )
 async def _to_caller(call: CallSession, d: ev.Decision) -> None:
     frame = vaic.decision_frame(d)
