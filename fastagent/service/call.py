@@ -23,7 +23,7 @@ from fastagent import events as ev
 from fastagent.core import Engine
 from fastagent.live_link import LiveLink
 from fastagent.service import executor
-from fastagent.service.caller_link import CALLER_NOTICES, CallerPace
+from fastagent.service.caller_link import CallerPace
 from fastagent.service.model_link import ModelAudio
 from fastagent.service.realtime_link import RealtimeLink, dial_model
 from fastagent.service.recording import Lost, now_us
@@ -114,6 +114,10 @@ class CallSession:
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
         self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
+        # Model decisions recorded and not sent yet, in log order: seq -> the task
+        # sending them (None until its execute starts); see executor.model_turn.
+        self.model_order: dict[int, asyncio.Task[Any] | None] = {}
+        self.model_turned = asyncio.Event()
 
     # --------------------------------------------------------------- recording
 
@@ -127,6 +131,9 @@ class CallSession:
             self.lost = True
             raise _Lost(self.call_id) from None
         self.applied(batch)
+        for d in decisions:
+            if type(d) in executor.TO_MODEL:  # sent in this order (executor.model_turn)
+                self.model_order[d.seq] = None
         return decisions
 
     def applied(self, batch: list[ev.Event]) -> None:
@@ -281,12 +288,6 @@ class CallSession:
         except Exception:  # a gone socket is noticed by its reader
             pass
 
-    async def to_vaic_durable(self, frame: bytes) -> None:
-        """A non-audio frame the caller learns something from (speech events, a
-        recognition): sent once the input that caused it is durable in the log."""
-        if self.caller is not None and await self.durable():
-            await self.to_vaic(frame)
-
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
@@ -394,10 +395,7 @@ class CallSession:
     # ModelEvents: what the model link reports (see model_link.py).
 
     async def model_input(self, cls: type[ev.Input], **fields: Any) -> None:
-        await self.input(cls, **fields)
-        notice = CALLER_NOTICES.get(cls)
-        if notice is not None and (cls is not ev.Transcript or fields.get("role") == "user"):
-            await self.to_vaic_durable(notice(fields))
+        await self.input(cls, **fields)  # what the caller is told of it, the core decides
 
     async def model_audio(self, audio: ModelAudio) -> None:
         await self.on_bot_audio(audio)  # type: ignore[arg-type]

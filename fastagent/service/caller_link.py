@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
 
 from fastapi import WebSocket
 
-from fastagent import events as ev
-from fastagent import sockets, vaic
-
-# What the caller's VAIC side is told when the model observes the caller's speech
-# (an input event): its fields -> the VAIC frame.  A Transcript only for role user.
-CALLER_NOTICES: dict[type[ev.Input], Callable[[dict[str, Any]], bytes]] = {
-    ev.SpeechStarted: lambda fields: vaic.speech_started(),
-    ev.SpeechStopped: lambda fields: vaic.speech_stopped(),
-    ev.SpeechCommitted: lambda fields: vaic.speech_committed(),
-    ev.Transcript: lambda fields: vaic.speech_recognition(fields["text"]),
-}
+from fastagent import sockets
 
 
 class CallerPace:
