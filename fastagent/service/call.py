@@ -114,6 +114,7 @@ class CallSession:
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
         self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
+        self.model_drops = 0  # model sockets lost since the last response.done
         # Model decisions recorded and not sent yet, in log order: seq -> the task
         # sending them (None until its execute starts); see executor.model_turn.
         self.model_order: dict[int, asyncio.Task[Any] | None] = {}
@@ -152,6 +153,8 @@ class CallSession:
                 observer(e)
 
     async def input(self, cls: type[ev.Input], **fields: Any) -> None:
+        if cls is ev.ResponseDone:
+            self.model_drops = 0  # the model session works: its drops start over
         inp = cls(call_id=self.call_id, seq=self.engine.view.next_seq, at=now_us(), **fields)
         decisions = self.record(inp)
         if decisions:
@@ -389,6 +392,19 @@ class CallSession:
             task.cancel()
         self.timers.clear()
         await self.input(ev.ConnectionLost, side="model", reason=reason[:200])
+        # A model that drops every session it opens (a frame past the size cap, a
+        # broken proxy) would be redialled forever: model_retries drops with no
+        # response in between, with backoff, then the agent's fallback.
+        self.model_drops += 1
+        if self.model_drops > self.policy.model_retries:
+            message = f"model socket dropped {self.model_drops} times with no response between"
+            log.error("call %s: %s; last: %s", self.call_id, message, reason[:200])
+            await self.input(ev.ModelError, error_type="connection", message=message)
+            return
+        if self.model_drops > 1:
+            await asyncio.sleep(min(0.2 * 2 ** (self.model_drops - 2), 5.0))
+            if self.closing:
+                return
         try:
             await self.attach_model()
         except Exception as exc:
