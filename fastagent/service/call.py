@@ -119,6 +119,9 @@ class CallSession:
         # sending them (None until its execute starts); see executor.model_turn.
         self.model_order: dict[int, asyncio.Task[Any] | None] = {}
         self.model_turned = asyncio.Event()
+        # The same for frames to the caller (executor.caller_turn).
+        self.caller_order: dict[int, asyncio.Task[Any] | None] = {}
+        self.caller_turned = asyncio.Event()
 
     # --------------------------------------------------------------- recording
 
@@ -133,8 +136,11 @@ class CallSession:
             raise _Lost(self.call_id) from None
         self.applied(batch)
         for d in decisions:
-            if type(d) in executor.TO_MODEL:  # sent in this order (executor.model_turn)
+            t = type(d)
+            if t in executor.TO_MODEL:  # sent in this order (executor.model_turn)
                 self.model_order[d.seq] = None
+            elif t in executor.TO_CALLER:  # (executor.caller_turn)
+                self.caller_order[d.seq] = None
         return decisions
 
     def applied(self, batch: list[ev.Event]) -> None:
