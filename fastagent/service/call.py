@@ -20,7 +20,7 @@ One concept, one module; a CallSession is their composition:
 * decisions - :func:`fastagent.service.executor.execute`: one handler per
   decision type, non-audio decisions only once durable;
 * ownership - :class:`~fastagent.service.ownership.Ownership`: claim, grace,
-  hand-over, snapshots; initiate and resume build CallSessions.
+  hand-over, checkpoints; initiate and resume build CallSessions.
 
 This module holds what binds them: the call's fields, the choice of model link
 and closing.
@@ -86,7 +86,7 @@ class CallSession(CallerSide, ModelSide, Ownership):
         self.seeded = False
         self.closing = False
         self.lost = False
-        self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
         self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 

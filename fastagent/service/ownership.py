@@ -2,7 +2,7 @@
 
 One session drives a call at a time.  A caller that reconnects (``session.resume``)
 within the grace period gets the same session back, on this instance from memory,
-on another one rebuilt from the log (snapshot + tail) and claimed with an
+on another one rebuilt from the log (checkpoint + tail) and claimed with an
 optimistic-concurrency append (see docs/operations.md).
 
 * :func:`initiate`, :func:`resume` - a VAIC socket's ``session.initiate`` /
@@ -10,7 +10,7 @@ optimistic-concurrency append (see docs/operations.md).
   None after a ``session.error``;
 * :class:`Ownership` - the part of a CallSession that keeps the call (a mixin):
   claiming its stream, noticing another instance took it, the grace period after
-  the caller dropped, handing it over when draining, and its snapshots.
+  the caller dropped, handing it over when draining, and its checkpoints.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import WebSocket
 
+from fastagent import checkpoints, vaic
 from fastagent import events as ev
-from fastagent import snapshots, vaic
 from fastagent.core import Engine
 from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.executor import run_tool
@@ -45,16 +45,16 @@ LIVE_S = 1.0  # a call not suspended whose log is quiet this long has lost its d
 
 GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
 
-SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
+CHECKPOINT_EVERY = 5000  # events between periodic checkpoints of a live call
 
-SNAPSHOT_CHECK_S = 2.0
+CHECKPOINT_CHECK_S = 2.0
 
 
 class Ownership(Recorder):
     """The call's hold on its stream (a mixin of CallSession; fields set up there)."""
 
     grace_task: asyncio.Task[None] | None  # waiting for a resume after a drop
-    snapshot_seq: int  # seq of the last snapshot written (or restored from)
+    checkpoint_seq: int  # seq of the last checkpoint written (or restored from)
     chunks_in: int
     chunks_out: int
 
@@ -67,7 +67,7 @@ class Ownership(Recorder):
     async def hand_over(self) -> None:
         """Leave the call to another instance (draining): record the caller as
         dropped (the call is then suspended in the log, which lets a resume
-        elsewhere claim it at once), snapshot it, and close the caller socket with
+        elsewhere claim it at once), checkpoint it, and close the caller socket with
         1001 (going away), on which VAIC reconnects and sends ``session.resume``."""
         if self.closing:
             return
@@ -77,7 +77,7 @@ class Ownership(Recorder):
             with contextlib.suppress(Lost):
                 await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
         if not self.lost:
-            await self.save_snapshot()
+            await self.save_checkpoint()
         await self.close("instance draining: left to resume on another instance")
         if ws is not None:
             with contextlib.suppress(Exception):
@@ -122,35 +122,35 @@ class Ownership(Recorder):
             return False  # cannot tell; the next write will
         return stored >= self.engine.next_seq
 
-    async def save_snapshot(self) -> None:
-        """Snapshot the call's state once what it reflects is durable (see snapshots.py)."""
-        data = snapshots.take(self.engine, self.state, self.chunks_in, self.chunks_out)
+    async def save_checkpoint(self) -> None:
+        """Checkpoint the call's state once what it reflects is durable (see checkpoints.py)."""
+        data = checkpoints.take(self.engine, self.state, self.chunks_in, self.chunks_out)
         if data is None:
             return
         seq = self.engine.next_seq - 1
 
         def write() -> None:
             self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
-            self.store.write_snapshot(self.call_id, seq, data)
+            self.store.write_checkpoint(self.call_id, seq, data)
 
         try:
             await asyncio.to_thread(write)
         except StreamConflict:
             self.lost = True
         except StoreError as exc:
-            log.warning("call %s: snapshot not written: %s", self.call_id, exc)
+            log.warning("call %s: checkpoint not written: %s", self.call_id, exc)
             return
-        self.snapshot_seq = seq
+        self.checkpoint_seq = seq
 
-    def keep_snapshots(self) -> None:
-        """Snapshot every SNAPSHOT_EVERY events or so, bounding what a resume after a
+    def keep_checkpoints(self) -> None:
+        """Checkpoint every CHECKPOINT_EVERY events or so, bounding what a resume after a
         crash must replay."""
 
         async def loop() -> None:
             while not self.closing:
-                await asyncio.sleep(SNAPSHOT_CHECK_S)
-                if self.engine.next_seq - 1 - self.snapshot_seq >= SNAPSHOT_EVERY:
-                    await self.save_snapshot()
+                await asyncio.sleep(CHECKPOINT_CHECK_S)
+                if self.engine.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
+                    await self.save_checkpoint()
 
         self.spawn(loop())
 
@@ -238,7 +238,7 @@ async def _initiate(
     if session.engine.status == "ended":
         return None
     await start_model_and_tools(session)
-    session.keep_snapshots()
+    session.keep_checkpoints()
     return session
 
 
@@ -266,7 +266,7 @@ async def resume(
     pace: CallerPace | None = None,
 ) -> CallSession | None:
     """``session.resume``: re-attach the call, from memory if this instance still
-    drives it, else rebuilt from the store (snapshot + tail) and claimed.
+    drives it, else rebuilt from the store (checkpoint + tail) and claimed.
 
     A call whose caller socket is alive and healthy (a frame within
     ``resume_stale_s``) keeps it: the resume gets ``session.error``."""
@@ -398,7 +398,7 @@ async def resume_from_store(
     for attempt in range(CLAIM_ATTEMPTS):
         try:
             await asyncio.to_thread(store.reclaim, call_id)
-            rebuilt = await asyncio.to_thread(snapshots.rebuild, store, call_id)
+            rebuilt = await asyncio.to_thread(checkpoints.rebuild, store, call_id)
         except UnknownCall:
             await refuse("conversation not found")
             return None
@@ -465,7 +465,7 @@ async def resume_from_store(
         await refuse("call is active on another instance")
         return None
     session.chunks_in, session.chunks_out = rebuilt.chunks_in, rebuilt.chunks_out
-    session.snapshot_seq = rebuilt.from_snapshot
+    session.checkpoint_seq = rebuilt.from_checkpoint
     session.attach_caller(ws, proto)
     service.calls[call_id] = session
     await session.execute(decisions)  # session.accepted, and held calls the drop left
@@ -487,7 +487,7 @@ async def resume_from_store(
         await start_model_and_tools(session)
     # A new model session: configure it and seed it with the conversation so far.
     await session.input(ev.ConnectionRestored, side="model", instance=instance)
-    session.keep_snapshots()
+    session.keep_checkpoints()
     return session
 
 

@@ -175,4 +175,4 @@ async def caller_gone(session: CallSession, reason: str, ended: bool = False) ->
         return
     if not session.closing:
         session.start_grace()
-        session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
+        session.spawn(session.save_checkpoint())  # a resume elsewhere reads only the tail
