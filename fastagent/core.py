@@ -34,6 +34,16 @@ SEND_DTMF = "send_dtmf"
 _DTMF = re.compile(r"[0-9*#]{1,20}")
 # The timing and retry rules a call gets unless the operator overrides them
 # (CallConfig); recorded in SessionAccepted, so replay sees a change to them.
+# What GPT-Live's frontend (the voice model) is told besides the agent's own
+# instructions: the voice model is the frontend, the FSA's tools live in the
+# backend.  Decided here, so a change to it shows in replay (ModelConfigured).
+LIVE_FRONTEND_POLICY = (
+    "You are the voice of this phone agent. Speak briefly and naturally. When the "
+    "caller wants something done or looked up, delegate the task to your backend and "
+    "keep the conversation going while it works; say what the backend answers. Never "
+    "invent results. When the caller presses keys, the digits arrive as instructions: "
+    "delegate with them."
+)
 POLICY = ev.CallPolicy(
     grace_s=30.0, tool_timeout_s=10.0, model_retries=5, history_items=24, model_timeout_s=10.0
 )
@@ -216,26 +226,6 @@ class Engine:
             )
         return self._out
 
-    def tool_specs(self, names: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Function-tool specs (OpenAI shape) for the names in a ModelConfigured."""
-        specs: dict[str, dict[str, Any]] = {}
-        for tool in self._control_tools():
-            specs[tool["name"]] = tool
-        assert self.agent is not None
-        for f in self.agent.fsas:
-            specs[f.intent] = f.intent_tool()
-            if f.name in self.runs:
-                for tool in f.step_tools(self.runs[f.name].state):
-                    specs[tool["name"]] = tool
-        for spec in self.external.values():
-            specs[spec.name] = {
-                "type": "function",
-                "name": spec.name,
-                "description": spec.description,
-                "parameters": spec.parameters or {"type": "object", "properties": {}},
-            }
-        return [specs[n] for n in names if n in specs]
-
     @property
     def response_active(self) -> bool:
         """A response is under way or requested (no ``response.create`` may go now)."""
@@ -265,43 +255,34 @@ class Engine:
         elif now is None and before is not None:
             self._emit(ev.CallRecordingResumed, fsa=before[0], state=before[1])
 
-    def _control_tools(self) -> list[dict[str, Any]]:
+    def _control_tools(self) -> list[ev.ToolSpec]:
         tools = [
-            {
-                "type": "function",
-                "name": END_CALL,
-                "description": "End the call after the caller said goodbye or is done.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"reason": {"type": "string"}},
-                },
-            }
+            ev.ToolSpec(
+                name=END_CALL,
+                description="End the call after the caller said goodbye or is done.",
+                parameters={"type": "object", "properties": {"reason": {"type": "string"}}},
+            )
         ]
         if self._transfer_target():
             tools.append(
-                {
-                    "type": "function",
-                    "name": TRANSFER,
-                    "description": "Transfer the caller to a human agent.",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {"reason": {"type": "string"}},
-                    },
-                }
+                ev.ToolSpec(
+                    name=TRANSFER,
+                    description="Transfer the caller to a human agent.",
+                    parameters={"type": "object", "properties": {"reason": {"type": "string"}}},
+                )
             )
         assert self.agent is not None
         if self.agent.send_dtmf:
             tools.append(
-                {
-                    "type": "function",
-                    "name": SEND_DTMF,
-                    "description": "Send DTMF keys on the line (0-9, * and #, up to 20).",
-                    "parameters": {
+                ev.ToolSpec(
+                    name=SEND_DTMF,
+                    description="Send DTMF keys on the line (0-9, * and #, up to 20).",
+                    parameters={
                         "type": "object",
                         "properties": {"digits": {"type": "string"}},
                         "required": ["digits"],
                     },
-                }
+                )
             )
         return tools
 
@@ -310,31 +291,39 @@ class Engine:
         return self.config_transfer or self.agent.transfer_target
 
     def _configure(self) -> None:
+        """Decide what the model is told now: the agent's instructions with those of
+        each running FSA's state, and the full specs of the tools it may call."""
         agent = self.agent
         assert agent is not None
         parts = [agent.instructions]
-        names = [t["name"] for t in self._control_tools()]
+        tools = self._control_tools()
         effort = ""
         for f in agent.fsas:
             run = self.runs.get(f.name)
             if run is None:
-                names.append(f.intent)
+                tools.append(_spec(f.intent_tool()))
                 continue
             st = f.state(run.state)
             effort = effort or st.reasoning_effort
             parts.append(f"[Task {f.name}, step {st.name}] {st.instructions}")
-            names.extend(t["name"] for t in f.step_tools(st.name))
-        names.extend(n for n in agent.tools if n in self.external)
+            tools.extend(_spec(t) for t in f.step_tools(st.name))
+        for name in agent.tools:
+            spec = self.external.get(name)
+            if spec is not None:
+                tools.append(_spec(spec))
         self._emit(
             ev.ModelConfigured,
             instructions="\n\n".join(parts),
-            tools=tuple(names),
+            tools=tuple(tools),
             voice=agent.voice,
             input_format=self.model_format,
             output_format=self.model_format,
             # Only reasoning models take it (the older ones refuse the field).
             reasoning_effort=(effort or agent.reasoning_effort)
             if models.info(self.model).reasoning
+            else "",
+            frontend_instructions=f"{agent.instructions}\n\n{LIVE_FRONTEND_POLICY}"
+            if self.live
             else "",
         )
 
@@ -1236,6 +1225,22 @@ def _policy(config: ev.CallConfig) -> ev.CallPolicy:
         model_retries=pick(config.model_retries, POLICY.model_retries, lambda v: 0 <= v <= 100),
         history_items=pick(config.history_items, POLICY.history_items, lambda v: 0 <= v <= 1_000),
         model_timeout_s=pick(config.model_timeout_s, POLICY.model_timeout_s, lambda v: 0 < v < 600),
+    )
+
+
+def _spec(tool: dict[str, Any] | ev.ToolSpec) -> ev.ToolSpec:
+    """A tool as the model is told it: no parameters means an object with none."""
+    if isinstance(tool, ev.ToolSpec):
+        name, description, parameters = tool.name, tool.description, tool.parameters
+        server = tool.server
+    else:
+        name, description = tool["name"], tool.get("description", "")
+        parameters, server = tool.get("parameters"), ""
+    return ev.ToolSpec(
+        name=name,
+        description=description,
+        parameters=parameters or {"type": "object", "properties": {}},
+        server=server,
     )
 
 

@@ -51,16 +51,6 @@ log = logging.getLogger("fastagent.live")
 
 DEFAULT_IDLE_MS = 300  # output audio quiet this long: the model stopped speaking
 
-# What GPT-Live's frontend is told besides the agent's own instructions: the
-# voice model is the frontend, the FSA's tools live in the backend.
-FRONTEND_POLICY = (
-    "You are the voice of this phone agent. Speak briefly and naturally. When the "
-    "caller wants something done or looked up, delegate the task to your backend and "
-    "keep the conversation going while it works; say what the backend answers. Never "
-    "invent results. When the caller presses keys, the digits arrive as instructions: "
-    "delegate with them."
-)
-
 # Decisions this link sends (the rest are the caller side's or the shell's).
 MODEL_DECISIONS: frozenset[type[ev.Decision]] = frozenset(
     {
@@ -179,13 +169,8 @@ class LiveLink(ModelLink):
     def write_now(self, frame: Any) -> None:
         raise RuntimeError("GPT-Live has no fast lane (writable_now is False)")
 
-    async def configure(
-        self,
-        d: ev.ModelConfigured,
-        tools: Sequence[dict[str, Any]],
-        seed: Sequence[tuple[str, str]],
-    ) -> Awaited:
-        await self.send_frame(self._configure(d, tools, seed))
+    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
+        await self.send_frame(self._configure(d, seed))
         return ("session.updated", "")
 
     # ----------------------------------------------------------------- decisions
@@ -210,15 +195,13 @@ class LiveLink(ModelLink):
             ]
         return []
 
-    def _configure(
-        self,
-        d: ev.ModelConfigured,
-        tools: Sequence[dict[str, Any]],
-        seed: Sequence[tuple[str, str]],
-    ) -> str:
-        engine = self.session.engine
+    def _configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> str:
+        """The frame for a ModelConfigured, built from the decision alone (and the
+        link's settings: backend model, store): ``session.start`` on a new session
+        (``frontend_instructions`` for the voice, ``instructions`` and ``tools``
+        for the backend), ``session.update`` of the backend after."""
         delegation = live.responses_delegation(
-            model=self.backend_model, instructions=d.instructions, tools=tools
+            model=self.backend_model, instructions=d.instructions, tools=d.tools
         )
         if self.proto.state != "new":
             return live.session_update(delegation)
@@ -228,12 +211,11 @@ class LiveLink(ModelLink):
             return self.proto.start(live.fork_start(event_id=event_id))
         history = live.initial_items(seed)
         self.seeded = len(history)
-        assert engine.agent is not None
         return self.proto.start(
             live.session_start(
                 model=self.session.service.config.model,
-                instructions=f"{engine.agent.instructions}\n\n{FRONTEND_POLICY}",
-                model_format=d.output_format or engine.model_format,
+                instructions=d.frontend_instructions,
+                model_format=d.output_format,
                 voice=d.voice or None,
                 delegation=delegation,
                 history=history,
@@ -361,8 +343,8 @@ class LiveLink(ModelLink):
     async def _transcripts(self) -> None:
         for f in self.proto.take_transcripts():
             await self.session.input(ev.Transcript, role=f.role, item_id=f.item_id, text=f.text)
-            if f.role == "user" and f.text:
-                await self.session.to_vaic(vaic.speech_recognition(f.text))
+            if f.role == "user" and f.text:  # durable first, as for Realtime
+                await self.session.to_vaic_durable(vaic.speech_recognition(f.text))
 
     async def _backend(self, e: live.ResponseEvent) -> None:
         s = self.session

@@ -66,7 +66,7 @@ def test_session_accepted_configured_and_greeting() -> None:
     assert c.decisions(ev.SessionAccepted)[0].media_format == "raw/mulaw"
     assert c.decisions(ev.SessionAccepted)[0].model_format == "audio/pcmu"
     conf = c.decisions(ev.ModelConfigured)[0]
-    assert "end_call" in conf.tools and conf.input_format == "audio/pcmu"
+    assert "end_call" in conf.tool_names and conf.input_format == "audio/pcmu"
     assert c.feed(ev.CallStarted, 1) == ["ResponseRequested"]
     assert Call(greet=False).feed(ev.CallStarted, 1) == []
 
@@ -251,7 +251,7 @@ def test_send_dtmf_tool_and_session_params() -> None:
     out = feed(
         ev.SessionInitiated, config=ev.CallConfig(agent="ivr"), offered_formats=("raw/mulaw",)
     )
-    assert "send_dtmf" in out[-1].tools  # type: ignore[attr-defined]
+    assert "send_dtmf" in out[-1].tool_names  # type: ignore[attr-defined]
     out = feed(ev.CallStarted)
     assert isinstance(out[0], ev.SessionParamsSent) and out[0].params == {"sendDTMF": True}
     feed(ev.ResponseStarted, response_id="r1")

@@ -43,8 +43,9 @@ log = logging.getLogger("fastagent.service")
 class CallerPace:
     """Liveness and message rate of one caller socket (no clock of its own: the
     caller passes ``time.monotonic()``).  ``seen`` is when its last frame came;
-    ``take`` spends one token of a bucket refilled at ``rate`` per second and
-    holding two seconds' worth, False when it is empty (nothing spent then)."""
+    ``take`` spends ``cost`` tokens (one per message) of a bucket refilled at
+    ``rate`` per second and holding two seconds' worth, False when it holds
+    fewer (nothing spent then)."""
 
     __slots__ = ("burst", "rate", "seen", "tokens")
 
@@ -54,13 +55,13 @@ class CallerPace:
         self.tokens = self.burst
         self.seen = time.monotonic()
 
-    def take(self, now: float) -> bool:
+    def take(self, now: float, cost: float = 1.0) -> bool:
         tokens = min(self.burst, self.tokens + (now - self.seen) * self.rate)
         self.seen = now
-        if tokens < 1.0:
+        if tokens < cost or tokens < 1.0:
             self.tokens = tokens
             return False
-        self.tokens = tokens - 1.0
+        self.tokens = tokens - cost
         return True
 
     def silent_for(self) -> float:

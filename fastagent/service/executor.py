@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastagent import audio, vaic
 from fastagent import events as ev
 from fastagent.core import ENGINE_SERVER
-from fastagent.live import choose_live_format
 from fastagent.service.model_link import MODEL_DECISIONS
 from fastagent.service.recording import now_us
 
@@ -95,14 +94,13 @@ async def _session_accepted(call: CallSession, d: ev.SessionAccepted) -> None:
     format and the model's differ, and send ``session.accepted``."""
     call.policy = d.policy
     call.use_link()
-    choose = choose_live_format if call.engine.live else vaic.choose_format
-    negotiated = choose([d.media_format])
-    assert negotiated is not None
-    if not negotiated.passthrough and call.to_model is None:
-        # soxr only where the formats differ (lpcm16_8; lpcm16 for Realtime).
-        rate = negotiated.resample_to_hz
-        call.to_model = audio.Resampler(negotiated.resample_from_hz, rate)
-        call.to_caller = audio.Resampler(rate, negotiated.resample_from_hz)
+    # The bridge from the decision's two formats (no second negotiation):
+    # soxr only where the rates differ (lpcm16_8; lpcm16 for Realtime).
+    rates = audio.bridge_rates(d.media_format, d.model_format)
+    if rates is not None and call.to_model is None:
+        caller_hz, model_hz = rates
+        call.to_model = audio.Resampler(caller_hz, model_hz)
+        call.to_caller = audio.Resampler(model_hz, caller_hz)
     await call.to_vaic(call.vaic_proto().accept(d.media_format))
 
 

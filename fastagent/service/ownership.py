@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 
@@ -385,11 +385,15 @@ async def resume_from_store(
 
     store, cfg = service.store, service.config
     instance = cfg.instance
-    # Dial the model while the call is rebuilt: most of a resume's latency is this socket.
-    dial = asyncio.create_task(dial_model(service))
+    # The model is dialled once the call is known resumable, while it is claimed:
+    # most of a resume's latency is this socket, but a refused resume (unknown,
+    # ended, active elsewhere; a storm of them) must cost no model session.
+    dial: asyncio.Task[Any] | None = None
 
     async def refuse(reason: str) -> None:
         await ws.send_text(vaic.session_error(reason).decode())
+        if dial is None:
+            return
         dial.cancel()
         with contextlib.suppress(BaseException):
             conn = await dial
@@ -422,6 +426,8 @@ async def resume_from_store(
             # Not suspended and its log still grows: an instance drives it with a caller.
             await refuse("call is active on another instance")
             return None
+        if dial is None:
+            dial = asyncio.create_task(dial_model(service))
         batch: list[ev.Event] = []
         at = now_us()
         if engine.status == "active":
@@ -464,6 +470,7 @@ async def resume_from_store(
     else:
         await refuse("call is active on another instance")
         return None
+    assert dial is not None  # (dialled before the claim that succeeded)
     session.chunks_in, session.chunks_out = rebuilt.chunks_in, rebuilt.chunks_out
     session.checkpoint_seq = rebuilt.from_checkpoint
     session.attach_caller(ws, proto)

@@ -87,14 +87,17 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes") or b""
-            if not pace.take(clock()):
+            msg = parse(data) if pace.take(clock()) else None
+            if msg is None or (
+                # Each activity counts: packed in one frame they would dodge the cap.
+                type(msg) is vaic.Activities and not pace.take(clock(), len(msg.activities) - 1)  # type: ignore[union-attr]
+            ):
                 failed = f"more than {cfg.max_msgs_per_s:g} messages/s"
                 log.warning(
                     "call %s: caller socket closed: %s", session and session.call_id, failed
                 )
                 await ws.close(code=1008)
                 break
-            msg = parse(data)
             if type(msg) is chunk:  # hot path
                 if session is not None:
                     await session.on_caller_audio(msg)  # type: ignore[arg-type]
