@@ -129,8 +129,7 @@ def apply(variant: str) -> None:
                 t = type(inp)
                 if t is ev.CallerAudio:
                     return []
-                pb = self.engine.play
-                if t is ev.BotAudio and pb is not None and pb.open and pb.item_id == inp.item_id:
+                if t is ev.BotAudio and self.engine.view.plays(inp.item_id):
                     return []
                 return original(self, inp)
 

@@ -17,15 +17,14 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from fastagent import events as ev
 from fastagent import fsa as fsa_mod
 from fastagent import models
 from fastagent.agent import Agent
-from fastagent.agents import UnknownAgent, get_agent
-from fastagent.live import choose_live_format, is_live_model
-from fastagent.vaic import choose_format, no_format_reason
+from fastagent.status import Status, Trigger, next_status
 
 ENGINE_SERVER = "fastagent"  # the engine's own tools (FSA intents/steps, call control)
 END_CALL = "end_call"
@@ -47,6 +46,27 @@ LIVE_FRONTEND_POLICY = (
 POLICY = ev.CallPolicy(
     grace_s=30.0, tool_timeout_s=10.0, model_retries=5, history_items=24, model_timeout_s=10.0
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the shell settled for a call's ``session.initiate`` before the core
+    decides on it: the agent its ``CallConfig`` names and the audio formats
+    negotiated for the formats the caller offered (``fastagent.admission.admit``).
+
+    Data passed in, so the core imports neither the agent registry (which may
+    import code) nor the protocols.  Replay settles it again from the recorded
+    ``SessionInitiated`` with today's code, so a change to the negotiation shows
+    at ``SessionAccepted``.  ``refused``: why the call cannot be taken (an unknown
+    agent, no usable format), recorded as ``SessionRejected``; ``fault``: the
+    agent's definition failed to load otherwise, recorded as ``EngineFault``.
+    """
+
+    agent: Agent | None = None
+    media_format: str = ""  # the VAIC format chosen
+    model_format: str = ""  # the model format it is bridged to
+    refused: str = ""
+    fault: str = ""
 
 
 @dataclass(slots=True)
@@ -161,12 +181,12 @@ class InFlight:
 @dataclass
 class Engine:
     call_id: str
-    agents: Callable[[str], Agent] = get_agent
+    admission: Admission | None = None  # for session.initiate (the shell's, or replay's)
     agent: Agent | None = None
     media_format: str = ""
     model_format: str = ""
     model: str = ""  # CallConfig.model
-    status: str = "new"  # new | active | suspended | ending | closing | ended
+    status: Status = Status.NEW  # changed only by _to (fastagent.status.TRANSITIONS)
     config_transfer: str = ""  # from CallConfig: overrides the agent's target
     greet: bool = True
     playback_speed: float = 1.0  # the caller side's, from CallConfig
@@ -208,10 +228,10 @@ class Engine:
         self._at = event.at
         self._out = []
         handler = _HANDLERS.get(type(event))
-        if handler is None or self.status == "ended":
+        if handler is None or self.status is Status.ENDED:
             return self._out
         try:
-            if self.status == "closing":
+            if self.status is Status.CLOSING:
                 if type(event) is ev.ToolResult:
                     self._close_after_tool(event)  # type: ignore[arg-type]
                 return self._out
@@ -226,12 +246,22 @@ class Engine:
             )
         return self._out
 
+    @cached_property
+    def view(self) -> EngineView:
+        """The read-only window the shell reads the engine through."""
+        return EngineView(self)
+
     @property
     def response_active(self) -> bool:
         """A response is under way or requested (no ``response.create`` may go now)."""
         return self.resp.busy
 
     # -------------------------------------------------------------- helpers
+
+    def _to(self, trigger: Trigger) -> None:
+        """Change status by ``trigger``: the one place it changes.  An illegal change
+        raises IllegalTransition, which :meth:`handle` records as an EngineFault."""
+        self.status = next_status(self.status, trigger)
 
     def _emit(self, cls: type[ev.Decision], **fields: Any) -> None:
         self._out.append(cls(call_id=self.call_id, seq=self.next_seq, at=self._at, **fields))
@@ -347,7 +377,7 @@ class Engine:
 
     def _pay_owed(self) -> None:
         r = self.resp
-        if r.owed and not r.busy and self.status == "active":
+        if r.owed and not r.busy and self.status is Status.ACTIVE:
             reason, r.owed = r.owed, ""
             self._request(reason)
 
@@ -406,36 +436,35 @@ class Engine:
         if self.in_flight:
             # A side effect that started has its result recorded before the log
             # closes: wait for the tool calls still running (they all time out).
-            self.status = "closing"
+            self._to(Trigger.WAIT_TOOLS)
             self.pending_end = (reason, outcome)
             return
-        self.status = "ended"
+        self._to(Trigger.END)
         self._emit(ev.CallEnded, reason=reason, outcome=outcome)
 
     # ------------------------------------------------------------- sessions
 
     def _on_initiated(self, e: ev.SessionInitiated) -> None:
-        try:
-            self.agent = self.agents(e.config.agent)
-        except UnknownAgent as exc:
-            self._emit(ev.SessionRejected, reason=str(exc))
-            self.status = "ended"
+        a = self.admission
+        if a is not None and a.fault:
+            # The agent's definition failed to load: the fault is the decision.
+            self._emit(ev.EngineFault, input_type=type(e).__name__, error=a.fault[:300])
+            return
+        if a is None or a.refused:
+            self._to(Trigger.REJECT)
+            reason = a.refused if a is not None else "no agent was resolved for the call"
+            self._emit(ev.SessionRejected, reason=reason)
             self._emit(ev.CallEnded, reason="rejected", outcome="rejected")
             return
-        self.live = is_live_model(e.config.model)
-        chosen = (choose_live_format if self.live else choose_format)(e.offered_formats)
-        if chosen is None:
-            self._emit(ev.SessionRejected, reason=no_format_reason(e.offered_formats))
-            self.status = "ended"
-            self._emit(ev.CallEnded, reason="rejected", outcome="rejected")
-            return
-        self.media_format, self.model_format = chosen.vaic_format, chosen.model_format
+        self._to(Trigger.ACCEPT)
+        self.agent = a.agent
+        self.live = models.is_live_model(e.config.model)
+        self.media_format, self.model_format = a.media_format, a.model_format
         self.config_transfer = e.config.transfer_target
         self.model = e.config.model
         self.greet = e.config.greet
         self.playback_speed = e.config.playback_speed if e.config.playback_speed > 0 else 1.0
         self.policy = _policy(e.config)
-        self.status = "active"
         self._emit(
             ev.SessionAccepted,
             media_format=self.media_format,
@@ -445,7 +474,7 @@ class Engine:
         self._configure()
 
     def _on_call_started(self, e: ev.CallStarted) -> None:
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             return  # e.g. the model already failed the call: the fallback is under way
         if self.agent is not None and self.agent.session_params:
             self._emit(ev.SessionParamsSent, params=dict(self.agent.session_params))
@@ -456,7 +485,7 @@ class Engine:
         if self.agent is None:
             self._emit(ev.SessionRejected, reason="conversation not found")
             return
-        self.status = "active"
+        self._to(Trigger.RESUME)
         self._emit(
             ev.SessionAccepted,
             media_format=self.media_format,
@@ -476,14 +505,14 @@ class Engine:
 
     def _on_connection_lost(self, e: ev.ConnectionLost) -> None:
         if e.side == "caller":
-            if self.status == "ending":
+            if self.status is Status.ENDING:
                 self._end("caller left after hangup", "completed")
                 return
             self._stop_playback("connection_lost")
             self.play = None
             self.clock.flush(e.at)  # what the old socket still had queued is gone
             self.queue.clear()
-            self.status = "suspended"
+            self._to(Trigger.CALLER_LOST)
         elif e.side == "model" and self.live:
             # A GPT-Live session cannot be resumed: its delegations die with it.
             for calls in self.live_calls.values():
@@ -529,7 +558,7 @@ class Engine:
                 # A new GPT-Live session, seeded with the call so far, does not speak
                 # by itself: ask it to go on, and hand over what it must know.
                 self.resp.owed = ""
-                if self.status == "active":
+                if self.status is Status.ACTIVE:
                     self._emit(
                         ev.ContextAppended,
                         kind="commentary",
@@ -543,7 +572,7 @@ class Engine:
                 self._request(reason)
 
     def _on_grace_expired(self, e: ev.GraceExpired) -> None:
-        if self.status == "suspended":
+        if self.status is Status.SUSPENDED:
             self._end(f"caller did not return within {e.seconds:g} s", "dropped")
 
     # ---------------------------------------------------------------- audio
@@ -555,7 +584,7 @@ class Engine:
         pb = self.play
         clock = self.clock
         if pb is None or pb.item_id != e.item_id:
-            if e.response_id == self.interrupted_response or self.status != "active":
+            if e.response_id == self.interrupted_response or self.status is not Status.ACTIVE:
                 return  # late audio of an interrupted response: not played
             if self.live and self.barged:
                 self._live_cut(e.at)  # GPT-Live moved on after the caller talked over it
@@ -621,7 +650,8 @@ class Engine:
         self.play = None
         if self.control[0]:
             self.control = ("", "")  # the caller interrupted the goodbye: stay on the line
-            self.status = "active" if self.status == "ending" else self.status
+            if self.status is Status.ENDING:
+                self._to(Trigger.STAY)
 
     # ------------------------------------------------------------ responses
 
@@ -735,11 +765,11 @@ class Engine:
             self._emit(ev.HangupRequested, reason=reason)
         else:
             self._emit(ev.TransferRequested, target=self._transfer_target(), reason=reason)
-        self.status = "ending"
+        self._to(Trigger.HANG_UP)
 
     def _on_playback_drained(self, e: ev.PlaybackDrained) -> None:
         # While the caller is away, the decision waits for the resume.
-        if self.status == "active" and e.response_id == self.held_response:
+        if self.status is Status.ACTIVE and e.response_id == self.held_response:
             calls, self.held_calls, self.held_response = self.held_calls, [], ""
             self._run_calls(calls, e, interrupted=False)
 
@@ -819,7 +849,8 @@ class Engine:
         if self.control[0]:
             self.control = ("", "")  # the caller interrupted the goodbye: stay on the line
             self.control_after = -1
-            self.status = "active" if self.status == "ending" else self.status
+            if self.status is Status.ENDING:
+                self._to(Trigger.STAY)
 
     def _on_output_stopped(self, e: ev.ModelOutputStopped) -> None:
         pb = self.play
@@ -846,7 +877,7 @@ class Engine:
         r = self.resp
         r.failures += 1
         fields = dict(kind=kind, code=code, message=message[:300], response_id=response_id)
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             self._note(action="none", **fields)
             return
         if r.failures == 1:
@@ -862,7 +893,7 @@ class Engine:
 
     def _fallback(self, why: str) -> None:
         """The agent's fallback when the model cannot carry the call on."""
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             return
         self.failed = True
         self._stop_playback("failed")
@@ -873,14 +904,14 @@ class Engine:
             self._emit(ev.TransferRequested, target=target, reason=why)
         else:
             self._emit(ev.HangupRequested, reason=why)
-        self.status = "ending"
+        self._to(Trigger.HANG_UP)
 
     def _on_model_error(self, e: ev.ModelError) -> None:
         r = self.resp
         fields = dict(code=e.code or e.error_type, message=e.message[:300])
         if e.error_type == "connection":
             # No model to talk to: no dead air -- the fallback, and the log says why.
-            if self.status == "active":
+            if self.status is Status.ACTIVE:
                 r.failures += 1
                 self._note(kind="unreachable", action="fallback", **fields)
                 self._fallback("the voice model is unavailable")
@@ -917,7 +948,7 @@ class Engine:
             if not r.requested or e.event_id != response_event_id(r.requested):
                 return  # answered after all (the timer lost the race)
             r.requested = 0
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             return
         r.failures += 1
         self._note(
@@ -969,7 +1000,7 @@ class Engine:
         )
 
     def _on_dtmf(self, e: ev.Dtmf) -> None:
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             return
         if self.live:
             # Instructions, not commentary: the backend's next delegation needs them.
@@ -995,7 +1026,7 @@ class Engine:
                 )
             self.external[spec.name] = spec
         agent = self.agent
-        if agent and self.status == "active" and any(s.name in agent.tools for s in e.tools):
+        if agent and self.status is Status.ACTIVE and any(s.name in agent.tools for s in e.tools):
             self._configure()  # the model may now call them in open conversation
 
     def _run_call(self, call: ev.FunctionCallRequested) -> None:
@@ -1151,7 +1182,7 @@ class Engine:
         self.in_flight.pop(e.tool_call_id, None)
         if not self.in_flight:
             reason, outcome = self.pending_end
-            self.status = "ended"
+            self._to(Trigger.END)
             self._emit(ev.CallEnded, reason=reason, outcome=outcome)
 
     def _on_tool_result(self, e: ev.ToolResult) -> None:
@@ -1183,6 +1214,103 @@ class Engine:
                 outcome = {"tool": e.name, "result": outcome}
             self._tell(flight.model_call_id, outcome)
         self._flush("tool result")
+
+
+@dataclass(frozen=True, slots=True)
+class Playing:
+    """The play stream the caller hears now (a copy: the engine's own stays inside)."""
+
+    stream_id: str
+    response_id: str
+    item_id: str
+    open: bool  # still taking audio (not stopped)
+    until: int  # when the caller will have heard all of it sent so far (µs since the epoch)
+
+
+class EngineView:
+    """The read-only window the shell reads an engine through (``engine.view``).
+
+    Only what acting on decisions needs: the status, the next sequence number,
+    the call's formats and rules as accepted, and what is playing.  Nothing here
+    changes the engine; everything else about it is the core's business.
+    """
+
+    __slots__ = ("_e",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._e = engine
+
+    @property
+    def call_id(self) -> str:
+        return self._e.call_id
+
+    @property
+    def status(self) -> Status:
+        return self._e.status
+
+    @property
+    def ended(self) -> bool:
+        """CallEnded is in the log: nothing may follow it."""
+        return self._e.status is Status.ENDED
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next input takes."""
+        return self._e.next_seq
+
+    @property
+    def agent(self) -> Agent | None:
+        """The call's agent (None before the session is accepted)."""
+        return self._e.agent
+
+    @property
+    def live(self) -> bool:
+        """The call's model is a GPT-Live model."""
+        return self._e.live
+
+    @property
+    def media_format(self) -> str:
+        return self._e.media_format
+
+    @property
+    def model_format(self) -> str:
+        return self._e.model_format
+
+    @property
+    def policy(self) -> ev.CallPolicy:
+        return self._e.policy
+
+    @property
+    def tools_listed(self) -> bool:
+        """Some MCP server's tools are known (ToolsListed is in the log)."""
+        return bool(self._e.external)
+
+    @property
+    def response_active(self) -> bool:
+        return self._e.resp.busy
+
+    @property
+    def held_response(self) -> str:
+        """The response whose calls wait until the caller heard it out ("" = none)."""
+        return self._e.held_response
+
+    def plays(self, item_id: str) -> bool:
+        """Audio of ``item_id`` goes to the caller (its play stream is open).  Hot path."""
+        pb = self._e.play
+        return pb is not None and pb.open and pb.item_id == item_id
+
+    @property
+    def playing(self) -> Playing | None:
+        """The current play stream, or None."""
+        pb = self._e.play
+        if pb is None:
+            return None
+        return Playing(pb.stream_id, pb.response_id, pb.item_id, pb.open, pb.until)
+
+    @property
+    def playout_end(self) -> int:
+        """When the caller's playout queue runs dry (µs since the epoch)."""
+        return self._e.clock.end_at
 
 
 _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {

@@ -120,7 +120,7 @@ class LiveLink(ModelLink):
         # A new socket: a new session with its own protocol state and id prefix.
         self.sessions += 1
         self.proto = live.LiveProtocol(prefix=f"s{self.sessions}-")
-        self.proto.model_format = self.session.engine.model_format
+        self.proto.model_format = self.session.engine.view.model_format
         self.watched = ""
         self.conn = conn
         self.task = asyncio.create_task(self.read())
@@ -244,7 +244,7 @@ class LiveLink(ModelLink):
         s = self.session
         p = self.proto
         e = p.receive(data)
-        if s.engine.status == "ended":
+        if s.engine.view.ended:
             return  # the call's log is closed: nothing follows CallEnded
         t = type(e)
         if t is live.OutputAudioDelta:
@@ -388,7 +388,7 @@ class LiveLink(ModelLink):
     # ----------------------------------------------------------------- audio
 
     def sample_bytes(self) -> int:
-        return 1 if self.session.engine.model_format == live.PCMU else 2
+        return 1 if self.session.engine.view.model_format == live.PCMU else 2
 
     async def _audio(self, e: live.OutputAudioDelta) -> None:
         """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
@@ -409,11 +409,11 @@ class LiveLink(ModelLink):
                 self.watcher = asyncio.create_task(s._guard(self._watch()))
         s.chunks_out += 1
         nbytes = wire.b64_nbytes(e.delta)
-        fmt = s.engine.model_format
+        fmt = s.engine.view.model_format
         decisions = s.record(
             ev.BotAudio(
                 call_id=s.call_id,
-                seq=s.engine.next_seq,
+                seq=s.engine.view.next_seq,
                 at=time.time_ns() // 1000,
                 response_id=item,
                 item_id=item,
@@ -425,8 +425,7 @@ class LiveLink(ModelLink):
         )
         if decisions:
             await s.execute(decisions)
-        pb = s.engine.play
-        if pb is None or not pb.open or pb.item_id != item:
+        if not s.engine.view.plays(item):
             return  # not ours to play (cut off, or the call is ending)
         b64 = e.delta
         if s.to_caller is not None:
@@ -445,7 +444,7 @@ class LiveLink(ModelLink):
                 item, self.watched = self.watched, ""
                 self.proto.output_stopped()
                 await self._transcripts()
-                if s.engine.status != "ended":
+                if not s.engine.view.ended:
                     await s.input(
                         ev.ModelOutputStopped, item_id=item, idle_ms=int(self.idle_s * 1000)
                     )

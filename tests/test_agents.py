@@ -14,8 +14,8 @@ import pytest
 
 import fastagent
 from fastagent import events as ev
+from fastagent.admission import AdmittingEngine
 from fastagent.agents import agent_names, get_agent
-from fastagent.core import Engine
 from fastagent.fsa import FSA, Action, FsaDefinitionError, Go, Slot, State, Step, diagram, validate
 from fastagent.testing.scenario import load_scenario, response_segments
 from fastagent.tools import ToolHub
@@ -171,7 +171,7 @@ class Call:
     """One simulated call: synthetic inputs into the core, backend actions run for real."""
 
     def __init__(self, agent: str, hub: ToolHub | None, loop: asyncio.AbstractEventLoop) -> None:
-        self.engine = Engine(call_id=f"test-{agent}")
+        self.engine = AdmittingEngine(call_id=f"test-{agent}")
         self.hub, self.loop = hub, loop
         self.seq = 0
         self.at = 1_700_000_000_000_000

@@ -6,14 +6,15 @@ import json
 from typing import Any
 
 from fastagent import events as ev
-from fastagent.core import Engine
+from fastagent.admission import AdmittingEngine
+from fastagent.status import Status
 
 MS = 1000  # µs
 
 
 class Call:
     def __init__(self, **config: Any) -> None:
-        self.engine = Engine("c")
+        self.engine = AdmittingEngine("c")
         self.log: list[ev.Event] = []
         self.now = 0
         self.feed(
@@ -78,14 +79,14 @@ def test_decisions_are_numbered_after_their_input_and_carry_its_time() -> None:
 
 
 def test_no_usable_format_or_unknown_agent_is_rejected() -> None:
-    e = Engine("x")
+    e = AdmittingEngine("x")
     out = e.handle(
         ev.SessionInitiated(
             call_id="x", seq=1, at=0, config=ev.CallConfig(), offered_formats=("wav/opus",)
         )
     )
     assert [type(d).__name__ for d in out] == ["SessionRejected", "CallEnded"]
-    e = Engine("y")
+    e = AdmittingEngine("y")
     out = e.handle(
         ev.SessionInitiated(
             call_id="y",
@@ -195,7 +196,7 @@ def test_external_tool_result_goes_back_to_the_model() -> None:
 def test_caller_drop_then_grace_expiry_ends_the_call() -> None:
     c = Call()
     c.feed(ev.ConnectionLost, 1, side="caller", reason="socket closed")
-    assert c.engine.status == "suspended"
+    assert c.engine.status is Status.SUSPENDED
     assert c.feed(ev.GraceExpired, 30_001, seconds=30.0) == ["CallEnded"]
     assert "30 s" in c.decisions(ev.CallEnded)[0].reason
 
@@ -228,7 +229,7 @@ def test_the_log_closes_only_after_running_tools_report() -> None:
     c.request(2, "r1", "k", "order")
     c.feed(ev.ResponseDone, 3, response_id="r1", status="completed")
     assert c.feed(ev.SessionEnded, 4, reason_code="client-disconnected") == []
-    assert c.engine.status == "closing"
+    assert c.engine.status is Status.CLOSING
     assert c.feed(ev.Dtmf, 5, digits="1") == []  # nothing else is decided meanwhile
     out = c.feed(ev.ToolResult, 6, tool_call_id="k", name="order", ok=True, output="{}")
     assert out == ["CallEnded"]
@@ -239,7 +240,7 @@ def test_send_dtmf_tool_and_session_params() -> None:
     from fastagent.agent import Agent
 
     ivr = Agent(name="ivr", instructions="x", send_dtmf=True, session_params={"sendDTMF": True})
-    engine = Engine("d", agents=lambda name: ivr)
+    engine = AdmittingEngine("d", agents=lambda name: ivr)
     seq = 1
 
     def feed(cls: type[ev.Input], **kw: Any) -> list[ev.Decision]:
@@ -284,7 +285,7 @@ def test_hangup_waits_for_the_goodbye_and_a_barge_in_keeps_the_call() -> None:
     c.feed(ev.ResponseDone, 2, response_id="r1", status="completed")  # -> goodbye requested
     assert _goodbye_response(c, "bye", 100) == ["PlaybackStopped"]  # no hangup yet
     assert c.feed(ev.SpeechStarted, 500, item_id="u") == ["TruncateRequested"]
-    assert c.engine.status == "active" and c.engine.control == ("", "")
+    assert c.engine.status is Status.ACTIVE and c.engine.control == ("", "")
     # The same goodbye heard out: now the bot hangs up.
     c2 = Call()
     c2.feed(ev.ResponseStarted, 0, response_id="r1")
@@ -298,7 +299,7 @@ def test_hangup_waits_for_the_goodbye_and_a_barge_in_keeps_the_call() -> None:
 def test_a_result_for_a_cancelled_run_changes_nothing() -> None:
     from fastagent.examples.banking import AGENT
 
-    engine = Engine("b", agents=lambda name: AGENT)
+    engine = AdmittingEngine("b", agents=lambda name: AGENT)
     n = 0
 
     def feed(cls: type[ev.Input], **kw: Any) -> list[ev.Decision]:
@@ -359,7 +360,7 @@ def test_a_guard_that_raises_is_an_engine_fault_not_a_crash() -> None:
         ),
     )
     agent = Agent(name="t", instructions="x", fsas=(fsa,))
-    engine = Engine("g", agents=lambda name: agent)
+    engine = AdmittingEngine("g", agents=lambda name: agent)
     n = 0
 
     def feed(cls: type[ev.Input], **kw: Any) -> list[ev.Decision]:

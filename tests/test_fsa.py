@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from fastagent import events as ev
+from fastagent.admission import AdmittingEngine
 from fastagent.agent import Agent
-from fastagent.core import Engine
 from fastagent.fsa import FSA, Action, Go, Slot, State, Step, diagram
 
 TRANSFER = FSA(
@@ -65,7 +65,7 @@ AGENT = Agent(name="test-bank", instructions="Be brief.", fsas=(TRANSFER, FAQ))
 
 class Call:
     def __init__(self) -> None:
-        self.engine = Engine("c", agents=lambda name: AGENT)
+        self.engine = AdmittingEngine("c", agents=lambda name: AGENT)
         self.log: list[ev.Event] = []
         self.t = 0
         self.n = 0

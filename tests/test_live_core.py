@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastagent import events as ev
-from fastagent.core import Engine
+from fastagent.admission import AdmittingEngine
 
 MS = 1000  # µs
 
 
 class LiveCall:
     def __init__(self, agent: str = "banking", formats: tuple[str, ...] = ("raw/mulaw",)) -> None:
-        self.engine = Engine("c")
+        self.engine = AdmittingEngine("c")
         self.log: list[ev.Event] = []
         self.now = 0
         self.out = self.feed(
@@ -200,7 +200,7 @@ def test_failed_backend_response_retries_then_apologises() -> None:
 
 
 def test_realtime_calls_are_unchanged() -> None:
-    e = Engine("c")
+    e = AdmittingEngine("c")
     first = ev.SessionInitiated(
         call_id="c", seq=1, at=0, config=ev.CallConfig(), offered_formats=("raw/lpcm16",)
     )

@@ -13,6 +13,7 @@ import pytest
 from fastagent import events as ev
 from fastagent import models
 from fastagent.core import response_event_id
+from fastagent.status import Status
 from projections.trail import timeline
 from tests.test_core import Call
 
@@ -164,7 +165,7 @@ def test_transcription_failed_or_missing_is_on_record_and_the_call_goes_on() -> 
     assert c.feed(ev.SpeechCommitted, 7, item_id="u4") == ["ModelFailureHandled"]  # u3: none
     assert failures(c) == [("transcription_failed", "none"), ("transcription_missing", "none")]
     assert c.decisions(ev.ModelFailureHandled)[-1].item_id == "u3"
-    assert c.engine.status == "active"
+    assert c.engine.status is Status.ACTIVE
 
 
 def test_session_expiry_reconnects_and_rate_limits_are_noted_once() -> None:
@@ -305,8 +306,8 @@ def test_items_queued_behind_the_one_being_heard_are_deleted_not_kept_as_heard()
 
 @pytest.mark.parametrize("model", ["gpt-realtime-2", "gpt-realtime-mini"])
 def test_reasoning_effort_per_agent_and_per_fsa_state(model: str) -> None:
+    from fastagent.admission import AdmittingEngine
     from fastagent.agent import Agent
-    from fastagent.core import Engine
     from fastagent.fsa import FSA, Go, State, Step
     from fastagent.realtime import session_update
 
@@ -321,7 +322,7 @@ def test_reasoning_effort_per_agent_and_per_fsa_state(model: str) -> None:
         ),
     )
     agent = Agent(name="t", instructions="x", fsas=(fsa,), reasoning_effort="low")
-    engine = Engine("g", agents=lambda name: agent)
+    engine = AdmittingEngine("g", agents=lambda name: agent)
     out: list[ev.Decision] = []
 
     def feed(cls: type[ev.Input], **kw: Any) -> None:

@@ -87,7 +87,7 @@ class CallSession(CallerSide, ModelSide, Ownership):
         self.closing = False
         self.lost = False
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
-        self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
+        self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
     # Act on recorded decisions, in order, through the executor's table (see
@@ -97,7 +97,7 @@ class CallSession(CallerSide, ModelSide, Ownership):
     def use_link(self) -> None:
         """Speak GPT-Live on the model side if the call's model is a GPT-Live model
         (recorded in the call's CallConfig; docs/models.md)."""
-        if self.engine.live and not isinstance(self.model_link, LiveLink):
+        if self.engine.view.live and not isinstance(self.model_link, LiveLink):
             self.model_link = LiveLink(self)
 
     async def close(self, why: str) -> None:

@@ -123,10 +123,10 @@ class CallerSide(Recorder):
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
-        fmt = self.engine.media_format
+        fmt = self.engine.view.media_format
         return ev.CallerAudio(
             call_id=self.call_id,
-            seq=self.engine.next_seq,
+            seq=self.engine.view.next_seq,
             at=now_us(),
             chunk=self.chunks_in,
             nbytes=nbytes,

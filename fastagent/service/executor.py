@@ -140,16 +140,16 @@ async def _call_control(call: CallSession, d: ev.Decision) -> None:
 def watch_drain(call: CallSession) -> None:
     """Tell the core when the caller has heard a response whose calls it holds
     (a PlaybackDrained input at the stream's audible end)."""
-    engine = call.engine
-    pb = engine.play
-    if pb is None or engine.held_response != pb.response_id:
+    view = call.engine.view
+    pb = view.playing
+    if pb is None or view.held_response != pb.response_id:
         return
 
     async def drained() -> None:
-        wait = (pb.audible_until() - now_us()) / 1e6
+        wait = (pb.until - now_us()) / 1e6
         if wait > 0:
             await asyncio.sleep(wait)
-        if not call.closing and engine.held_response == pb.response_id:
+        if not call.closing and view.held_response == pb.response_id:
             await call.input(ev.PlaybackDrained, stream_id=pb.stream_id, response_id=pb.response_id)
 
     call.spawn(drained())
@@ -161,13 +161,13 @@ async def after_playback(call: CallSession, frame: bytes) -> None:
     # Durable before the side effect; a hangup still goes out if the store is
     # down: leaving the caller on a dead line would be worse.
     await call.durable()
-    engine = call.engine
-    pb = engine.play
-    until = pb.audible_until() if pb is not None else 0
-    if engine.live:
+    view = call.engine.view
+    pb = view.playing
+    until = pb.until if pb is not None else 0
+    if view.live:
         # GPT-Live's goodbye stream is already stopped: the playout clock knows
         # when the caller's queue runs dry.
-        until = max(until, engine.clock.end_at)
+        until = max(until, view.playout_end)
     wait = (until - now_us()) / 1e6
     if wait > 0:
         await asyncio.sleep(min(wait, 30.0))

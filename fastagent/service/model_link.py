@@ -267,7 +267,7 @@ class ModelSide(Recorder):
             if self.timers.get(waiting_for) is not task:
                 return
             del self.timers[waiting_for]
-            if not self.closing and self.engine.status != "ended":
+            if not self.closing and not self.engine.view.ended:
                 await self._guard(
                     self.input(
                         ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
@@ -368,8 +368,7 @@ class ModelSide(Recorder):
     def model_audio_now(self, e: ModelAudio) -> bool:
         """Fast lane, from the model socket's data callback (through the link): a
         chunk of the audio being played is recorded and forwarded with no await."""
-        pb = self.engine.play
-        if pb is None or not pb.open or pb.item_id != e.item_id:
+        if not self.engine.view.plays(e.item_id):
             return False  # a new stream starts, or audio nobody hears: decisions to act on
         if self.vaic_proto().play_stream_id is None:
             return False
@@ -387,10 +386,10 @@ class ModelSide(Recorder):
     def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
         self.chunks_out += 1
         nbytes = audio.b64_decoded_len(e.delta)
-        model_fmt = self.engine.model_format
+        model_fmt = self.engine.view.model_format
         return ev.BotAudio(
             call_id=self.call_id,
-            seq=self.engine.next_seq,
+            seq=self.engine.view.next_seq,
             at=now_us(),
             response_id=e.response_id,
             item_id=e.item_id,
@@ -402,7 +401,7 @@ class ModelSide(Recorder):
 
     def model_sample_bytes(self) -> int:
         """Bytes per sample of the model's audio: bot audio must be whole samples."""
-        return 1 if self.engine.model_format == "audio/pcmu" else 2
+        return 1 if self.engine.view.model_format == "audio/pcmu" else 2
 
     async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
         """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
@@ -415,8 +414,7 @@ class ModelSide(Recorder):
         decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
-        pb = self.engine.play
-        if pb is None or not pb.open or pb.item_id != e.item_id:
+        if not self.engine.view.plays(e.item_id):
             return  # interrupted or not ours: the caller must not hear it
         if self.vaic_proto().play_stream_id is None:
             return  # a resume attached a new socket and has not started its stream yet

@@ -24,12 +24,13 @@ from fastapi import WebSocket
 
 from fastagent import checkpoints, vaic
 from fastagent import events as ev
-from fastagent.core import Engine
+from fastagent.admission import engine_for
 from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.executor import run_tool
 from fastagent.service.process import Service
 from fastagent.service.realtime_link import dial_model
 from fastagent.service.recording import Lost, Recorder, now_us
+from fastagent.status import Status
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class Ownership(Recorder):
             return
         ws = self.detach_caller()
         self.proto = None
-        if ws is not None and self.engine.status not in ("ended", "suspended"):
+        if ws is not None and self.engine.view.status not in (Status.ENDED, Status.SUSPENDED):
             with contextlib.suppress(Lost):
                 await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
         if not self.lost:
@@ -120,14 +121,14 @@ class Ownership(Recorder):
             stored = await asyncio.to_thread(self.store.last_seq, self.call_id)
         except StoreError:
             return False  # cannot tell; the next write will
-        return stored >= self.engine.next_seq
+        return stored >= self.engine.view.next_seq
 
     async def save_checkpoint(self) -> None:
         """Checkpoint the call's state once what it reflects is durable (see checkpoints.py)."""
         data = checkpoints.take(self.engine, self.state, self.chunks_in, self.chunks_out)
         if data is None:
             return
-        seq = self.engine.next_seq - 1
+        seq = self.engine.view.next_seq - 1
 
         def write() -> None:
             self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
@@ -149,7 +150,7 @@ class Ownership(Recorder):
         async def loop() -> None:
             while not self.closing:
                 await asyncio.sleep(CHECKPOINT_CHECK_S)
-                if self.engine.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
+                if self.engine.view.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
                     await self.save_checkpoint()
 
         self.spawn(loop())
@@ -195,7 +196,6 @@ async def _initiate(
     from fastagent.service.call import CallSession  # (built on this module's Ownership)
 
     cfg = service.config
-    session = CallSession(service, call_id, Engine(call_id))
     config = ev.CallConfig(
         agent=cfg.agent,
         greet=cfg.greet,
@@ -211,7 +211,7 @@ async def _initiate(
     )
     inp = ev.SessionInitiated(
         call_id=call_id,
-        seq=session.engine.next_seq,
+        seq=1,
         at=now_us(),
         config=config,
         caller=msg.caller,
@@ -220,6 +220,8 @@ async def _initiate(
         expect_audio=msg.expectAudioMessages,
         instance=cfg.instance,
     )
+    # The agent and the formats are settled here, outside the core (admission.py).
+    session = CallSession(service, call_id, engine_for(inp))
     decisions = session.engine.handle(inp)
     try:
         # Claimed at once, not group-committed: an instance that initiated the same
@@ -235,7 +237,7 @@ async def _initiate(
     session.attach_caller(ws, proto)
     service.calls[call_id] = session
     await session.execute(decisions)
-    if session.engine.status == "ended":
+    if session.engine.view.ended:
         return None
     await start_model_and_tools(session)
     session.keep_checkpoints()
@@ -243,7 +245,7 @@ async def _initiate(
 
 
 async def start_model_and_tools(session: CallSession) -> None:
-    agent = session.engine.agent
+    agent = session.engine.view.agent
     assert agent is not None
     if agent.servers:
         try:
@@ -326,7 +328,7 @@ async def _take_over(
                 dropped = session.record(
                     ev.ConnectionLost(
                         call_id=call_id,
-                        seq=session.engine.next_seq,
+                        seq=session.engine.view.next_seq,
                         at=now_us(),
                         side="caller",
                         reason="replaced by session.resume",
@@ -334,7 +336,7 @@ async def _take_over(
                 )
             inp = ev.SessionResumed(
                 call_id=call_id,
-                seq=session.engine.next_seq,
+                seq=session.engine.view.next_seq,
                 at=now_us(),
                 instance=service.config.instance,
             )
@@ -411,18 +413,20 @@ async def resume_from_store(
             await refuse("store unavailable")
             return None
         engine = rebuilt.engine
+        view = engine.view if engine is not None else None
         if rebuilt.divergence:
             # Today's agent decides differently from the one that drove the call:
             # its state cannot be rebuilt faithfully here (a deploy changed the FSA).
             log.error("call %s: %s; not resumed here", call_id, rebuilt.divergence)
             await refuse("call cannot be resumed on this version of the agent")
             return None
-        if engine is None or engine.status == "ended" or engine.agent is None:
+        if engine is None or view is None or view.ended or view.agent is None:
             await refuse("conversation has ended")
             return None
-        read_to = engine.next_seq - 1
+        read_to = view.next_seq - 1
         live_s = max(LIVE_S, cfg.resume_stale_s)
-        if engine.status != "suspended" and not await quiet_for(store, call_id, read_to, live_s):
+        suspended = view.status is Status.SUSPENDED
+        if not suspended and not await quiet_for(store, call_id, read_to, live_s):
             # Not suspended and its log still grows: an instance drives it with a caller.
             await refuse("call is active on another instance")
             return None
@@ -430,11 +434,11 @@ async def resume_from_store(
             dial = asyncio.create_task(dial_model(service))
         batch: list[ev.Event] = []
         at = now_us()
-        if engine.status == "active":
+        if view.status is Status.ACTIVE:
             # The instance that had the caller died without recording the drop.
             lost = ev.ConnectionLost(
                 call_id=call_id,
-                seq=engine.next_seq,
+                seq=view.next_seq,
                 at=at,
                 side="caller",
                 # All that is known: its log stood still.  (Its instance may have died,
@@ -442,7 +446,7 @@ async def resume_from_store(
                 reason=f"no event for {live_s:g} s from the instance driving the call",
             )
             batch += [lost, *engine.handle(lost)]
-        resumed = ev.SessionResumed(call_id=call_id, seq=engine.next_seq, at=at, instance=instance)
+        resumed = ev.SessionResumed(call_id=call_id, seq=view.next_seq, at=at, instance=instance)
         decisions = engine.handle(resumed)
         batch += [resumed, *decisions]
         session = CallSession(service, call_id, engine)
@@ -490,7 +494,7 @@ async def resume_from_store(
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).
         session.spawn(run_tool(session, d))
-    if not engine.external:  # tools are in the log already; list only if never listed
+    if not session.engine.view.tools_listed:  # in the log already: list only if never listed
         await start_model_and_tools(session)
     # A new model session: configure it and seed it with the conversation so far.
     await session.input(ev.ConnectionRestored, side="model", instance=instance)

@@ -90,7 +90,7 @@ class Recorder:
     async def input(self, cls: type[ev.Input], **fields: Any) -> None:
         """Record ``cls(**fields)`` observed now (call_id, seq and at added) and
         execute its decisions.  Raises Lost if another instance took the call."""
-        inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=now_us(), **fields)
+        inp = cls(call_id=self.call_id, seq=self.engine.view.next_seq, at=now_us(), **fields)
         decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
@@ -140,7 +140,7 @@ class Recorder:
     async def protocol_error(self, side: str, message: str) -> None:
         """Record a frame that was rejected, with one log line (no traceback)."""
         log.warning("call %s: %s frame rejected: %s", self.call_id, side, message[:300])
-        if not self.closing and self.engine.status != "ended":
+        if not self.closing and not self.engine.view.ended:
             await self.input(ev.ProtocolError, side=side, message=message[:300])
 
 

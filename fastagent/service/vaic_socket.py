@@ -163,7 +163,7 @@ async def caller_gone(session: CallSession, reason: str, ended: bool = False) ->
     start the grace timer; the model socket is closed when the grace ends."""
     session.detach_caller()
     session.proto = None
-    if ended or session.engine.status == "ended":
+    if ended or session.engine.view.ended:
         return
     try:
         await session.input(ev.ConnectionLost, side="caller", reason=reason[:200])
