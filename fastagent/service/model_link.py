@@ -2,7 +2,9 @@
 
 A call talks to its model through a :class:`ModelLink`; the Realtime API is one
 implementation (:class:`fastagent.service.realtime_link.RealtimeLink`), GPT-Live
-another.  The link owns the model's socket and its wire protocol; the call
+another (:class:`fastagent.live_link.LiveLink`).  :class:`ModelSide`, below, is the
+call's side of it (the :class:`ModelEvents` a link reports to).  The link owns
+the model's socket and its wire protocol; the call
 (:class:`fastagent.service.call.CallSession`) owns the log, the engine, the
 timers and the reconnect policy.  Nothing of the core changes when a link is
 added: links speak *events* (``fastagent.events``) to the call, wire frames to
@@ -16,7 +18,12 @@ The contract, in the order a call uses it::
     await link.send_audio(b64)             # caller audio, base64 in the model's format
     awaited = await link.send(d)           # any decision of MODEL_DECISIONS
     ...                                    # frames arrive: the link calls the ModelEvents
+    link.forget()                          # its socket failed (then connect again)
     await link.close()
+
+A call resumed from the store is handed a Realtime connection dialled while it
+was rebuilt: ``await link.adopt(task)`` takes it (True), or, for a link of
+another protocol, closes it and returns False, and the call connects the link.
 
 ``configure`` and ``send`` return what the model is expected to answer, as
 ``(waiting_for, event_id)`` (e.g. ``("response.created", "fa-response-7")``), or
