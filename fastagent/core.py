@@ -216,6 +216,7 @@ class Engine:
     live_active: list[str] = field(default_factory=list)  # backend responses under way
     live_outputs: bool = False  # function outputs sent that no response.create continued
     barged: bool = False  # the caller talked over the output item still playing
+    barge_told: bool = False  # GPT-Live: VAIC was told of this caller turn's barge-in
     control_after: int = -1  # GPT-Live: call control once a stream after this one ends
     _out: list[ev.Decision] = field(default_factory=list)
     _at: int = 0
@@ -266,6 +267,15 @@ class Engine:
     def _emit(self, cls: type[ev.Decision], **fields: Any) -> None:
         self._out.append(cls(call_id=self.call_id, seq=self.next_seq, at=self._at, **fields))
         self.next_seq += 1
+
+    def _notify(self, message_type: ev.CallerNotice, text: str = "", participant: str = "") -> None:
+        """Tell the caller's VAIC side about its own stream (a ``CallerNotified``),
+        while a caller socket is attached (not before acceptance, nor while
+        suspended, nor once the call is closing)."""
+        if self.status in (Status.ACTIVE, Status.ENDING):
+            self._emit(
+                ev.CallerNotified, message_type=message_type, text=text, participant=participant
+            )
 
     def _pci_state(self) -> tuple[str, str] | None:
         """(fsa, state) of the first FSA run in a state that collects payment-card
@@ -577,6 +587,12 @@ class Engine:
 
     # ---------------------------------------------------------------- audio
 
+    def _on_caller_stream_started(self, e: ev.CallerStreamStarted) -> None:
+        self._notify("userStream.started", participant=e.participant)
+
+    def _on_caller_stream_stopped(self, e: ev.CallerStreamStopped) -> None:
+        self._notify("userStream.stopped", participant=e.participant)
+
     def _on_caller_audio(self, e: ev.CallerAudio) -> None:
         pass  # forwarded by the shell untouched; recorded for replay and analytics
 
@@ -620,8 +636,17 @@ class Engine:
 
     def _on_speech_started(self, e: ev.SpeechStarted) -> None:
         if self.live:
+            # VAIC hears of a GPT-Live barge-in when the engine cuts its playback.
             self._live_speech_started(e)
             return
+        self._barge_in(e)
+        self._notify("userStream.speech.started")
+
+    def _on_speech_stopped(self, e: ev.SpeechStopped) -> None:
+        if not self.live:  # GPT-Live's are its transcript deltas' ends: not VAD
+            self._notify("userStream.speech.stopped")
+
+    def _barge_in(self, e: ev.SpeechStarted) -> None:
         clock = self.clock
         played = clock.played_us(e.at)
         unheard = [q for q in self.queue if q.offset_us + q.sent_us > played]
@@ -815,6 +840,7 @@ class Engine:
     def _live_speech_started(self, e: ev.SpeechStarted) -> None:
         """The caller talks over what they still hear.  GPT-Live stops by itself (or
         goes on: it is full duplex); FastAgent waits for its output to stop."""
+        self.barge_told = False  # a new caller turn
         played = self.clock.played_us(e.at)
         if not any(q.offset_us + q.sent_us > played for q in self.queue):
             return  # nothing is playing: the caller just speaks
@@ -838,6 +864,10 @@ class Engine:
             )
         for q in self.queue:
             if q.offset_us + q.sent_us > played:
+                if not self.barge_told:
+                    # VAIC's barge-in: it stops playing what it has queued (once a turn).
+                    self.barge_told = True
+                    self._notify("userStream.speech.started")
                 heard = clock.heard_ms(q.offset_us, q.sent_us, at)
                 self._emit(
                     ev.ItemHeard, item_id=q.item_id, heard_ms=heard, sent_ms=q.sent_us // 1000
@@ -970,13 +1000,18 @@ class Engine:
             r.limited = False
 
     def _on_transcript(self, e: ev.Transcript) -> None:
-        if e.role == "user" and e.item_id == self.committed:
+        if e.role != "user":
+            return
+        if e.item_id == self.committed:
             self.committed = ""
+        if e.text:  # the model's words, encoded into the frame (vaic.notification)
+            self._notify("userStream.speech.recognition", text=e.text)
 
     def _on_committed(self, e: ev.SpeechCommitted) -> None:
         if self.committed:
             self._transcript_missing()
         self.committed = e.item_id
+        self._notify("userStream.speech.committed")
 
     def _transcript_missing(self) -> None:
         item, self.committed = self.committed, ""
@@ -1320,7 +1355,10 @@ _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.CallStarted: Engine._on_call_started,
     ev.CallerAudio: Engine._on_caller_audio,
     ev.BotAudio: Engine._on_bot_audio,
+    ev.CallerStreamStarted: Engine._on_caller_stream_started,
+    ev.CallerStreamStopped: Engine._on_caller_stream_stopped,
     ev.SpeechStarted: Engine._on_speech_started,
+    ev.SpeechStopped: Engine._on_speech_stopped,
     ev.ResponseStarted: Engine._on_response_started,
     ev.ResponseDone: Engine._on_response_done,
     ev.PlaybackDrained: Engine._on_playback_drained,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -27,15 +26,6 @@ from fastapi import WebSocket
 from fastagent import audio, sockets, vaic
 from fastagent import events as ev
 from fastagent.service.recording import Recorder, now_us
-
-# What the caller's VAIC side is told when the model observes the caller's speech
-# (an input event): its fields -> the VAIC frame.  A Transcript only for role user.
-CALLER_NOTICES: dict[type[ev.Input], Callable[[dict[str, Any]], bytes]] = {
-    ev.SpeechStarted: lambda fields: vaic.speech_started(),
-    ev.SpeechStopped: lambda fields: vaic.speech_stopped(),
-    ev.SpeechCommitted: lambda fields: vaic.speech_committed(),
-    ev.Transcript: lambda fields: vaic.speech_recognition(fields["text"]),
-}
 
 log = logging.getLogger("fastagent.service")
 
@@ -113,12 +103,6 @@ class CallerSide(Recorder):
             await ws._send({"type": "websocket.send", "text": frame.decode()})
         except Exception:  # a gone socket is noticed by its reader
             pass
-
-    async def to_vaic_durable(self, frame: bytes) -> None:
-        """A non-audio frame the caller learns something from (speech events, a
-        recognition): sent once the input that caused it is durable in the log."""
-        if self.caller is not None and await self.durable():
-            await self.to_vaic(frame)
 
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes

@@ -49,7 +49,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fastagent import audio, models, realtime
 from fastagent import events as ev
-from fastagent.service.caller_link import CALLER_NOTICES
 from fastagent.service.recording import Lost, Recorder, now_us
 from projections import live
 
@@ -237,8 +236,6 @@ class ModelSide(Recorder):
 
         async def to_vaic(self, frame: bytes) -> None: ...
 
-        async def to_vaic_durable(self, frame: bytes) -> None: ...
-
         def write_now(self, sock: Any, frame: Any) -> None: ...
 
     async def configure_model(self, d: ev.ModelConfigured) -> None:
@@ -346,10 +343,7 @@ class ModelSide(Recorder):
         await self.input(ev.ConnectionRestored, side="model", instance=self.service.config.instance)
 
     async def model_input(self, cls: type[ev.Input], **fields: Any) -> None:
-        await self.input(cls, **fields)
-        notice = CALLER_NOTICES.get(cls)
-        if notice is not None and (cls is not ev.Transcript or fields.get("role") == "user"):
-            await self.to_vaic_durable(notice(fields))
+        await self.input(cls, **fields)  # what the caller is told of it, the core decides
 
     async def model_audio(self, audio: ModelAudio) -> None:
         await self.on_bot_audio(audio)  # type: ignore[arg-type]

@@ -58,6 +58,11 @@ class Recorder:
     tasks: set[asyncio.Task[Any]]
     closing: bool
     lost: bool  # another instance took the call's stream
+    # Model decisions recorded and not sent yet, in log order: seq -> the task
+    # sending them (None until its execute starts); see executor.model_turn.
+    model_order: dict[int, asyncio.Task[Any] | None]
+    model_turned: asyncio.Event
+    to_model_types: frozenset[type[ev.Decision]]  # (executor.TO_MODEL, set by CallSession)
 
     if TYPE_CHECKING:  # provided by CallSession and its sides
 
@@ -76,6 +81,9 @@ class Recorder:
             self.lost = True
             raise Lost(self.call_id) from None
         self.applied(batch)
+        for d in decisions:
+            if type(d) in self.to_model_types:  # sent in this order (executor.model_turn)
+                self.model_order[d.seq] = None
         return decisions
 
     def applied(self, batch: list[ev.Event]) -> None:

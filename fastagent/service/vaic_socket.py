@@ -107,10 +107,12 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     await session.protocol_error("caller", msg.message)
                 else:
                     log.warning("VAIC frame rejected: %s", msg.message[:300])
-                if msg.reply is not None:
+                if msg.reply is not None:  # before the session only (VaicProtocol.receive)
                     await ws.send_text(msg.reply.decode())
                 continue
             if isinstance(msg, vaic.ConnectionValidate):
+                # The protocol's own answer, before any session (a validate during
+                # one is a violation): the only frame here not decided by the engine.
                 await ws.send_text(vaic.connection_validated().decode())
             elif isinstance(msg, vaic.SessionInitiate | vaic.SessionResume):
                 if session is not None:
@@ -131,10 +133,6 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 if isinstance(msg, vaic.SessionEnd):
                     ended = True
                     break
-                if isinstance(msg, vaic.UserStreamStart):
-                    await ws.send_text(vaic.user_stream_started(msg.participant).decode())
-                elif isinstance(msg, vaic.UserStreamStop):
-                    await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
     except WebSocketDisconnect:
         pass
     except Lost:
