@@ -89,15 +89,20 @@ class CallSession(CallerSide, ModelSide, Ownership):
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
         self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
+        self.model_drops = 0  # model sockets lost since the last response.done
         # Model decisions recorded and not sent yet, in log order: seq -> the task
         # sending them (None until its execute starts); see executor.model_turn.
         self.model_order: dict[int, asyncio.Task[Any] | None] = {}
         self.model_turned = asyncio.Event()
+        # The same for frames to the caller (executor.caller_turn).
+        self.caller_order: dict[int, asyncio.Task[Any] | None] = {}
+        self.caller_turned = asyncio.Event()
 
     # Act on recorded decisions, in order, through the executor's table (see
     # fastagent.service.executor.execute for the durability boundary).
     execute = executor.execute
     to_model_types = executor.TO_MODEL  # what Recorder.record puts in model_order
+    to_caller_types = executor.TO_CALLER  # and in caller_order
 
     def use_link(self) -> None:
         """Speak GPT-Live on the model side if the call's model is a GPT-Live model

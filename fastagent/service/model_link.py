@@ -333,6 +333,19 @@ class ModelSide(Recorder):
             task.cancel()
         self.timers.clear()
         await self.input(ev.ConnectionLost, side="model", reason=reason[:200])
+        # A model that drops every session it opens (a frame past the size cap, a
+        # broken proxy) would be redialled forever: model_retries drops with no
+        # response in between, with backoff, then the agent's fallback.
+        self.model_drops += 1
+        if self.model_drops > self.policy.model_retries:
+            message = f"model socket dropped {self.model_drops} times with no response between"
+            log.error("call %s: %s; last: %s", self.call_id, message, reason[:200])
+            await self.input(ev.ModelError, error_type="connection", message=message)
+            return
+        if self.model_drops > 1:
+            await asyncio.sleep(min(0.2 * 2 ** (self.model_drops - 2), 5.0))
+            if self.closing:
+                return
         try:
             await self.attach_model()
         except Exception as exc:

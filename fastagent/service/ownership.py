@@ -271,10 +271,21 @@ async def resume(
     drives it, else rebuilt from the store (checkpoint + tail) and claimed.
 
     A call whose caller socket is alive and healthy (a frame within
-    ``resume_stale_s``) keeps it: the resume gets ``session.error``."""
-    session = await _resume(service, ws, proto, msg)
-    if session is not None:
-        session.caller_pace = pace
+    ``resume_stale_s``) keeps it: the resume gets ``session.error``, as does a
+    resume (or initiate) of a call whose resume or initiate is under way here."""
+    call_id = msg.conversationId
+    if call_id in service.initiating:
+        # One at a time: concurrent take-overs of one call each saw no live socket
+        # yet, and each attached its own (several session.accepted, some none).
+        await ws.send_text(vaic.session_error("call is being resumed").decode())
+        return None
+    service.initiating.add(call_id)
+    try:
+        session = await _resume(service, ws, proto, msg)
+        if session is not None:
+            session.caller_pace = pace  # before the next resume may look at it
+    finally:
+        service.initiating.discard(call_id)
     return session
 
 

@@ -62,7 +62,12 @@ class Recorder:
     # sending them (None until its execute starts); see executor.model_turn.
     model_order: dict[int, asyncio.Task[Any] | None]
     model_turned: asyncio.Event
+    # The same for frames to the caller (executor.caller_turn).
+    caller_order: dict[int, asyncio.Task[Any] | None]
+    caller_turned: asyncio.Event
     to_model_types: frozenset[type[ev.Decision]]  # (executor.TO_MODEL, set by CallSession)
+    to_caller_types: frozenset[type[ev.Decision]]  # (executor.TO_CALLER, set by CallSession)
+    model_drops: int  # model sockets lost since the last response.done
 
     if TYPE_CHECKING:  # provided by CallSession and its sides
 
@@ -82,8 +87,11 @@ class Recorder:
             raise Lost(self.call_id) from None
         self.applied(batch)
         for d in decisions:
-            if type(d) in self.to_model_types:  # sent in this order (executor.model_turn)
+            t = type(d)
+            if t in self.to_model_types:  # sent in this order (executor.model_turn)
                 self.model_order[d.seq] = None
+            elif t in self.to_caller_types:  # (executor.caller_turn)
+                self.caller_order[d.seq] = None
         return decisions
 
     def applied(self, batch: list[ev.Event]) -> None:
@@ -98,6 +106,8 @@ class Recorder:
     async def input(self, cls: type[ev.Input], **fields: Any) -> None:
         """Record ``cls(**fields)`` observed now (call_id, seq and at added) and
         execute its decisions.  Raises Lost if another instance took the call."""
+        if cls is ev.ResponseDone:
+            self.model_drops = 0  # the model session works: its drops start over
         inp = cls(call_id=self.call_id, seq=self.engine.view.next_seq, at=now_us(), **fields)
         decisions = self.record(inp)
         if decisions:
