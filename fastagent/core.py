@@ -9,6 +9,11 @@ recorded ones and compares what it decides with what was recorded.
 The state here is small and bounded: counters, the current play stream, the
 function calls of the response in progress, and the running FSAs.  The
 transcript and other growing things belong to projections.
+
+What the core does not settle itself comes in as data: the agent and the audio
+formats of a new call (:class:`Admission`, settled by ``fastagent.admission``
+in the shell and in replay).  The call's status changes only through the table in
+:mod:`fastagent.status`; the shell reads the engine through :class:`EngineView`.
 """
 
 from __future__ import annotations
@@ -31,8 +36,6 @@ END_CALL = "end_call"
 TRANSFER = "transfer_to_human"
 SEND_DTMF = "send_dtmf"
 _DTMF = re.compile(r"[0-9*#]{1,20}")
-# The timing and retry rules a call gets unless the operator overrides them
-# (CallConfig); recorded in SessionAccepted, so replay sees a change to them.
 # What GPT-Live's frontend (the voice model) is told besides the agent's own
 # instructions: the voice model is the frontend, the FSA's tools live in the
 # backend.  Decided here, so a change to it shows in replay (ModelConfigured).
@@ -43,6 +46,8 @@ LIVE_FRONTEND_POLICY = (
     "invent results. When the caller presses keys, the digits arrive as instructions: "
     "delegate with them."
 )
+# The timing and retry rules a call gets unless the operator overrides them
+# (CallConfig); recorded in SessionAccepted, so replay sees a change to them.
 POLICY = ev.CallPolicy(
     grace_s=30.0, tool_timeout_s=10.0, model_retries=5, history_items=24, model_timeout_s=10.0
 )
@@ -180,6 +185,13 @@ class InFlight:
 
 @dataclass
 class Engine:
+    """One call's core: ``handle(input) -> [decisions]``.
+
+    ``Engine(call_id, admission=...)`` for a new call (the admission is what the
+    shell settled for its ``session.initiate``; without one the call is
+    rejected); a call restored from a checkpoint gets its ``agent`` instead.
+    """
+
     call_id: str
     admission: Admission | None = None  # for session.initiate (the shell's, or replay's)
     agent: Agent | None = None
@@ -216,6 +228,7 @@ class Engine:
     live_active: list[str] = field(default_factory=list)  # backend responses under way
     live_outputs: bool = False  # function outputs sent that no response.create continued
     barged: bool = False  # the caller talked over the output item still playing
+    barge_told: bool = False  # GPT-Live: VAIC was told of this caller turn's barge-in
     control_after: int = -1  # GPT-Live: call control once a stream after this one ends
     _out: list[ev.Decision] = field(default_factory=list)
     _at: int = 0
@@ -266,6 +279,15 @@ class Engine:
     def _emit(self, cls: type[ev.Decision], **fields: Any) -> None:
         self._out.append(cls(call_id=self.call_id, seq=self.next_seq, at=self._at, **fields))
         self.next_seq += 1
+
+    def _notify(self, message_type: ev.CallerNotice, text: str = "", participant: str = "") -> None:
+        """Tell the caller's VAIC side about its own stream (a ``CallerNotified``),
+        while a caller socket is attached (not before acceptance, nor while
+        suspended, nor once the call is closing)."""
+        if self.status in (Status.ACTIVE, Status.ENDING):
+            self._emit(
+                ev.CallerNotified, message_type=message_type, text=text, participant=participant
+            )
 
     def _pci_state(self) -> tuple[str, str] | None:
         """(fsa, state) of the first FSA run in a state that collects payment-card
@@ -355,6 +377,7 @@ class Engine:
             frontend_instructions=f"{agent.instructions}\n\n{LIVE_FRONTEND_POLICY}"
             if self.live
             else "",
+            model=self.model if self.live else "",
         )
 
     def _request(self, reason: str, instructions: str = "") -> None:
@@ -419,6 +442,8 @@ class Engine:
             )
 
     def _end(self, reason: str, outcome: str) -> None:
+        # Refused by the table before anything changes (raises IllegalTransition).
+        next_status(self.status, Trigger.WAIT_TOOLS if self.in_flight else Trigger.END)
         if self.failed and outcome != "rejected":
             outcome = "failed"  # the model failed the call: never "completed"
         self._stop_playback("ended")
@@ -508,11 +533,11 @@ class Engine:
             if self.status is Status.ENDING:
                 self._end("caller left after hangup", "completed")
                 return
+            self._to(Trigger.CALLER_LOST)  # first: an illegal drop changes nothing
             self._stop_playback("connection_lost")
             self.play = None
             self.clock.flush(e.at)  # what the old socket still had queued is gone
             self.queue.clear()
-            self._to(Trigger.CALLER_LOST)
         elif e.side == "model" and self.live:
             # A GPT-Live session cannot be resumed: its delegations die with it.
             for calls in self.live_calls.values():
@@ -577,6 +602,12 @@ class Engine:
 
     # ---------------------------------------------------------------- audio
 
+    def _on_caller_stream_started(self, e: ev.CallerStreamStarted) -> None:
+        self._notify("userStream.started", participant=e.participant)
+
+    def _on_caller_stream_stopped(self, e: ev.CallerStreamStopped) -> None:
+        self._notify("userStream.stopped", participant=e.participant)
+
     def _on_caller_audio(self, e: ev.CallerAudio) -> None:
         pass  # forwarded by the shell untouched; recorded for replay and analytics
 
@@ -620,8 +651,17 @@ class Engine:
 
     def _on_speech_started(self, e: ev.SpeechStarted) -> None:
         if self.live:
+            # VAIC hears of a GPT-Live barge-in when the engine cuts its playback.
             self._live_speech_started(e)
             return
+        self._barge_in(e)
+        self._notify("userStream.speech.started")
+
+    def _on_speech_stopped(self, e: ev.SpeechStopped) -> None:
+        if not self.live:  # GPT-Live's are its transcript deltas' ends: not VAD
+            self._notify("userStream.speech.stopped")
+
+    def _barge_in(self, e: ev.SpeechStarted) -> None:
         clock = self.clock
         played = clock.played_us(e.at)
         unheard = [q for q in self.queue if q.offset_us + q.sent_us > played]
@@ -815,6 +855,7 @@ class Engine:
     def _live_speech_started(self, e: ev.SpeechStarted) -> None:
         """The caller talks over what they still hear.  GPT-Live stops by itself (or
         goes on: it is full duplex); FastAgent waits for its output to stop."""
+        self.barge_told = False  # a new caller turn
         played = self.clock.played_us(e.at)
         if not any(q.offset_us + q.sent_us > played for q in self.queue):
             return  # nothing is playing: the caller just speaks
@@ -838,6 +879,10 @@ class Engine:
             )
         for q in self.queue:
             if q.offset_us + q.sent_us > played:
+                if not self.barge_told:
+                    # VAIC's barge-in: it stops playing what it has queued (once a turn).
+                    self.barge_told = True
+                    self._notify("userStream.speech.started")
                 heard = clock.heard_ms(q.offset_us, q.sent_us, at)
                 self._emit(
                     ev.ItemHeard, item_id=q.item_id, heard_ms=heard, sent_ms=q.sent_us // 1000
@@ -970,13 +1015,18 @@ class Engine:
             r.limited = False
 
     def _on_transcript(self, e: ev.Transcript) -> None:
-        if e.role == "user" and e.item_id == self.committed:
+        if e.role != "user":
+            return
+        if e.item_id == self.committed:
             self.committed = ""
+        if e.text:  # the model's words, encoded into the frame (vaic.notification)
+            self._notify("userStream.speech.recognition", text=e.text)
 
     def _on_committed(self, e: ev.SpeechCommitted) -> None:
         if self.committed:
             self._transcript_missing()
         self.committed = e.item_id
+        self._notify("userStream.speech.committed")
 
     def _transcript_missing(self) -> None:
         item, self.committed = self.committed, ""
@@ -1320,7 +1370,10 @@ _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.CallStarted: Engine._on_call_started,
     ev.CallerAudio: Engine._on_caller_audio,
     ev.BotAudio: Engine._on_bot_audio,
+    ev.CallerStreamStarted: Engine._on_caller_stream_started,
+    ev.CallerStreamStopped: Engine._on_caller_stream_stopped,
     ev.SpeechStarted: Engine._on_speech_started,
+    ev.SpeechStopped: Engine._on_speech_stopped,
     ev.ResponseStarted: Engine._on_response_started,
     ev.ResponseDone: Engine._on_response_done,
     ev.PlaybackDrained: Engine._on_playback_drained,

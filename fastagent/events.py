@@ -160,11 +160,16 @@ class CallStarted(Input, frozen=True, kw_only=True):
 
 
 class CallerStreamStarted(Input, frozen=True, kw_only=True):
-    pass
+    """VAIC ``userStream.start``; ``participant`` is its optional field (agent-assist
+    calls), echoed in the ``userStream.started`` the engine decides."""
+
+    participant: str = ""
 
 
 class CallerStreamStopped(Input, frozen=True, kw_only=True):
-    pass
+    """VAIC ``userStream.stop`` (``participant`` as in :class:`CallerStreamStarted`)."""
+
+    participant: str = ""
 
 
 class CallerAudio(Input, frozen=True, kw_only=True):
@@ -407,8 +412,9 @@ class ModelConfigured(Decision, frozen=True, kw_only=True):
     instructions and every tool's name, description and parameter schema (a
     changed description shows in replay here).  ``frontend_instructions``: what a
     GPT-Live call's voice model (the frontend) is told when its session starts;
-    ``instructions`` and ``tools`` then go to its Responses backend ("" for a
-    Realtime call, whose one model takes ``instructions``).
+    ``instructions`` and ``tools`` then go to its Responses backend, and ``model``
+    is the call's GPT-Live model (both "" for a Realtime call, whose one model
+    takes ``instructions``).
 
     Version 2: ``tools`` holds full :class:`ToolSpec`s (version 1 held names only;
     the upcaster turns each name into a spec with only its name).
@@ -423,6 +429,7 @@ class ModelConfigured(Decision, frozen=True, kw_only=True):
     output_format: str = ""
     reasoning_effort: str = ""  # session.reasoning.effort ("" = not sent)
     frontend_instructions: str = ""  # GPT-Live: the voice model's session.start
+    model: str = ""  # GPT-Live: the model session.start names (Realtime's is dialled)
 
     @property
     def tool_names(self) -> tuple[str, ...]:
@@ -581,6 +588,37 @@ class ItemHeard(Decision, frozen=True, kw_only=True):
     item_id: str
     heard_ms: int
     sent_ms: int
+
+
+CallerNotice = Literal[
+    "userStream.started",
+    "userStream.stopped",
+    "userStream.speech.started",
+    "userStream.speech.stopped",
+    "userStream.speech.committed",
+    "userStream.speech.recognition",
+]
+
+
+class CallerNotified(Decision, frozen=True, kw_only=True):
+    """A VAIC notification about the caller's own stream: ``message_type`` is the
+    VAIC message sent, ``text`` the recognised words of a
+    ``userStream.speech.recognition`` (the user's final transcript), ``participant``
+    the echo of ``userStream.start``/``stop``'s (agent-assist calls).
+
+    One decision for the six notifications, not one each: they change nothing
+    in the engine, differ only by VAIC's message type (and the recognition's
+    text), and are all answers to what the caller side did (its stream, its
+    speech as the model heard it).  Their names are VAIC's own, so the decision
+    trail reads as the wire did, and every table keyed by event type (privacy,
+    masking, projections) has one entry.  They are decisions at all because the
+    caller receives only frames the engine decided, each durable before it is
+    sent (docs/architecture.md, "What the caller receives").
+    """
+
+    message_type: CallerNotice
+    text: str = ""
+    participant: str = ""
 
 
 class CallRecordingPaused(Decision, frozen=True, kw_only=True):

@@ -39,7 +39,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fastagent import audio, live, vaic, wire
+from fastagent import audio, live, wire
 from fastagent import events as ev
 from fastagent.core import response_event_id
 from fastagent.service.model_link import Awaited, ModelLink
@@ -87,7 +87,6 @@ class LiveLink(ModelLink):
         self.last_audio = 0.0  # loop time of the current item's last audio delta
         self.watched = ""  # output item the idle watcher is watching
         self.watcher: asyncio.Task[None] | None = None
-        self.cut = False  # VAIC was told of this caller turn's barge-in
 
     # ----------------------------------------------------------------- dialling
 
@@ -198,7 +197,7 @@ class LiveLink(ModelLink):
     def _configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> str:
         """The frame for a ModelConfigured, built from the decision alone (and the
         link's settings: backend model, store): ``session.start`` on a new session
-        (``frontend_instructions`` for the voice, ``instructions`` and ``tools``
+        (``model`` and ``frontend_instructions`` for the voice, ``instructions`` and ``tools``
         for the backend), ``session.update`` of the backend after."""
         delegation = live.responses_delegation(
             model=self.backend_model, instructions=d.instructions, tools=d.tools
@@ -213,7 +212,7 @@ class LiveLink(ModelLink):
         self.seeded = len(history)
         return self.proto.start(
             live.session_start(
-                model=self.session.service.config.model,
+                model=d.model,
                 instructions=d.frontend_instructions,
                 model_format=d.output_format,
                 voice=d.voice or None,
@@ -226,11 +225,6 @@ class LiveLink(ModelLink):
 
     async def send(self, d: ev.Decision) -> Awaited:
         """Carry out one decision of the model side (see :meth:`frames_for`)."""
-        s = self.session
-        if type(d) is ev.ItemHeard and not self.cut:
-            self.cut = True  # VAIC's barge-in: it stops playing what it has queued
-            if s.caller is not None:
-                await s.to_vaic(vaic.speech_started())
         for frame in self.frames_for(d):
             await self.send_frame(frame)
         if type(d) is ev.ResponseRequested:
@@ -256,7 +250,6 @@ class LiveLink(ModelLink):
                 await self._transcripts()
                 # VAIC hears of the barge-in when the engine cuts its playback
                 # (ItemHeard, once the model's output stopped), not now.
-                self.cut = False
                 await s.input(
                     ev.SpeechStarted,
                     item_id=p._turn,
@@ -343,8 +336,6 @@ class LiveLink(ModelLink):
     async def _transcripts(self) -> None:
         for f in self.proto.take_transcripts():
             await self.session.input(ev.Transcript, role=f.role, item_id=f.item_id, text=f.text)
-            if f.role == "user" and f.text:  # durable first, as for Realtime
-                await self.session.to_vaic_durable(vaic.speech_recognition(f.text))
 
     async def _backend(self, e: live.ResponseEvent) -> None:
         s = self.session

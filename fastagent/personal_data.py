@@ -16,7 +16,11 @@ __all__ = ["ALL_CATEGORIES", "ALWAYS", "CATEGORIES", "SEALED_FIELDS", "Privacy",
 CATEGORIES: dict[str, dict[str, tuple[str, ...]]] = {
     "caller": {"SessionInitiated": ("caller",), "CallStarted": ("caller", "parameters")},
     "dtmf": {"Dtmf": ("digits",), "DtmfSent": ("digits",), "MessageInjected": ("text",)},
-    "transcripts": {"Transcript": ("text",), "MessageInjected": ("text",)},
+    "transcripts": {
+        "Transcript": ("text",),
+        "MessageInjected": ("text",),
+        "CallerNotified": ("text",),  # a recognition: the caller's transcript again
+    },
     # Slot values (Slot(sensitive=True)) and backend records travel here: always sealed.
     "tool_data": {
         "FunctionCallRequested": ("arguments",),

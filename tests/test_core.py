@@ -111,14 +111,16 @@ def test_barge_in_truncates_at_what_was_heard() -> None:
     c.feed(ev.ResponseStarted, 0, response_id="r1")
     assert c.audio("r1", 50, at_ms=100)[0] == "PlaybackStarted"  # 1 s of audio sent at once
     out = c.feed(ev.SpeechStarted, 100 + 430, item_id="u1")
-    assert out == ["PlaybackStopped", "TruncateRequested"]
+    # VAIC is told of the caller's speech after the cut (userStream.speech.started).
+    assert out == ["PlaybackStopped", "TruncateRequested", "CallerNotified"]
+    assert c.decisions(ev.CallerNotified)[-1].message_type == "userStream.speech.started"
     t = c.decisions(ev.TruncateRequested)[0]
     assert t.audio_end_ms == 430 and t.item_id == "i-r1"
     # Speech after the audio has played out is no barge-in.
     c.feed(ev.ResponseDone, 600, response_id="r1", status="cancelled", reason="turn_detected")
     c.feed(ev.ResponseStarted, 700, response_id="r2")
     c.audio("r2", 5, at_ms=700)
-    assert c.feed(ev.SpeechStarted, 2000, item_id="u2") == []
+    assert c.feed(ev.SpeechStarted, 2000, item_id="u2") == ["CallerNotified"]
 
 
 def test_truncation_is_clamped_to_the_audio_sent() -> None:
@@ -138,6 +140,7 @@ def test_calls_of_a_response_wait_until_heard_and_die_with_a_barge_in() -> None:
     assert c.feed(ev.SpeechStarted, 500, item_id="u") == [
         "TruncateRequested",
         "FunctionCallSkipped",
+        "CallerNotified",
     ]
     assert not c.decisions(ev.FunctionCallDispatched)
 
@@ -284,7 +287,7 @@ def test_hangup_waits_for_the_goodbye_and_a_barge_in_keeps_the_call() -> None:
     c.request(1, "r1", "k", "end_call")
     c.feed(ev.ResponseDone, 2, response_id="r1", status="completed")  # -> goodbye requested
     assert _goodbye_response(c, "bye", 100) == ["PlaybackStopped"]  # no hangup yet
-    assert c.feed(ev.SpeechStarted, 500, item_id="u") == ["TruncateRequested"]
+    assert c.feed(ev.SpeechStarted, 500, item_id="u") == ["TruncateRequested", "CallerNotified"]
     assert c.engine.status is Status.ACTIVE and c.engine.control == ("", "")
     # The same goodbye heard out: now the bot hangs up.
     c2 = Call()
@@ -435,3 +438,28 @@ def test_calls_held_when_the_caller_never_comes_back_are_recorded_as_skipped() -
     c.feed(ev.ConnectionLost, 200, side="caller", reason="socket closed")
     assert c.feed(ev.PlaybackDrained, 1000, stream_id="play-1", response_id="r1") == []
     assert c.feed(ev.GraceExpired, 31_000, seconds=30.0) == ["FunctionCallSkipped", "CallEnded"]
+
+
+def test_the_caller_is_told_of_its_own_stream_and_speech_by_decisions() -> None:
+    """Every VAIC notification the caller gets is a CallerNotified, with VAIC's own
+    message type; a recognition carries the model's words for the caller's item."""
+    c = Call()
+    assert c.feed(ev.CallerStreamStarted, 1, participant="caller") == ["CallerNotified"]
+    (n,) = c.decisions(ev.CallerNotified)
+    assert (n.message_type, n.participant) == ("userStream.started", "caller")
+    for cls in (ev.SpeechStarted, ev.SpeechStopped, ev.SpeechCommitted):
+        assert c.feed(cls, 2, item_id="u1") == ["CallerNotified"]
+    assert c.feed(ev.Transcript, 3, role="user", item_id="u1", text="hello") == ["CallerNotified"]
+    assert c.feed(ev.Transcript, 3, role="user", item_id="u2", text="") == []
+    assert c.feed(ev.Transcript, 3, role="assistant", item_id="a1", text="Hi") == []
+    assert [(n.message_type, n.text) for n in c.decisions(ev.CallerNotified)[1:]] == [
+        ("userStream.speech.started", ""),
+        ("userStream.speech.stopped", ""),
+        ("userStream.speech.committed", ""),
+        ("userStream.speech.recognition", "hello"),
+    ]
+    # No caller socket while the call is suspended: nothing to tell it.
+    c.feed(ev.ConnectionLost, 4, side="caller")
+    assert c.feed(ev.Transcript, 5, role="user", item_id="u3", text="still there?") == []
+    c.feed(ev.SessionResumed, 6)
+    assert c.feed(ev.CallerStreamStopped, 7) == ["CallerNotified"]

@@ -132,7 +132,9 @@ def test_barge_in_stops_playback_when_the_model_stops_and_never_truncates() -> N
     assert c.speak("out-1", 100, 0)[0] == "PlaybackStarted"  # 2 s of audio, sent in 0.1 s
     assert c.feed(ev.SpeechStarted, 500, item_id="in-1") == []  # wait for the model
     out = c.feed(ev.ModelOutputStopped, 800, item_id="out-1", idle_ms=250)
-    assert out == ["PlaybackStopped", "ItemHeard"]
+    # VAIC hears of the barge-in now (userStream.speech.started), once a turn.
+    assert out == ["PlaybackStopped", "CallerNotified", "ItemHeard"]
+    assert c.last(ev.CallerNotified).message_type == "userStream.speech.started"
     stop, heard = c.last(ev.PlaybackStopped), c.last(ev.ItemHeard)
     assert stop.reason == "barge_in" and stop.played_ms == 800
     assert (heard.item_id, heard.heard_ms, heard.sent_ms) == ("out-1", 800, 2000)
@@ -150,7 +152,7 @@ def test_output_that_ends_by_itself_is_done_and_heard_whole() -> None:
     # The caller speaks over audio VAIC still plays (output already stopped): cut now.
     c.speak("out-2", 100, 400)
     c.feed(ev.ModelOutputStopped, 700, item_id="out-2")
-    assert c.feed(ev.SpeechStarted, 900, item_id="in-1") == ["ItemHeard"]
+    assert c.feed(ev.SpeechStarted, 900, item_id="in-1") == ["CallerNotified", "ItemHeard"]
     assert c.last(ev.ItemHeard).heard_ms == 500
 
 

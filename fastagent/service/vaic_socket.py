@@ -11,10 +11,11 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from fastagent import events as ev
 from fastagent import observe, sockets, vaic
-from fastagent.service.call import CallSession, _Lost
+from fastagent.service.call import CallSession
 from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.ownership import initiate, resume
 from fastagent.service.process import Service
+from fastagent.service.recording import Lost
 
 log = logging.getLogger("fastagent.service")
 
@@ -106,10 +107,12 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     await session.protocol_error("caller", msg.message)
                 else:
                     log.warning("VAIC frame rejected: %s", msg.message[:300])
-                if msg.reply is not None:
+                if msg.reply is not None:  # before the session only (VaicProtocol.receive)
                     await ws.send_text(msg.reply.decode())
                 continue
             if isinstance(msg, vaic.ConnectionValidate):
+                # The protocol's own answer, before any session (a validate during
+                # one is a violation): the only frame here not decided by the engine.
                 await ws.send_text(vaic.connection_validated().decode())
             elif isinstance(msg, vaic.SessionInitiate | vaic.SessionResume):
                 if session is not None:
@@ -130,13 +133,9 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 if isinstance(msg, vaic.SessionEnd):
                     ended = True
                     break
-                if isinstance(msg, vaic.UserStreamStart):
-                    await ws.send_text(vaic.user_stream_started(msg.participant).decode())
-                elif isinstance(msg, vaic.UserStreamStop):
-                    await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
     except WebSocketDisconnect:
         pass
-    except _Lost:
+    except Lost:
         if session is not None:
             await session.close("stream taken over by another instance")
         return
@@ -166,7 +165,7 @@ async def caller_gone(session: CallSession, reason: str, ended: bool = False) ->
         return
     try:
         await session.input(ev.ConnectionLost, side="caller", reason=reason[:200])
-    except _Lost:
+    except Lost:
         await session.close("stream taken over by another instance")
         return
     except Exception as exc:  # the store is failing too: do not keep the call open
