@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 
-from fastagent import audio, checkpoints, models, realtime, sockets, vaic
+from fastagent import audio, checkpoints, realtime, sockets, vaic
 from fastagent import events as ev
 from fastagent.core import Engine
 from fastagent.live_link import LiveLink
@@ -48,40 +47,6 @@ CHECKPOINT_EVERY = 5000  # events between periodic checkpoints of a live call
 CHECKPOINT_CHECK_S = 2.0
 
 
-SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
-SEED_SHARE = 4  # the seeded history may use 1/SEED_SHARE of the model's context window
-CHARS_PER_TOKEN = 4  # a conservative estimate for English text
-
-
-def seed_pairs(
-    transcript: list[live.Line], items: int = SEED_ITEMS, context_tokens: int = 32_000
-) -> list[tuple[str, str]]:
-    """What a fresh model session is told of the call so far.
-
-    The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
-    conversation items; anything older is folded into one system message, so a
-    long call resumes with a few frames, not hundreds.  Bot audio the caller
-    never heard (deleted after a barge-in) is left out.  The whole history is
-    kept within a quarter of ``context_tokens`` (128,000 for gpt-realtime-2:
-    fastagent.models): the oldest part of the summary goes first.
-    """
-    pairs = [(line.role, line.text) for line in transcript if line.text and line.heard]
-    budget = context_tokens // SEED_SHARE * CHARS_PER_TOKEN  # in characters
-    recent = pairs[len(pairs) - items :] if items else []
-    while recent and sum(len(t) for _, t in recent) > budget:
-        recent = recent[1:]
-    older = pairs[: len(pairs) - len(recent)]
-    if not older:
-        return recent
-    room = budget - sum(len(t) for _, t in recent)
-    lines = [f"{role}: {text}" for role, text in older]
-    while lines and sum(len(x) + 1 for x in lines) > room:
-        lines.pop(0)
-    if not lines:
-        return recent
-    return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
-
-
 class CallSession:
     """One call driven by this process: engine, live state, model socket, caller socket."""
 
@@ -97,7 +62,9 @@ class CallSession:
         self.caller_pace: CallerPace | None = None  # its liveness and message rate
         self.proto: vaic.VaicProtocol | None = None
         # The model side, behind the ModelLink interface (see model_link.py).
-        self.model_link = RealtimeLink(self, functools.partial(dial_model, service), call_id)
+        # Dialled with the call's recorded model (CallConfig.model), never the
+        # instance's FASTAGENT_MODEL: a resume elsewhere keeps the call's model.
+        self.model_link = RealtimeLink(self, self.dial_model, call_id)
         # Closed while a resume hands the call from a stale socket to a new one:
         # model frames wait, so no decision is acted on against the wrong socket.
         self.handover = asyncio.Event()
@@ -108,7 +75,6 @@ class CallSession:
         self.chunks_out = 0
         self.to_model: audio.Resampler | None = None
         self.to_caller: audio.Resampler | None = None
-        self.seeded = False
         self.closing = False
         self.lost = False
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
@@ -122,6 +88,10 @@ class CallSession:
         # The same for frames to the caller (executor.caller_turn).
         self.caller_order: dict[int, asyncio.Task[Any] | None] = {}
         self.caller_turned = asyncio.Event()
+
+    async def dial_model(self) -> Any:
+        """A Realtime connection for the call's recorded model (``CallConfig.model``)."""
+        return await dial_model(self.service, self.engine.view.model)
 
     # --------------------------------------------------------------- recording
 
@@ -180,14 +150,9 @@ class CallSession:
                 # The core answers with a hangup: no dead air, and the log says why.
                 await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
                 return
-        seed: list[tuple[str, str]] = []
-        if not self.seeded:
-            # A fresh model session (after a reconnect or a resume elsewhere) hears
-            # the conversation so far from the log.
-            self.seeded = True
-            window = models.info(self.service.config.model).context_tokens
-            seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
-        awaited = await self.model_link.configure(d, seed)
+        # A fresh model session (a reconnect, a resume elsewhere) hears the call so
+        # far: exactly the history the core decided (d.history, in the log).
+        awaited = await self.model_link.configure(d)
         if awaited is not None:
             self.await_model(*awaited)
 
@@ -411,7 +376,6 @@ class CallSession:
             log.error("call %s: model unreachable: %s", self.call_id, exc)
             await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
             return
-        self.seeded = False
         await self.input(ev.ConnectionRestored, side="model", instance=self.service.config.instance)
 
     # ModelEvents: what the model link reports (see model_link.py).

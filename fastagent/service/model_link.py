@@ -12,7 +12,7 @@ The contract, in the order a call uses it::
 
     link = RealtimeLink(call, dial)        # call: the ModelEvents below
     await link.connect()                   # dial once; raises if it cannot
-    awaited = await link.configure(d, seed)          # d: ev.ModelConfigured
+    awaited = await link.configure(d)      # d: ev.ModelConfigured
     await link.send_audio(b64)             # caller audio, base64 in the model's format
     awaited = await link.send(d)           # any decision of MODEL_DECISIONS
     ...                                    # frames arrive: the link calls the ModelEvents
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 from fastagent import events as ev
@@ -109,11 +108,11 @@ class ModelLink(abc.ABC):
         """A socket is open (frames can be sent)."""
 
     @abc.abstractmethod
-    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
+    async def configure(self, d: ev.ModelConfigured) -> Awaited:
         """Tell the model what ``d`` says, built from the decision alone: its
         instructions, tools (full specs: name, description, JSON-schema
-        parameters), voice and audio formats; then, if ``seed`` is not empty, the
-        conversation so far as ``(role, text)`` pairs (a fresh session)."""
+        parameters), voice and audio formats; then, if ``d.history`` is not empty,
+        exactly those items as the conversation so far (a fresh session)."""
 
     @abc.abstractmethod
     async def send_audio(self, b64: str) -> None:

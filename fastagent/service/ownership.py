@@ -317,7 +317,8 @@ async def resume_from_store(
             await refuse("call is active on another instance")
             return None
         if dial is None:
-            dial = asyncio.create_task(dial_model(service))
+            # The call's recorded model (CallConfig.model), not this instance's default.
+            dial = asyncio.create_task(dial_model(service, view.model))
         batch: list[ev.Event] = []
         at = now_us()
         if view.status is Status.ACTIVE:

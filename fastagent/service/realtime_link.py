@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastagent import events as ev
@@ -156,9 +156,10 @@ def decision_frame(d: ev.Decision) -> tuple[str, Awaited]:
     raise TypeError(f"not a model decision: {t.__name__}")
 
 
-def configure_frames(d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> list[str]:
+def configure_frames(d: ev.ModelConfigured) -> list[str]:
     """``session.update`` for a ModelConfigured (built from the decision alone: its
-    instructions, tool specs, voice, formats), then the seed conversation items."""
+    instructions, tool specs, voice, formats), then its ``history`` as conversation
+    items (a fresh session's; exactly what the log says it was told)."""
     frame = realtime.session_update(
         instructions=d.instructions,
         tools=d.tools,
@@ -167,7 +168,7 @@ def configure_frames(d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> 
         output_format=d.output_format,
         reasoning_effort=d.reasoning_effort or None,  # reasoning models only (the core)
     )
-    return [frame, *realtime.seed_items(seed)]
+    return [frame, *realtime.seed_items([(h.role, h.text) for h in d.history])]
 
 
 # ------------------------------------------------------------------ the link
@@ -217,8 +218,8 @@ class RealtimeLink(ModelLink):
         self.ready.set()
         self.task = asyncio.create_task(self.read())
 
-    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
-        frames = configure_frames(d, seed)
+    async def configure(self, d: ev.ModelConfigured) -> Awaited:
+        frames = configure_frames(d)
         await self.send_frame(frames[0])
         for item in frames[1:]:
             await self.send_frame(item)
@@ -358,12 +359,13 @@ class RealtimeLink(ModelLink):
 # ------------------------------------------------------------------ connection
 
 
-async def dial_model(service: Service) -> Any:
-    """A Realtime connection on the service's shared SDK client."""
+async def dial_model(service: Service, model: str) -> Any:
+    """A Realtime connection for ``model`` (the call's recorded ``CallConfig.model``,
+    never the instance's FASTAGENT_MODEL) on the service's shared SDK client."""
     from fastagent import sockets
 
     return await connect_realtime(
-        model=service.config.model,
+        model=model,
         client=service.openai_client(),
         connection_class=sockets.ModelConnection,
         max_frame_bytes=service.config.model_max_frame_bytes,
