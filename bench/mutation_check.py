@@ -255,7 +255,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "history: the oldest recent turn folded into the summary",
         C,
-        "    recent = pairs[len(pairs) - items :] if items else []\n",
+        "    recent = pairs[max(0, len(pairs) - items) :] if items else []\n",
         "    recent = pairs[max(0, len(pairs) - items) + 1 :] if items else []\n",
     ),
     Mutation(

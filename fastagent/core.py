@@ -78,7 +78,8 @@ def seed_pairs(
     ``pairs`` whose texts fit ``budget`` (so the core keeps no more than that).
     """
     pairs = [(role, text) for role, text in pairs if text]
-    recent = pairs[len(pairs) - items :] if items else []
+    # (Not pairs[len - items:]: with fewer turns than items that index is negative.)
+    recent = pairs[max(0, len(pairs) - items) :] if items else []
     while recent and sum(len(t) for _, t in recent) > budget:
         recent = recent[1:]
     older = pairs[: len(pairs) - len(recent)]
