@@ -8,7 +8,9 @@ recorded ones and compares what it decides with what was recorded.
 
 The state here is small and bounded: counters, the current play stream, the
 function calls of the response in progress, and the running FSAs.  The
-transcript and other growing things belong to projections.
+transcript and other growing things belong to projections; the core keeps only
+the recent turns a fresh model session's history can use (bounded by the
+call's model's window: :func:`history_budget`).
 
 What the core does not settle itself comes in as data: the agent and the audio
 formats of a new call (:class:`Admission`, settled by ``fastagent.admission``
