@@ -71,9 +71,10 @@ class CallSession(CallerSide, ModelSide, Ownership):
         self.caller_pace: CallerPace | None = None  # its liveness and message rate
         self.proto: vaic.VaicProtocol | None = None
         # The model side, behind the ModelLink interface (see model_link.py).
-        # Dialled with the call's recorded model (CallConfig.model), never the
-        # instance's FASTAGENT_MODEL: a resume elsewhere keeps the call's model.
-        self.model_link = RealtimeLink(self, self.dial_model, call_id)
+        # Dials the call's own model (recorded in its CallConfig), not this instance's.
+        self.model_link = RealtimeLink(
+            self, lambda: dial_model(service, self.engine.view.model), call_id
+        )
         # Closed while a resume hands the call from a stale socket to a new one:
         # model frames wait, so no decision is acted on against the wrong socket.
         self.handover = asyncio.Event()
@@ -103,10 +104,6 @@ class CallSession(CallerSide, ModelSide, Ownership):
     execute = executor.execute
     to_model_types = executor.TO_MODEL  # what Recorder.record puts in model_order
     to_caller_types = executor.TO_CALLER  # and in caller_order
-
-    async def dial_model(self) -> Any:
-        """A Realtime connection for the call's recorded model (``CallConfig.model``)."""
-        return await dial_model(self.service, self.engine.view.model)
 
     def use_link(self) -> None:
         """Speak GPT-Live on the model side if the call's model is a GPT-Live model
