@@ -228,6 +228,7 @@ class Engine:
     live_active: list[str] = field(default_factory=list)  # backend responses under way
     live_outputs: bool = False  # function outputs sent that no response.create continued
     barged: bool = False  # the caller talked over the output item still playing
+    caller_away: bool = False  # the caller's socket dropped and no resume came yet
     barge_told: bool = False  # GPT-Live: VAIC was told of this caller turn's barge-in
     control_after: int = -1  # GPT-Live: call control once a stream after this one ends
     _out: list[ev.Decision] = field(default_factory=list)
@@ -511,6 +512,7 @@ class Engine:
             self._emit(ev.SessionRejected, reason="conversation not found")
             return
         self._to(Trigger.RESUME)
+        self.caller_away = False
         self._emit(
             ev.SessionAccepted,
             media_format=self.media_format,
@@ -534,6 +536,7 @@ class Engine:
                 self._end("caller left after hangup", "completed")
                 return
             self._to(Trigger.CALLER_LOST)  # first: an illegal drop changes nothing
+            self.caller_away = True
             self._stop_playback("connection_lost")
             self.play = None
             self.clock.flush(e.at)  # what the old socket still had queued is gone
@@ -599,6 +602,13 @@ class Engine:
     def _on_grace_expired(self, e: ev.GraceExpired) -> None:
         if self.status is Status.SUSPENDED:
             self._end(f"caller did not return within {e.seconds:g} s", "dropped")
+        elif self.status is Status.ENDING and self.caller_away:
+            # A hangup or transfer decided while the caller was away, and no socket
+            # came back to carry it: end the call, or it would stay open for good.
+            # A goodbye decided is a completed call; a transfer that never reached
+            # the line is a drop.
+            outcome = "dropped" if self.control[0] == "transfer" else "completed"
+            self._end(f"caller did not return within {e.seconds:g} s", outcome)
 
     # ---------------------------------------------------------------- audio
 
@@ -1317,6 +1327,13 @@ class EngineView:
     def live(self) -> bool:
         """The call's model is a GPT-Live model."""
         return self._e.live
+
+    @property
+    def model(self) -> str:
+        """The call's model as its session was accepted (``CallConfig.model``): the
+        one to dial, whatever this instance's own setting (a call may resume on an
+        instance configured with another)."""
+        return self._e.model
 
     @property
     def media_format(self) -> str:
