@@ -349,13 +349,13 @@ class ModelSide(Recorder):
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         frame = self.vaic_proto().play_chunk(b64)  # before the record: it may raise
-        inp = self.bot_audio_input(e)  # type: ignore[arg-type]
+        inp = self.bot_audio_input(e)
         if self.record_now(inp):
             self.write_now(caller, frame)
             self.metrics.relay_to_caller(inp.at)
         return True
 
-    def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
+    def bot_audio_input(self, e: ModelAudio) -> ev.BotAudio:
         self.chunks_out += 1
         nbytes = audio.b64_decoded_len(e.delta)
         model_fmt = self.engine.view.model_format

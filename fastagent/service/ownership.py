@@ -355,19 +355,19 @@ async def _take_over(
             await session.store.flush_async(call_id)
         except (StreamConflict, Lost):
             if replacing:
-                _abort(old, old_sock)  # type: ignore[arg-type]
+                _abort(old, old_sock)
             await session.close("call resumed on another instance")
             await ws.send_text(vaic.session_error("call is active on another instance").decode())
             return None
         await session.execute(dropped)  # (its play stream stops; no frame is sent)
         session.attach_caller(ws, proto)
         if replacing:
-            _abort(old, old_sock)  # type: ignore[arg-type]
+            _abort(old, old_sock)
         await session.execute(decisions)
         return session
     # It moved to another instance and back: this copy is stale.
     if replacing:
-        _abort(old, old_sock)  # type: ignore[arg-type]
+        _abort(old, old_sock)
     await session.close("call resumed on another instance")
     return await resume_from_store(service, ws, proto, call_id)
 

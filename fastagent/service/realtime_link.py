@@ -139,21 +139,20 @@ def decision_frame(d: ev.Decision) -> tuple[str, Awaited]:
 
     Raises TypeError for a decision that is not one of MODEL_DECISIONS.
     """
-    t = type(d)
-    if t is ev.TruncateRequested:
-        return realtime.truncate(d.item_id, d.audio_end_ms), None  # type: ignore[attr-defined]
-    if t is ev.ResponseRequested:
+    if isinstance(d, ev.TruncateRequested):
+        return realtime.truncate(d.item_id, d.audio_end_ms), None
+    if isinstance(d, ev.ResponseRequested):
         event_id = response_event_id(d.seq)
-        frame = realtime.response_create(d.instructions or None, event_id=event_id)  # type: ignore[attr-defined]
+        frame = realtime.response_create(d.instructions or None, event_id=event_id)
         return frame, ("response.created", event_id)
-    if t is ev.ItemDeleted:
-        return realtime.item_delete(d.item_id), None  # type: ignore[attr-defined]
-    if t is ev.FunctionOutputSent:
-        return realtime.function_call_output(d.tool_call_id, d.output), None  # type: ignore[attr-defined]
-    if t is ev.MessageInjected:
-        build = realtime.user_text if d.role == "user" else realtime.system_text  # type: ignore[attr-defined]
-        return build(d.text), None  # type: ignore[attr-defined]
-    raise TypeError(f"not a model decision: {t.__name__}")
+    if isinstance(d, ev.ItemDeleted):
+        return realtime.item_delete(d.item_id), None
+    if isinstance(d, ev.FunctionOutputSent):
+        return realtime.function_call_output(d.tool_call_id, d.output), None
+    if isinstance(d, ev.MessageInjected):
+        build = realtime.user_text if d.role == "user" else realtime.system_text
+        return build(d.text), None
+    raise TypeError(f"not a model decision: {type(d).__name__}")
 
 
 def configure_frames(d: ev.ModelConfigured) -> list[str]:
