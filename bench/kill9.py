@@ -78,13 +78,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastagent import events as ev
-from fastagent import models, realtime
-from fastagent.service.call import seed_pairs
+from fastagent import realtime
 from fastagent.store import open_store
 from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
 from fastagent.testing.fake_realtime import FakeRealtimeServer, FakeSession
 from fastagent.testing.scenario import Scenario, load_scenario
-from projections import live
 
 TOKEN = "kill9-token-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,31 +239,19 @@ def _tool(t: Any) -> str:
 
 def expected_told(events: Sequence[ev.Event], after: int) -> list[tuple[Any, ...]]:
     """What the log says a model session opened at ``events[after]`` (a
-    ConnectionRestored side=model) was told, in order: its model decisions and, after
-    the first ``session.update``, the seed the log's own transcript calls for."""
-    state = live.CallState()
-    policy = ev.CallPolicy()
-    model = ""
+    ConnectionRestored side=model) was told, in order: its model decisions, each
+    ``session.update`` followed by the history its ModelConfigured carries (the
+    core decides it; the link sends exactly that)."""
     out: list[tuple[Any, ...]] = []
-    seeded = False
     for i, e in enumerate(events):
-        if isinstance(e, ev.SessionAccepted):
-            policy = e.policy
-        elif isinstance(e, ev.SessionInitiated):
-            model = e.config.model
         if i < after:
-            live.apply(state, e)
             continue
         if isinstance(e, ev.ConnectionLost) and e.side == "model":
             break  # that session is over
         if isinstance(e, ev.ModelConfigured):
             tools = tuple(_tool(realtime.function_tool(t)) for t in e.tools)
             out.append(("session.update", e.instructions, tools))
-            if not seeded:
-                seeded = True
-                window = models.info(model).context_tokens
-                for role, text in seed_pairs(state.transcript, policy.history_items, window):
-                    out.append(("message", role, text))
+            out.extend(("message", h.role, h.text) for h in e.history)
         elif isinstance(e, ev.ResponseRequested):
             out.append(("response.create", e.instructions))
         elif isinstance(e, ev.FunctionOutputSent):
@@ -276,7 +262,6 @@ def expected_told(events: Sequence[ev.Event], after: int) -> list[tuple[Any, ...
             out.append(("truncate", e.item_id, max(0, int(e.audio_end_ms))))
         elif isinstance(e, ev.ItemDeleted):
             out.append(("delete", e.item_id))
-        live.apply(state, e)
     return out
 
 
