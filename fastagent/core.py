@@ -31,6 +31,7 @@ from fastagent import events as ev
 from fastagent import fsa as fsa_mod
 from fastagent import models
 from fastagent.agent import Agent
+from fastagent.events import response_event_id as response_event_id  # (its old home)
 from fastagent.status import Status, Trigger, next_status
 
 ENGINE_SERVER = "fastagent"  # the engine's own tools (FSA intents/steps, call control)
@@ -1527,8 +1528,3 @@ def _spec(tool: dict[str, Any] | ev.ToolSpec) -> ev.ToolSpec:
         parameters=parameters or {"type": "object", "properties": {}},
         server=server,
     )
-
-
-def response_event_id(seq: int) -> str:
-    """The ``event_id`` of the ``response.create`` sent for the decision at ``seq``."""
-    return f"fa-response-{seq}"

@@ -861,3 +861,9 @@ def _walk(t: Any, value: Any, path: str, out: list[str]) -> None:
 def to_builtins(event: Event) -> dict[str, Any]:
     """The event as a plain dict (``type`` first), for JSON output and snapshots."""
     return msgspec.to_builtins(event)  # type: ignore[no-any-return]
+
+
+def response_event_id(seq: int) -> str:
+    """The ``event_id`` of the ``response.create`` sent for the decision at ``seq``
+    (the core matches the model's answer by it; the protocols put it on the wire)."""
+    return f"fa-response-{seq}"

@@ -1,6 +1,6 @@
 """The OpenAI Realtime API (GA shape), model side of FastAgent, sans-I/O.
 
-Three parts, none of which touches a socket:
+Four parts, none of which touches a socket:
 
 * :func:`parse_server_event` turns one server text frame into a small msgspec
   Struct (or :class:`Ignored` / :class:`Malformed`; bad input never raises).
@@ -13,6 +13,10 @@ Three parts, none of which touches a socket:
 * :class:`RealtimeProtocol` tracks whether a response is active and holds back
   ``response.create`` until ``response.done`` (the server rejects a second one
   with ``conversation_already_has_active_response``).
+* translation, pure, used by both lanes of the call's model link:
+  :func:`input_of` (a parsed server event -> the input event the engine hears),
+  :func:`decision_frame` / :func:`configure_frames` (a model decision -> its
+  client frames) and :func:`answer_of` (which awaited answer an event is).
 
 No I/O here: the connection (:func:`fastagent.service.realtime_link.connect_realtime`)
 and the call's use of it (:class:`~fastagent.service.realtime_link.RealtimeLink`)
@@ -736,6 +740,154 @@ class RealtimeProtocol:
     def truncate(self, item_id: str, played_ms: int | float) -> str:
         """``conversation.item.truncate`` clamped to the audio actually received."""
         return truncate(item_id, min(int(played_ms), self.audio_ms_received(item_id)))
+
+
+# ------------------------------------------------------------------ translation
+#
+# Pure, used by both lanes of the model link (fastagent.service.realtime_link): what
+# a parsed server event means to the engine, and what a model decision means on
+# the wire.  The shell stamps call_id, seq and at, and writes the frames.
+
+# What a sent frame expects the model to answer: (waiting_for, event_id), or None
+# (fastagent.service.model_link times it).
+Awaited = tuple[str, str] | None
+
+
+def input_of(e: Any) -> tuple[type[events.Input], dict[str, Any]] | None:
+    """The input event a parsed Realtime server event stands for, as
+    ``(class, fields)`` (the call adds call_id, seq and at), or None.
+
+    Audio deltas, ``session.updated`` and malformed frames are not inputs (see
+    :meth:`fastagent.service.realtime_link.RealtimeLink.on_frame`).  Missing
+    optional fields become "" / 0.
+    """
+    t = type(e)
+    if t is SpeechStarted:
+        return events.SpeechStarted, {
+            "item_id": e.item_id or "",
+            "audio_start_ms": e.audio_start_ms or 0,
+        }
+    if t is SpeechStopped:
+        return events.SpeechStopped, {
+            "item_id": e.item_id or "",
+            "audio_end_ms": e.audio_end_ms or 0,
+        }
+    if t is AudioCommitted:
+        return events.SpeechCommitted, {"item_id": e.item_id or ""}
+    if t is InputTranscriptionCompleted:
+        return events.Transcript, {
+            "role": "user",
+            "item_id": e.item_id or "",
+            "text": e.transcript or "",
+        }
+    if t is ResponseCreated:
+        return events.ResponseStarted, {"response_id": e.response.id}
+    if t is InputTranscriptionFailed:
+        err = e.error
+        return events.TranscriptionFailed, {
+            "item_id": e.item_id or "",
+            "error_type": err.type or "",
+            "code": err.code or "",
+            "message": (err.message or "")[:500],
+        }
+    if t is AudioTranscriptDone:
+        return events.Transcript, {
+            "role": "assistant",
+            "item_id": e.item_id or "",
+            "text": e.transcript or "",
+            "response_id": e.response_id or "",
+        }
+    if t is FunctionCallArgumentsDone:
+        return events.FunctionCallRequested, {
+            "response_id": e.response_id or "",
+            "item_id": e.item_id or "",
+            "tool_call_id": e.call_id or "",
+            "name": e.name or "",
+            "arguments": e.arguments or "",
+        }
+    if t is ResponseDone:
+        r = e.response
+        err = r.error
+        return events.ResponseDone, {
+            "response_id": r.id,
+            "status": r.status or "",
+            "reason": r.reason,
+            "usage": r.usage.to_event_usage() if r.usage else events.Usage(),
+            "error_type": err.type or "",
+            "error_code": err.code or "",
+            "error_message": (err.message or "")[:500],
+        }
+    if t is ItemTruncated:
+        return events.ItemTruncated, {"item_id": e.item_id, "audio_end_ms": e.audio_end_ms}
+    if t is RateLimitsUpdated:
+        limits = tuple(
+            events.RateLimit(
+                name=x.name or "",
+                limit=int(x.limit or 0),
+                remaining=int(x.remaining or 0),
+                reset_seconds=float(x.reset_seconds or 0),
+            )
+            for x in e.rate_limits or ()
+        )
+        return events.RateLimitsUpdated, {"limits": limits}
+    if t is Error:
+        err = e.error
+        return events.ModelError, {
+            "error_type": err.type or "",
+            "code": err.code or "",
+            "message": (err.message or "")[:500],
+            "event_id": err.event_id or "",
+            "param": err.param or "",
+        }
+    return None
+
+
+def answer_of(e: Any) -> str | None:
+    """Which awaited answer a server event is (see :data:`Awaited`)."""
+    t = type(e)
+    if t is ResponseCreated:
+        return "response.created"
+    if t is SessionUpdated:
+        return "session.updated"
+    if t is Error and (e.error.event_id or "").startswith("fa-response-"):
+        return "response.created"  # refused: that is an answer too
+    return None
+
+
+def decision_frame(d: events.Decision) -> tuple[str, Awaited]:
+    """The client frame of a model decision and the answer it awaits.
+
+    Raises TypeError for a decision that is not one of MODEL_DECISIONS.
+    """
+    if isinstance(d, events.TruncateRequested):
+        return truncate(d.item_id, d.audio_end_ms), None
+    if isinstance(d, events.ResponseRequested):
+        event_id = events.response_event_id(d.seq)
+        frame = response_create(d.instructions or None, event_id=event_id)
+        return frame, ("response.created", event_id)
+    if isinstance(d, events.ItemDeleted):
+        return item_delete(d.item_id), None
+    if isinstance(d, events.FunctionOutputSent):
+        return function_call_output(d.tool_call_id, d.output), None
+    if isinstance(d, events.MessageInjected):
+        build = user_text if d.role == "user" else system_text
+        return build(d.text), None
+    raise TypeError(f"not a model decision: {type(d).__name__}")
+
+
+def configure_frames(d: events.ModelConfigured) -> list[str]:
+    """``session.update`` for a ModelConfigured (built from the decision alone: its
+    instructions, tool specs, voice, formats), then its ``history`` as conversation
+    items (a fresh session's; exactly what the log says it was told)."""
+    frame = session_update(
+        instructions=d.instructions,
+        tools=d.tools,
+        voice=d.voice or None,
+        input_format=d.input_format,
+        output_format=d.output_format,
+        reasoning_effort=d.reasoning_effort or None,  # reasoning models only (the core)
+    )
+    return [frame, *seed_items([(h.role, h.text) for h in d.history])]
 
 
 # ------------------------------------------------------------------ connection

@@ -723,7 +723,7 @@ class VaicProtocol:
 
 # ------------------------------------------------------------------ translation
 #
-# Pure, in the manner of realtime_link.input_of / decision_frame: what a parsed
+# Pure, in the manner of realtime.input_of / decision_frame: what a parsed
 # VAIC message means to the engine, and what a caller-side decision means on the
 # wire.  The shell stamps call_id, seq and at, and writes the bytes.
 

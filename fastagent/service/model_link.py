@@ -66,7 +66,7 @@ MODEL_DECISIONS: tuple[type[ev.Decision], ...] = (
     ev.ItemHeard,  # GPT-Live only
 )
 
-Awaited = tuple[str, str] | None  # (waiting_for, event_id) the model should answer
+Awaited = realtime.Awaited  # (waiting_for, event_id) the model should answer, or None
 
 
 class ModelAudio(Protocol):

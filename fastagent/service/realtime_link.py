@@ -1,10 +1,9 @@
 """The Realtime model link: the OpenAI Realtime API behind :class:`ModelLink`.
 
-Three parts:
+Two parts (the pure translation both lanes use lives in the sans-I/O protocol
+module: :func:`fastagent.realtime.input_of`, :func:`~fastagent.realtime.decision_frame`,
+:func:`~fastagent.realtime.configure_frames`, :func:`~fastagent.realtime.answer_of`):
 
-* pure translation, used by both lanes: :func:`input_of` (a parsed server event ->
-  the input event the engine hears, or None) and :func:`decision_frame` (a model
-  decision -> its client frame and the answer to wait for);
 * :class:`RealtimeLink`: one Realtime socket of one call (the official SDK's
   connection over :class:`fastagent.sockets.ModelConnection`), its ordered reader
   and its audio fast lane;
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastagent import events as ev
 from fastagent import realtime
-from fastagent.core import response_event_id
+from fastagent.realtime import answer_of, configure_frames, decision_frame, input_of
 from fastagent.service.model_link import Awaited, ModelEvents, ModelLink
 
 if TYPE_CHECKING:
@@ -33,142 +32,6 @@ if TYPE_CHECKING:
     from fastagent.service.process import Service
 
 log = logging.getLogger("fastagent.service")
-
-# ------------------------------------------------------------------ translation
-
-
-def input_of(e: Any) -> tuple[type[ev.Input], dict[str, Any]] | None:
-    """The input event a parsed Realtime server event stands for, as
-    ``(class, fields)`` (the call adds call_id, seq and at), or None.
-
-    Audio deltas, ``session.updated`` and malformed frames are not inputs (see
-    :meth:`RealtimeLink.on_frame`).  Missing optional fields become "" / 0.
-    """
-    t = type(e)
-    if t is realtime.SpeechStarted:
-        return ev.SpeechStarted, {
-            "item_id": e.item_id or "",
-            "audio_start_ms": e.audio_start_ms or 0,
-        }
-    if t is realtime.SpeechStopped:
-        return ev.SpeechStopped, {"item_id": e.item_id or "", "audio_end_ms": e.audio_end_ms or 0}
-    if t is realtime.AudioCommitted:
-        return ev.SpeechCommitted, {"item_id": e.item_id or ""}
-    if t is realtime.InputTranscriptionCompleted:
-        return ev.Transcript, {
-            "role": "user",
-            "item_id": e.item_id or "",
-            "text": e.transcript or "",
-        }
-    if t is realtime.ResponseCreated:
-        return ev.ResponseStarted, {"response_id": e.response.id}
-    if t is realtime.InputTranscriptionFailed:
-        err = e.error
-        return ev.TranscriptionFailed, {
-            "item_id": e.item_id or "",
-            "error_type": err.type or "",
-            "code": err.code or "",
-            "message": (err.message or "")[:500],
-        }
-    if t is realtime.AudioTranscriptDone:
-        return ev.Transcript, {
-            "role": "assistant",
-            "item_id": e.item_id or "",
-            "text": e.transcript or "",
-            "response_id": e.response_id or "",
-        }
-    if t is realtime.FunctionCallArgumentsDone:
-        return ev.FunctionCallRequested, {
-            "response_id": e.response_id or "",
-            "item_id": e.item_id or "",
-            "tool_call_id": e.call_id or "",
-            "name": e.name or "",
-            "arguments": e.arguments or "",
-        }
-    if t is realtime.ResponseDone:
-        r = e.response
-        err = r.error
-        return ev.ResponseDone, {
-            "response_id": r.id,
-            "status": r.status or "",
-            "reason": r.reason,
-            "usage": r.usage.to_event_usage() if r.usage else ev.Usage(),
-            "error_type": err.type or "",
-            "error_code": err.code or "",
-            "error_message": (err.message or "")[:500],
-        }
-    if t is realtime.ItemTruncated:
-        return ev.ItemTruncated, {"item_id": e.item_id, "audio_end_ms": e.audio_end_ms}
-    if t is realtime.RateLimitsUpdated:
-        limits = tuple(
-            ev.RateLimit(
-                name=x.name or "",
-                limit=int(x.limit or 0),
-                remaining=int(x.remaining or 0),
-                reset_seconds=float(x.reset_seconds or 0),
-            )
-            for x in e.rate_limits or ()
-        )
-        return ev.RateLimitsUpdated, {"limits": limits}
-    if t is realtime.Error:
-        err = e.error
-        return ev.ModelError, {
-            "error_type": err.type or "",
-            "code": err.code or "",
-            "message": (err.message or "")[:500],
-            "event_id": err.event_id or "",
-            "param": err.param or "",
-        }
-    return None
-
-
-def answer_of(e: Any) -> str | None:
-    """Which awaited answer a server event is (see :data:`model_link.Awaited`)."""
-    t = type(e)
-    if t is realtime.ResponseCreated:
-        return "response.created"
-    if t is realtime.SessionUpdated:
-        return "session.updated"
-    if t is realtime.Error and (e.error.event_id or "").startswith("fa-response-"):
-        return "response.created"  # refused: that is an answer too
-    return None
-
-
-def decision_frame(d: ev.Decision) -> tuple[str, Awaited]:
-    """The client frame of a model decision and the answer it awaits.
-
-    Raises TypeError for a decision that is not one of MODEL_DECISIONS.
-    """
-    if isinstance(d, ev.TruncateRequested):
-        return realtime.truncate(d.item_id, d.audio_end_ms), None
-    if isinstance(d, ev.ResponseRequested):
-        event_id = response_event_id(d.seq)
-        frame = realtime.response_create(d.instructions or None, event_id=event_id)
-        return frame, ("response.created", event_id)
-    if isinstance(d, ev.ItemDeleted):
-        return realtime.item_delete(d.item_id), None
-    if isinstance(d, ev.FunctionOutputSent):
-        return realtime.function_call_output(d.tool_call_id, d.output), None
-    if isinstance(d, ev.MessageInjected):
-        build = realtime.user_text if d.role == "user" else realtime.system_text
-        return build(d.text), None
-    raise TypeError(f"not a model decision: {type(d).__name__}")
-
-
-def configure_frames(d: ev.ModelConfigured) -> list[str]:
-    """``session.update`` for a ModelConfigured (built from the decision alone: its
-    instructions, tool specs, voice, formats), then its ``history`` as conversation
-    items (a fresh session's; exactly what the log says it was told)."""
-    frame = realtime.session_update(
-        instructions=d.instructions,
-        tools=d.tools,
-        voice=d.voice or None,
-        input_format=d.input_format,
-        output_format=d.output_format,
-        reasoning_effort=d.reasoning_effort or None,  # reasoning models only (the core)
-    )
-    return [frame, *realtime.seed_items([(h.role, h.text) for h in d.history])]
-
 
 # ------------------------------------------------------------------ the link
 
