@@ -870,3 +870,160 @@ class LiveProtocol:
     def take_transcripts(self) -> list[Folded]:
         out, self._ready = self._ready, []
         return out
+
+
+# ------------------------------------------------------------------ translation
+#
+# Pure, in the manner of fastagent.realtime.input_of / decision_frame: what a
+# GPT-Live server event means to the engine, and what a decision means on the
+# wire.  The shell's link (fastagent.service.live_link) stamps call_id, seq and
+# at, keeps the connection's own state (session ids, the idle watcher) and writes
+# the frames.
+
+Translation = tuple[type[events.Input], dict[str, Any]]
+
+
+def decision_frames(d: events.Decision) -> list[str]:
+    """The GPT-Live client frames that carry out a model decision ([] if none).
+
+    ``ResponseRequested`` is ``response.create``; ``FunctionOutputSent``
+    ``response.item.create``; ``ContextAppended`` the matching ``*.append``;
+    ``ItemHeard`` becomes silent ``thinking`` when the caller heard less than the
+    model said.  Realtime-only decisions (``TruncateRequested``, ``ItemDeleted``,
+    ``MessageInjected``) have no GPT-Live frame: [].
+    """
+    t = type(d)
+    if t is events.ResponseRequested:
+        return [response_create(event_id=events.response_event_id(d.seq))]
+    if t is events.FunctionOutputSent:
+        return [function_call_output(d.tool_call_id, d.output)]  # type: ignore[attr-defined]
+    if t is events.ContextAppended:
+        return [append_context(d.kind, d.content)]  # type: ignore[attr-defined]
+    if t is events.ItemHeard and d.heard_ms + 200 < d.sent_ms:  # type: ignore[attr-defined]
+        heard, sent = d.heard_ms / 1000, d.sent_ms / 1000  # type: ignore[attr-defined]
+        return [
+            append_context(
+                "thinking",
+                f"The caller talked over you: they heard only the first {heard:.1f} s "
+                f"of the {sent:.1f} s you had said. Repeat what matters if needed.",
+            )
+        ]
+    return []
+
+
+def awaited_answer(d: events.Decision) -> tuple[str, str] | None:
+    """What the model should answer a decision's frames with, as
+    ``(waiting_for, event_id)``, or None (see fastagent.service.model_link)."""
+    if type(d) is events.ResponseRequested:
+        return ("response.created", events.response_event_id(d.seq))
+    return None
+
+
+def configure_frame(
+    proto: LiveProtocol,
+    d: events.ModelConfigured,
+    *,
+    backend_model: str,
+    store: bool,
+    fork_of: str = "",
+) -> tuple[str, int | None]:
+    """The frame for a ModelConfigured, built from the decision alone (and the
+    link's settings: backend model, store), and how many history items it seeds
+    (None: not a new session, the count stands).
+
+    ``session.start`` on a new session (``model`` and ``frontend_instructions``
+    for the voice, ``instructions`` and ``tools`` for the backend; a fork of the
+    stored session ``fork_of`` seeds nothing), ``session.update`` of the backend
+    after.  Starting moves ``proto`` to
+    ``starting``; raises LiveStateError as :meth:`LiveProtocol.start` does.
+    """
+    delegation = responses_delegation(
+        model=backend_model, instructions=d.instructions, tools=d.tools
+    )
+    if proto.state != "new":
+        return session_update(delegation), None
+    event_id = f"fa-start-{d.seq}"
+    if fork_of:
+        return proto.start(fork_start(event_id=event_id)), 0
+    history = initial_items([(h.role, h.text) for h in d.history])
+    frame = session_start(
+        model=d.model,
+        instructions=d.frontend_instructions,
+        model_format=d.output_format,
+        voice=d.voice or None,
+        delegation=delegation,
+        history=history,
+        store=store,
+        event_id=event_id,
+    )
+    return proto.start(frame), len(history)
+
+
+def input_of(e: Any) -> Translation | None:
+    """The input event a parsed GPT-Live server event stands for on its own, as
+    ``(class, fields)``, or None: ``session.delegation.created`` ->
+    DelegationStarted, ``session.usage.updated`` -> ModelUsage, ``error`` ->
+    ModelError.  Events whose meaning depends on the connection (session start
+    and close, audio, transcripts, backend events) are the link's."""
+    t = type(e)
+    if t is DelegationCreated:
+        dl = e.delegation
+        return events.DelegationStarted, {
+            "delegation_id": dl.id,
+            "target": dl.target,
+            "response_id": dl.response_id or "",
+            "offset_ms": e.offset_ms,
+        }
+    if t is UsageUpdated:
+        cw = e.context_window
+        return events.ModelUsage, {
+            "seconds": e.usage.seconds,
+            "context_ratio": cw.usage_ratio if cw else 0.0,
+        }
+    if t is Error:
+        err = e.error
+        return events.ModelError, {
+            "error_type": err.type or "",
+            "code": err.code or "",
+            "message": (err.message or "")[:500],
+            "event_id": err.client_event_id or e.client_event_id or "",
+        }
+    return None
+
+
+_BACKEND_STATUS: Final = {
+    BackendCompleted: "completed",
+    BackendFailed: "failed",
+    BackendIncomplete: "incomplete",
+}
+
+
+def backend_input_of(inner: Any, response_id: str) -> Translation | None:
+    """The input event a Responses backend event (nested in ``response.event``)
+    stands for, or None: ``response.created`` -> ResponseStarted, a finished
+    ``function_call`` item -> FunctionCallRequested (of ``response_id``, the
+    delegation's current response), ``response.completed`` / ``.failed`` /
+    ``.incomplete`` -> ResponseDone."""
+    t = type(inner)
+    if t is BackendCreated:
+        return events.ResponseStarted, {"response_id": inner.response.id}
+    if t is BackendItemDone and inner.item.type == "function_call":
+        item = inner.item
+        return events.FunctionCallRequested, {
+            "response_id": response_id,
+            "item_id": item.id or "",
+            "tool_call_id": item.call_id or "",
+            "name": item.name or "",
+            "arguments": item.arguments or "",
+        }
+    if isinstance(inner, BACKEND_DONE):
+        r = inner.response
+        return events.ResponseDone, {
+            "response_id": r.id,
+            "status": r.status or _BACKEND_STATUS[type(inner)],
+            "reason": r.reason,
+            "usage": r.usage.to_event_usage() if r.usage else events.Usage(),
+            "error_code": (r.error.code or "") if r.error else "",
+            "error_message": ((r.error.message or "") if r.error else "")[:500],
+        }
+    return None

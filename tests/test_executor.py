@@ -123,7 +123,7 @@ async def _adopt() -> None:
     """ModelLink.adopt: Realtime drives the connection dialled during the resume
     (a failed dial is left to the first configuration); a link of another
     protocol (the default, GPT-Live's) closes it and lets the call dial."""
-    from fastagent.live_link import LiveLink
+    from fastagent.service.live_link import LiveLink
     from fastagent.service.realtime_link import RealtimeLink
 
     used: list[object] = []

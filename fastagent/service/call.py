@@ -36,9 +36,9 @@ from fastapi import WebSocket
 
 from fastagent import audio, sockets, vaic
 from fastagent.core import Engine
-from fastagent.live_link import LiveLink
 from fastagent.service import executor
 from fastagent.service.caller_link import CallerPace, CallerSide
+from fastagent.service.live_link import LiveLink
 from fastagent.service.model_link import ModelSide
 from fastagent.service.ownership import Ownership
 from fastagent.service.realtime_link import RealtimeLink, dial_model

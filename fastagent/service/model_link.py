@@ -2,7 +2,7 @@
 
 A call talks to its model through a :class:`ModelLink`; the Realtime API is one
 implementation (:class:`fastagent.service.realtime_link.RealtimeLink`), GPT-Live
-another (:class:`fastagent.live_link.LiveLink`).  :class:`ModelSide`, below, is the
+another (:class:`fastagent.service.live_link.LiveLink`).  :class:`ModelSide`, below, is the
 call's side of it (the :class:`ModelEvents` a link reports to).  The link owns
 the model's socket and its wire protocol; the call
 (:class:`fastagent.service.call.CallSession`) owns the log, the engine, the

@@ -139,11 +139,12 @@ class Recorder:
                 await asyncio.sleep(delay)
         return False
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``coro`` as a task of the call (see :meth:`_guard`)."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
+        """Run ``coro`` as a task of the call (see :meth:`_guard`); the task."""
         task = asyncio.create_task(self._guard(coro))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     async def _guard(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Await ``coro``: a lost stream closes the call, any other failure is one

@@ -1,13 +1,17 @@
 """The GPT-Live model link: the shell side of one call's GPT-Live sessions.
 
-The call runner (:class:`fastagent.service.CallSession`) hands this link what is
-model-specific when the call's model is a GPT-Live model (``CallConfig.model``,
-``--model gpt-live-1.1``): dialling, the first frame of a session, translating
-the engine's decisions to GPT-Live client events, and GPT-Live server events to
-the engine's inputs.  The engine core and the agents are the same as for
-Realtime; docs/models.md says what differs.
+The call runner (:class:`fastagent.service.call.CallSession`) speaks through this
+link when the call's model is a GPT-Live model (``CallConfig.model``, ``--model
+gpt-live-1.1``): dialling, the first frame of a session, the connection's own
+state.  The translation itself is pure and lives in the sans-I/O
+:mod:`fastagent.live` (:func:`~fastagent.live.decision_frames`,
+:func:`~fastagent.live.configure_frame`, :func:`~fastagent.live.input_of`,
+:func:`~fastagent.live.backend_input_of`).  The link reports to its call only
+through :class:`fastagent.service.model_link.ModelEvents` (plus the call's
+read-only engine view, its id and its task spawner).  The engine core and the
+agents are the same as for Realtime; docs/models.md says what differs.
 
-* **Decisions → frames** (:meth:`LiveLink.frames_for`, pure): ``ModelConfigured``
+* **Decisions → frames** (:func:`fastagent.live.decision_frames`): ``ModelConfigured``
   is ``session.start`` on a new session (instructions, format, voice, the
   backend's instructions and the FSA's tools as Responses function tools, and the
   conversation so far as ``input``), ``session.update`` of the backend after;
@@ -36,15 +40,16 @@ import contextlib
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from fastagent import audio, live, wire
 from fastagent import events as ev
-from fastagent.core import response_event_id
-from fastagent.service.model_link import Awaited, ModelLink
+from fastagent import live, wire
+from fastagent.service.model_link import Awaited, ModelEvents, ModelLink
 
 if TYPE_CHECKING:
-    from fastagent.service.call import CallSession
+    from fastagent.core import Engine
+    from fastagent.service.process import Service
 
 log = logging.getLogger("fastagent.live")
 
@@ -65,12 +70,38 @@ MODEL_DECISIONS: frozenset[type[ev.Decision]] = frozenset(
 )
 
 
+class _Chunk(NamedTuple):
+    """A GPT-Live audio delta as :class:`fastagent.service.model_link.ModelAudio`:
+    GPT-Live's output item stands for both the item and the response."""
+
+    delta: str
+    item_id: str
+    response_id: str
+
+
+class LiveCall(ModelEvents, Protocol):
+    """What a GPT-Live link uses of its call (CallSession): the
+    :class:`~fastagent.service.model_link.ModelEvents` every link reports to,
+    plus the call's id, its read-only engine view, the service (settings and the
+    shared SDK client, for dialling), its task spawner and the reconnect of a
+    refused fork."""
+
+    call_id: str
+    closing: bool
+    service: Service
+    engine: Engine  # read through engine.view only
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]: ...
+
+    async def reconnect_model(self, reason: str) -> None: ...
+
+
 class LiveLink(ModelLink):
     """One call's GPT-Live connection(s), behind the model-link interface
     (:mod:`fastagent.service.model_link`); the call runner swaps it in for its
     Realtime link when the call's model is a GPT-Live model."""
 
-    def __init__(self, session: CallSession) -> None:
+    def __init__(self, session: LiveCall) -> None:
         self.session = session
         self.conn: Any = None
         self.task: asyncio.Task[None] | None = None
@@ -173,62 +204,20 @@ class LiveLink(ModelLink):
 
     # ----------------------------------------------------------------- decisions
 
-    def frames_for(self, d: ev.Decision) -> list[str]:
-        """The GPT-Live client frames that carry out a decision (pure; [] if none)."""
-        t = type(d)
-        if t is ev.ResponseRequested:
-            return [live.response_create(event_id=response_event_id(d.seq))]
-        if t is ev.FunctionOutputSent:
-            return [live.function_call_output(d.tool_call_id, d.output)]  # type: ignore[attr-defined]
-        if t is ev.ContextAppended:
-            return [live.append_context(d.kind, d.content)]  # type: ignore[attr-defined]
-        if t is ev.ItemHeard and d.heard_ms + 200 < d.sent_ms:  # type: ignore[attr-defined]
-            heard, sent = d.heard_ms / 1000, d.sent_ms / 1000  # type: ignore[attr-defined]
-            return [
-                live.append_context(
-                    "thinking",
-                    f"The caller talked over you: they heard only the first {heard:.1f} s "
-                    f"of the {sent:.1f} s you had said. Repeat what matters if needed.",
-                )
-            ]
-        return []
-
     def _configure(self, d: ev.ModelConfigured) -> str:
-        """The frame for a ModelConfigured, built from the decision alone (and the
-        link's settings: backend model, store): ``session.start`` on a new session
-        (``model`` and ``frontend_instructions`` for the voice, ``instructions`` and ``tools``
-        for the backend), ``session.update`` of the backend after."""
-        delegation = live.responses_delegation(
-            model=self.backend_model, instructions=d.instructions, tools=d.tools
+        """The frame for a ModelConfigured (see :func:`fastagent.live.configure_frame`)."""
+        frame, seeded = live.configure_frame(
+            self.proto, d, backend_model=self.backend_model, store=self.store, fork_of=self.fork_of
         )
-        if self.proto.state != "new":
-            return live.session_update(delegation)
-        event_id = f"fa-start-{d.seq}"
-        if self.fork_of:
-            self.seeded = 0
-            return self.proto.start(live.fork_start(event_id=event_id))
-        history = live.initial_items([(h.role, h.text) for h in d.history])
-        self.seeded = len(history)
-        return self.proto.start(
-            live.session_start(
-                model=d.model,
-                instructions=d.frontend_instructions,
-                model_format=d.output_format,
-                voice=d.voice or None,
-                delegation=delegation,
-                history=history,
-                store=self.store,
-                event_id=event_id,
-            )
-        )
+        if seeded is not None:
+            self.seeded = seeded
+        return frame
 
     async def send(self, d: ev.Decision) -> Awaited:
-        """Carry out one decision of the model side (see :meth:`frames_for`)."""
-        for frame in self.frames_for(d):
+        """Carry out one decision of the model side (see :func:`fastagent.live.decision_frames`)."""
+        for frame in live.decision_frames(d):
             await self.send_frame(frame)
-        if type(d) is ev.ResponseRequested:
-            return ("response.created", response_event_id(d.seq))
-        return None
+        return live.awaited_answer(d)
 
     # ----------------------------------------------------------------- frames
 
@@ -249,7 +238,7 @@ class LiveLink(ModelLink):
                 await self._transcripts()
                 # VAIC hears of the barge-in when the engine cuts its playback
                 # (ItemHeard, once the model's output stopped), not now.
-                await s.input(
+                await s.model_input(
                     ev.SpeechStarted,
                     item_id=p._turn,
                     audio_start_ms=e.start_ms,  # type: ignore[union-attr]
@@ -257,7 +246,7 @@ class LiveLink(ModelLink):
             # GPT-Live has no VAD events: the caller's words so far end where this
             # delta ends; the last one before the bot answers is where the turn's
             # latency is measured from (projections/30_latency.sql).
-            await s.input(
+            await s.model_input(
                 ev.SpeechStopped,
                 item_id=p._turn,
                 audio_end_ms=e.end_ms,  # type: ignore[union-attr]
@@ -270,21 +259,14 @@ class LiveLink(ModelLink):
             await self._backend(e)  # type: ignore[arg-type]
             return
         if t is live.DelegationCreated:
-            dl = e.delegation  # type: ignore[union-attr]
             await self._transcripts()
-            await s.input(
-                ev.DelegationStarted,
-                delegation_id=dl.id,
-                target=dl.target,
-                response_id=dl.response_id or "",
-                offset_ms=e.offset_ms,  # type: ignore[union-attr]
-            )
+            await self._input(live.input_of(e))
             return
         if t is live.SessionStarted:
             info = e.session  # type: ignore[union-attr]
             self.session_id = info.id
             s.model_answered("session.updated")
-            await s.input(
+            await s.model_input(
                 ev.ModelSessionStarted,
                 session_id=info.id,
                 model=info.model,
@@ -297,16 +279,11 @@ class LiveLink(ModelLink):
             s.model_answered("session.updated")
             return
         if t is live.UsageUpdated:
-            cw = e.context_window  # type: ignore[union-attr]
-            await s.input(
-                ev.ModelUsage,
-                seconds=e.usage.seconds,  # type: ignore[union-attr]
-                context_ratio=cw.usage_ratio if cw else 0.0,
-            )
+            await self._input(live.input_of(e))
             return
         if t is live.SessionClosed:
             await self._transcripts()
-            await s.input(
+            await s.model_input(
                 ev.ModelSessionClosed,
                 session_id=self.session_id,
                 reason=e.reason,  # type: ignore[union-attr]
@@ -321,20 +298,20 @@ class LiveLink(ModelLink):
                 self.fork_of, self.session_id = "", ""
                 await s.reconnect_model("fork refused")
                 return
-            await s.input(
-                ev.ModelError,
-                error_type=err.type or "",
-                code=err.code or "",
-                message=(err.message or "")[:500],
-                event_id=err.client_event_id or e.client_event_id or "",  # type: ignore[union-attr]
-            )
+            await self._input(live.input_of(e))
             return
         if t is live.Malformed:
             await s.model_protocol_error(e.message)  # type: ignore[union-attr]
 
+    async def _input(self, found: live.Translation | None) -> None:
+        if found is not None:
+            await self.session.model_input(found[0], **found[1])
+
     async def _transcripts(self) -> None:
         for f in self.proto.take_transcripts():
-            await self.session.input(ev.Transcript, role=f.role, item_id=f.item_id, text=f.text)
+            await self.session.model_input(
+                ev.Transcript, role=f.role, item_id=f.item_id, text=f.text
+            )
 
     async def _backend(self, e: live.ResponseEvent) -> None:
         s = self.session
@@ -342,46 +319,21 @@ class LiveLink(ModelLink):
         t = type(inner)
         if t is live.BackendCreated:
             s.model_answered("response.created")
-            await s.input(ev.ResponseStarted, response_id=inner.response.id)  # type: ignore[union-attr]
-        elif t is live.BackendItemDone and inner.item.type == "function_call":  # type: ignore[union-attr]
-            item = inner.item  # type: ignore[union-attr]
-            await s.input(
-                ev.FunctionCallRequested,
-                response_id=self.proto.current_response(e.delegation_id or ""),
-                item_id=item.id or "",
-                tool_call_id=item.call_id or "",
-                name=item.name or "",
-                arguments=item.arguments or "",
-            )
-        elif isinstance(inner, live.BACKEND_DONE):
-            r = inner.response
-            status = (
-                r.status
-                or {
-                    live.BackendCompleted: "completed",
-                    live.BackendFailed: "failed",
-                    live.BackendIncomplete: "incomplete",
-                }[type(inner)]
-            )
-            await s.input(
-                ev.ResponseDone,
-                response_id=r.id,
-                status=status,
-                reason=r.reason,
-                usage=r.usage.to_event_usage() if r.usage else ev.Usage(),
-                error_code=(r.error.code or "") if r.error else "",
-                error_message=((r.error.message or "") if r.error else "")[:500],
-            )
+        found = live.backend_input_of(inner, self.proto.current_response(e.delegation_id or ""))
+        if found is not None:
+            await s.model_input(found[0], **found[1])
         elif t is live.Malformed:
             await s.model_protocol_error(f"response.event: {inner.message}")  # type: ignore[union-attr]
 
     # ----------------------------------------------------------------- audio
 
     def sample_bytes(self) -> int:
-        return 1 if self.session.engine.view.model_format == live.PCMU else 2
+        return self.session.model_sample_bytes()
 
     async def _audio(self, e: live.OutputAudioDelta) -> None:
-        """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
+        """Hot path (slow lane): close the previous item's output if a new one
+        starts, watch this one's, and hand the chunk to the call (recorded, and
+        forwarded if it is played: :meth:`ModelEvents.model_audio`)."""
         s = self.session
         err = wire.audio_error(e.delta, self.sample_bytes())
         if err is not None:  # dropped: the caller never hears what is not audio
@@ -391,36 +343,13 @@ class LiveLink(ModelLink):
         if self.watched and self.watched != item:
             # The model went on to a new item: the watched one's output stopped.
             old, self.watched = self.watched, ""
-            await s.input(ev.ModelOutputStopped, item_id=old, idle_ms=0)
+            await s.model_input(ev.ModelOutputStopped, item_id=old, idle_ms=0)
         self.last_audio = time.monotonic()
         if self.watched != item:
             self.watched = item
             if self.watcher is None or self.watcher.done():
-                self.watcher = asyncio.create_task(s._guard(self._watch()))
-        s.chunks_out += 1
-        nbytes = wire.b64_nbytes(e.delta)
-        fmt = s.engine.view.model_format
-        decisions = s.record(
-            ev.BotAudio(
-                call_id=s.call_id,
-                seq=s.engine.view.next_seq,
-                at=time.time_ns() // 1000,
-                response_id=item,
-                item_id=item,
-                chunk=s.chunks_out,
-                nbytes=nbytes,
-                duration_us=audio.duration_us(nbytes, fmt),
-                fmt=fmt,
-            )
-        )
-        if decisions:
-            await s.execute(decisions)
-        if not s.engine.view.plays(item):
-            return  # not ours to play (cut off, or the call is ending)
-        b64 = e.delta
-        if s.to_caller is not None:
-            b64 = s.to_caller.process_b64(b64)
-        await s.to_vaic(s.vaic_proto().play_chunk(b64))
+                self.watcher = s.spawn(self._watch())
+        await s.model_audio(_Chunk(e.delta, item, item))
 
     async def _watch(self) -> None:
         """Record ModelOutputStopped when the watched item's audio goes quiet."""
@@ -435,7 +364,7 @@ class LiveLink(ModelLink):
                 self.proto.output_stopped()
                 await self._transcripts()
                 if not s.engine.view.ended:
-                    await s.input(
+                    await s.model_input(
                         ev.ModelOutputStopped, item_id=item, idle_ms=int(self.idle_s * 1000)
                     )
 
