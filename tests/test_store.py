@@ -552,8 +552,8 @@ def test_checkpoints_survive_the_rename_from_snapshots(
     t = "stored_events" if kind == "sqlite" else "fastagent_events"
     s = opened(url)
     s.append([audio("a", 1), audio("b", 1)])
-    s.write_checkpoint("a", 1, b"state of a")
-    s.write_checkpoint("b", 1, b"b at 1")
+    s.checkpoints.write("a", 1, b"state of a")
+    s.checkpoints.write("b", 1, b"b at 1")
     s.close()
     # As an older FastAgent left it: the table under its old name, and a newer
     # "b" in it than what a rolling upgrade already wrote under the new name.
@@ -573,10 +573,10 @@ def test_checkpoints_survive_the_rename_from_snapshots(
         (f"{t}_snapshots",),
     ]
     s = opened(url)
-    assert s.read_checkpoint("a") == (1, b"state of a")
-    assert s.read_checkpoint("b") == (5, b"b at 1")
+    assert s.checkpoints.read("a") == (1, b"state of a")
+    assert s.checkpoints.read("b") == (5, b"b at 1")
     assert _raw(url, kind, [tables]) == [(f"{t}_checkpoints",)]
     s.close()
     s = opened(url)  # idempotent
-    assert s.read_checkpoint("a") == (1, b"state of a")
+    assert s.checkpoints.read("a") == (1, b"state of a")
     assert _raw(url, kind, [tables]) == [(f"{t}_checkpoints",)]
