@@ -41,8 +41,8 @@ def _missing(target: StoreTarget, what: str) -> StoreError:
 def _check_exists(target: StoreTarget) -> None:
     """Raise StoreError unless ``target`` already holds an event store; create nothing."""
     if target.kind == "sqlite":
-        path = target.env["SQLITE_DBNAME"]
-        if path.startswith("file:"):  # a private in-memory store: exists while open
+        path = target.file
+        if path is None:  # a private in-memory store: exists while open
             return
         if not os.path.exists(path):
             raise _missing(target, "no such file")
@@ -160,7 +160,7 @@ def open_store(
     target = parse_store_url(store_url(url))
     if not create:
         _check_exists(target)
-    path = target.env["SQLITE_DBNAME"] if _is_file(target) else None
+    path = target.file
 
     def master() -> MasterKeys:
         try:
@@ -184,7 +184,3 @@ def open_store(
                 continue
             raise StoreError(f"cannot open store {target.display}: {first}") from None
     return EventStore(app, target, interval, master)
-
-
-def _is_file(target: StoreTarget) -> bool:
-    return target.kind == "sqlite" and not target.env["SQLITE_DBNAME"].startswith("file:")
