@@ -100,16 +100,22 @@ class EventStore:
 
     @property
     def kind(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
         return self._target.kind
 
     @property
     def flush_interval(self) -> float:
+        """Seconds between group commits."""
         return self._interval
 
     # ------------------------------------------------------------------ writing
 
     def append(self, batch: Sequence[Event]) -> None:
-        """Buffer events for the next group commit (cheap; safe from any thread)."""
+        """Buffer events for the next group commit (cheap, no I/O; safe from any thread).
+
+        Raises StoreError if the store is closed, StreamConflict if a call in
+        ``batch`` is conflicted (another writer holds its stream).
+        """
         rows = self._rows(batch)
         if rows:
             self._writer.add(rows)
@@ -215,13 +221,15 @@ class EventStore:
             ]
 
     def last_seq(self, call_id: str) -> int:
-        """The highest durable seq of a call (0 if none)."""
+        """The highest durable seq of a call (0 if none).  Raises StoreError."""
         with self._errors("read"):
             rows = self._recorder.select_events(call_id, desc=True, limit=1)
         return rows[0].originator_version if rows else 0
 
     def read_all(self, after: int = 0, limit: int = 1000) -> list[tuple[int, Event]]:
-        """The notification log: (position, event) after ``after``, in commit order."""
+        """The notification log: at most ``limit`` (position, event) pairs after
+        position ``after``, in commit order; a forgotten call's events come with
+        their personal fields empty.  Raises StoreError, EventFormatError."""
         with self._errors("read"):
             notes = self._recorder.select_notifications(after, limit, inclusive_of_start=False)
         return [
