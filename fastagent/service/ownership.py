@@ -105,7 +105,12 @@ class Ownership(Recorder):
             if self.caller is None and not self.closing:
                 await self.input(ev.GraceExpired, seconds=grace)
 
-        self.grace_task = asyncio.create_task(self._guard(expire()))
+        async def guarded() -> None:
+            # (expire() made inside the task: a grace cancelled before it ran, as a
+            # resume does at once, leaves no coroutine never awaited)
+            await self._guard(expire())
+
+        self.grace_task = asyncio.create_task(guarded())
 
     async def claim(self, batch: list[ev.Event]) -> None:
         """Append at once (not group-committed) and apply: raises StreamConflict if
