@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
@@ -115,6 +116,11 @@ class CallSession:
         self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
         self.model_drops = 0  # model sockets lost since the last response.done
+        # The model socket's protocol violations (FASTAGENT_MAX_VIOLATIONS_PER_MIN;
+        # a new bucket per socket) and, once it failed on purpose (a flood, too
+        # many violations), why: it is then closed and not redialled.
+        self.model_strikes = self.strikes()
+        self.model_broken = ""
         # Model decisions recorded and not sent yet, in log order: seq -> the task
         # sending them (None until its execute starts); see executor.model_turn.
         self.model_order: dict[int, asyncio.Task[Any] | None] = {}
@@ -365,6 +371,12 @@ class CallSession:
 
     # ------------------------------------------------------------- model side
 
+    def strikes(self) -> CallerPace:
+        """A bucket of protocol violations for one socket: the cap per minute,
+        all of it at once at most (FASTAGENT_MAX_VIOLATIONS_PER_MIN)."""
+        cap = self.service.config.max_violations_per_min
+        return CallerPace(cap / 60.0, burst=float(cap))
+
     async def attach_model(self) -> None:
         """Connect the model link (with backoff); it starts reading at once."""
         retries = self.policy.model_retries
@@ -372,6 +384,7 @@ class CallSession:
         for attempt in range(retries + 1):
             try:
                 await self.model_link.connect()
+                self.pace_model()
                 return
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
@@ -379,6 +392,38 @@ class CallSession:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def pace_model(self) -> None:
+        """Cap the new model socket's message rate and violations (each socket
+        starts afresh): past either, the socket is failed (:meth:`break_model`)."""
+        self.model_strikes = self.strikes()
+        conn = getattr(self.model_link, "conn", None)
+        ws = getattr(conn, "_connection", None)  # the SDK's websockets connection
+        if isinstance(ws, sockets.ModelConnection):
+            rate = self.service.config.model_max_msgs_per_s
+            ws.pace = CallerPace(rate)
+            ws.on_flood = functools.partial(self.break_model, f"more than {rate:g} messages/s")
+
+    def break_model(self, reason: str) -> None:
+        """The model socket misbehaves past a cap: close it and record a ModelError
+        (``error_type`` "protocol"), which takes the agent's fallback like any model
+        failure.  No await (called from the socket's data callback too)."""
+        if self.model_broken or self.closing:
+            return
+        self.model_broken = reason
+        log.warning("call %s: model socket failed: %s", self.call_id, reason)
+        for task in self.timers.values():  # nothing more will answer on that socket
+            task.cancel()
+        self.timers.clear()
+
+        async def fail() -> None:
+            await self.model_link.close()
+            if not self.closing and not self.engine.view.ended:
+                await self.input(
+                    ev.ModelError, error_type="protocol", code="policy_violation", message=reason
+                )
+
+        self.spawn(fail())
 
     async def detach_model(self) -> None:
         await self.model_link.close()
@@ -437,11 +482,22 @@ class CallSession:
     async def model_failed(self, exc: BaseException) -> None:
         if isinstance(exc, _Lost):
             await self.close("stream taken over by another instance")
-        elif not self.closing:
+        elif not self.closing and not self.model_broken:  # (failed on purpose: done)
             await self.model_lost(str(exc) or type(exc).__name__)
 
     async def protocol_error(self, side: str, message: str) -> None:
-        """Record a frame that was rejected, with one log line (no traceback)."""
+        """Record a frame that was rejected, with one log line (no traceback).
+
+        Model side: past FASTAGENT_MAX_VIOLATIONS_PER_MIN on one socket, nothing
+        more is recorded or logged and the socket is failed (:meth:`break_model`).
+        (The caller side counts its own in fastagent.service.vaic_socket.)"""
+        if side == "model":
+            if self.model_broken:
+                return
+            if not self.model_strikes.take(time.monotonic()):
+                cap = self.service.config.max_violations_per_min
+                self.break_model(f"more than {cap} protocol violations a minute")
+                return
         log.warning("call %s: %s frame rejected: %s", self.call_id, side, message[:300])
         if not self.closing and not self.engine.view.ended:
             await self.input(ev.ProtocolError, side=side, message=message[:300])
