@@ -442,6 +442,8 @@ class Engine:
             )
 
     def _end(self, reason: str, outcome: str) -> None:
+        # Refused by the table before anything changes (raises IllegalTransition).
+        next_status(self.status, Trigger.WAIT_TOOLS if self.in_flight else Trigger.END)
         if self.failed and outcome != "rejected":
             outcome = "failed"  # the model failed the call: never "completed"
         self._stop_playback("ended")
@@ -531,11 +533,11 @@ class Engine:
             if self.status is Status.ENDING:
                 self._end("caller left after hangup", "completed")
                 return
+            self._to(Trigger.CALLER_LOST)  # first: an illegal drop changes nothing
             self._stop_playback("connection_lost")
             self.play = None
             self.clock.flush(e.at)  # what the old socket still had queued is gone
             self.queue.clear()
-            self._to(Trigger.CALLER_LOST)
         elif e.side == "model" and self.live:
             # A GPT-Live session cannot be resumed: its delegations die with it.
             for calls in self.live_calls.values():

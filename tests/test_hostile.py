@@ -1046,3 +1046,45 @@ async def test_a_resume_storm_across_two_instances_on_postgresql(
     finally:
         for s in stores:
             s.close()
+
+
+@pytest.mark.anyio
+async def test_model_ids_are_bounded_before_they_reach_the_log(tmp_path: Path) -> None:
+    """A model's ids (item, response, call, event ids, a function's name) are
+    short by nature: a 100 kB one is a malformed event, not 100 kB in each of the
+    call's events (every BotAudio carries its item and response ids)."""
+    long_id = "i" * 100_000
+
+    def tamper(event: dict[str, Any]) -> str | None:
+        if event["type"] == "response.output_audio.delta":
+            return json.dumps({**event, "item_id": long_id})
+        if event["type"] == "input_audio_buffer.speech_started":
+            return json.dumps({**event, "event_id": long_id})
+        return None
+
+    async for v in _voice(tmp_path, scenario([GOODBYE]), tamper=tamper):
+        ws = await _raw(v, "long-ids")
+        await ws.send(json.dumps({**START, "conversationId": "long-ids"}))
+        await asyncio.sleep(1.5)
+        await ws.send(json.dumps({"type": "session.end", "conversationId": "long-ids"}))
+        await _closed(ws)
+        events = await v.log("long-ids")
+        biggest = max(len(msgspec.json.encode(e)) for e in events)
+        assert biggest < 20_000, biggest
+        errors = [e.message for e in events if isinstance(e, ev.ProtocolError)]
+        assert errors and all("1000" in m or "length" in m for m in errors), errors[:3]
+    for data in (
+        json.dumps({"type": "response.done", "response": {"id": long_id}}),
+        json.dumps({"type": "error", "error": {"event_id": long_id}}),
+        json.dumps(
+            {
+                "type": "response.function_call_arguments.done",
+                "call_id": "c",
+                "name": long_id,
+                "arguments": "{}",
+            }
+        ),
+    ):
+        assert isinstance(rt.parse_server_event(data), rt.Malformed), data[:80]
+    live_data = json.dumps({"type": "session.started", "session": {"id": long_id}})
+    assert isinstance(live.parse_server_event(live_data), live.Malformed)
