@@ -297,8 +297,9 @@ class TranscriptionFailed(Input, frozen=True, kw_only=True):
 class ModelTimeout(Input, frozen=True, kw_only=True):
     """The model did not answer a client event in time (the shell's timer).
 
-    ``waiting_for`` is the server event that never came: ``session.updated`` after
-    a ``session.update``, ``response.created`` after a ``response.create``;
+    ``waiting_for`` is the server event that never came: ``session.created`` once
+    a Realtime socket is connected, ``session.updated`` after a ``session.update``,
+    ``response.created`` after a ``response.create``;
     ``event_id`` names the request (``fa-response-<seq>``); ``seconds`` is the
     setting the timer ran with (FASTAGENT_MODEL_TIMEOUT_S).
     """

@@ -119,6 +119,10 @@ class ModelEvents(Protocol):
 class ModelLink(abc.ABC):
     """One model session of one call (see the module docstring for the contract)."""
 
+    # The server event a new socket must open with, timed like an answer from the
+    # moment it is connected (FASTAGENT_MODEL_TIMEOUT_S); "" for none.
+    first_event: str = ""
+
     @abc.abstractmethod
     async def connect(self) -> None:
         """Dial the model once and start reading it; raises if it cannot connect."""
@@ -320,7 +324,7 @@ class ModelSide(Recorder):
         for attempt in range(retries + 1):
             try:
                 await self.model_link.connect()
-                self.pace_model()
+                self.watch_model()
                 return
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
@@ -335,9 +339,14 @@ class ModelSide(Recorder):
         cap = self.service.config.max_violations_per_min
         return CallerPace(cap / 60.0, burst=float(cap))
 
-    def pace_model(self) -> None:
-        """Cap the new model socket's message rate and violations (each socket
-        starts afresh): past either, the socket is failed (:meth:`break_model`)."""
+    def watch_model(self) -> None:
+        """A model socket was just connected (before its reader has run): time its
+        first event (``session.created``; a model that never sends it is a
+        ModelTimeout), and cap its message rate and violations (each socket starts
+        afresh): past either cap the socket is failed (:meth:`break_model`)."""
+        first = self.model_link.first_event
+        if first:
+            self.await_model(first, "")
         self.model_strikes = self.strikes()
         conn = getattr(self.model_link, "conn", None)
         ws = getattr(conn, "_connection", None)  # the SDK's websockets connection

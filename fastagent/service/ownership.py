@@ -501,6 +501,8 @@ async def resume_from_store(
             await session.attach_model()
         except Exception as exc:  # configuring the model dials again, with backoff
             log.warning("call %s: model connect failed (%s)", call_id, exc)
+    elif session.model_link.connected:
+        session.watch_model()  # (no await since adopt: its reader has not run yet)
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).

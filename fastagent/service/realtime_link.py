@@ -127,6 +127,8 @@ def answer_of(e: Any) -> str | None:
     t = type(e)
     if t is realtime.ResponseCreated:
         return "response.created"
+    if t is realtime.SessionCreated:
+        return "session.created"
     if t is realtime.SessionUpdated:
         return "session.updated"
     if t is realtime.Error and (e.error.event_id or "").startswith("fa-response-"):
@@ -185,6 +187,8 @@ def _raw_socket(conn: Any) -> Any:
 class RealtimeLink(ModelLink):
     """One call's Realtime session.  ``dial`` opens a connection (see
     :func:`connect_realtime`); ``events`` is the call."""
+
+    first_event = "session.created"  # every Realtime socket opens with it
 
     def __init__(
         self, events: ModelEvents, dial: Callable[[], Awaitable[Any]], call_id: str = ""
