@@ -1321,6 +1321,13 @@ class EngineView:
         return self._e.live
 
     @property
+    def model(self) -> str:
+        """The call's model as its session was accepted (``CallConfig.model``): the
+        one to dial, whatever this instance's own setting (a call may resume on an
+        instance configured with another)."""
+        return self._e.model
+
+    @property
     def media_format(self) -> str:
         return self._e.media_format
 

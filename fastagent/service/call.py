@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
@@ -72,7 +71,10 @@ class CallSession(CallerSide, ModelSide, Ownership):
         self.caller_pace: CallerPace | None = None  # its liveness and message rate
         self.proto: vaic.VaicProtocol | None = None
         # The model side, behind the ModelLink interface (see model_link.py).
-        self.model_link = RealtimeLink(self, functools.partial(dial_model, service), call_id)
+        # Dials the call's own model (recorded in its CallConfig), not this instance's.
+        self.model_link = RealtimeLink(
+            self, lambda: dial_model(service, self.engine.view.model), call_id
+        )
         # Closed while a resume hands the call from a stale socket to a new one:
         # model frames wait, so no decision is acted on against the wrong socket.
         self.handover = asyncio.Event()

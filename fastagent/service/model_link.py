@@ -260,7 +260,8 @@ class ModelSide(Recorder):
             # A fresh model session (after a reconnect or a resume elsewhere) hears
             # the conversation so far from the log.
             self.seeded = True
-            window = models.info(self.service.config.model).context_tokens
+            model = self.engine.view.model or self.service.config.model  # the call's
+            window = models.info(model).context_tokens
             seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
         awaited = await self.model_link.configure(d, seed)
         if awaited is not None:

@@ -442,7 +442,7 @@ async def resume_from_store(
             await refuse("call is active on another instance")
             return None
         if dial is None:
-            dial = asyncio.create_task(dial_model(service))
+            dial = asyncio.create_task(dial_model(service, view.model))
         batch: list[ev.Event] = []
         at = now_us()
         if view.status is Status.ACTIVE:

@@ -374,12 +374,13 @@ class RealtimeLink(ModelLink):
 # ------------------------------------------------------------------ connection
 
 
-async def dial_model(service: Service) -> Any:
-    """A Realtime connection on the service's shared SDK client."""
+async def dial_model(service: Service, model: str = "") -> Any:
+    """A Realtime connection to ``model`` (the call's; "" = the service's setting)
+    on the service's shared SDK client."""
     from fastagent import sockets
 
     return await connect_realtime(
-        model=service.config.model,
+        model=model or service.config.model,
         client=service.openai_client(),
         connection_class=sockets.ModelConnection,
         max_frame_bytes=service.config.model_max_frame_bytes,
