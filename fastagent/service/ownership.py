@@ -132,7 +132,7 @@ class Ownership(Recorder):
 
         def write() -> None:
             self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
-            self.store.write_checkpoint(self.call_id, seq, data)
+            self.store.checkpoints.write(self.call_id, seq, data)
 
         try:
             await asyncio.to_thread(write)
