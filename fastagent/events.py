@@ -108,6 +108,15 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
     server: str = ""  # MCP server that serves it ("" = the engine's own)
 
 
+class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One item of the conversation a fresh model session is told
+    (:attr:`ModelConfigured.history`): ``role`` "user" or "assistant" (a turn the
+    caller said or heard), or "system" (older turns folded into one summary)."""
+
+    role: str
+    text: str
+
+
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
     input_tokens: int = 0
     output_tokens: int = 0
@@ -275,7 +284,9 @@ class RateLimitsUpdated(Input, frozen=True, kw_only=True):
 class ModelError(Input, frozen=True, kw_only=True):
     """A Realtime ``error`` event, or the model socket could not be opened."""
 
-    error_type: str = ""  # "connection" when the model cannot be reached at all
+    # "connection" when the model cannot be reached at all; "protocol" when the
+    # service failed its socket (past a message-rate or violation cap).
+    error_type: str = ""
     code: str = ""  # free-form (the SDK enumerates none): session_expired, ...
     message: str = ""
     event_id: str = ""  # the client event the error is about, when the server says
@@ -295,8 +306,9 @@ class TranscriptionFailed(Input, frozen=True, kw_only=True):
 class ModelTimeout(Input, frozen=True, kw_only=True):
     """The model did not answer a client event in time (the shell's timer).
 
-    ``waiting_for`` is the server event that never came: ``session.updated`` after
-    a ``session.update``, ``response.created`` after a ``response.create``;
+    ``waiting_for`` is the server event that never came: ``session.created`` once
+    a Realtime socket is connected, ``session.updated`` after a ``session.update``,
+    ``response.created`` after a ``response.create``;
     ``event_id`` names the request (``fa-response-<seq>``); ``seconds`` is the
     setting the timer ran with (FASTAGENT_MODEL_TIMEOUT_S).
     """
@@ -416,11 +428,18 @@ class ModelConfigured(Decision, frozen=True, kw_only=True):
     is the call's GPT-Live model (both "" for a Realtime call, whose one model
     takes ``instructions``).
 
+    ``history``: what a fresh model session (a reconnect, a resume on another
+    instance) is told of the call so far, after the configuration -- decided by the
+    core from the turns the caller heard, trimmed to the call's recorded model's
+    context window (``fastagent.core.seed_pairs``); empty on every other
+    configuration.  Sealed like transcripts (``fastagent.personal_data``).
+
     Version 2: ``tools`` holds full :class:`ToolSpec`s (version 1 held names only;
-    the upcaster turns each name into a spec with only its name).
+    the upcaster turns each name into a spec with only its name).  Version 3:
+    ``history`` (version 2 did not record it: it reads as empty).
     """
 
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
 
     instructions: str
     tools: tuple[ToolSpec, ...] = ()
@@ -430,6 +449,7 @@ class ModelConfigured(Decision, frozen=True, kw_only=True):
     reasoning_effort: str = ""  # session.reasoning.effort ("" = not sent)
     frontend_instructions: str = ""  # GPT-Live: the voice model's session.start
     model: str = ""  # GPT-Live: the model session.start names (Realtime's is dialled)
+    history: tuple[HistoryItem, ...] = ()  # a fresh session: the call so far
 
     @property
     def tool_names(self) -> tuple[str, ...]:
@@ -543,7 +563,7 @@ class ModelFailureHandled(Decision, frozen=True, kw_only=True):
 
     ``kind``: response_failed | response_incomplete | request_refused |
     active_response | rate_limited | session_expired | error | timeout |
-    unreachable | transcription_failed | transcription_missing.
+    unreachable | protocol | transcription_failed | transcription_missing.
     ``action``: retry | apology | fallback | settled | reconnect | none -- the
     decisions that carry it out follow this one.  ``attempt`` counts the failed
     replies in a row (the policy: 1 -> retry, 2 -> apology, 3 -> fallback).
@@ -686,6 +706,16 @@ def _model_configured_v1(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 UPCASTERS[("ModelConfigured", 1)] = _model_configured_v1
+
+
+def _model_configured_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """ModelConfigured v2 did not record the history the shell gave a fresh model
+    session: it reads as empty (today's core, which decides it, diverges at a
+    reconnect's configuration)."""
+    return raw
+
+
+UPCASTERS[("ModelConfigured", 2)] = _model_configured_v2
 
 
 class EventFormatError(StoreError, ValueError):

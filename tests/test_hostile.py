@@ -449,10 +449,13 @@ def pg_store_url(pg_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+SILENCE_MULAW = base64.b64encode(b"\xff" * 160).decode()  # 20 ms at 8 kHz
+
+
 async def _stream(ws: Any, cid: str, stop: asyncio.Event) -> None:
     """A healthy VAIC caller: 20 ms of μ-law silence every 20 ms."""
     chunk = json.dumps(
-        {"type": "userStream.chunk", "conversationId": cid, "audioChunk": "/" * 212 + "w="}
+        {"type": "userStream.chunk", "conversationId": cid, "audioChunk": SILENCE_MULAW}
     )
     with contextlib.suppress(websockets.ConnectionClosed):
         while not stop.is_set():

@@ -141,5 +141,4 @@ async def test_a_call_dials_its_own_model(monkeypatch: pytest.MonkeyPatch) -> No
     config = SimpleNamespace(model="gpt-realtime-2", model_max_frame_bytes=1 << 20)
     service = SimpleNamespace(config=config, openai_client=lambda: None)
     await realtime_link.dial_model(service, engine.view.model)  # type: ignore[arg-type]
-    await realtime_link.dial_model(service)  # type: ignore[arg-type]
-    assert dialled == ["gpt-realtime-2025-08-28", "gpt-realtime-2"]
+    assert dialled == ["gpt-realtime-2025-08-28"]  # never the instance's "gpt-realtime-2"

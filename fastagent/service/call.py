@@ -39,7 +39,7 @@ from fastagent.core import Engine
 from fastagent.live_link import LiveLink
 from fastagent.service import executor
 from fastagent.service.caller_link import CallerPace, CallerSide
-from fastagent.service.model_link import SEED_ITEMS, ModelSide, seed_pairs
+from fastagent.service.model_link import ModelSide
 from fastagent.service.ownership import Ownership
 from fastagent.service.realtime_link import RealtimeLink, dial_model
 from fastagent.service.recording import Lost, log, now_us
@@ -85,13 +85,16 @@ class CallSession(CallerSide, ModelSide, Ownership):
         self.chunks_out = 0
         self.to_model: audio.Resampler | None = None
         self.to_caller: audio.Resampler | None = None
-        self.seeded = False
         self.closing = False
         self.lost = False
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
         self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
         self.model_drops = 0  # model sockets lost since the last response.done
+        # The model socket's protocol violations (a new bucket per socket) and, once
+        # the call failed it on purpose (past a cap), why: it is not redialled then.
+        self.model_strikes = self.strikes()
+        self.model_broken = ""
         # Model decisions recorded and not sent yet, in log order: seq -> the task
         # sending them (None until its execute starts); see executor.model_turn.
         self.model_order: dict[int, asyncio.Task[Any] | None] = {}
@@ -138,4 +141,4 @@ class CallSession(CallerSide, ModelSide, Ownership):
                 await ws.close()
 
 
-__all__ = ["CallSession", "Lost", "now_us", "seed_pairs", "SEED_ITEMS"]
+__all__ = ["CallSession", "Lost", "now_us"]

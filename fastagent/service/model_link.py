@@ -14,7 +14,7 @@ The contract, in the order a call uses it::
 
     link = RealtimeLink(call, dial)        # call: the ModelEvents below
     await link.connect()                   # dial once; raises if it cannot
-    awaited = await link.configure(d, seed)          # d: ev.ModelConfigured
+    awaited = await link.configure(d)      # d: ev.ModelConfigured
     await link.send_audio(b64)             # caller audio, base64 in the model's format
     awaited = await link.send(d)           # any decision of MODEL_DECISIONS
     ...                                    # frames arrive: the link calls the ModelEvents
@@ -43,17 +43,18 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Sequence
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fastagent import audio, models, realtime
+from fastagent import audio, realtime, sockets
 from fastagent import events as ev
+from fastagent.service.caller_link import CallerPace
 from fastagent.service.recording import Lost, Recorder, now_us
-from projections import live
 
 if TYPE_CHECKING:
-    from fastagent import sockets, vaic
+    from fastagent import vaic
 
 log = logging.getLogger("fastagent.service")
 
@@ -116,6 +117,10 @@ class ModelEvents(Protocol):
 class ModelLink(abc.ABC):
     """One model session of one call (see the module docstring for the contract)."""
 
+    # The server event a new socket must open with, timed like an answer from the
+    # moment it is connected (FASTAGENT_MODEL_TIMEOUT_S); "" for none.
+    first_event: str = ""
+
     @abc.abstractmethod
     async def connect(self) -> None:
         """Dial the model once and start reading it; raises if it cannot connect."""
@@ -126,11 +131,11 @@ class ModelLink(abc.ABC):
         """A socket is open (frames can be sent)."""
 
     @abc.abstractmethod
-    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
+    async def configure(self, d: ev.ModelConfigured) -> Awaited:
         """Tell the model what ``d`` says, built from the decision alone: its
         instructions, tools (full specs: name, description, JSON-schema
-        parameters), voice and audio formats; then, if ``seed`` is not empty, the
-        conversation so far as ``(role, text)`` pairs (a fresh session)."""
+        parameters), voice and audio formats; then, if ``d.history`` is not empty,
+        exactly those items as the conversation so far (a fresh session)."""
 
     @abc.abstractmethod
     async def send_audio(self, b64: str) -> None:
@@ -179,45 +184,12 @@ class ModelLink(abc.ABC):
 
 # ------------------------------------------------------------ the call's side
 
-SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
-SEED_SHARE = 4  # the seeded history may use 1/SEED_SHARE of the model's context window
-CHARS_PER_TOKEN = 4  # a conservative estimate for English text
-
-
-def seed_pairs(
-    transcript: list[live.Line], items: int = SEED_ITEMS, context_tokens: int = 32_000
-) -> list[tuple[str, str]]:
-    """What a fresh model session is told of the call so far.
-
-    The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
-    conversation items; anything older is folded into one system message, so a
-    long call resumes with a few frames, not hundreds.  Bot audio the caller
-    never heard (deleted after a barge-in) is left out.  The whole history is
-    kept within a quarter of ``context_tokens`` (128,000 for gpt-realtime-2:
-    fastagent.models): the oldest part of the summary goes first.
-    """
-    pairs = [(line.role, line.text) for line in transcript if line.text and line.heard]
-    budget = context_tokens // SEED_SHARE * CHARS_PER_TOKEN  # in characters
-    recent = pairs[len(pairs) - items :] if items else []
-    while recent and sum(len(t) for _, t in recent) > budget:
-        recent = recent[1:]
-    older = pairs[: len(pairs) - len(recent)]
-    if not older:
-        return recent
-    room = budget - sum(len(t) for _, t in recent)
-    lines = [f"{role}: {text}" for role, text in older]
-    while lines and sum(len(x) + 1 for x in lines) > room:
-        lines.pop(0)
-    if not lines:
-        return recent
-    return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
-
 
 class ModelSide(Recorder):
     """The call's side of the model link (a mixin of CallSession; fields set up
-    there): it implements :class:`ModelEvents`, configures the model (seeding a
-    fresh session from the log), times the answers the link awaits, reconnects
-    a dropped socket, and records model audio on both lanes
+    there): it implements :class:`ModelEvents`, configures the model (a fresh
+    session hears the history its ModelConfigured carries), times the answers
+    the link awaits, reconnects a dropped socket, and records model audio on both lanes
     (:meth:`on_bot_audio`, the ordered lane; :meth:`model_audio_now`, the fast
     lane), forwarding to the caller what the engine says is being played."""
 
@@ -225,9 +197,10 @@ class ModelSide(Recorder):
     # model frames wait, so no decision is acted on against the wrong socket.
     handover: asyncio.Event
     timers: dict[str, asyncio.Task[None]]  # model answers awaited
-    seeded: bool  # the current model session heard the conversation so far
     chunks_out: int
     to_caller: audio.Resampler | None  # where the model's format is not the caller's
+    model_strikes: CallerPace  # the model socket's protocol violations (strikes())
+    model_broken: str  # why the call failed the model socket on purpose, else ""
 
     if TYPE_CHECKING:  # the caller side's (CallerSide)
         caller_sock: sockets.CallerProtocol | None
@@ -246,15 +219,9 @@ class ModelSide(Recorder):
                 # The core answers with a hangup: no dead air, and the log says why.
                 await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
                 return
-        seed: list[tuple[str, str]] = []
-        if not self.seeded:
-            # A fresh model session (after a reconnect or a resume elsewhere) hears
-            # the conversation so far from the log.
-            self.seeded = True
-            model = self.engine.view.model or self.service.config.model  # the call's
-            window = models.info(model).context_tokens
-            seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
-        awaited = await self.model_link.configure(d, seed)
+        # A fresh model session (a reconnect, a resume elsewhere) hears the call so
+        # far: exactly the history the core decided (d.history, in the log).
+        awaited = await self.model_link.configure(d)
         if awaited is not None:
             self.await_model(*awaited)
 
@@ -316,6 +283,7 @@ class ModelSide(Recorder):
         for attempt in range(retries + 1):
             try:
                 await self.model_link.connect()
+                self.watch_model()
                 return
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
@@ -323,6 +291,63 @@ class ModelSide(Recorder):
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def strikes(self) -> CallerPace:
+        """A bucket of protocol violations for one socket: the cap a minute, all of
+        it at once at most (FASTAGENT_MAX_VIOLATIONS_PER_MIN)."""
+        cap = self.service.config.max_violations_per_min
+        return CallerPace(cap / 60.0, burst=float(cap))
+
+    def watch_model(self) -> None:
+        """A model socket was just connected (before its reader has run): time its
+        first event (``session.created``; a model that never sends it is a
+        ModelTimeout), and cap its message rate and violations (each socket starts
+        afresh): past either cap the socket is failed (:meth:`break_model`)."""
+        first = self.model_link.first_event
+        if first:
+            self.await_model(first, "")
+        self.model_strikes = self.strikes()
+        conn = getattr(self.model_link, "conn", None)
+        ws = getattr(conn, "_connection", None)  # the SDK's websockets connection
+        if isinstance(ws, sockets.ModelConnection):
+            rate = self.service.config.model_max_msgs_per_s
+            ws.pace = CallerPace(rate)
+            ws.on_flood = functools.partial(self.break_model, f"more than {rate:g} messages/s")
+
+    def break_model(self, reason: str) -> None:
+        """The model socket misbehaves past a cap: close it and record a ModelError
+        (``error_type`` "protocol"), which takes the agent's fallback like any model
+        failure; it is not redialled.  No await (called from the socket's data
+        callback too)."""
+        if self.model_broken or self.closing:
+            return
+        self.model_broken = reason
+        log.warning("call %s: model socket failed: %s", self.call_id, reason)
+        for task in self.timers.values():  # nothing more will answer on that socket
+            task.cancel()
+        self.timers.clear()
+
+        async def fail() -> None:
+            await self.model_link.close()
+            if not self.closing and not self.engine.view.ended:
+                await self.input(
+                    ev.ModelError, error_type="protocol", code="policy_violation", message=reason
+                )
+
+        self.spawn(fail())
+
+    async def protocol_error(self, side: str, message: str) -> None:
+        """Model side: past FASTAGENT_MAX_VIOLATIONS_PER_MIN on one socket nothing
+        more is recorded or logged, and the socket is failed (:meth:`break_model`).
+        (The caller side counts its own in fastagent.service.vaic_socket.)"""
+        if side == "model":
+            if self.model_broken:
+                return
+            if not self.model_strikes.take(time.monotonic()):
+                cap = self.service.config.max_violations_per_min
+                self.break_model(f"more than {cap} protocol violations a minute")
+                return
+        await super().protocol_error(side, message)
 
     async def detach_model(self) -> None:
         await self.model_link.close()
@@ -353,7 +378,6 @@ class ModelSide(Recorder):
             log.error("call %s: model unreachable: %s", self.call_id, exc)
             await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
             return
-        self.seeded = False
         await self.input(ev.ConnectionRestored, side="model", instance=self.service.config.instance)
 
     async def model_input(self, cls: type[ev.Input], **fields: Any) -> None:
@@ -377,7 +401,7 @@ class ModelSide(Recorder):
     async def model_failed(self, exc: BaseException) -> None:
         if isinstance(exc, Lost):
             await self.close("stream taken over by another instance")
-        elif not self.closing:
+        elif not self.closing and not self.model_broken:  # (failed on purpose: done)
             await self.model_lost(str(exc) or type(exc).__name__)
 
     def model_audio_now(self, e: ModelAudio) -> bool:
@@ -446,5 +470,4 @@ __all__ = [
     "ModelEvents",
     "ModelLink",
     "ModelSide",
-    "seed_pairs",
 ]

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastagent import events as ev
@@ -33,6 +33,13 @@ if TYPE_CHECKING:
     from fastagent.service.process import Service
 
 log = logging.getLogger("fastagent.service")
+
+# How long a frame waits for a (re)connect under way before it is dropped.  Not a
+# setting: a reconnect either succeeds in well under this or ends in a recorded
+# ModelError; a dropped frame is caller audio or a decision already in the log,
+# which the new session is told (seeded from the log).  It only keeps the
+# sender (often the caller's reader) from being held.
+READY_WAIT_S = 5.0
 
 # ------------------------------------------------------------------ translation
 
@@ -127,6 +134,8 @@ def answer_of(e: Any) -> str | None:
     t = type(e)
     if t is realtime.ResponseCreated:
         return "response.created"
+    if t is realtime.SessionCreated:
+        return "session.created"
     if t is realtime.SessionUpdated:
         return "session.updated"
     if t is realtime.Error and (e.error.event_id or "").startswith("fa-response-"):
@@ -155,9 +164,10 @@ def decision_frame(d: ev.Decision) -> tuple[str, Awaited]:
     raise TypeError(f"not a model decision: {type(d).__name__}")
 
 
-def configure_frames(d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> list[str]:
+def configure_frames(d: ev.ModelConfigured) -> list[str]:
     """``session.update`` for a ModelConfigured (built from the decision alone: its
-    instructions, tool specs, voice, formats), then the seed conversation items."""
+    instructions, tool specs, voice, formats), then its ``history`` as conversation
+    items (a fresh session's; exactly what the log says it was told)."""
     frame = realtime.session_update(
         instructions=d.instructions,
         tools=d.tools,
@@ -166,7 +176,7 @@ def configure_frames(d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> 
         output_format=d.output_format,
         reasoning_effort=d.reasoning_effort or None,  # reasoning models only (the core)
     )
-    return [frame, *realtime.seed_items(seed)]
+    return [frame, *realtime.seed_items([(h.role, h.text) for h in d.history])]
 
 
 # ------------------------------------------------------------------ the link
@@ -184,6 +194,8 @@ def _raw_socket(conn: Any) -> Any:
 class RealtimeLink(ModelLink):
     """One call's Realtime session.  ``dial`` opens a connection (see
     :func:`connect_realtime`); ``events`` is the call."""
+
+    first_event = "session.created"  # every Realtime socket opens with it
 
     def __init__(
         self, events: ModelEvents, dial: Callable[[], Awaitable[Any]], call_id: str = ""
@@ -228,8 +240,8 @@ class RealtimeLink(ModelLink):
         self.ready.set()
         self.task = asyncio.create_task(self.read())
 
-    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
-        frames = configure_frames(d, seed)
+    async def configure(self, d: ev.ModelConfigured) -> Awaited:
+        frames = configure_frames(d)
         await self.send_frame(frames[0])
         for item in frames[1:]:
             await self.send_frame(item)
@@ -246,7 +258,7 @@ class RealtimeLink(ModelLink):
     async def send_frame(self, frame: str) -> None:
         if not self.ready.is_set():
             try:  # a (re)connect is under way; never hold the caller's reader for long
-                await asyncio.wait_for(self.ready.wait(), timeout=5)
+                await asyncio.wait_for(self.ready.wait(), timeout=READY_WAIT_S)
             except TimeoutError:
                 log.warning("call %s: model not connected; frame dropped", self.call_id)
                 return
@@ -369,13 +381,13 @@ class RealtimeLink(ModelLink):
 # ------------------------------------------------------------------ connection
 
 
-async def dial_model(service: Service, model: str = "") -> Any:
-    """A Realtime connection to ``model`` (the call's; "" = the service's setting)
-    on the service's shared SDK client."""
+async def dial_model(service: Service, model: str) -> Any:
+    """A Realtime connection for ``model`` (the call's recorded ``CallConfig.model``,
+    never the instance's FASTAGENT_MODEL) on the service's shared SDK client."""
     from fastagent import sockets
 
     return await connect_realtime(
-        model=model or service.config.model,
+        model=model,
         client=service.openai_client(),
         connection_class=sockets.ModelConnection,
         max_frame_bytes=service.config.model_max_frame_bytes,
