@@ -847,6 +847,8 @@ def answer_of(e: Any) -> str | None:
     t = type(e)
     if t is ResponseCreated:
         return "response.created"
+    if t is SessionCreated:
+        return "session.created"
     if t is SessionUpdated:
         return "session.updated"
     if t is Error and (e.error.event_id or "").startswith("fa-response-"):
