@@ -26,10 +26,10 @@ from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastagent import analytics  # noqa: E402
 from fastagent import events as ev  # noqa: E402
 from fastagent.analytics_cli import REPORT_SECTIONS  # noqa: E402
 from fastagent.store import open_store  # noqa: E402
+from projections import analytics  # noqa: E402
 
 T0 = 1_767_225_600_000_000  # 2026-01-01 UTC, in microseconds
 AGENTS = ("banking", "insurance", "default")

@@ -4,15 +4,15 @@ Writes a synthetic 60k-event call that the caller left mid-response (the model
 was talking) into the store, then resumes it N times, each time on a fresh
 service instance (``running_service``, its own store connection), with a raw
 VAIC socket: the time from sending ``session.resume`` to the first
-``playStream.chunk`` received.  That path is: read snapshot + tail (or the whole
+``playStream.chunk`` received.  That path is: read checkpoint + tail (or the whole
 log), rebuild, claim the stream (synchronous append), ``session.accepted``,
 connect a new model session (the fake Realtime server on loopback), configure
 and seed it, ``response.create``, first audio delta, ``playStream.start`` and
 the first chunk.  After each resume the socket is dropped, so the next instance
-finds the call suspended (with the snapshot taken at the drop).
+finds the call suspended (with the checkpoint taken at the drop).
 
-"cold" resumes delete the snapshot first (the whole log is replayed); it is the
-case of a crash before any snapshot.  Also timed in-process: ``rebuild`` alone.
+"cold" resumes delete the checkpoint first (the whole log is replayed); it is the
+case of a crash before any checkpoint.  Also timed in-process: ``rebuild`` alone.
 
     python bench/bench_resume.py                    # SQLite file in a temp dir
     python bench/bench_resume.py --store postgresql://postgres@127.0.0.1:5432/test?schema=bench_resume
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import websockets
 
+from fastagent import checkpoints
 from fastagent import events as ev
-from fastagent import snapshots
 from fastagent.replay import replay
 from fastagent.service import ServiceConfig
 from fastagent.service_cli import running_service
@@ -65,11 +65,11 @@ def write_call(url: str, target: int) -> int:
     return len(events)
 
 
-def drop_snapshot(url: str) -> None:
+def drop_checkpoint(url: str) -> None:
     with open_store(url) as store:
-        store._ensure_snapshots()
+        store._ensure_checkpoints()
         store._query(
-            f"DELETE FROM {store._snapshot_table} WHERE call_id = {{p}}", (CALL,), commit=True
+            f"DELETE FROM {store._checkpoint_table} WHERE call_id = {{p}}", (CALL,), commit=True
         )
 
 
@@ -97,7 +97,7 @@ async def one_resume(config: ServiceConfig) -> tuple[float, float, float]:
                 if msg["type"] == "session.error":
                     raise RuntimeError(msg)
         ws.transport.abort()  # the caller drops: the call is suspended again
-        await asyncio.sleep(0.3)  # this instance records the drop and snapshots it
+        await asyncio.sleep(0.3)  # this instance records the drop and checkpoints it
         for session in list(app.state.service.calls.values()):
             await session.close("bench: next instance")
     return marks["accepted"] - t0, marks["asked"] - t0, marks["chunk"] - t0
@@ -124,7 +124,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default="")
     ap.add_argument("--events", type=int, default=60_000)
-    ap.add_argument("-n", type=int, default=30, help="warm resumes (with a snapshot)")
+    ap.add_argument("-n", type=int, default=30, help="warm resumes (with a checkpoint)")
     ap.add_argument("--cold", type=int, default=5, help="cold resumes (whole log)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-resume-")
@@ -134,19 +134,19 @@ async def main() -> None:
     print(f"store {url}: wrote a {n}-event call in {time.perf_counter() - t:.1f} s")
 
     with open_store(url) as store:  # rebuild alone, in-process
-        drop_snapshot(url)
+        drop_checkpoint(url)
         t = time.perf_counter()
-        rb = snapshots.rebuild(store, CALL)
+        rb = checkpoints.rebuild(store, CALL)
         whole = time.perf_counter() - t
         assert rb.engine is not None
-        data = snapshots.take(rb.engine, rb.state)
+        data = checkpoints.take(rb.engine, rb.state)
         assert data is not None
-        store.write_snapshot(CALL, rb.engine.next_seq - 1, data)
+        store.write_checkpoint(CALL, rb.engine.next_seq - 1, data)
         t = time.perf_counter()
-        snapshots.rebuild(store, CALL)
-        snap = time.perf_counter() - t
-    print(f"rebuild alone: whole log {whole * 1000:.0f} ms, snapshot + tail {snap * 1000:.1f} ms")
-    print(f"snapshot size {len(data)} bytes")
+        checkpoints.rebuild(store, CALL)
+        ckpt = time.perf_counter() - t
+    print(f"rebuild alone: whole log {whole * 1000:.0f} ms, checkpoint + tail {ckpt * 1000:.1f} ms")
+    print(f"checkpoint size {len(data)} bytes")
 
     # The fake model runs in its own process, as the real one would be elsewhere.
     fake = subprocess.Popen(
@@ -162,12 +162,12 @@ async def main() -> None:
         )
         cold = []
         for _ in range(args.cold):
-            drop_snapshot(url)
+            drop_checkpoint(url)
             cold.append(await one_resume(config))
         warm = [await one_resume(config) for _ in range(args.n)]
     finally:
         fake.terminate()
-    for name, runs in (("cold (whole log)", cold), ("warm (snapshot + tail)", warm)):
+    for name, runs in (("cold (whole log)", cold), ("warm (checkpoint + tail)", warm)):
         if not runs:
             continue
         print(f"{name}: n={len(runs)}")

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from fastagent import analytics
-from fastagent.analytics import AnalyticsError
 from fastagent.cli_common import StoreOpt
+from projections import analytics
+from projections.analytics import AnalyticsError
 
 FORMATS = ("table", "csv", "json", "parquet")
 

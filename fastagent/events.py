@@ -355,7 +355,8 @@ class ModelUsage(Input, frozen=True, kw_only=True):
 
 class DelegationStarted(Input, frozen=True, kw_only=True):
     """GPT-Live ``session.delegation.created``: the model handed work to its backend
-    (``target`` responses) at ``offset_ms`` on the session timeline."""
+    (``target`` responses) at ``offset_ms`` on the session clock (ms of input audio
+    since the session started)."""
 
     delegation_id: str
     target: str

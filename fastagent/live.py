@@ -163,7 +163,7 @@ class InputTranscriptDelta(
     ServerEventBase, frozen=True, kw_only=True, tag="session.input_transcript.delta"
 ):
     delta: str = ""
-    start_ms: int = 0  # on the session timeline (ms since the session started)
+    start_ms: int = 0  # on the session clock (ms of audio since the session started)
     end_ms: int = 0
 
 

@@ -175,7 +175,7 @@ def replay(
 ) -> ReplayResult:
     """Replay ``events`` (one call, in seq order) and find the first divergence.
 
-    ``engine``: go on from an engine restored from a snapshot (``events`` is then
+    ``engine``: go on from an engine restored from a checkpoint (``events`` is then
     the log after it) instead of a fresh one.  ``agents`` defaults to the built-in
     registry: code a recording names is never imported (see :func:`agents_for`).
     """

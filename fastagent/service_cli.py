@@ -251,7 +251,7 @@ async def run_demo(
     scenario's, else ``FASTAGENT_MODEL``) picks the fake: a GPT-Live model plays
     against the fake GPT-Live server, any other against the fake Realtime server.
     """
-    from fastagent.call_view import CallPrinter
+    from fastagent.call_printer import CallPrinter
     from fastagent.live import is_live_model
     from fastagent.store import open_store
     from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller

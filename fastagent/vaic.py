@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from fastagent import events as ev
 from fastagent import wire
 from fastagent.errors import LocalProtocolError
 
@@ -661,6 +662,99 @@ class VaicProtocol:
             return None
         sid, self.play_stream_id = self.play_stream_id, None
         return play_stream_stop(sid)
+
+    def frame_of(self, d: ev.Decision) -> bytes | None:
+        """The frame of a caller-side decision, updating the protocol state:
+        SessionAccepted -> :meth:`accept`, PlaybackStarted -> :meth:`play_start`,
+        PlaybackStopped -> :meth:`play_stop` (None when no stream is active), the
+        rest -> :func:`decision_frame`.  Raises VaicStateError for a play stream
+        started while one is active."""
+        if isinstance(d, ev.PlaybackStarted):
+            return self.play_start(d.stream_id, d.fmt)
+        if isinstance(d, ev.PlaybackStopped):
+            return self.play_stop()
+        if isinstance(d, ev.SessionAccepted):
+            return self.accept(d.media_format)
+        return decision_frame(d)
+
+
+# ------------------------------------------------------------------ translation
+#
+# Pure, in the manner of realtime_link.input_of / decision_frame: what a parsed
+# VAIC message means to the engine, and what a caller-side decision means on the
+# wire.  The shell stamps call_id, seq and at, and writes the bytes.
+
+Translation = tuple[type[ev.Input], dict[str, Any]] | ProtocolViolation
+
+
+def inputs_of(msg: VaicMessage) -> list[Translation]:
+    """The input events a parsed VAIC message stands for, in order, each as
+    ``(class, fields)``, or a :class:`ProtocolViolation` for a part that is not
+    valid (a DTMF activity whose value is not digits); [] for a message that is
+    no input (docs/audiocodes.md, "Messages from VAIC").
+
+    ``session.end`` -> SessionEnded; ``userStream.start``/``.stop`` ->
+    CallerStreamStarted/Stopped; ``activities`` -> CallStarted per ``start``
+    event, Dtmf per DTMF event (others ignored).  ``connection.validate``,
+    ``session.initiate``/``.resume`` (the shell's ownership) and
+    ``userStream.chunk`` (the audio lanes: :class:`fastagent.events.CallerAudio`)
+    are not translated here.  Never raises.
+    """
+    t = type(msg)
+    if t is SessionEnd:
+        assert isinstance(msg, SessionEnd)
+        return [(ev.SessionEnded, {"reason_code": msg.reasonCode, "reason": msg.reason})]
+    if t is UserStreamStart:
+        return [(ev.CallerStreamStarted, {})]
+    if t is UserStreamStop:
+        return [(ev.CallerStreamStopped, {})]
+    if t is Activities:
+        assert isinstance(msg, Activities)
+        out: list[Translation] = []
+        for act in msg.activities:
+            if act.is_start:
+                fields = {
+                    "caller": act.caller,
+                    "callee": act.callee,
+                    "parameters": dict(act.parameters),
+                }
+                out.append((ev.CallStarted, fields))
+            elif act.is_dtmf:
+                err = act.dtmf_error
+                if err:
+                    out.append(ProtocolViolation(err))
+                else:
+                    out.append((ev.Dtmf, {"digits": act.digits}))
+        return out
+    return []
+
+
+def decision_frame(d: ev.Decision) -> bytes | None:
+    """The VAIC frame of a caller-side decision that needs no protocol state, or
+    None if ``d`` is not one (docs/audiocodes.md, "Messages to VAIC").
+
+    SessionRejected -> ``session.error``; HangupRequested -> a ``hangup``
+    activity; TransferRequested -> a ``transfer`` activity; SessionParamsSent ->
+    ``config``; DtmfSent -> a ``sendDtmf`` activity; CallRecordingPaused/Resumed
+    -> their activities.  The stateful ones (SessionAccepted, PlaybackStarted,
+    PlaybackStopped) go through :meth:`VaicProtocol.frame_of`.  Raises
+    ValueError only where a builder refuses its value (DTMF digits).
+    """
+    if isinstance(d, ev.SessionRejected):
+        return session_error(d.reason)
+    if isinstance(d, ev.HangupRequested):
+        return hangup(d.reason or "done")
+    if isinstance(d, ev.TransferRequested):
+        return transfer(d.target, handover_reason=d.reason)
+    if isinstance(d, ev.SessionParamsSent):
+        return config(d.params)
+    if isinstance(d, ev.DtmfSent):
+        return send_dtmf(d.digits)
+    if isinstance(d, ev.CallRecordingPaused):
+        return pause_call_recording()
+    if isinstance(d, ev.CallRecordingResumed):
+        return resume_call_recording()
+    return None
 
 
 def _type_of(msg: VaicMessage) -> str:

@@ -1,4 +1,4 @@
--- Tables fed by `fastagent sync` (fastagent/analytics.py), one batch per transaction.
+-- Tables fed by `fastagent sync` (projections/analytics.py), one batch per transaction.
 -- They hold "raw-ish" per-event rows; everything that needs several events
 -- (call start/end, tool durations, latency, funnels) is a view in the other files.
 -- `ts` columns: UTC timestamps (microseconds) from the events' `at` (a reserved word in DuckDB 2).

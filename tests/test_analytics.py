@@ -13,10 +13,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from fastagent import analytics
 from fastagent import events as ev
 from fastagent.analytics_cli import register
 from fastagent.store import open_store
+from projections import analytics
 
 T = 1_767_225_600_000_000  # 2026-01-01 UTC in microseconds
 MS = 1000

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import websockets
 
+from fastagent import checkpoints
 from fastagent import events as ev
-from fastagent import snapshots
 from fastagent.replay import replay
 from fastagent.store import EventStore, open_store
 from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
@@ -224,47 +224,47 @@ def model_inputs(fake: FakeRealtimeServer, n: int) -> list[dict[str, Any]]:
     return [e for d, e in fake.sessions[n].log if d == "in"]
 
 
-# ------------------------------------------------------------------ snapshots
+# ------------------------------------------------------------------ checkpoints
 
 
-def test_snapshot_restores_the_engine_exactly(tmp_path: Path) -> None:
+def test_checkpoint_restores_the_engine_exactly(tmp_path: Path) -> None:
     """Restore at many points of a long call, then feed the rest: the same decisions."""
-    events = synthetic_call("snap", target_events=6000)
+    events = synthetic_call("ckpt", target_events=6000)
     cuts = [i for i, e in enumerate(events) if isinstance(e, ev.Input)][3::700]
     for cut in cuts:
         r = replay(events[:cut])
         assert r.engine is not None
-        data = snapshots.take(r.engine, live.fold(events[:cut]), 1, 2)
+        data = checkpoints.take(r.engine, live.fold(events[:cut]), 1, 2)
         assert data is not None
-        snap = snapshots.restore(data)
-        assert snap is not None and snap.seq == events[cut - 1].seq
-        engine = snapshots.engine_of(snap)
+        ckpt = checkpoints.restore(data)
+        assert ckpt is not None and ckpt.seq == events[cut - 1].seq
+        engine = checkpoints.engine_of(ckpt)
         scratch = {"agents", "_out", "_at"}
         want = {k: v for k, v in vars(r.engine).items() if k not in scratch}
         assert {k: v for k, v in vars(engine).items() if k not in scratch} == want
-        assert snapshots._feed(engine, events[cut:]) == ""
-    # Through a store: snapshot + tail rebuilds what a whole replay does.
+        assert checkpoints._feed(engine, events[cut:]) == ""
+    # Through a store: checkpoint + tail rebuilds what a whole replay does.
     with open_store(str(tmp_path / "s.db")) as store:
         store.append(events[:-2])
         store.flush()
-        whole = snapshots.rebuild(store, "snap")
-        assert whole.from_snapshot == 0 and not whole.divergence
+        whole = checkpoints.rebuild(store, "ckpt")
+        assert whole.from_checkpoint == 0 and not whole.divergence
         cut = cuts[-1]
         r = replay(events[:cut])
         assert r.engine is not None
-        data = snapshots.take(r.engine, live.fold(events[:cut]))
+        data = checkpoints.take(r.engine, live.fold(events[:cut]))
         assert data is not None
-        store.write_snapshot("snap", events[cut - 1].seq, data)
-        fast = snapshots.rebuild(store, "snap")
-        assert fast.from_snapshot == events[cut - 1].seq and not fast.divergence
+        store.write_checkpoint("ckpt", events[cut - 1].seq, data)
+        fast = checkpoints.rebuild(store, "ckpt")
+        assert fast.from_checkpoint == events[cut - 1].seq and not fast.divergence
         assert fast.events_read == len(events) - 2 - cut
         assert fast.state == whole.state
         assert fast.engine is not None and whole.engine is not None
         assert fast.engine.next_seq == whole.engine.next_seq
         assert fast.chunks_in == whole.chunks_in and fast.chunks_out == whole.chunks_out
-        # A snapshot this code cannot trust is ignored: the log is replayed.
-        store.write_snapshot("snap", 10**9, b'{"format": 999}')
-        assert snapshots.rebuild(store, "snap").from_snapshot == 0
+        # A checkpoint this code cannot trust is ignored: the log is replayed.
+        store.write_checkpoint("ckpt", 10**9, b'{"format": 999}')
+        assert checkpoints.rebuild(store, "ckpt").from_checkpoint == 0
 
 
 # ------------------------------------------------------------------ caller resume

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fastagent import events as ev
-from fastagent.call_view import CallPrinter, heard_part
+from fastagent.call_printer import CallPrinter, heard_part
 from fastagent.cli import app
 from fastagent.store import StoreError, open_store
 from projections.calls import list_calls

@@ -7,6 +7,9 @@ Read from the source (every ``import``, module level or inside a function, outsi
   no store, no shell, no sockets, no clock, no network or database library;
 * the sans-I/O protocols (VAIC, Realtime, GPT-Live, wire checks, audio formats)
   import neither the store, nor the core engine, nor the shell;
+* the read models (``projections/``: live state, call listing, trails, latency,
+  inspector views, the DuckDB analytics sync) read the log through the store and
+  import no shell, no command line and no network library;
 * nothing in the product imports ``fastagent.testing`` (the simulated caller and the
   fake models), except the commands that drive them (``demo``, ``call``).
 
@@ -59,6 +62,15 @@ IO_MODULES = {
 NETWORK = {"websockets", "openai", "httpx", "fastapi", "starlette", "uvicorn", "mcp"}
 STORAGE = {"eventsourcing", "psycopg", "duckdb", "pyarrow"}
 SHELL = ("fastagent.service", "fastagent.sockets", "fastagent.tools", "fastagent.store")
+READ_MODEL_MAY_NOT = (
+    "fastagent.service",
+    "fastagent.sockets",
+    "fastagent.tools",
+    "fastagent.inspector",
+    "fastagent.cli",
+    "fastagent.analytics_cli",
+    "fastagent.service_cli",
+)
 TESTING_DRIVERS = {"fastagent.service_cli", "fastagent.call_cli"}
 
 # Debts: (importer, imported) pairs that break a rule today.
@@ -171,6 +183,15 @@ def _protocol_rule(name: str) -> str | None:
     return None
 
 
+def _read_model_rule(name: str) -> str | None:
+    ours = _ours(name)
+    if ours is not None and ours.startswith(READ_MODEL_MAY_NOT):
+        return "a read model imports no shell and no command line"
+    if name.split(".")[0] in NETWORK:
+        return "a read model opens no socket"
+    return None
+
+
 def _testing_rule(name: str) -> str | None:
     ours = _ours(name)
     if ours is not None and ours.startswith("fastagent.testing"):
@@ -186,6 +207,17 @@ def test_the_core_does_no_io(module: str) -> None:
 @pytest.mark.parametrize("module", sorted(PROTOCOLS))
 def test_protocols_are_sans_io(module: str) -> None:
     assert _violations(module, _protocol_rule) == []
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("projections")))
+def test_read_models_read_the_log_only(module: str) -> None:
+    assert _violations(module, _read_model_rule) == []
+
+
+def test_the_read_models_live_in_projections() -> None:
+    """The DuckDB sync and the call listing are read models like the others."""
+    assert {"projections.analytics", "projections.calls", "projections.live"} <= set(MODULES)
+    assert "fastagent.analytics" not in MODULES
 
 
 def test_the_product_does_not_import_the_test_kit() -> None:

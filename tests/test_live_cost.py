@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from fastagent import analytics
 from fastagent.replay import read_recording
 from fastagent.store import open_store
+from projections import analytics
 
 REPLAYS = Path(__file__).resolve().parent.parent / "replays"
 

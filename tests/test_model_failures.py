@@ -356,9 +356,9 @@ def test_reasoning_effort_per_agent_and_per_fsa_state(model: str) -> None:
 def test_report_counts_model_failures_by_kind_and_action(tmp_path: Any) -> None:
     from pathlib import Path
 
-    from fastagent import analytics
     from fastagent.replay import read_recording
     from fastagent.store import open_store
+    from projections import analytics
 
     replays = Path(__file__).resolve().parent.parent / "replays"
     store = str(tmp_path / "calls.db")

@@ -18,7 +18,6 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from typer.testing import CliRunner
 
-from fastagent import analytics
 from fastagent import events as ev
 from fastagent.cli import app
 from fastagent.privacy import CallForgotten, MasterKeys, new_key_text
@@ -28,6 +27,7 @@ from fastagent.store import open_store
 from fastagent.testing.caller import DEFAULT_PACE, CallerReport, SimulatedCaller
 from fastagent.testing.fake_realtime import FakeRealtimeServer
 from fastagent.testing.scenario import load_scenario
+from projections import analytics
 
 runner = CliRunner()
 READ = "read-token-0123456789abcdef"
@@ -318,7 +318,7 @@ def test_forget_on_postgresql(pg_url: str) -> None:
         import psycopg
 
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            for t in ("", "_keys", "_audit", "_snapshots"):
+            for t in ("", "_keys", "_audit", "_checkpoints"):
                 conn.execute(f"DROP TABLE IF EXISTS forget_{os.getpid()}{t}")
 
 
@@ -404,17 +404,17 @@ def test_recording_paused_while_the_card_digits_are_spoken(banking: dict[str, An
     assert left.source == "verify" and left.target == "confirm_address"
 
 
-def test_snapshots_are_sealed_with_the_call_key(tmp_path: Path) -> None:
+def test_checkpoints_are_sealed_with_the_call_key(tmp_path: Path) -> None:
     path = str(tmp_path / "s.db")
     with open_store(path) as s:
         s.append([ev.Dtmf(call_id="s1", seq=1, at=1, digits="9")])
         s.flush()
-        s.write_snapshot("s1", 1, b'{"transcript": "my card is 4111111111111111"}')
-        assert s.read_snapshot("s1") == (1, b'{"transcript": "my card is 4111111111111111"}')
+        s.write_checkpoint("s1", 1, b'{"transcript": "my card is 4111111111111111"}')
+        assert s.read_checkpoint("s1") == (1, b'{"transcript": "my card is 4111111111111111"}')
         import sqlite3
 
         with sqlite3.connect(path) as con:
-            (raw,) = con.execute("SELECT data FROM stored_events_snapshots").fetchone()
+            (raw,) = con.execute("SELECT data FROM stored_events_checkpoints").fetchone()
         assert b"4111111111111111" not in bytes(raw)
         s.forget("s1", "test")
-        assert s.read_snapshot("s1") is None  # forgetting drops the snapshot too
+        assert s.read_checkpoint("s1") is None  # forgetting drops the checkpoint too

@@ -510,3 +510,73 @@ def test_cli_reports_state_not_a_blob_in_one_line(tmp_path: Path, value: str) ->
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and "call 'call-t' seq 1: stored state" in lines[0], lines
         assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def _raw(url: str, kind: str, statements: list[str]) -> list[tuple[object, ...]]:
+    """Run SQL on the store's database directly (as an older FastAgent left it)."""
+    if kind == "sqlite":
+        with sqlite3.connect(url) as con:
+            out = [tuple(r) for s in statements for r in con.execute(s).fetchall()]
+        con.close()
+        return out
+    base, _, query = url.partition("?")
+    schema = query.removeprefix("schema=")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        out = []
+        for s in statements:
+            cur = conn.execute(s)
+            out += [tuple(r) for r in cur.fetchall()] if cur.description else []
+        return out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_checkpoints_survive_the_rename_from_snapshots(
+    kind: str, request: pytest.FixtureRequest, opened: Callable[..., EventStore]
+) -> None:
+    """A store written when checkpoints were called snapshots keeps them: the first
+    use moves the rows of ``<table>_snapshots`` into ``<table>_checkpoints`` (the
+    newer of two wins) and drops the old table; doing it again changes nothing."""
+    url = request.getfixturevalue("db" if kind == "sqlite" else "pg_store_url")
+    tables = (
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND (name LIKE '%point%' "
+        "OR name LIKE '%snap%') ORDER BY name"
+        if kind == "sqlite"
+        else "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+        "current_schema() AND (table_name LIKE '%point%' OR table_name LIKE '%snap%') "
+        "ORDER BY table_name"
+    )
+    t = "stored_events" if kind == "sqlite" else "fastagent_events"
+    s = opened(url)
+    s.append([audio("a", 1), audio("b", 1)])
+    s.write_checkpoint("a", 1, b"state of a")
+    s.write_checkpoint("b", 1, b"b at 1")
+    s.close()
+    # As an older FastAgent left it: the table under its old name, and a newer
+    # "b" in it than what a rolling upgrade already wrote under the new name.
+    _raw(
+        url,
+        kind,
+        [
+            f"ALTER TABLE {t}_checkpoints RENAME TO {t}_snapshots",
+            f"CREATE TABLE {t}_checkpoints (call_id TEXT PRIMARY KEY, "
+            f"seq BIGINT NOT NULL, data {'BLOB' if kind == 'sqlite' else 'BYTEA'} NOT NULL)",
+            f"INSERT INTO {t}_checkpoints SELECT * FROM {t}_snapshots WHERE call_id = 'b'",
+            f"UPDATE {t}_snapshots SET seq = 5 WHERE call_id = 'b'",
+        ],
+    )
+    assert _raw(url, kind, [tables]) == [
+        (f"{t}_checkpoints",),
+        (f"{t}_snapshots",),
+    ]
+    s = opened(url)
+    assert s.read_checkpoint("a") == (1, b"state of a")
+    assert s.read_checkpoint("b") == (5, b"b at 1")
+    assert _raw(url, kind, [tables]) == [(f"{t}_checkpoints",)]
+    s.close()
+    s = opened(url)  # idempotent
+    assert s.read_checkpoint("a") == (1, b"state of a")
+    assert _raw(url, kind, [tables]) == [(f"{t}_checkpoints",)]

@@ -14,19 +14,19 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 
-from fastagent import audio, models, realtime, snapshots, sockets, vaic
+from fastagent import audio, checkpoints, models, realtime, sockets, vaic
 from fastagent import events as ev
-from fastagent.core import ENGINE_SERVER, Engine
-from fastagent.live import choose_live_format
+from fastagent.core import Engine
 from fastagent.live_link import LiveLink
+from fastagent.service import executor
 from fastagent.service.caller_link import CALLER_NOTICES, CallerPace
-from fastagent.service.model_link import MODEL_DECISIONS, ModelAudio
+from fastagent.service.model_link import ModelAudio
 from fastagent.service.realtime_link import RealtimeLink, dial_model
+from fastagent.service.recording import Lost, now_us
 from fastagent.store import StoreError, StreamConflict
 from projections import live
 
@@ -36,21 +36,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastagent.service")
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
-
+_Lost = Lost  # (its former name)
 
 GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
 
 
-SNAPSHOT_EVERY = 5000  # events between periodic snapshots of a live call
+CHECKPOINT_EVERY = 5000  # events between periodic checkpoints of a live call
 
 
-SNAPSHOT_CHECK_S = 2.0
-
-
-class _Lost(Exception):
-    """This instance no longer drives the call (another writer took its stream)."""
+CHECKPOINT_CHECK_S = 2.0
 
 
 SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
@@ -87,13 +81,6 @@ def seed_pairs(
     return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
 
 
-# Decisions acted on without waiting for the log: the audio stream's framing,
-# tools (run_tool makes the log durable itself before the side effect), the end.
-_AHEAD_OF_LOG: frozenset[type] = frozenset(
-    {ev.PlaybackStarted, ev.PlaybackStopped, ev.FunctionCallDispatched, ev.CallEnded}
-)
-
-
 class CallSession:
     """One call driven by this process: engine, live state, model socket, caller socket."""
 
@@ -123,7 +110,7 @@ class CallSession:
         self.seeded = False
         self.closing = False
         self.lost = False
-        self.snapshot_seq = 0  # seq of the last snapshot written (or restored from)
+        self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
         self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
 
@@ -158,73 +145,9 @@ class CallSession:
 
     # ---------------------------------------------------------------- decisions
 
-    async def execute(self, decisions: list[ev.Decision]) -> None:
-        """Act on recorded decisions, in order.
-
-        The durability boundary: any decision that changes what the caller or the
-        model knows is sent only once the log holds it (one flush, a commit, before
-        the first such decision of the batch).  Only the audio stream itself (play
-        stream start/stop around the chunks) may run ahead of the log, by at most
-        one group commit.  If the log cannot be made durable the frame is not sent.
-        """
-        durable = False
-        for d in decisions:
-            t = type(d)
-            if not durable and t not in _AHEAD_OF_LOG:
-                durable = True
-                if not await self.durable():
-                    log.error("call %s: log not durable; %s not sent", self.call_id, t.__name__)
-                    return
-            if t is ev.PlaybackStarted:
-                await self.to_vaic(self.vaic_proto().play_start(d.stream_id, d.fmt))  # type: ignore[attr-defined]
-            elif t is ev.PlaybackStopped:
-                frame = self.vaic_proto().play_stop()
-                if frame is not None:
-                    await self.to_vaic(frame)
-                self.watch_drain()
-            elif t in MODEL_DECISIONS:
-                awaited = await self.model_link.send(d)
-                if awaited is not None:
-                    self.await_model(*awaited)
-            elif t is ev.ModelConfigured:
-                await self.configure_model(d)  # type: ignore[arg-type]
-            elif t is ev.ModelFailureHandled:
-                self.on_failure_handled(d)  # type: ignore[arg-type]
-            elif t is ev.FunctionCallDispatched:
-                if d.server != ENGINE_SERVER:  # type: ignore[attr-defined]
-                    self.spawn(self.run_tool(d))  # type: ignore[arg-type]
-            elif t is ev.SessionAccepted:
-                await self.accept(d)  # type: ignore[arg-type]
-            elif t is ev.SessionRejected:
-                await self.to_vaic(vaic.session_error(d.reason))  # type: ignore[attr-defined]
-            elif t is ev.HangupRequested:
-                self.spawn(self.after_playback(vaic.hangup(d.reason or "done")))  # type: ignore[attr-defined]
-            elif t is ev.TransferRequested:
-                frame = vaic.transfer(d.target, handover_reason=d.reason)  # type: ignore[attr-defined]
-                self.spawn(self.after_playback(frame))
-            elif t is ev.SessionParamsSent:
-                await self.to_vaic(vaic.config(d.params))  # type: ignore[attr-defined]
-            elif t is ev.DtmfSent:
-                await self.to_vaic(vaic.send_dtmf(d.digits))  # type: ignore[attr-defined]
-            elif t is ev.CallRecordingPaused:
-                await self.to_vaic(vaic.pause_call_recording())
-            elif t is ev.CallRecordingResumed:
-                await self.to_vaic(vaic.resume_call_recording())
-            elif t is ev.CallEnded:
-                self.spawn(self.close("call ended"))
-
-    async def accept(self, d: ev.SessionAccepted) -> None:
-        self.policy = d.policy
-        self.use_link()
-        choose = choose_live_format if self.engine.live else vaic.choose_format
-        negotiated = choose([d.media_format])
-        assert negotiated is not None
-        if not negotiated.passthrough and self.to_model is None:
-            # soxr only where the formats differ (lpcm16_8; lpcm16 for Realtime).
-            rate = negotiated.resample_to_hz
-            self.to_model = audio.Resampler(negotiated.resample_from_hz, rate)
-            self.to_caller = audio.Resampler(rate, negotiated.resample_from_hz)
-        await self.to_vaic(self.vaic_proto().accept(d.media_format))
+    # Act on recorded decisions, in order, through the executor's table (see
+    # fastagent.service.executor.execute for the durability boundary).
+    execute = executor.execute
 
     def use_link(self) -> None:
         """Speak GPT-Live on the model side if the call's model is a GPT-Live model
@@ -302,39 +225,6 @@ class CallSession:
         await self.model_link.close()
         await self.model_lost(reason)
 
-    def watch_drain(self) -> None:
-        """Tell the core when the caller has heard a response whose calls it holds."""
-        pb = self.engine.play
-        if pb is None or self.engine.held_response != pb.response_id:
-            return
-
-        async def drained() -> None:
-            wait = (pb.audible_until() - now_us()) / 1e6
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if not self.closing and self.engine.held_response == pb.response_id:
-                await self.input(
-                    ev.PlaybackDrained, stream_id=pb.stream_id, response_id=pb.response_id
-                )
-
-        self.spawn(drained())
-
-    async def after_playback(self, frame: bytes) -> None:
-        """Send a call-control activity once the caller has heard the goodbye."""
-        # Durable before the side effect; a hangup still goes out if the store is
-        # down: leaving the caller on a dead line would be worse.
-        await self.durable()
-        pb = self.engine.play
-        until = pb.audible_until() if pb is not None else 0
-        if self.engine.live:
-            # GPT-Live's goodbye stream is already stopped: the playout clock knows
-            # when the caller's queue runs dry.
-            until = max(until, self.engine.clock.end_at)
-        wait = (until - now_us()) / 1e6
-        if wait > 0:
-            await asyncio.sleep(min(wait, 30.0))
-        await self.to_vaic(frame)
-
     async def durable(self) -> bool:
         """Make the log durable before a side effect; False if the store cannot."""
         for delay in (0.05, 0.2, 0.5, 1.0, 2.0):
@@ -347,43 +237,6 @@ class CallSession:
                 log.warning("call %s: store unavailable (%s); retrying", self.call_id, exc)
                 await asyncio.sleep(delay)
         return False
-
-    async def run_tool(self, d: ev.FunctionCallDispatched) -> None:
-        if not await self.durable():  # durable before the side effect starts, or not at all
-            await self.input(
-                ev.ToolResult,
-                tool_call_id=d.tool_call_id,
-                name=d.name,
-                ok=False,
-                error="not run: the call log could not be made durable",
-            )
-            return
-        started = time.perf_counter()
-        try:
-            hub = await self.service.hub(self.state.agent)
-            out = await hub.call(
-                d.server,
-                d.name,
-                d.arguments,
-                idempotency_key=d.idempotency_key,
-                timeout_s=self.policy.tool_timeout_s,
-            )
-            ok, output, error = out.ok, out.output, out.error
-            duration = out.duration_us
-        except Exception as exc:  # a broken hub must not end the call
-            ok, output, error = False, "", f"tool hub failed: {exc}"
-            duration = int((time.perf_counter() - started) * 1e6)
-        if self.closing or self.lost:
-            return
-        await self.input(
-            ev.ToolResult,
-            tool_call_id=d.tool_call_id,
-            name=d.name,
-            ok=ok,
-            output=output,
-            error=error,
-            duration_us=duration,
-        )
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(self._guard(coro))
@@ -660,7 +513,7 @@ class CallSession:
     async def hand_over(self) -> None:
         """Leave the call to another instance (draining): record the caller as
         dropped (the call is then suspended in the log, which lets a resume
-        elsewhere claim it at once), snapshot it, and close the caller socket with
+        elsewhere claim it at once), checkpoint it, and close the caller socket with
         1001 (going away), on which VAIC reconnects and sends ``session.resume``."""
         if self.closing:
             return
@@ -670,7 +523,7 @@ class CallSession:
             with contextlib.suppress(_Lost):
                 await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
         if not self.lost:
-            await self.save_snapshot()
+            await self.save_checkpoint()
         await self.close("instance draining: left to resume on another instance")
         if ws is not None:
             with contextlib.suppress(Exception):
@@ -715,34 +568,34 @@ class CallSession:
             return False  # cannot tell; the next write will
         return stored >= self.engine.next_seq
 
-    async def save_snapshot(self) -> None:
-        """Snapshot the call's state once what it reflects is durable (see snapshots.py)."""
-        data = snapshots.take(self.engine, self.state, self.chunks_in, self.chunks_out)
+    async def save_checkpoint(self) -> None:
+        """Checkpoint the call's state once what it reflects is durable (see checkpoints.py)."""
+        data = checkpoints.take(self.engine, self.state, self.chunks_in, self.chunks_out)
         if data is None:
             return
         seq = self.engine.next_seq - 1
 
         def write() -> None:
             self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
-            self.store.write_snapshot(self.call_id, seq, data)
+            self.store.write_checkpoint(self.call_id, seq, data)
 
         try:
             await asyncio.to_thread(write)
         except StreamConflict:
             self.lost = True
         except StoreError as exc:
-            log.warning("call %s: snapshot not written: %s", self.call_id, exc)
+            log.warning("call %s: checkpoint not written: %s", self.call_id, exc)
             return
-        self.snapshot_seq = seq
+        self.checkpoint_seq = seq
 
-    def keep_snapshots(self) -> None:
-        """Snapshot every SNAPSHOT_EVERY events or so, bounding what a resume after a
+    def keep_checkpoints(self) -> None:
+        """Checkpoint every CHECKPOINT_EVERY events or so, bounding what a resume after a
         crash must replay."""
 
         async def loop() -> None:
             while not self.closing:
-                await asyncio.sleep(SNAPSHOT_CHECK_S)
-                if self.engine.next_seq - 1 - self.snapshot_seq >= SNAPSHOT_EVERY:
-                    await self.save_snapshot()
+                await asyncio.sleep(CHECKPOINT_CHECK_S)
+                if self.engine.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
+                    await self.save_checkpoint()
 
         self.spawn(loop())

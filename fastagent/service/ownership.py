@@ -2,7 +2,7 @@
 
 One session drives a call at a time.  A caller that reconnects (``session.resume``)
 within the grace period gets the same session back, on this instance from memory,
-on another one rebuilt from the log (snapshot + tail) and claimed with an
+on another one rebuilt from the log (checkpoint + tail) and claimed with an
 optimistic-concurrency append (see docs/operations.md).
 """
 
@@ -14,11 +14,12 @@ import logging
 
 from fastapi import WebSocket
 
+from fastagent import checkpoints, vaic
 from fastagent import events as ev
-from fastagent import snapshots, vaic
 from fastagent.core import Engine
 from fastagent.service.call import CallSession, _Lost, now_us
 from fastagent.service.caller_link import CallerPace, _abort
+from fastagent.service.executor import run_tool
 from fastagent.service.process import Service
 from fastagent.service.realtime_link import dial_model
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall
@@ -113,7 +114,7 @@ async def _initiate(
     if session.engine.status == "ended":
         return None
     await start_model_and_tools(session)
-    session.keep_snapshots()
+    session.keep_checkpoints()
     return session
 
 
@@ -141,7 +142,7 @@ async def resume(
     pace: CallerPace | None = None,
 ) -> CallSession | None:
     """``session.resume``: re-attach the call, from memory if this instance still
-    drives it, else rebuilt from the store (snapshot + tail) and claimed.
+    drives it, else rebuilt from the store (checkpoint + tail) and claimed.
 
     A call whose caller socket is alive and healthy (a frame within
     ``resume_stale_s``) keeps it: the resume gets ``session.error``."""
@@ -271,7 +272,7 @@ async def resume_from_store(
     for attempt in range(CLAIM_ATTEMPTS):
         try:
             await asyncio.to_thread(store.reclaim, call_id)
-            rebuilt = await asyncio.to_thread(snapshots.rebuild, store, call_id)
+            rebuilt = await asyncio.to_thread(checkpoints.rebuild, store, call_id)
         except UnknownCall:
             await refuse("conversation not found")
             return None
@@ -338,7 +339,7 @@ async def resume_from_store(
         await refuse("call is active on another instance")
         return None
     session.chunks_in, session.chunks_out = rebuilt.chunks_in, rebuilt.chunks_out
-    session.snapshot_seq = rebuilt.from_snapshot
+    session.checkpoint_seq = rebuilt.from_checkpoint
     session.attach_caller(ws, proto)
     service.calls[call_id] = session
     await session.execute(decisions)  # session.accepted, and held calls the drop left
@@ -364,12 +365,12 @@ async def resume_from_store(
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).
-        session.spawn(session.run_tool(d))
+        session.spawn(run_tool(session, d))
     if not engine.external:  # tools are in the log already; list only if never listed
         await start_model_and_tools(session)
     # A new model session: configure it and seed it with the conversation so far.
     await session.input(ev.ConnectionRestored, side="model", instance=instance)
-    session.keep_snapshots()
+    session.keep_checkpoints()
     return session
 
 

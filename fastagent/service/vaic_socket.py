@@ -118,30 +118,19 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     watchdog = asyncio.create_task(watch())
             elif session is None:
                 continue
-            elif isinstance(msg, vaic.SessionEnd):
-                ended = True
-                await session.input(ev.SessionEnded, reason_code=msg.reasonCode, reason=msg.reason)
-                break
-            elif isinstance(msg, vaic.UserStreamStart):
-                await session.input(ev.CallerStreamStarted)
-                await ws.send_text(vaic.user_stream_started(msg.participant).decode())
-            elif isinstance(msg, vaic.UserStreamStop):
-                await session.input(ev.CallerStreamStopped)
-                await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
-            elif isinstance(msg, vaic.Activities):
-                for act in msg.activities:
-                    if act.is_start:
-                        await session.input(
-                            ev.CallStarted,
-                            caller=act.caller,
-                            callee=act.callee,
-                            parameters=dict(act.parameters),
-                        )
-                    elif act.is_dtmf:
-                        if act.dtmf_error:
-                            await session.protocol_error("caller", act.dtmf_error)
-                        else:
-                            await session.input(ev.Dtmf, digits=act.digits)
+            else:
+                for found in vaic.inputs_of(msg):
+                    if isinstance(found, vaic.ProtocolViolation):
+                        await session.protocol_error("caller", found.message)
+                    else:
+                        await session.input(found[0], **found[1])
+                if isinstance(msg, vaic.SessionEnd):
+                    ended = True
+                    break
+                if isinstance(msg, vaic.UserStreamStart):
+                    await ws.send_text(vaic.user_stream_started(msg.participant).decode())
+                elif isinstance(msg, vaic.UserStreamStop):
+                    await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
     except WebSocketDisconnect:
         pass
     except _Lost:
@@ -185,4 +174,4 @@ async def caller_gone(session: CallSession, reason: str, ended: bool = False) ->
         return
     if not session.closing:
         session.start_grace()
-        session.spawn(session.save_snapshot())  # a resume elsewhere reads only the tail
+        session.spawn(session.save_checkpoint())  # a resume elsewhere reads only the tail

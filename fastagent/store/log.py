@@ -12,7 +12,7 @@ Writes are group-committed: :meth:`EventStore.append` only maps and buffers; the
 transaction at least every ``flush_interval``.  :meth:`EventStore.flush` makes
 everything appended so far durable (call it before an external side effect
 starts).  Reads: one call's stream, the notification log of all calls, and the
-per-call resume snapshot.  See docs/store.md.
+per-call resume checkpoint.  See docs/store.md.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ class EventStore:
             self._recorder, self._datastore, target.kind, target.display, flush_interval
         )
         self._conflicted = self._writer.conflicted  # the same set: read on every append
-        self._snapshots_ready = False
+        self._checkpoints_ready = False
         self._closed = False
         _open_stores.add(self)
 
@@ -317,7 +317,7 @@ class EventStore:
         personal fields opened.
 
         Raises UnknownCall if the call has no events at all (an empty tail after a
-        snapshot is not an error), CallForgotten if the call was forgotten (with
+        checkpoint is not an error), CallForgotten if the call was forgotten (with
         ``forgotten="blank"``: its events with the personal fields empty).
         """
         with self._errors("read"):
@@ -385,14 +385,14 @@ class EventStore:
         sql = sql.replace("{events}", self._table).replace("{pos}", self._position_column)
         return self._query(sql, params)
 
-    # ------------------------------------------------------------------ snapshots
+    # ------------------------------------------------------------------ checkpoints
 
-    def write_snapshot(self, call_id: str, seq: int, data: bytes) -> None:
+    def write_checkpoint(self, call_id: str, seq: int, data: bytes) -> None:
         """Keep ``data`` as the call's state after event ``seq`` (an older one never
         replaces a newer one).  Write only what reflects durable events."""
-        self._ensure_snapshots()
+        self._ensure_checkpoints()
         data = self._seal_blob(call_id, data)
-        t = self._snapshot_table
+        t = self._checkpoint_table
         sql = (
             f"INSERT INTO {t} (call_id, seq, data) VALUES ({{p}}, {{p}}, {{p}}) "
             "ON CONFLICT (call_id) DO UPDATE SET seq = excluded.seq, data = excluded.data "
@@ -400,35 +400,62 @@ class EventStore:
         )
         self._query(sql, (call_id, seq, data), commit=True)
 
-    def read_snapshot(self, call_id: str) -> tuple[int, bytes] | None:
-        """(seq, data) of the call's latest snapshot, or None."""
-        self._ensure_snapshots()
-        sql = f"SELECT seq, data FROM {self._snapshot_table} WHERE call_id = {{p}}"
+    def read_checkpoint(self, call_id: str) -> tuple[int, bytes] | None:
+        """(seq, data) of the call's latest checkpoint, or None."""
+        self._ensure_checkpoints()
+        sql = f"SELECT seq, data FROM {self._checkpoint_table} WHERE call_id = {{p}}"
         rows = self._query(sql, (call_id,))
         if not rows:
             return None
         return int(rows[0][0]), self._open_blob(call_id, bytes(rows[0][1]))
 
     @property
-    def _snapshot_table(self) -> str:
-        t = self._target
-        name = f"{t.table}_snapshots"
-        return f'"{t.schema}"."{name}"' if t.kind == "postgresql" else f'"{name}"'
+    def _checkpoint_table(self) -> str:
+        return self._side("checkpoints")
 
-    def _ensure_snapshots(self) -> None:
-        if self._snapshots_ready:
+    def _ensure_checkpoints(self) -> None:
+        """Create the checkpoints table on first use, taking over the rows of the
+        ``<table>_snapshots`` table that stores written before the rename kept."""
+        if self._checkpoints_ready:
             return
         blob = "BYTEA" if self._target.kind == "postgresql" else "BLOB"
         sql = (
-            f"CREATE TABLE IF NOT EXISTS {self._snapshot_table} "
+            f"CREATE TABLE IF NOT EXISTS {self._checkpoint_table} "
             f"(call_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, data {blob} NOT NULL)"
         )
         try:
             self._query(sql, (), commit=True)
         except (StoreError, IntegrityError):
             # Two instances creating it at once on PostgreSQL: one loses the race.
-            self._query(f"SELECT 1 FROM {self._snapshot_table} WHERE 1 = 0", ())
-        self._snapshots_ready = True
+            self._query(f"SELECT 1 FROM {self._checkpoint_table} WHERE 1 = 0", ())
+        self._adopt_old_checkpoints()
+        self._checkpoints_ready = True
+
+    def _adopt_old_checkpoints(self) -> None:
+        """Move the rows of the pre-rename ``<table>_snapshots`` table (if any) into
+        the checkpoints table, newer seq winning, and drop it: one transaction, so
+        it is idempotent and a racing instance either sees both tables or one."""
+        old = self._side("snapshots")
+        if not self._table_exists("snapshots"):
+            return
+        new = self._checkpoint_table
+        try:
+            self._transaction(
+                [
+                    (
+                        f"INSERT INTO {new} (call_id, seq, data) SELECT call_id, seq, data "
+                        f"FROM {old} WHERE true ON CONFLICT (call_id) DO UPDATE SET "
+                        f"seq = excluded.seq, data = excluded.data WHERE excluded.seq > {new}.seq",
+                        (),
+                    ),
+                    (f"DROP TABLE {old}", ()),
+                ]
+            )
+        except (StoreError, IntegrityError):
+            if self._table_exists("snapshots"):
+                raise
+            return  # another instance moved them first: nothing lost
+        log.info("store %s: checkpoints moved from %s to %s", self.url, old, new)
 
     # ------------------------------------------------------------------ keys
 
@@ -443,26 +470,34 @@ class EventStore:
         where it comes from.  Raises StoreError (one line) if there is none."""
         return self._master.source
 
-    _BLOB_MAGIC = b"FAS1"  # a sealed snapshot: magic, nonce, AES-GCM ciphertext
+    _BLOB_MAGIC = b"FAS1"  # a sealed checkpoint: magic, nonce, AES-GCM ciphertext
 
     def _seal_blob(self, call_id: str, data: bytes) -> bytes:
         aead = self._data_key(call_id, True)
         nonce = os.urandom(privacy.NONCE)
-        aad = f"{call_id}|snapshot".encode()
+        aad = self._blob_aad(call_id)
         return self._BLOB_MAGIC + nonce + aead.encrypt(nonce, data, aad)
+
+    @staticmethod
+    def _blob_aad(call_id: str) -> bytes:
+        # "snapshot" was the checkpoint's former name: sealed rows already stored
+        # authenticate with it, so it stays.
+        return f"{call_id}|snapshot".encode()
 
     def _open_blob(self, call_id: str, data: bytes) -> bytes:
         if not data.startswith(self._BLOB_MAGIC):
-            return data  # written before snapshots were sealed
+            return data  # written before checkpoints were sealed
         aead = self._data_key(call_id, False)
         if aead is None:
-            raise StoreError(f"call {call_id!r}: its snapshot is sealed but no data key is stored")
+            raise StoreError(
+                f"call {call_id!r}: its checkpoint is sealed but no data key is stored"
+            )
         body = data[len(self._BLOB_MAGIC) :]
         try:
             n = privacy.NONCE
-            return aead.decrypt(body[:n], body[n:], f"{call_id}|snapshot".encode())  # type: ignore[no-any-return]
+            return aead.decrypt(body[:n], body[n:], self._blob_aad(call_id))  # type: ignore[no-any-return]
         except Exception:
-            raise StoreError(f"call {call_id!r}: its snapshot does not open (corrupt)") from None
+            raise StoreError(f"call {call_id!r}: its checkpoint does not open (corrupt)") from None
 
     def _data_key(self, call_id: str, create: bool) -> Any:
         """The AESGCM of ``call_id``'s data key; None if it has none and not
@@ -514,13 +549,13 @@ class EventStore:
 
     def forget(self, call_id: str, who: str, at_us: int | None = None) -> int:
         """Destroy the call's data key (the log is not touched; its sealed fields can
-        never be opened again), drop its snapshot, and record who did it in the
+        never be opened again), drop its checkpoint, and record who did it in the
         audit trail.  Returns the time (µs) recorded.  Raises UnknownCall, or
         CallForgotten if it was forgotten already."""
         if self.last_seq(call_id) == 0:
             raise UnknownCall(call_id)
         self._ensure_side()
-        self._ensure_snapshots()
+        self._ensure_checkpoints()
         already = self.forgotten(call_id)
         if already is not None:
             raise already
@@ -535,7 +570,7 @@ class EventStore:
                     "forgotten_us = excluded.forgotten_us, forgotten_by = excluded.forgotten_by",
                     (call_id, at, at, who),
                 ),
-                (f"DELETE FROM {self._snapshot_table} WHERE call_id = {{p}}", (call_id,)),
+                (f"DELETE FROM {self._checkpoint_table} WHERE call_id = {{p}}", (call_id,)),
                 (
                     f"INSERT INTO {self._side('audit')} (at_us, who, action, call_id, detail) "
                     "VALUES ({p}, {p}, 'forget', {p}, '')",
@@ -600,6 +635,15 @@ class EventStore:
         t = self._target
         table = f"{t.table}_{name}"
         return f'"{t.schema}"."{table}"' if t.kind == "postgresql" else f'"{table}"'
+
+    def _table_exists(self, name: str) -> bool:
+        """Whether the side table ``<table>_<name>`` exists."""
+        t = self._target
+        if t.kind == "postgresql":
+            rows = self._query("SELECT to_regclass({p})", (self._side(name),))
+            return bool(rows) and rows[0][0] is not None
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = {p}"
+        return bool(self._query(sql, (f"{t.table}_{name}",)))
 
     def _ensure_side(self) -> None:
         """Create the keys and audit tables on first use."""

@@ -119,7 +119,7 @@ class _Stored:
 
 
 class FakeLiveSession:
-    """One primary (or fork) WebSocket: its session, timeline and scenario position."""
+    """One primary (or fork) WebSocket: its session, clock and scenario position."""
 
     def __init__(
         self, server: FakeLiveServer, ws: ServerConnection, n: int, fork_of: str | None
@@ -132,8 +132,8 @@ class FakeLiveSession:
         self._counter = 0
         self.config: dict[str, Any] | None = None
         self.closed_reason = ""
-        # timeline, in input audio ms
-        self.timeline_ms = 0
+        # the session clock: ms of input audio received since the session started
+        self.clock_ms = 0
         self._next_usage = USAGE_EVERY_MS
         self._buf = bytearray()
         self.speaking = False
@@ -228,7 +228,7 @@ class FakeLiveSession:
         }
 
     def _usage(self) -> dict[str, Any]:
-        return {"seconds": float(self.timeline_ms // 1000)}
+        return {"seconds": float(self.clock_ms // 1000)}
 
     # ------------------------------------------------------------ main loop
 
@@ -398,10 +398,10 @@ class FakeLiveSession:
         while len(self._buf) >= frame:
             chunk = bytes(self._buf[:frame])
             del self._buf[:frame]
-            start = self.timeline_ms
-            self.timeline_ms += _CHUNK_MS
+            start = self.clock_ms
+            self.clock_ms += _CHUNK_MS
             await self._vad(audio.is_speech(chunk, name), start)
-            if self.timeline_ms >= self._next_usage:
+            if self.clock_ms >= self._next_usage:
                 self._next_usage += USAGE_EVERY_MS
                 await self.send(
                     "session.usage.updated",
@@ -484,7 +484,7 @@ class FakeLiveSession:
             return
         self.appended.append((kind, content, did))
         self.server.appended.append((kind, content))
-        at = self.timeline_ms
+        at = self.clock_ms
         await self.send(f"session.{kind}.appended", start_ms=at, end_ms=at, client_event_id=eid)
         if kind == "commentary" and self.resume_steps:
             steps, self.resume_steps = self.resume_steps, []
@@ -556,7 +556,7 @@ class FakeLiveSession:
                 pieces.append(words[w])
                 w += 1
             if pieces:
-                at = self.timeline_ms
+                at = self.clock_ms
                 delta = " ".join(pieces) + (" " if w < len(words) else "")
                 await self.send(
                     "session.output_transcript.delta", delta=delta, start_ms=at, end_ms=at
@@ -615,7 +615,7 @@ class FakeLiveSession:
                 "target": "responses",
                 "response_id": rid,
             },
-            offset_ms=self.timeline_ms,
+            offset_ms=self.clock_ms,
         )
         await self._backend_calls(d, rid, calls)
         return d

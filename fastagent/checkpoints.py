@@ -1,17 +1,17 @@
-"""Call snapshots: the engine and live state after event ``seq``, so a resume reads
+"""Call checkpoints: the engine and live state after event ``seq``, so a resume reads
 only the log's tail instead of replaying a whole ten-minute call.
 
-A snapshot is a cache, never the truth: the log is.  It is written only for
+A checkpoint is a cache, never the truth: the log is.  It is written only for
 events that are already durable, only by the instance driving the call, and an
-older one never replaces a newer one (see :meth:`EventStore.write_snapshot`).
+older one never replaces a newer one (see :meth:`EventStore.write_checkpoint`).
 It is ignored (and the whole log replayed) when it cannot be trusted: another
-snapshot format, or an engine whose fields changed since it was written (the
+checkpoint format, or an engine whose fields changed since it was written (the
 fingerprint), or a log that ends before it.  Restoring is exact: the engine's
 dataclass fields are encoded with msgspec and decoded into the same types, and
 the tail after it is fed through the engine like a replay, decision by decision.
 
 The state is small: the engine keeps counters, the current play stream and the
-running FSAs; the live state keeps the transcript.  Snapshots are skipped while
+running FSAs; the live state keeps the transcript.  Checkpoints are skipped while
 a tool call is in flight, so the dispatched calls a resume must re-run are
 always in the tail.
 """
@@ -36,9 +36,9 @@ from fastagent.replay import replay
 from fastagent.store import EventStore
 from projections import live
 
-log = logging.getLogger("fastagent.snapshots")
+log = logging.getLogger("fastagent.checkpoints")
 
-SNAPSHOT_FORMAT = 1
+CHECKPOINT_FORMAT = 1
 _SKIP = frozenset({"agents", "agent", "_out", "_at"})  # rebuilt, or per-input scratch
 
 
@@ -48,12 +48,12 @@ def _engine_fields() -> list[tuple[str, Any]]:
 
 
 _FIELDS = _engine_fields()
-# A snapshot written by an engine with other fields is not restored (replayed instead).
+# A checkpoint written by an engine with other fields is not restored (replayed instead).
 FINGERPRINT = hashlib.sha256(repr([(n, str(t)) for n, t in _FIELDS]).encode()).hexdigest()[:16]
 _EngineState = msgspec.defstruct("EngineState", [(n, t) for n, t in _FIELDS], kw_only=True)
 
 
-class CallSnapshot(msgspec.Struct, kw_only=True):
+class CallCheckpoint(msgspec.Struct, kw_only=True):
     format: int
     fingerprint: str
     call_id: str
@@ -66,7 +66,7 @@ class CallSnapshot(msgspec.Struct, kw_only=True):
 
 
 _encoder = msgspec.json.Encoder()
-_snapshot_decoder = msgspec.json.Decoder(CallSnapshot)
+_checkpoint_decoder = msgspec.json.Decoder(CallCheckpoint)
 _engine_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_EngineState)
 
 
@@ -78,8 +78,8 @@ def take(
     if engine.agent is None or engine.status == "ended" or state.pending_tools:
         return None
     body = {name: getattr(engine, name) for name, _ in _FIELDS}
-    snap = CallSnapshot(
-        format=SNAPSHOT_FORMAT,
+    ckpt = CallCheckpoint(
+        format=CHECKPOINT_FORMAT,
         fingerprint=FINGERPRINT,
         call_id=engine.call_id,
         seq=engine.next_seq - 1,
@@ -89,25 +89,25 @@ def take(
         chunks_in=chunks_in,
         chunks_out=chunks_out,
     )
-    return _encoder.encode(snap)
+    return _encoder.encode(ckpt)
 
 
-def restore(data: bytes, agents: Callable[[str], Agent] = get_agent) -> CallSnapshot | None:
-    """Decode a snapshot; None if this code cannot trust it."""
+def restore(data: bytes, agents: Callable[[str], Agent] = get_agent) -> CallCheckpoint | None:
+    """Decode a checkpoint; None if this code cannot trust it."""
     try:
-        snap = _snapshot_decoder.decode(data)
+        ckpt = _checkpoint_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        log.warning("ignoring an unreadable call snapshot: %s", exc)
+        log.warning("ignoring an unreadable call checkpoint: %s", exc)
         return None
-    if snap.format != SNAPSHOT_FORMAT or snap.fingerprint != FINGERPRINT:
+    if ckpt.format != CHECKPOINT_FORMAT or ckpt.fingerprint != FINGERPRINT:
         return None
-    return snap
+    return ckpt
 
 
-def engine_of(snap: CallSnapshot, agents: Callable[[str], Agent] = get_agent) -> Engine:
-    body = _engine_decoder.decode(snap.engine)
-    engine = Engine(snap.call_id, agents=agents)
-    engine.agent = agents(snap.agent)
+def engine_of(ckpt: CallCheckpoint, agents: Callable[[str], Agent] = get_agent) -> Engine:
+    body = _engine_decoder.decode(ckpt.engine)
+    engine = Engine(ckpt.call_id, agents=agents)
+    engine.agent = agents(ckpt.agent)
     for name, _ in _FIELDS:
         setattr(engine, name, getattr(body, name))
     return engine
@@ -122,7 +122,7 @@ class Rebuilt:
     pending: list[ev.FunctionCallDispatched] = field(default_factory=list)
     chunks_in: int = 0
     chunks_out: int = 0
-    from_snapshot: int = 0  # seq of the snapshot used (0: the whole log was replayed)
+    from_checkpoint: int = 0  # seq of the checkpoint used (0: the whole log was replayed)
     events_read: int = 0
     divergence: str = ""
 
@@ -132,20 +132,20 @@ def rebuild(store: EventStore, call_id: str, agents: Callable[[str], Agent] = ge
 
     Raises UnknownCall if the call has no events.
     """
-    found = store.read_snapshot(call_id)
-    snap = restore(found[1], agents) if found is not None else None
-    if snap is not None:
-        tail = store.read_call(call_id, after=snap.seq)
-        if tail and tail[0].seq != snap.seq + 1:
-            snap = None  # cannot happen when written after a flush; be safe anyway
+    found = store.read_checkpoint(call_id)
+    ckpt = restore(found[1], agents) if found is not None else None
+    if ckpt is not None:
+        tail = store.read_call(call_id, after=ckpt.seq)
+        if tail and tail[0].seq != ckpt.seq + 1:
+            ckpt = None  # cannot happen when written after a flush; be safe anyway
         else:
-            engine = engine_of(snap, agents)
+            engine = engine_of(ckpt, agents)
             out = Rebuilt(
                 engine,
-                snap.live,
-                chunks_in=snap.chunks_in,
-                chunks_out=snap.chunks_out,
-                from_snapshot=snap.seq,
+                ckpt.live,
+                chunks_in=ckpt.chunks_in,
+                chunks_out=ckpt.chunks_out,
+                from_checkpoint=ckpt.seq,
                 events_read=len(tail),
             )
             out.divergence = _feed(engine, tail)
@@ -161,7 +161,7 @@ def rebuild(store: EventStore, call_id: str, agents: Callable[[str], Agent] = ge
 
 
 def _feed(engine: Engine, tail: Sequence[ev.Event]) -> str:
-    """Replay the tail after a snapshot into ``engine``: inputs in, decisions compared."""
+    """Replay the tail after a checkpoint into ``engine``: inputs in, decisions compared."""
     div = replay(tail, engine=engine).divergence
     return f"log diverges from today's core at seq {div.position}" if div else ""
 
@@ -170,7 +170,7 @@ def _follow(out: Rebuilt, events: Sequence[ev.Event]) -> None:
     """Fold the events into the live state (tail only) and find what a resume must
     pick up: tool calls dispatched but never answered, and the chunk counters."""
     state = out.state
-    if out.from_snapshot:
+    if out.from_checkpoint:
         live.fold(events, state)
     dispatched: dict[str, ev.FunctionCallDispatched] = {}
     for e in events:

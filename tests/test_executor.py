@@ -1,0 +1,94 @@
+"""The decision executor's table and VAIC's pure translation (issue 10, point 2)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from fastagent import events as ev
+from fastagent import vaic
+from fastagent.service import executor
+from fastagent.service.model_link import MODEL_DECISIONS
+
+# Decisions that change nothing outside the log: made durable, nothing sent.
+LOG_ONLY = {
+    ev.FunctionCallSkipped,
+    ev.FsaStarted,
+    ev.FsaTransition,
+    ev.FsaFinished,
+    ev.EngineFault,
+}
+
+
+def _decisions() -> set[type[ev.Decision]]:
+    out: set[type[ev.Decision]] = set()
+    todo = [ev.Decision]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            out.add(sub)
+            todo.append(sub)
+    return out
+
+
+def test_every_decision_has_a_handler_or_is_log_only() -> None:
+    missing = {t.__name__ for t in _decisions() if t not in executor.HANDLERS and t not in LOG_ONLY}
+    assert missing == set()
+    assert not (LOG_ONLY & set(executor.HANDLERS))
+
+
+def test_model_decisions_go_to_the_model_link() -> None:
+    handlers = {executor.HANDLERS[t] for t in MODEL_DECISIONS}
+    assert len(handlers) == 1
+
+
+def _parse(frame: dict) -> vaic.VaicMessage:
+    proto = vaic.VaicProtocol()
+    proto.receive(msgspec.json.encode({"type": "session.initiate", "conversationId": "c1"}))
+    msg = proto.receive(msgspec.json.encode({"conversationId": "c1", **frame}))
+    assert not isinstance(msg, vaic.ProtocolViolation), msg
+    return msg
+
+
+def test_inputs_of_vaic_messages() -> None:
+    end = _parse({"type": "session.end", "reasonCode": "client-disconnected", "reason": "bye"})
+    assert vaic.inputs_of(end) == [
+        (ev.SessionEnded, {"reason_code": "client-disconnected", "reason": "bye"})
+    ]
+    assert vaic.inputs_of(_parse({"type": "userStream.start"})) == [(ev.CallerStreamStarted, {})]
+    assert vaic.inputs_of(_parse({"type": "userStream.stop"})) == [(ev.CallerStreamStopped, {})]
+    acts = _parse(
+        {
+            "type": "activities",
+            "activities": [
+                {"type": "event", "name": "start", "parameters": {"caller": "+1", "x": 2}},
+                {"type": "event", "name": "DTMF", "value": "12#"},
+                {"type": "event", "name": "dtmf", "value": [1]},
+                {"type": "event", "name": "other"},
+            ],
+        }
+    )
+    found = vaic.inputs_of(acts)
+    assert found[:2] == [
+        (ev.CallStarted, {"caller": "+1", "callee": "", "parameters": {"caller": "+1", "x": 2}}),
+        (ev.Dtmf, {"digits": "12#"}),
+    ]
+    assert isinstance(found[2], vaic.ProtocolViolation)
+    assert "DTMF" in found[2].message
+    assert len(found) == 3
+    assert vaic.inputs_of(_parse({"type": "connection.validate"})) == []
+
+
+def test_decision_frames() -> None:
+    base = {"call_id": "c1", "seq": 3, "at": 0}
+    assert vaic.decision_frame(ev.SessionRejected(reason="no", **base)) == vaic.session_error("no")
+    assert vaic.decision_frame(ev.HangupRequested(reason="", **base)) == vaic.hangup("done")
+    assert vaic.decision_frame(ev.DtmfSent(digits="12", **base)) == vaic.send_dtmf("12")
+    assert vaic.decision_frame(ev.CallEnded(reason="x", **base)) is None
+    proto = vaic.VaicProtocol()
+    start = ev.PlaybackStarted(
+        stream_id="s1", response_id="r", item_id="i", fmt="raw/mulaw", **base
+    )
+    assert proto.frame_of(start) == vaic.play_stream_start("s1", "raw/mulaw")
+    stop = ev.PlaybackStopped(stream_id="s1", reason="done", **base)
+    assert proto.frame_of(stop) == vaic.play_stream_stop("s1")
+    assert proto.frame_of(stop) is None
