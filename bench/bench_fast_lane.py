@@ -18,6 +18,16 @@ Works on any source tree whose sockets have the ``on_text`` hooks (run it with
 ``PYTHONPATH=<tree>``), so a change can be compared with the code before it.
 
 Run: PYTHONPATH=$PWD python bench/bench_fast_lane.py [--calls 50] [--frames 20000] [--repeat 5]
+
+Instructions instead of time (deterministic, whatever else runs on the machine):
+the last repeat runs inside ``operator.call``, so
+
+  PYTHONPATH=$PWD valgrind --tool=callgrind --toggle-collect=_operator_call \
+      --separate-threads=yes --callgrind-out-file=/tmp/cg.%p \
+      python bench/bench_fast_lane.py --calls 20 --frames 4000 --repeat 1
+
+counts the event loop thread's instructions for those frames alone (main thread's
+file; ``callgrind_annotate`` it, divide by the frames).
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import operator
 import os
 import shutil
 import sys
@@ -83,6 +94,9 @@ async def run(args: argparse.Namespace) -> dict[str, list[float]]:
     names = {f.name for f in dataclasses.fields(ServiceConfig)}
     if "max_msgs_per_s" in names:
         kwargs["max_msgs_per_s"] = 1e9  # the direct calls come far faster than VAIC's 50/s
+    for name in ("caller_idle_s", "model_timeout_s", "initiate_timeout_s"):
+        if name in names:  # (under valgrind everything takes 50x longer)
+            kwargs[name] = 1e6
     app = create_app(ServiceConfig(**kwargs))
     tune_gc()  # as `fastagent serve` does
     config = uvicorn.Config(
@@ -138,16 +152,30 @@ async def run(args: argparse.Namespace) -> dict[str, list[float]]:
         delta = (bb._DELTA_HEAD + bb.payload(0, 1, 0) + '"}').encode()
         model_frames = [(s.on_text, delta) for s in model_socks]
         pairs = list(zip(caller_frames, model_frames, strict=True))
+        ablate(args.ablate, service)
         rounds = max(1, args.frames // (2 * len(pairs)))
         for rep in range(args.repeat + 1):
             await asyncio.to_thread(service.store.flush)
             written[0] = 0
             t0, p0 = time.thread_time(), time.process_time()
-            ok = 0
-            for _ in range(rounds):
-                for (ch, cf), (mh, mf) in pairs:
-                    ok += ch(cf)
-                    ok += mh(mf)
+
+            def frames() -> int:
+                ok = 0
+                for _ in range(rounds):
+                    for (ch, cf), (mh, mf) in pairs:
+                        ok += ch(cf)
+                        ok += mh(mf)
+                return ok
+
+            # Under valgrind --toggle-collect=_operator_call only this call is counted.
+            if args.cprofile and rep == args.repeat:
+                import cProfile
+
+                prof = cProfile.Profile()
+                ok = prof.runcall(frames)
+                prof.dump_stats(args.cprofile)
+            else:
+                ok = operator.call(frames) if rep == args.repeat else frames()
             t1 = time.thread_time()
             await asyncio.to_thread(service.store.flush)
             p1 = time.process_time()
@@ -173,11 +201,36 @@ async def run(args: argparse.Namespace) -> dict[str, list[float]]:
     return results
 
 
+def ablate(switches: str, service: Any) -> None:
+    """Take one piece out (never in a product path: this process only), to read its
+    marginal cost: ``metrics`` (relay timings), ``observers``, ``live`` (the live
+    state), ``store`` (append), ``b64`` (strict base64 checks)."""
+    for s in filter(None, switches.split("+")):
+        if s == "metrics":
+            service.metrics.relay_to_model = service.metrics.relay_to_caller = lambda at: None
+        elif s == "observers":
+            service.observers.clear()
+        elif s == "live":
+            from projections import live
+
+            live.apply = lambda state, e: state
+        elif s == "store":
+            service.store.append = lambda batch: None
+        elif s == "b64":
+            from fastagent import wire
+
+            wire.is_base64 = lambda s: True
+        else:
+            raise SystemExit(f"unknown switch {s!r}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=50)
     ap.add_argument("--frames", type=int, default=20000, help="frames per repeat (both ways)")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--cprofile", default="", help="cProfile the last repeat into this file")
+    ap.add_argument("--ablate", default="", help="metrics+observers+live+store+b64 (see ablate)")
     args = ap.parse_args()
     try:
         import uvloop

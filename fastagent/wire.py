@@ -155,14 +155,20 @@ def _has_surrogate(s: str) -> bool:
 
 def flat_unique(data: str | bytes) -> bool:
     """Fast-path pre-check of a frame msgspec has already decoded: True if it is
-    one flat object (no nested object or array, no escape sequence) whose keys are
-    all different, which is all :func:`strict_error` would check there.  False
+    one flat object (no nested object or array, no escape sequence) of valid UTF-8
+    whose keys are all different, which is all :func:`strict_error` would check there.  False
     means "not sure": run :func:`strict_error`.  About 1 µs on an audio frame,
     whose validated base64 holds none of the characters looked for."""
     t = type(data)
     b = data if t is bytes else data.encode("utf-8", "surrogatepass") if t is str else bytes(data)
     if b"\\" in b or b"[" in b or b.count(b"{") != 1:  # type: ignore[operator,union-attr]
         return False
+    if not b.isascii():  # type: ignore[union-attr]
+        # msgspec does not check the UTF-8 of keys it skips (unknown fields).
+        try:
+            b.decode("utf-8")  # type: ignore[union-attr]
+        except UnicodeDecodeError:
+            return False
     # With no escapes, the strings are the odd pieces between quotes; a key is
     # one whose next piece starts with ':'.
     parts = b.split(b'"')  # type: ignore[union-attr]

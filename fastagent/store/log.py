@@ -227,7 +227,8 @@ class EventStore:
 
     def append(self, batch: Sequence[Event]) -> None:
         """Buffer events for the next group commit (cheap; safe from any thread)."""
-        rows = self._rows(batch)
+        # (Hot path: every audio chunk.  The checks of _rows only when they can fail.)
+        rows = self._rows(batch) if self._closed or self._conflicted else self._mapper.rows(batch)
         if rows:
             self._writer.add(rows)
 
