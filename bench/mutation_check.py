@@ -238,7 +238,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         '"The caller gave the order number and the delivery postcode.",\n'
         '                    slots=("order_number", "postal_code"),\n'
         '                    go=(Go("tracking"),),',
-        known_gap="ModelConfigured records tool names only (architecture issue: full specs)",
+    ),
+    Mutation(
+        "send_dtmf: a tool's parameter schema",
+        C,
+        '"properties": {"digits": {"type": "string"}},',
+        '"properties": {"digits": {"type": "string", "maxLength": 20}},',
     ),
     Mutation(
         "default agent: send_dtmf no longer offered",

@@ -20,6 +20,12 @@ only (never in the service's code), so one bench run compares them side by side:
 * ``traces``:   OpenTelemetry spans on (the SDK's batch processor, spans dropped
   by the exporter instead of sent: the service's cost without the collector's).
 
+Deliberately broken services, for bench/kill9.py to show it sees the faults:
+
+* ``nodurable``: decisions are sent without forcing the log durable first (the
+  group commit catches up within FASTAGENT_FLUSH_MS): what a kill -9 exposes;
+* ``noseed``:   a resumed model session is not told the conversation so far.
+
 Run: FASTAGENT_BENCH_VARIANT=nostore python bench/service_variant.py serve --no-auth ...
 """
 
@@ -145,6 +151,17 @@ def apply(variant: str) -> None:
                 return observe.Tracer(provider.get_tracer("bench"), provider)
 
             observe.tracer_from_env = tracer_from_env  # type: ignore[assignment]
+        elif s == "nodurable":
+            from fastagent.service.call import CallSession
+
+            async def durable(self: Any) -> bool:
+                return True
+
+            CallSession.durable = durable  # type: ignore[method-assign]
+        elif s == "noseed":
+            from fastagent.service import call
+
+            call.seed_pairs = lambda *a, **k: []  # type: ignore[assignment]
         elif s == "nogc":
             import gc
 
@@ -161,8 +178,7 @@ def apply(variant: str) -> None:
                 t = type(inp)
                 if t is ev.CallerAudio:
                     return []
-                pb = self.engine.play
-                if t is ev.BotAudio and pb is not None and pb.open and pb.item_id == inp.item_id:
+                if t is ev.BotAudio and self.engine.view.plays(inp.item_id):
                     return []
                 return original(self, inp)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastagent.fsa import FSA, validate
-from fastagent.privacy import Privacy
+from fastagent.personal_data import Privacy
 
 
 @dataclass(frozen=True)

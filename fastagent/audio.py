@@ -66,6 +66,21 @@ def is_mulaw(fmt: str) -> bool:
     return fmt in MULAW_FORMATS
 
 
+def bridge_rates(media_format: str, model_format: str) -> tuple[int, int] | None:
+    """``(caller_hz, model_hz)`` when bridging a VAIC format to a model format
+    resamples (16 and 8 kHz PCM), None when the audio passes through untouched
+    (the same rate and encoding: μ-law ↔ ``audio/pcmu``, PCM ↔ PCM).
+
+    A pure function of the two format names a ``SessionAccepted`` records, so the
+    shell sets up the bridge from the decision alone.  Raises AudioFormatError for
+    a format this module does not know, ValueError for μ-law bridged to PCM.
+    """
+    if is_mulaw(media_format) != is_mulaw(model_format):
+        raise ValueError(f"cannot bridge {media_format} to {model_format}")
+    caller_hz, model_hz = sample_rate(media_format), sample_rate(model_format)
+    return None if caller_hz == model_hz else (caller_hz, model_hz)
+
+
 def duration_us(nbytes: int, fmt: str) -> int:
     """Duration of ``nbytes`` of audio in ``fmt``, in microseconds (rounded down)."""
     return nbytes * 1000 // bytes_per_ms(fmt)

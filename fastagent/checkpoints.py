@@ -33,13 +33,14 @@ from fastagent.agent import Agent
 from fastagent.agents import get_agent
 from fastagent.core import ENGINE_SERVER, Engine
 from fastagent.replay import replay
+from fastagent.status import Status
 from fastagent.store import EventStore
 from projections import live
 
 log = logging.getLogger("fastagent.checkpoints")
 
 CHECKPOINT_FORMAT = 1
-_SKIP = frozenset({"agents", "agent", "_out", "_at"})  # rebuilt, or per-input scratch
+_SKIP = frozenset({"admission", "agent", "_out", "_at"})  # rebuilt, or per-input scratch
 
 
 def _engine_fields() -> list[tuple[str, Any]]:
@@ -75,7 +76,7 @@ def take(
 ) -> bytes | None:
     """Encode the call's state after ``engine.next_seq - 1``; None if not worth it
     (no agent, call ended, or a tool call in flight)."""
-    if engine.agent is None or engine.status == "ended" or state.pending_tools:
+    if engine.agent is None or engine.status is Status.ENDED or state.pending_tools:
         return None
     body = {name: getattr(engine, name) for name, _ in _FIELDS}
     ckpt = CallCheckpoint(
@@ -106,8 +107,7 @@ def restore(data: bytes, agents: Callable[[str], Agent] = get_agent) -> CallChec
 
 def engine_of(ckpt: CallCheckpoint, agents: Callable[[str], Agent] = get_agent) -> Engine:
     body = _engine_decoder.decode(ckpt.engine)
-    engine = Engine(ckpt.call_id, agents=agents)
-    engine.agent = agents(ckpt.agent)
+    engine = Engine(ckpt.call_id, agent=agents(ckpt.agent))
     for name, _ in _FIELDS:
         setattr(engine, name, getattr(body, name))
     return engine

@@ -17,15 +17,14 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from fastagent import events as ev
 from fastagent import fsa as fsa_mod
 from fastagent import models
 from fastagent.agent import Agent
-from fastagent.agents import UnknownAgent, get_agent
-from fastagent.live import choose_live_format, is_live_model
-from fastagent.vaic import choose_format, no_format_reason
+from fastagent.status import Status, Trigger, next_status
 
 ENGINE_SERVER = "fastagent"  # the engine's own tools (FSA intents/steps, call control)
 END_CALL = "end_call"
@@ -34,9 +33,40 @@ SEND_DTMF = "send_dtmf"
 _DTMF = re.compile(r"[0-9*#]{1,20}")
 # The timing and retry rules a call gets unless the operator overrides them
 # (CallConfig); recorded in SessionAccepted, so replay sees a change to them.
+# What GPT-Live's frontend (the voice model) is told besides the agent's own
+# instructions: the voice model is the frontend, the FSA's tools live in the
+# backend.  Decided here, so a change to it shows in replay (ModelConfigured).
+LIVE_FRONTEND_POLICY = (
+    "You are the voice of this phone agent. Speak briefly and naturally. When the "
+    "caller wants something done or looked up, delegate the task to your backend and "
+    "keep the conversation going while it works; say what the backend answers. Never "
+    "invent results. When the caller presses keys, the digits arrive as instructions: "
+    "delegate with them."
+)
 POLICY = ev.CallPolicy(
     grace_s=30.0, tool_timeout_s=10.0, model_retries=5, history_items=24, model_timeout_s=10.0
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the shell settled for a call's ``session.initiate`` before the core
+    decides on it: the agent its ``CallConfig`` names and the audio formats
+    negotiated for the formats the caller offered (``fastagent.admission.admit``).
+
+    Data passed in, so the core imports neither the agent registry (which may
+    import code) nor the protocols.  Replay settles it again from the recorded
+    ``SessionInitiated`` with today's code, so a change to the negotiation shows
+    at ``SessionAccepted``.  ``refused``: why the call cannot be taken (an unknown
+    agent, no usable format), recorded as ``SessionRejected``; ``fault``: the
+    agent's definition failed to load otherwise, recorded as ``EngineFault``.
+    """
+
+    agent: Agent | None = None
+    media_format: str = ""  # the VAIC format chosen
+    model_format: str = ""  # the model format it is bridged to
+    refused: str = ""
+    fault: str = ""
 
 
 @dataclass(slots=True)
@@ -151,12 +181,12 @@ class InFlight:
 @dataclass
 class Engine:
     call_id: str
-    agents: Callable[[str], Agent] = get_agent
+    admission: Admission | None = None  # for session.initiate (the shell's, or replay's)
     agent: Agent | None = None
     media_format: str = ""
     model_format: str = ""
     model: str = ""  # CallConfig.model
-    status: str = "new"  # new | active | suspended | ending | closing | ended
+    status: Status = Status.NEW  # changed only by _to (fastagent.status.TRANSITIONS)
     config_transfer: str = ""  # from CallConfig: overrides the agent's target
     greet: bool = True
     playback_speed: float = 1.0  # the caller side's, from CallConfig
@@ -186,6 +216,7 @@ class Engine:
     live_active: list[str] = field(default_factory=list)  # backend responses under way
     live_outputs: bool = False  # function outputs sent that no response.create continued
     barged: bool = False  # the caller talked over the output item still playing
+    barge_told: bool = False  # GPT-Live: VAIC was told of this caller turn's barge-in
     control_after: int = -1  # GPT-Live: call control once a stream after this one ends
     _out: list[ev.Decision] = field(default_factory=list)
     _at: int = 0
@@ -198,10 +229,10 @@ class Engine:
         self._at = event.at
         self._out = []
         handler = _HANDLERS.get(type(event))
-        if handler is None or self.status == "ended":
+        if handler is None or self.status is Status.ENDED:
             return self._out
         try:
-            if self.status == "closing":
+            if self.status is Status.CLOSING:
                 if type(event) is ev.ToolResult:
                     self._close_after_tool(event)  # type: ignore[arg-type]
                 return self._out
@@ -216,25 +247,10 @@ class Engine:
             )
         return self._out
 
-    def tool_specs(self, names: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Function-tool specs (OpenAI shape) for the names in a ModelConfigured."""
-        specs: dict[str, dict[str, Any]] = {}
-        for tool in self._control_tools():
-            specs[tool["name"]] = tool
-        assert self.agent is not None
-        for f in self.agent.fsas:
-            specs[f.intent] = f.intent_tool()
-            if f.name in self.runs:
-                for tool in f.step_tools(self.runs[f.name].state):
-                    specs[tool["name"]] = tool
-        for spec in self.external.values():
-            specs[spec.name] = {
-                "type": "function",
-                "name": spec.name,
-                "description": spec.description,
-                "parameters": spec.parameters or {"type": "object", "properties": {}},
-            }
-        return [specs[n] for n in names if n in specs]
+    @cached_property
+    def view(self) -> EngineView:
+        """The read-only window the shell reads the engine through."""
+        return EngineView(self)
 
     @property
     def response_active(self) -> bool:
@@ -243,9 +259,23 @@ class Engine:
 
     # -------------------------------------------------------------- helpers
 
+    def _to(self, trigger: Trigger) -> None:
+        """Change status by ``trigger``: the one place it changes.  An illegal change
+        raises IllegalTransition, which :meth:`handle` records as an EngineFault."""
+        self.status = next_status(self.status, trigger)
+
     def _emit(self, cls: type[ev.Decision], **fields: Any) -> None:
         self._out.append(cls(call_id=self.call_id, seq=self.next_seq, at=self._at, **fields))
         self.next_seq += 1
+
+    def _notify(self, message_type: ev.CallerNotice, text: str = "", participant: str = "") -> None:
+        """Tell the caller's VAIC side about its own stream (a ``CallerNotified``),
+        while a caller socket is attached (not before acceptance, nor while
+        suspended, nor once the call is closing)."""
+        if self.status in (Status.ACTIVE, Status.ENDING):
+            self._emit(
+                ev.CallerNotified, message_type=message_type, text=text, participant=participant
+            )
 
     def _pci_state(self) -> tuple[str, str] | None:
         """(fsa, state) of the first FSA run in a state that collects payment-card
@@ -265,43 +295,34 @@ class Engine:
         elif now is None and before is not None:
             self._emit(ev.CallRecordingResumed, fsa=before[0], state=before[1])
 
-    def _control_tools(self) -> list[dict[str, Any]]:
+    def _control_tools(self) -> list[ev.ToolSpec]:
         tools = [
-            {
-                "type": "function",
-                "name": END_CALL,
-                "description": "End the call after the caller said goodbye or is done.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"reason": {"type": "string"}},
-                },
-            }
+            ev.ToolSpec(
+                name=END_CALL,
+                description="End the call after the caller said goodbye or is done.",
+                parameters={"type": "object", "properties": {"reason": {"type": "string"}}},
+            )
         ]
         if self._transfer_target():
             tools.append(
-                {
-                    "type": "function",
-                    "name": TRANSFER,
-                    "description": "Transfer the caller to a human agent.",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {"reason": {"type": "string"}},
-                    },
-                }
+                ev.ToolSpec(
+                    name=TRANSFER,
+                    description="Transfer the caller to a human agent.",
+                    parameters={"type": "object", "properties": {"reason": {"type": "string"}}},
+                )
             )
         assert self.agent is not None
         if self.agent.send_dtmf:
             tools.append(
-                {
-                    "type": "function",
-                    "name": SEND_DTMF,
-                    "description": "Send DTMF keys on the line (0-9, * and #, up to 20).",
-                    "parameters": {
+                ev.ToolSpec(
+                    name=SEND_DTMF,
+                    description="Send DTMF keys on the line (0-9, * and #, up to 20).",
+                    parameters={
                         "type": "object",
                         "properties": {"digits": {"type": "string"}},
                         "required": ["digits"],
                     },
-                }
+                )
             )
         return tools
 
@@ -310,31 +331,39 @@ class Engine:
         return self.config_transfer or self.agent.transfer_target
 
     def _configure(self) -> None:
+        """Decide what the model is told now: the agent's instructions with those of
+        each running FSA's state, and the full specs of the tools it may call."""
         agent = self.agent
         assert agent is not None
         parts = [agent.instructions]
-        names = [t["name"] for t in self._control_tools()]
+        tools = self._control_tools()
         effort = ""
         for f in agent.fsas:
             run = self.runs.get(f.name)
             if run is None:
-                names.append(f.intent)
+                tools.append(_spec(f.intent_tool()))
                 continue
             st = f.state(run.state)
             effort = effort or st.reasoning_effort
             parts.append(f"[Task {f.name}, step {st.name}] {st.instructions}")
-            names.extend(t["name"] for t in f.step_tools(st.name))
-        names.extend(n for n in agent.tools if n in self.external)
+            tools.extend(_spec(t) for t in f.step_tools(st.name))
+        for name in agent.tools:
+            spec = self.external.get(name)
+            if spec is not None:
+                tools.append(_spec(spec))
         self._emit(
             ev.ModelConfigured,
             instructions="\n\n".join(parts),
-            tools=tuple(names),
+            tools=tuple(tools),
             voice=agent.voice,
             input_format=self.model_format,
             output_format=self.model_format,
             # Only reasoning models take it (the older ones refuse the field).
             reasoning_effort=(effort or agent.reasoning_effort)
             if models.info(self.model).reasoning
+            else "",
+            frontend_instructions=f"{agent.instructions}\n\n{LIVE_FRONTEND_POLICY}"
+            if self.live
             else "",
         )
 
@@ -358,7 +387,7 @@ class Engine:
 
     def _pay_owed(self) -> None:
         r = self.resp
-        if r.owed and not r.busy and self.status == "active":
+        if r.owed and not r.busy and self.status is Status.ACTIVE:
             reason, r.owed = r.owed, ""
             self._request(reason)
 
@@ -417,36 +446,35 @@ class Engine:
         if self.in_flight:
             # A side effect that started has its result recorded before the log
             # closes: wait for the tool calls still running (they all time out).
-            self.status = "closing"
+            self._to(Trigger.WAIT_TOOLS)
             self.pending_end = (reason, outcome)
             return
-        self.status = "ended"
+        self._to(Trigger.END)
         self._emit(ev.CallEnded, reason=reason, outcome=outcome)
 
     # ------------------------------------------------------------- sessions
 
     def _on_initiated(self, e: ev.SessionInitiated) -> None:
-        try:
-            self.agent = self.agents(e.config.agent)
-        except UnknownAgent as exc:
-            self._emit(ev.SessionRejected, reason=str(exc))
-            self.status = "ended"
+        a = self.admission
+        if a is not None and a.fault:
+            # The agent's definition failed to load: the fault is the decision.
+            self._emit(ev.EngineFault, input_type=type(e).__name__, error=a.fault[:300])
+            return
+        if a is None or a.refused:
+            self._to(Trigger.REJECT)
+            reason = a.refused if a is not None else "no agent was resolved for the call"
+            self._emit(ev.SessionRejected, reason=reason)
             self._emit(ev.CallEnded, reason="rejected", outcome="rejected")
             return
-        self.live = is_live_model(e.config.model)
-        chosen = (choose_live_format if self.live else choose_format)(e.offered_formats)
-        if chosen is None:
-            self._emit(ev.SessionRejected, reason=no_format_reason(e.offered_formats))
-            self.status = "ended"
-            self._emit(ev.CallEnded, reason="rejected", outcome="rejected")
-            return
-        self.media_format, self.model_format = chosen.vaic_format, chosen.model_format
+        self._to(Trigger.ACCEPT)
+        self.agent = a.agent
+        self.live = models.is_live_model(e.config.model)
+        self.media_format, self.model_format = a.media_format, a.model_format
         self.config_transfer = e.config.transfer_target
         self.model = e.config.model
         self.greet = e.config.greet
         self.playback_speed = e.config.playback_speed if e.config.playback_speed > 0 else 1.0
         self.policy = _policy(e.config)
-        self.status = "active"
         self._emit(
             ev.SessionAccepted,
             media_format=self.media_format,
@@ -456,7 +484,7 @@ class Engine:
         self._configure()
 
     def _on_call_started(self, e: ev.CallStarted) -> None:
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             return  # e.g. the model already failed the call: the fallback is under way
         if self.agent is not None and self.agent.session_params:
             self._emit(ev.SessionParamsSent, params=dict(self.agent.session_params))
@@ -467,7 +495,7 @@ class Engine:
         if self.agent is None:
             self._emit(ev.SessionRejected, reason="conversation not found")
             return
-        self.status = "active"
+        self._to(Trigger.RESUME)
         self._emit(
             ev.SessionAccepted,
             media_format=self.media_format,
@@ -487,14 +515,14 @@ class Engine:
 
     def _on_connection_lost(self, e: ev.ConnectionLost) -> None:
         if e.side == "caller":
-            if self.status == "ending":
+            if self.status is Status.ENDING:
                 self._end("caller left after hangup", "completed")
                 return
             self._stop_playback("connection_lost")
             self.play = None
             self.clock.flush(e.at)  # what the old socket still had queued is gone
             self.queue.clear()
-            self.status = "suspended"
+            self._to(Trigger.CALLER_LOST)
         elif e.side == "model" and self.live:
             # A GPT-Live session cannot be resumed: its delegations die with it.
             for calls in self.live_calls.values():
@@ -540,7 +568,7 @@ class Engine:
                 # A new GPT-Live session, seeded with the call so far, does not speak
                 # by itself: ask it to go on, and hand over what it must know.
                 self.resp.owed = ""
-                if self.status == "active":
+                if self.status is Status.ACTIVE:
                     self._emit(
                         ev.ContextAppended,
                         kind="commentary",
@@ -554,10 +582,16 @@ class Engine:
                 self._request(reason)
 
     def _on_grace_expired(self, e: ev.GraceExpired) -> None:
-        if self.status == "suspended":
+        if self.status is Status.SUSPENDED:
             self._end(f"caller did not return within {e.seconds:g} s", "dropped")
 
     # ---------------------------------------------------------------- audio
+
+    def _on_caller_stream_started(self, e: ev.CallerStreamStarted) -> None:
+        self._notify("userStream.started", participant=e.participant)
+
+    def _on_caller_stream_stopped(self, e: ev.CallerStreamStopped) -> None:
+        self._notify("userStream.stopped", participant=e.participant)
 
     def _on_caller_audio(self, e: ev.CallerAudio) -> None:
         pass  # forwarded by the shell untouched; recorded for replay and analytics
@@ -566,7 +600,7 @@ class Engine:
         pb = self.play
         clock = self.clock
         if pb is None or pb.item_id != e.item_id:
-            if e.response_id == self.interrupted_response or self.status != "active":
+            if e.response_id == self.interrupted_response or self.status is not Status.ACTIVE:
                 return  # late audio of an interrupted response: not played
             if self.live and self.barged:
                 self._live_cut(e.at)  # GPT-Live moved on after the caller talked over it
@@ -602,8 +636,17 @@ class Engine:
 
     def _on_speech_started(self, e: ev.SpeechStarted) -> None:
         if self.live:
+            # VAIC hears of a GPT-Live barge-in when the engine cuts its playback.
             self._live_speech_started(e)
             return
+        self._barge_in(e)
+        self._notify("userStream.speech.started")
+
+    def _on_speech_stopped(self, e: ev.SpeechStopped) -> None:
+        if not self.live:  # GPT-Live's are its transcript deltas' ends: not VAD
+            self._notify("userStream.speech.stopped")
+
+    def _barge_in(self, e: ev.SpeechStarted) -> None:
         clock = self.clock
         played = clock.played_us(e.at)
         unheard = [q for q in self.queue if q.offset_us + q.sent_us > played]
@@ -632,7 +675,8 @@ class Engine:
         self.play = None
         if self.control[0]:
             self.control = ("", "")  # the caller interrupted the goodbye: stay on the line
-            self.status = "active" if self.status == "ending" else self.status
+            if self.status is Status.ENDING:
+                self._to(Trigger.STAY)
 
     # ------------------------------------------------------------ responses
 
@@ -746,11 +790,11 @@ class Engine:
             self._emit(ev.HangupRequested, reason=reason)
         else:
             self._emit(ev.TransferRequested, target=self._transfer_target(), reason=reason)
-        self.status = "ending"
+        self._to(Trigger.HANG_UP)
 
     def _on_playback_drained(self, e: ev.PlaybackDrained) -> None:
         # While the caller is away, the decision waits for the resume.
-        if self.status == "active" and e.response_id == self.held_response:
+        if self.status is Status.ACTIVE and e.response_id == self.held_response:
             calls, self.held_calls, self.held_response = self.held_calls, [], ""
             self._run_calls(calls, e, interrupted=False)
 
@@ -796,6 +840,7 @@ class Engine:
     def _live_speech_started(self, e: ev.SpeechStarted) -> None:
         """The caller talks over what they still hear.  GPT-Live stops by itself (or
         goes on: it is full duplex); FastAgent waits for its output to stop."""
+        self.barge_told = False  # a new caller turn
         played = self.clock.played_us(e.at)
         if not any(q.offset_us + q.sent_us > played for q in self.queue):
             return  # nothing is playing: the caller just speaks
@@ -819,6 +864,10 @@ class Engine:
             )
         for q in self.queue:
             if q.offset_us + q.sent_us > played:
+                if not self.barge_told:
+                    # VAIC's barge-in: it stops playing what it has queued (once a turn).
+                    self.barge_told = True
+                    self._notify("userStream.speech.started")
                 heard = clock.heard_ms(q.offset_us, q.sent_us, at)
                 self._emit(
                     ev.ItemHeard, item_id=q.item_id, heard_ms=heard, sent_ms=q.sent_us // 1000
@@ -830,7 +879,8 @@ class Engine:
         if self.control[0]:
             self.control = ("", "")  # the caller interrupted the goodbye: stay on the line
             self.control_after = -1
-            self.status = "active" if self.status == "ending" else self.status
+            if self.status is Status.ENDING:
+                self._to(Trigger.STAY)
 
     def _on_output_stopped(self, e: ev.ModelOutputStopped) -> None:
         pb = self.play
@@ -857,7 +907,7 @@ class Engine:
         r = self.resp
         r.failures += 1
         fields = dict(kind=kind, code=code, message=message[:300], response_id=response_id)
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             self._note(action="none", **fields)
             return
         if r.failures == 1:
@@ -873,7 +923,7 @@ class Engine:
 
     def _fallback(self, why: str) -> None:
         """The agent's fallback when the model cannot carry the call on."""
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             return
         self.failed = True
         self._stop_playback("failed")
@@ -884,14 +934,14 @@ class Engine:
             self._emit(ev.TransferRequested, target=target, reason=why)
         else:
             self._emit(ev.HangupRequested, reason=why)
-        self.status = "ending"
+        self._to(Trigger.HANG_UP)
 
     def _on_model_error(self, e: ev.ModelError) -> None:
         r = self.resp
         fields = dict(code=e.code or e.error_type, message=e.message[:300])
         if e.error_type == "connection":
             # No model to talk to: no dead air -- the fallback, and the log says why.
-            if self.status == "active":
+            if self.status is Status.ACTIVE:
                 r.failures += 1
                 self._note(kind="unreachable", action="fallback", **fields)
                 self._fallback("the voice model is unavailable")
@@ -928,7 +978,7 @@ class Engine:
             if not r.requested or e.event_id != response_event_id(r.requested):
                 return  # answered after all (the timer lost the race)
             r.requested = 0
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             return
         r.failures += 1
         self._note(
@@ -950,13 +1000,18 @@ class Engine:
             r.limited = False
 
     def _on_transcript(self, e: ev.Transcript) -> None:
-        if e.role == "user" and e.item_id == self.committed:
+        if e.role != "user":
+            return
+        if e.item_id == self.committed:
             self.committed = ""
+        if e.text:  # the model's words, encoded into the frame (vaic.notification)
+            self._notify("userStream.speech.recognition", text=e.text)
 
     def _on_committed(self, e: ev.SpeechCommitted) -> None:
         if self.committed:
             self._transcript_missing()
         self.committed = e.item_id
+        self._notify("userStream.speech.committed")
 
     def _transcript_missing(self) -> None:
         item, self.committed = self.committed, ""
@@ -980,7 +1035,7 @@ class Engine:
         )
 
     def _on_dtmf(self, e: ev.Dtmf) -> None:
-        if self.status != "active":
+        if self.status is not Status.ACTIVE:
             return
         if self.live:
             # Instructions, not commentary: the backend's next delegation needs them.
@@ -1006,7 +1061,7 @@ class Engine:
                 )
             self.external[spec.name] = spec
         agent = self.agent
-        if agent and self.status == "active" and any(s.name in agent.tools for s in e.tools):
+        if agent and self.status is Status.ACTIVE and any(s.name in agent.tools for s in e.tools):
             self._configure()  # the model may now call them in open conversation
 
     def _run_call(self, call: ev.FunctionCallRequested) -> None:
@@ -1162,7 +1217,7 @@ class Engine:
         self.in_flight.pop(e.tool_call_id, None)
         if not self.in_flight:
             reason, outcome = self.pending_end
-            self.status = "ended"
+            self._to(Trigger.END)
             self._emit(ev.CallEnded, reason=reason, outcome=outcome)
 
     def _on_tool_result(self, e: ev.ToolResult) -> None:
@@ -1196,6 +1251,103 @@ class Engine:
         self._flush("tool result")
 
 
+@dataclass(frozen=True, slots=True)
+class Playing:
+    """The play stream the caller hears now (a copy: the engine's own stays inside)."""
+
+    stream_id: str
+    response_id: str
+    item_id: str
+    open: bool  # still taking audio (not stopped)
+    until: int  # when the caller will have heard all of it sent so far (µs since the epoch)
+
+
+class EngineView:
+    """The read-only window the shell reads an engine through (``engine.view``).
+
+    Only what acting on decisions needs: the status, the next sequence number,
+    the call's formats and rules as accepted, and what is playing.  Nothing here
+    changes the engine; everything else about it is the core's business.
+    """
+
+    __slots__ = ("_e",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._e = engine
+
+    @property
+    def call_id(self) -> str:
+        return self._e.call_id
+
+    @property
+    def status(self) -> Status:
+        return self._e.status
+
+    @property
+    def ended(self) -> bool:
+        """CallEnded is in the log: nothing may follow it."""
+        return self._e.status is Status.ENDED
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next input takes."""
+        return self._e.next_seq
+
+    @property
+    def agent(self) -> Agent | None:
+        """The call's agent (None before the session is accepted)."""
+        return self._e.agent
+
+    @property
+    def live(self) -> bool:
+        """The call's model is a GPT-Live model."""
+        return self._e.live
+
+    @property
+    def media_format(self) -> str:
+        return self._e.media_format
+
+    @property
+    def model_format(self) -> str:
+        return self._e.model_format
+
+    @property
+    def policy(self) -> ev.CallPolicy:
+        return self._e.policy
+
+    @property
+    def tools_listed(self) -> bool:
+        """Some MCP server's tools are known (ToolsListed is in the log)."""
+        return bool(self._e.external)
+
+    @property
+    def response_active(self) -> bool:
+        return self._e.resp.busy
+
+    @property
+    def held_response(self) -> str:
+        """The response whose calls wait until the caller heard it out ("" = none)."""
+        return self._e.held_response
+
+    def plays(self, item_id: str) -> bool:
+        """Audio of ``item_id`` goes to the caller (its play stream is open).  Hot path."""
+        pb = self._e.play
+        return pb is not None and pb.open and pb.item_id == item_id
+
+    @property
+    def playing(self) -> Playing | None:
+        """The current play stream, or None."""
+        pb = self._e.play
+        if pb is None:
+            return None
+        return Playing(pb.stream_id, pb.response_id, pb.item_id, pb.open, pb.until)
+
+    @property
+    def playout_end(self) -> int:
+        """When the caller's playout queue runs dry (µs since the epoch)."""
+        return self._e.clock.end_at
+
+
 _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.SessionInitiated: Engine._on_initiated,
     ev.SessionResumed: Engine._on_resumed,
@@ -1203,7 +1355,10 @@ _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.CallStarted: Engine._on_call_started,
     ev.CallerAudio: Engine._on_caller_audio,
     ev.BotAudio: Engine._on_bot_audio,
+    ev.CallerStreamStarted: Engine._on_caller_stream_started,
+    ev.CallerStreamStopped: Engine._on_caller_stream_stopped,
     ev.SpeechStarted: Engine._on_speech_started,
+    ev.SpeechStopped: Engine._on_speech_stopped,
     ev.ResponseStarted: Engine._on_response_started,
     ev.ResponseDone: Engine._on_response_done,
     ev.PlaybackDrained: Engine._on_playback_drained,
@@ -1236,6 +1391,22 @@ def _policy(config: ev.CallConfig) -> ev.CallPolicy:
         model_retries=pick(config.model_retries, POLICY.model_retries, lambda v: 0 <= v <= 100),
         history_items=pick(config.history_items, POLICY.history_items, lambda v: 0 <= v <= 1_000),
         model_timeout_s=pick(config.model_timeout_s, POLICY.model_timeout_s, lambda v: 0 < v < 600),
+    )
+
+
+def _spec(tool: dict[str, Any] | ev.ToolSpec) -> ev.ToolSpec:
+    """A tool as the model is told it: no parameters means an object with none."""
+    if isinstance(tool, ev.ToolSpec):
+        name, description, parameters = tool.name, tool.description, tool.parameters
+        server = tool.server
+    else:
+        name, description = tool["name"], tool.get("description", "")
+        parameters, server = tool.get("parameters"), ""
+    return ev.ToolSpec(
+        name=name,
+        description=description,
+        parameters=parameters or {"type": "object", "properties": {}},
+        server=server,
     )
 
 

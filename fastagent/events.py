@@ -93,6 +93,15 @@ class CallPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One function tool: as an MCP server listed it (:class:`ToolsListed`), or as
+    the model is told it (:class:`ModelConfigured`).
+
+    ``parameters`` is the JSON schema of the arguments, a JSON object kept in the
+    key order its author wrote it (the FSA, the engine, the MCP server's listing):
+    msgspec encodes a dict in that order, so the same definition is stored as the
+    same bytes on every run, and replay compares it by value.
+    """
+
     name: str
     description: str = ""
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -151,11 +160,16 @@ class CallStarted(Input, frozen=True, kw_only=True):
 
 
 class CallerStreamStarted(Input, frozen=True, kw_only=True):
-    pass
+    """VAIC ``userStream.start``; ``participant`` is its optional field (agent-assist
+    calls), echoed in the ``userStream.started`` the engine decides."""
+
+    participant: str = ""
 
 
 class CallerStreamStopped(Input, frozen=True, kw_only=True):
-    pass
+    """VAIC ``userStream.stop`` (``participant`` as in :class:`CallerStreamStarted`)."""
+
+    participant: str = ""
 
 
 class CallerAudio(Input, frozen=True, kw_only=True):
@@ -391,14 +405,34 @@ class SessionRejected(Decision, frozen=True, kw_only=True):
 
 
 class ModelConfigured(Decision, frozen=True, kw_only=True):
-    """``session.update``: instructions and the tools the model may call now."""
+    """``session.update``: instructions and the tools the model may call now.
+
+    Self-contained: the shell builds the model's configuration frame from this
+    decision alone, so the log holds exactly what the model was told -- the full
+    instructions and every tool's name, description and parameter schema (a
+    changed description shows in replay here).  ``frontend_instructions``: what a
+    GPT-Live call's voice model (the frontend) is told when its session starts;
+    ``instructions`` and ``tools`` then go to its Responses backend ("" for a
+    Realtime call, whose one model takes ``instructions``).
+
+    Version 2: ``tools`` holds full :class:`ToolSpec`s (version 1 held names only;
+    the upcaster turns each name into a spec with only its name).
+    """
+
+    version: ClassVar[int] = 2
 
     instructions: str
-    tools: tuple[str, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()
     voice: str = ""
     input_format: str = ""
     output_format: str = ""
     reasoning_effort: str = ""  # session.reasoning.effort ("" = not sent)
+    frontend_instructions: str = ""  # GPT-Live: the voice model's session.start
+
+    @property
+    def tool_names(self) -> tuple[str, ...]:
+        """The names of :attr:`tools`, in order."""
+        return tuple(t.name for t in self.tools)
 
 
 class ResponseRequested(Decision, frozen=True, kw_only=True):
@@ -554,6 +588,37 @@ class ItemHeard(Decision, frozen=True, kw_only=True):
     sent_ms: int
 
 
+CallerNotice = Literal[
+    "userStream.started",
+    "userStream.stopped",
+    "userStream.speech.started",
+    "userStream.speech.stopped",
+    "userStream.speech.committed",
+    "userStream.speech.recognition",
+]
+
+
+class CallerNotified(Decision, frozen=True, kw_only=True):
+    """A VAIC notification about the caller's own stream: ``message_type`` is the
+    VAIC message sent, ``text`` the recognised words of a
+    ``userStream.speech.recognition`` (the user's final transcript), ``participant``
+    the echo of ``userStream.start``/``stop``'s (agent-assist calls).
+
+    One decision for the six notifications, not one each: they change nothing
+    in the engine, differ only by VAIC's message type (and the recognition's
+    text), and are all answers to what the caller side did (its stream, its
+    speech as the model heard it).  Their names are VAIC's own, so the decision
+    trail reads as the wire did, and every table keyed by event type (privacy,
+    masking, projections) has one entry.  They are decisions at all because the
+    caller receives only frames the engine decided, each durable before it is
+    sent (docs/architecture.md, "What the caller receives").
+    """
+
+    message_type: CallerNotice
+    text: str = ""
+    participant: str = ""
+
+
 class CallRecordingPaused(Decision, frozen=True, kw_only=True):
     """AudioCodes ``pauseCallRecording``: the FSA entered a state that collects
     payment-card data (``State(pci=True)``), so the platform's recording stops."""
@@ -606,6 +671,19 @@ AnyEvent = Event  # for annotations; concrete values are always one of EVENT_TYP
 
 # Upcasters: (type name, from version) -> function(dict) -> dict of version+1.
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _model_configured_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """ModelConfigured v1 recorded tool names only: each becomes a spec holding
+    just its name (what the model was told beyond it is not in such a log, so
+    today's core, which records full specs, diverges at this decision)."""
+    tools = raw.get("tools")
+    if isinstance(tools, list):
+        raw["tools"] = [{"name": t} if isinstance(t, str) else t for t in tools]
+    return raw
+
+
+UPCASTERS[("ModelConfigured", 1)] = _model_configured_v1
 
 
 class EventFormatError(StoreError, ValueError):

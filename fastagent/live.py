@@ -40,6 +40,7 @@ import msgspec
 
 from fastagent import events, wire
 from fastagent.errors import LocalProtocolError
+from fastagent.models import is_live_model as is_live_model  # the core decides with it
 
 # ------------------------------------------------------------------ models and formats
 
@@ -47,11 +48,6 @@ MODELS: Final[frozenset[str]] = frozenset({"gpt-live-1", "gpt-live-1.1"})
 DEFAULT_MODEL: Final = "gpt-live-1.1"
 DEFAULT_BACKEND_MODEL: Final = "gpt-5-mini"
 PRICE_PER_MINUTE_USD: Final = 0.05  # active WebSocket minute, billed per second [DOCS]
-
-
-def is_live_model(model: str) -> bool:
-    """True for a GPT-Live model name (``gpt-live-1``, ``gpt-live-1.1``, dated variants)."""
-    return model.startswith("gpt-live")
 
 
 # FastAgent's names for the model-side formats: ``audio/pcm`` alone means 24 kHz

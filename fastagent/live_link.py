@@ -39,7 +39,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fastagent import audio, live, vaic, wire
+from fastagent import audio, live, wire
 from fastagent import events as ev
 from fastagent.core import response_event_id
 from fastagent.service.model_link import Awaited, ModelLink
@@ -50,16 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastagent.live")
 
 DEFAULT_IDLE_MS = 300  # output audio quiet this long: the model stopped speaking
-
-# What GPT-Live's frontend is told besides the agent's own instructions: the
-# voice model is the frontend, the FSA's tools live in the backend.
-FRONTEND_POLICY = (
-    "You are the voice of this phone agent. Speak briefly and naturally. When the "
-    "caller wants something done or looked up, delegate the task to your backend and "
-    "keep the conversation going while it works; say what the backend answers. Never "
-    "invent results. When the caller presses keys, the digits arrive as instructions: "
-    "delegate with them."
-)
 
 # Decisions this link sends (the rest are the caller side's or the shell's).
 MODEL_DECISIONS: frozenset[type[ev.Decision]] = frozenset(
@@ -97,7 +87,6 @@ class LiveLink(ModelLink):
         self.last_audio = 0.0  # loop time of the current item's last audio delta
         self.watched = ""  # output item the idle watcher is watching
         self.watcher: asyncio.Task[None] | None = None
-        self.cut = False  # VAIC was told of this caller turn's barge-in
 
     # ----------------------------------------------------------------- dialling
 
@@ -130,7 +119,7 @@ class LiveLink(ModelLink):
         # A new socket: a new session with its own protocol state and id prefix.
         self.sessions += 1
         self.proto = live.LiveProtocol(prefix=f"s{self.sessions}-")
-        self.proto.model_format = self.session.engine.model_format
+        self.proto.model_format = self.session.engine.view.model_format
         self.watched = ""
         self.conn = conn
         self.task = asyncio.create_task(self.read())
@@ -179,13 +168,8 @@ class LiveLink(ModelLink):
     def write_now(self, frame: Any) -> None:
         raise RuntimeError("GPT-Live has no fast lane (writable_now is False)")
 
-    async def configure(
-        self,
-        d: ev.ModelConfigured,
-        tools: Sequence[dict[str, Any]],
-        seed: Sequence[tuple[str, str]],
-    ) -> Awaited:
-        await self.send_frame(self._configure(d, tools, seed))
+    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
+        await self.send_frame(self._configure(d, seed))
         return ("session.updated", "")
 
     # ----------------------------------------------------------------- decisions
@@ -210,15 +194,13 @@ class LiveLink(ModelLink):
             ]
         return []
 
-    def _configure(
-        self,
-        d: ev.ModelConfigured,
-        tools: Sequence[dict[str, Any]],
-        seed: Sequence[tuple[str, str]],
-    ) -> str:
-        engine = self.session.engine
+    def _configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> str:
+        """The frame for a ModelConfigured, built from the decision alone (and the
+        link's settings: backend model, store): ``session.start`` on a new session
+        (``frontend_instructions`` for the voice, ``instructions`` and ``tools``
+        for the backend), ``session.update`` of the backend after."""
         delegation = live.responses_delegation(
-            model=self.backend_model, instructions=d.instructions, tools=tools
+            model=self.backend_model, instructions=d.instructions, tools=d.tools
         )
         if self.proto.state != "new":
             return live.session_update(delegation)
@@ -228,12 +210,11 @@ class LiveLink(ModelLink):
             return self.proto.start(live.fork_start(event_id=event_id))
         history = live.initial_items(seed)
         self.seeded = len(history)
-        assert engine.agent is not None
         return self.proto.start(
             live.session_start(
                 model=self.session.service.config.model,
-                instructions=f"{engine.agent.instructions}\n\n{FRONTEND_POLICY}",
-                model_format=d.output_format or engine.model_format,
+                instructions=d.frontend_instructions,
+                model_format=d.output_format,
                 voice=d.voice or None,
                 delegation=delegation,
                 history=history,
@@ -244,11 +225,6 @@ class LiveLink(ModelLink):
 
     async def send(self, d: ev.Decision) -> Awaited:
         """Carry out one decision of the model side (see :meth:`frames_for`)."""
-        s = self.session
-        if type(d) is ev.ItemHeard and not self.cut:
-            self.cut = True  # VAIC's barge-in: it stops playing what it has queued
-            if s.caller is not None:
-                await s.to_vaic(vaic.speech_started())
         for frame in self.frames_for(d):
             await self.send_frame(frame)
         if type(d) is ev.ResponseRequested:
@@ -262,7 +238,7 @@ class LiveLink(ModelLink):
         s = self.session
         p = self.proto
         e = p.receive(data)
-        if s.engine.status == "ended":
+        if s.engine.view.ended:
             return  # the call's log is closed: nothing follows CallEnded
         t = type(e)
         if t is live.OutputAudioDelta:
@@ -274,7 +250,6 @@ class LiveLink(ModelLink):
                 await self._transcripts()
                 # VAIC hears of the barge-in when the engine cuts its playback
                 # (ItemHeard, once the model's output stopped), not now.
-                self.cut = False
                 await s.input(
                     ev.SpeechStarted,
                     item_id=p._turn,
@@ -361,8 +336,6 @@ class LiveLink(ModelLink):
     async def _transcripts(self) -> None:
         for f in self.proto.take_transcripts():
             await self.session.input(ev.Transcript, role=f.role, item_id=f.item_id, text=f.text)
-            if f.role == "user" and f.text:
-                await self.session.to_vaic(vaic.speech_recognition(f.text))
 
     async def _backend(self, e: live.ResponseEvent) -> None:
         s = self.session
@@ -406,7 +379,7 @@ class LiveLink(ModelLink):
     # ----------------------------------------------------------------- audio
 
     def sample_bytes(self) -> int:
-        return 1 if self.session.engine.model_format == live.PCMU else 2
+        return 1 if self.session.engine.view.model_format == live.PCMU else 2
 
     async def _audio(self, e: live.OutputAudioDelta) -> None:
         """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
@@ -427,11 +400,11 @@ class LiveLink(ModelLink):
                 self.watcher = asyncio.create_task(s._guard(self._watch()))
         s.chunks_out += 1
         nbytes = wire.b64_nbytes(e.delta)
-        fmt = s.engine.model_format
+        fmt = s.engine.view.model_format
         decisions = s.record(
             ev.BotAudio(
                 call_id=s.call_id,
-                seq=s.engine.next_seq,
+                seq=s.engine.view.next_seq,
                 at=time.time_ns() // 1000,
                 response_id=item,
                 item_id=item,
@@ -443,8 +416,7 @@ class LiveLink(ModelLink):
         )
         if decisions:
             await s.execute(decisions)
-        pb = s.engine.play
-        if pb is None or not pb.open or pb.item_id != item:
+        if not s.engine.view.plays(item):
             return  # not ours to play (cut off, or the call is ending)
         b64 = e.delta
         if s.to_caller is not None:
@@ -463,7 +435,7 @@ class LiveLink(ModelLink):
                 item, self.watched = self.watched, ""
                 self.proto.output_stopped()
                 await self._transcripts()
-                if s.engine.status != "ended":
+                if not s.engine.view.ended:
                     await s.input(
                         ev.ModelOutputStopped, item_id=item, idle_ms=int(self.idle_s * 1000)
                     )

@@ -295,6 +295,7 @@ EVENT_FIELDS: dict[str, dict[str, str]] = {
     "Dtmf": {"digits": "value"},
     "DtmfSent": {"digits": "value"},
     "Transcript": {"text": "text"},
+    "CallerNotified": {"text": "text"},
     "MessageInjected": {"text": "text"},
     "FunctionCallRequested": {"arguments": "json"},
     "FunctionCallDispatched": {"arguments": "json"},

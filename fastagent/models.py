@@ -52,6 +52,11 @@ def info(model: str) -> ModelInfo:
     )
 
 
+def is_live_model(model: str) -> bool:
+    """True for a GPT-Live model name (``gpt-live-1``, ``gpt-live-1.1``, dated variants)."""
+    return model.startswith("gpt-live")
+
+
 def shutdown_warning(model: str) -> str | None:
     """A one-line start-up warning if ``model`` has an announced shutdown date."""
     date = SHUTDOWNS.get(model)

@@ -64,6 +64,15 @@ def _iso(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (newlines, ``\\r``,
+    U+2028, control characters) written as its Python escape: a value from either
+    socket can never start a log line of its own."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class TextFormatter(logging.Formatter):
     """``2026-12-01T00:47:00.123Z INFO fastagent.service call=<id> message``."""
 
@@ -72,7 +81,7 @@ class TextFormatter(logging.Formatter):
         line = f"{_iso(record.created)} {record.levelname} {record.name}"
         if call:  # ids come from the caller's socket: no control characters in a line
             line += f" call={call if call.isprintable() and ' ' not in call else repr(call)}"
-        line += f" {record.getMessage()}"
+        line += f" {one_line(record.getMessage())}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -36,7 +36,6 @@ import hashlib
 import os
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -45,7 +44,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fastagent.errors import StoreError
 
+# What is personal data (the categories, the agent's choice) is defined in
+# fastagent.personal_data, which agent definitions import without cryptography.
+from fastagent.personal_data import (
+    ALL_CATEGORIES,
+    ALWAYS,
+    CATEGORIES,
+    SEALED_FIELDS,
+    Privacy,
+    fields_for,
+)
+
 __all__ = [
+    "ALL_CATEGORIES",
     "CATEGORIES",
     "SEALED_FIELDS",
     "CallForgotten",
@@ -59,54 +70,6 @@ ENV_KEY = "FASTAGENT_MASTER_KEY"
 ENV_KEY_FILE = "FASTAGENT_MASTER_KEY_FILE"
 NONCE = 12
 SEALED_KEY = b'"_sealed":"'
-
-# Category -> the (event type, field) pairs it seals.
-CATEGORIES: dict[str, dict[str, tuple[str, ...]]] = {
-    "caller": {"SessionInitiated": ("caller",), "CallStarted": ("caller", "parameters")},
-    "dtmf": {"Dtmf": ("digits",), "DtmfSent": ("digits",), "MessageInjected": ("text",)},
-    "transcripts": {"Transcript": ("text",), "MessageInjected": ("text",)},
-    # Slot values (Slot(sensitive=True)) and backend records travel here: always sealed.
-    "tool_data": {
-        "FunctionCallRequested": ("arguments",),
-        "FunctionCallDispatched": ("arguments",),
-        "FsaTransition": ("arguments",),
-        "ToolResult": ("output", "error"),
-        "FunctionOutputSent": ("output",),
-    },
-    # Diagnostics that can quote what a caller sent or a guard saw: always sealed.
-    "diagnostics": {"ProtocolError": ("message",), "EngineFault": ("error",)},
-}
-ALL_CATEGORIES: tuple[str, ...] = tuple(CATEGORIES)
-ALWAYS = ("tool_data", "diagnostics")
-
-
-def _fields_for(categories: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    out: dict[str, list[str]] = {}
-    for cat in categories:
-        for type_name, fields in CATEGORIES.get(cat, {}).items():
-            have = out.setdefault(type_name, [])
-            have.extend(f for f in fields if f not in have)
-    return {k: tuple(v) for k, v in out.items()}
-
-
-SEALED_FIELDS: dict[str, tuple[str, ...]] = _fields_for(ALL_CATEGORIES)
-
-
-@dataclass(frozen=True)
-class Privacy:
-    """An agent's choice of what is personal data besides tool data (always sealed).
-
-    ``Agent(privacy=Privacy(transcripts=False))`` stores transcripts in clear (an
-    agent whose callers never say anything personal).  The categories chosen are
-    recorded in each call's ``CallConfig.sealed``."""
-
-    caller: bool = True
-    dtmf: bool = True
-    transcripts: bool = True
-
-    def categories(self) -> tuple[str, ...]:
-        chosen = [c for c in ("caller", "dtmf", "transcripts") if getattr(self, c)]
-        return (*chosen, *ALWAYS)
 
 
 class PrivacyError(StoreError):
@@ -281,7 +244,7 @@ class Sealer:
         config = getattr(event, "config", None)
         cats = getattr(config, "sealed", None)
         if cats is not None:
-            self._policy[event.call_id] = _fields_for(tuple(cats) + ALWAYS)
+            self._policy[event.call_id] = fields_for(tuple(cats) + ALWAYS)
 
     def end(self, call_id: str) -> None:
         self._policy.pop(call_id, None)

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from fastagent import events as ev
+from fastagent.admission import engine_for
 from fastagent.agent import Agent
 from fastagent.agents import UnknownAgent, get_agent
 from fastagent.core import Engine
@@ -178,10 +179,16 @@ def replay(
     ``engine``: go on from an engine restored from a checkpoint (``events`` is then
     the log after it) instead of a fresh one.  ``agents`` defaults to the built-in
     registry: code a recording names is never imported (see :func:`agents_for`).
+    A fresh engine is admitted (agent, formats: :func:`fastagent.admission.admit`)
+    for the recorded ``SessionInitiated`` with today's code, as the shell was.
     """
     call_id = engine.call_id if engine is not None else (events[0].call_id if events else "")
     if engine is None:
-        engine = Engine(call_id, agents=agents)
+        first = events[0] if events else None
+        if isinstance(first, ev.SessionInitiated):
+            engine = engine_for(first, agents)
+        else:  # a log that does not begin with its session: nothing to admit
+            engine = Engine(call_id)
     expected: deque[ev.Decision] = deque()
     ctx = _Context()
     inputs = decisions = 0

@@ -95,7 +95,7 @@ def serve(
     from fastagent.agents import get_agent
     from fastagent.cli import clear_errors, fail
     from fastagent.service import ConfigError, Service, ServiceConfig, create_app, tune_gc
-    from fastagent.sockets import CallerProtocol
+    from fastagent.sockets import CallerHttp, CallerProtocol
 
     with clear_errors():
         try:
@@ -122,6 +122,8 @@ def serve(
         host=host,
         port=port,
         ws=CallerProtocol,  # uvicorn's websockets-sansio, with the audio fast lane
+        http=CallerHttp,  # a request's headers within the initiate timeout (slowloris)
+        timeout_keep_alive=config.initiate_timeout_s,
         loop="auto",  # uvloop when installed
         log_level="info",
         access_log=False,  # one line per VAIC connection adds nothing to the event log
@@ -164,7 +166,7 @@ async def running_service(config: Any, store: Any = None) -> AsyncIterator[tuple
     import uvicorn
 
     from fastagent.service import create_app
-    from fastagent.sockets import CallerProtocol
+    from fastagent.sockets import CallerHttp, CallerProtocol
 
     app = create_app(config, store)
     server = uvicorn.Server(
@@ -173,6 +175,8 @@ async def running_service(config: Any, store: Any = None) -> AsyncIterator[tuple
             host="127.0.0.1",
             port=0,
             ws=CallerProtocol,
+            http=CallerHttp,
+            timeout_keep_alive=config.initiate_timeout_s,  # type: ignore[arg-type]
             log_level="warning",
             lifespan="on",
         )

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
@@ -105,6 +106,53 @@ class CallerProtocol(WebSocketsSansIOProtocol):
     def backlog(self) -> int:
         """Messages queued for the app and not read yet."""
         return self.queue.qsize()
+
+
+class CallerHttp(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, plus a deadline on each request's headers.
+
+    uvicorn has none: a connection that sends nothing, or trickles its request
+    line and headers, is held for good (slowloris), before any WebSocket exists
+    for the service to count or time out.  Here each request must complete its
+    headers within ``timeout_keep_alive`` seconds of the connection (or of its
+    first byte, on a kept-alive connection), else the connection is closed.
+    ``fastagent serve`` sets that to ``FASTAGENT_INITIATE_TIMEOUT_S``
+    (``uvicorn.run(..., http=CallerHttp)``).
+    """
+
+    _deadline: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(self.timeout_keep_alive, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _headers_late(self) -> None:
+        self._deadline = None
+        transport = self.transport
+        if transport.get_protocol() is self and not transport.is_closing():
+            log.debug("HTTP request headers not complete in %g s; closed", self.timeout_keep_alive)
+            transport.close()
 
 
 class ModelConnection(ClientConnection):

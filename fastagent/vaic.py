@@ -304,6 +304,31 @@ def speech_recognition(
     return _encode(_SpeechRecognition(alternatives=[alt], participant=participant))
 
 
+def notification(message_type: str, text: str = "", participant: str = "") -> bytes:
+    """The frame of one notification about the caller's own stream (the engine's
+    ``CallerNotified`` decision): ``userStream.started`` / ``.stopped`` (with
+    ``participant`` echoed when not empty), ``userStream.speech.started`` /
+    ``.stopped`` / ``.committed``, or ``userStream.speech.recognition`` of
+    ``text``.  Every value goes through the JSON encoder (the text is the model's
+    transcript: never pasted).  Raises ValueError for any other message type."""
+    who = participant or None
+    if message_type == "userStream.speech.recognition":
+        return speech_recognition(text, participant=who)
+    build = _NOTICES.get(message_type)
+    if build is None:
+        raise ValueError(f"not a VAIC notification: {message_type!r}")
+    return build(who)
+
+
+_NOTICES = {
+    "userStream.started": user_stream_started,
+    "userStream.stopped": user_stream_stopped,
+    "userStream.speech.started": speech_started,
+    "userStream.speech.stopped": speech_stopped,
+    "userStream.speech.committed": speech_committed,
+}
+
+
 def play_stream_start(stream_id: str, media_format: str, alt_text: str | None = None) -> bytes:
     return _encode(_PlayStreamStart(streamId=stream_id, mediaFormat=media_format, altText=alt_text))
 
@@ -431,13 +456,25 @@ _generic = msgspec.json.Decoder()
 
 class VaicProtocol:
     """Bot side of one VAIC WebSocket.  Feed it each text frame with
-    :meth:`receive`; send what the builders and ``play_*`` methods return."""
+    :meth:`receive`; send what the builders and ``play_*`` methods return.
+
+    What the bot may send on its own: before a session exists (until
+    :meth:`accept`) there is no call and no log, so the protocol answers the
+    handshake itself, as wsproto answers a ping: ``connection.validated`` to a
+    :class:`ConnectionValidate` and the ``session.error`` a violation carries as
+    its ``reply``.  Once the session is accepted every frame the caller receives
+    is the consequence of an engine decision recorded in the call's log (the
+    shell translates it), so ``receive`` gives no more replies: a
+    ``connection.validate`` or a bad ``session.*`` frame is then a violation,
+    recorded, with no answer (docs/architecture.md, "What the caller receives").
+    """
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self.conversation_id = ""
         self.validated = False
         self.initiated = False
+        self.accepted = False  # a session exists: replies are the engine's only
         self.resumed = False
         self.ended = False
         self.user_stream: UserStreamState = "idle"
@@ -458,9 +495,12 @@ class VaicProtocol:
         whatever the bytes: size, nesting, numbers, encoding, duplicate keys and
         types are all checked (see :mod:`fastagent.wire`)."""
         try:
-            return self._receive(data)
+            out = self._receive(data)
         except Exception as exc:  # a parser that raises would kill the socket
             return ProtocolViolation(f"unreadable frame: {type(exc).__name__}")
+        if self.accepted and type(out) is ProtocolViolation and out.reply is not None:
+            return ProtocolViolation(out.message)  # the engine alone answers in a session
+        return out
 
     def _receive(self, data: str | bytes) -> VaicMessage | ProtocolViolation:
         if not isinstance(data, str | bytes):
@@ -557,6 +597,8 @@ class VaicProtocol:
     def _control(self, msg: VaicMessage) -> VaicMessage | ProtocolViolation:
         kind = type(msg)
         if kind is ConnectionValidate:
+            if self.accepted:  # a validation probe opens a socket of its own
+                return ProtocolViolation("connection.validate during a session")
             self.validated = True
             return msg
         if kind is SessionInitiate or kind is SessionResume:
@@ -633,6 +675,7 @@ class VaicProtocol:
         From now on every ``audioChunk`` must be whole samples of that format."""
         self.media_format = media_format
         self.sample_bytes = 1 if media_format in (None, "raw/mulaw") else 2
+        self.accepted = True
         return session_accepted(media_format)
 
     def play_start(self, stream_id: str, media_format: str, alt_text: str | None = None) -> bytes:
@@ -704,10 +747,10 @@ def inputs_of(msg: VaicMessage) -> list[Translation]:
     if t is SessionEnd:
         assert isinstance(msg, SessionEnd)
         return [(ev.SessionEnded, {"reason_code": msg.reasonCode, "reason": msg.reason})]
-    if t is UserStreamStart:
-        return [(ev.CallerStreamStarted, {})]
+    if t is UserStreamStart:  # the engine answers it (a CallerNotified decision)
+        return [(ev.CallerStreamStarted, {"participant": msg.participant or ""})]
     if t is UserStreamStop:
-        return [(ev.CallerStreamStopped, {})]
+        return [(ev.CallerStreamStopped, {"participant": msg.participant or ""})]
     if t is Activities:
         assert isinstance(msg, Activities)
         out: list[Translation] = []
@@ -736,9 +779,11 @@ def decision_frame(d: ev.Decision) -> bytes | None:
     SessionRejected -> ``session.error``; HangupRequested -> a ``hangup``
     activity; TransferRequested -> a ``transfer`` activity; SessionParamsSent ->
     ``config``; DtmfSent -> a ``sendDtmf`` activity; CallRecordingPaused/Resumed
-    -> their activities.  The stateful ones (SessionAccepted, PlaybackStarted,
-    PlaybackStopped) go through :meth:`VaicProtocol.frame_of`.  Raises
-    ValueError only where a builder refuses its value (DTMF digits).
+    -> their activities; CallerNotified -> its ``userStream.*`` notification
+    (:func:`notification`: the recognition's text JSON-encoded).  The stateful
+    ones (SessionAccepted, PlaybackStarted, PlaybackStopped) go through
+    :meth:`VaicProtocol.frame_of`.  Raises ValueError only where a builder
+    refuses its value (DTMF digits, a message type that is no notification).
     """
     if isinstance(d, ev.SessionRejected):
         return session_error(d.reason)
@@ -754,6 +799,8 @@ def decision_frame(d: ev.Decision) -> bytes | None:
         return pause_call_recording()
     if isinstance(d, ev.CallRecordingResumed):
         return resume_call_recording()
+    if isinstance(d, ev.CallerNotified):
+        return notification(d.message_type, d.text, d.participant)
     return None
 
 

@@ -487,6 +487,9 @@ def call_view(
                 }
             )
             text = f"engine fault on {e.input_type}: {mask('text', e.error)}"  # type: ignore[attr-defined]
+        elif t is ev.CallerNotified:
+            # VAIC's message only: a recognition's words are the Transcript row's.
+            text = f"to the caller: {e.message_type}"  # type: ignore[attr-defined]
         elif t is ev.FunctionOutputSent or t is ev.MessageInjected:
             text = None
         elif text is None:

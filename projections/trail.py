@@ -149,6 +149,8 @@ def describe(e: ev.Event) -> str | None:
             return f"model delegated to {e.target} ({e.delegation_id})"
         case ev.ContextAppended() if e.kind != "commentary":
             return f"model told ({e.kind}): {e.content}"
+        case ev.CallerNotified():
+            return None  # VAIC's acknowledgements; a recognition repeats the Transcript line
         case ev.ProtocolError():
             return f"error: {e.message}"
         case ev.CallEnded():

@@ -14,8 +14,8 @@ import pytest
 
 import fastagent
 from fastagent import events as ev
+from fastagent.admission import AdmittingEngine
 from fastagent.agents import agent_names, get_agent
-from fastagent.core import Engine
 from fastagent.fsa import FSA, Action, FsaDefinitionError, Go, Slot, State, Step, diagram, validate
 from fastagent.testing.scenario import load_scenario, response_segments
 from fastagent.tools import ToolHub
@@ -171,7 +171,7 @@ class Call:
     """One simulated call: synthetic inputs into the core, backend actions run for real."""
 
     def __init__(self, agent: str, hub: ToolHub | None, loop: asyncio.AbstractEventLoop) -> None:
-        self.engine = Engine(call_id=f"test-{agent}")
+        self.engine = AdmittingEngine(call_id=f"test-{agent}")
         self.hub, self.loop = hub, loop
         self.seq = 0
         self.at = 1_700_000_000_000_000
@@ -287,7 +287,7 @@ def test_card_replacement_success(
     out = c.model(("verify_identity", IDENTITY))
     assert out["state"] == "confirm_address"
     assert out["result"]["address"].startswith("12 Analytical Row")
-    tools = c.of(ev.ModelConfigured)[-1].tools
+    tools = c.of(ev.ModelConfigured)[-1].tool_names
     assert "confirm_delivery_address" in tools and "cancel_card_replacement" in tools
     assert "verify_identity" not in tools
     assert c.model(("confirm_delivery_address", {"confirmed": True}))["state"] == (
@@ -371,8 +371,8 @@ def test_card_replacement_cancelled_midway_orders_nothing(
     assert [(f.state, f.outcome) for f in c.of(ev.FsaFinished)] == [
         ("confirm_address", "abandoned")
     ]
-    assert "cancel_card_replacement" not in c.of(ev.ModelConfigured)[-1].tools
-    assert "start_card_replacement" in c.of(ev.ModelConfigured)[-1].tools
+    assert "cancel_card_replacement" not in c.of(ev.ModelConfigured)[-1].tool_names
+    assert "start_card_replacement" in c.of(ev.ModelConfigured)[-1].tool_names
     assert "order_replacement_card" not in c.dispatched()
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from fastagent import core
 from fastagent import events as ev
+from fastagent.admission import AdmittingEngine
 from fastagent.core import POLICY, Engine
 from fastagent.replay import read_recording, replay
 
@@ -16,7 +17,7 @@ REPLAYS = Path(__file__).resolve().parent.parent / "replays"
 
 
 def _accept(config: ev.CallConfig) -> tuple[Engine, ev.SessionAccepted]:
-    engine = Engine("c")
+    engine = AdmittingEngine("c")
     first = ev.SessionInitiated(
         call_id="c", seq=1, at=0, config=config, offered_formats=("raw/mulaw",)
     )

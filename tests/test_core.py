@@ -6,14 +6,15 @@ import json
 from typing import Any
 
 from fastagent import events as ev
-from fastagent.core import Engine
+from fastagent.admission import AdmittingEngine
+from fastagent.status import Status
 
 MS = 1000  # µs
 
 
 class Call:
     def __init__(self, **config: Any) -> None:
-        self.engine = Engine("c")
+        self.engine = AdmittingEngine("c")
         self.log: list[ev.Event] = []
         self.now = 0
         self.feed(
@@ -66,7 +67,7 @@ def test_session_accepted_configured_and_greeting() -> None:
     assert c.decisions(ev.SessionAccepted)[0].media_format == "raw/mulaw"
     assert c.decisions(ev.SessionAccepted)[0].model_format == "audio/pcmu"
     conf = c.decisions(ev.ModelConfigured)[0]
-    assert "end_call" in conf.tools and conf.input_format == "audio/pcmu"
+    assert "end_call" in conf.tool_names and conf.input_format == "audio/pcmu"
     assert c.feed(ev.CallStarted, 1) == ["ResponseRequested"]
     assert Call(greet=False).feed(ev.CallStarted, 1) == []
 
@@ -78,14 +79,14 @@ def test_decisions_are_numbered_after_their_input_and_carry_its_time() -> None:
 
 
 def test_no_usable_format_or_unknown_agent_is_rejected() -> None:
-    e = Engine("x")
+    e = AdmittingEngine("x")
     out = e.handle(
         ev.SessionInitiated(
             call_id="x", seq=1, at=0, config=ev.CallConfig(), offered_formats=("wav/opus",)
         )
     )
     assert [type(d).__name__ for d in out] == ["SessionRejected", "CallEnded"]
-    e = Engine("y")
+    e = AdmittingEngine("y")
     out = e.handle(
         ev.SessionInitiated(
             call_id="y",
@@ -110,14 +111,16 @@ def test_barge_in_truncates_at_what_was_heard() -> None:
     c.feed(ev.ResponseStarted, 0, response_id="r1")
     assert c.audio("r1", 50, at_ms=100)[0] == "PlaybackStarted"  # 1 s of audio sent at once
     out = c.feed(ev.SpeechStarted, 100 + 430, item_id="u1")
-    assert out == ["PlaybackStopped", "TruncateRequested"]
+    # VAIC is told of the caller's speech after the cut (userStream.speech.started).
+    assert out == ["PlaybackStopped", "TruncateRequested", "CallerNotified"]
+    assert c.decisions(ev.CallerNotified)[-1].message_type == "userStream.speech.started"
     t = c.decisions(ev.TruncateRequested)[0]
     assert t.audio_end_ms == 430 and t.item_id == "i-r1"
     # Speech after the audio has played out is no barge-in.
     c.feed(ev.ResponseDone, 600, response_id="r1", status="cancelled", reason="turn_detected")
     c.feed(ev.ResponseStarted, 700, response_id="r2")
     c.audio("r2", 5, at_ms=700)
-    assert c.feed(ev.SpeechStarted, 2000, item_id="u2") == []
+    assert c.feed(ev.SpeechStarted, 2000, item_id="u2") == ["CallerNotified"]
 
 
 def test_truncation_is_clamped_to_the_audio_sent() -> None:
@@ -137,6 +140,7 @@ def test_calls_of_a_response_wait_until_heard_and_die_with_a_barge_in() -> None:
     assert c.feed(ev.SpeechStarted, 500, item_id="u") == [
         "TruncateRequested",
         "FunctionCallSkipped",
+        "CallerNotified",
     ]
     assert not c.decisions(ev.FunctionCallDispatched)
 
@@ -195,7 +199,7 @@ def test_external_tool_result_goes_back_to_the_model() -> None:
 def test_caller_drop_then_grace_expiry_ends_the_call() -> None:
     c = Call()
     c.feed(ev.ConnectionLost, 1, side="caller", reason="socket closed")
-    assert c.engine.status == "suspended"
+    assert c.engine.status is Status.SUSPENDED
     assert c.feed(ev.GraceExpired, 30_001, seconds=30.0) == ["CallEnded"]
     assert "30 s" in c.decisions(ev.CallEnded)[0].reason
 
@@ -228,7 +232,7 @@ def test_the_log_closes_only_after_running_tools_report() -> None:
     c.request(2, "r1", "k", "order")
     c.feed(ev.ResponseDone, 3, response_id="r1", status="completed")
     assert c.feed(ev.SessionEnded, 4, reason_code="client-disconnected") == []
-    assert c.engine.status == "closing"
+    assert c.engine.status is Status.CLOSING
     assert c.feed(ev.Dtmf, 5, digits="1") == []  # nothing else is decided meanwhile
     out = c.feed(ev.ToolResult, 6, tool_call_id="k", name="order", ok=True, output="{}")
     assert out == ["CallEnded"]
@@ -239,7 +243,7 @@ def test_send_dtmf_tool_and_session_params() -> None:
     from fastagent.agent import Agent
 
     ivr = Agent(name="ivr", instructions="x", send_dtmf=True, session_params={"sendDTMF": True})
-    engine = Engine("d", agents=lambda name: ivr)
+    engine = AdmittingEngine("d", agents=lambda name: ivr)
     seq = 1
 
     def feed(cls: type[ev.Input], **kw: Any) -> list[ev.Decision]:
@@ -251,7 +255,7 @@ def test_send_dtmf_tool_and_session_params() -> None:
     out = feed(
         ev.SessionInitiated, config=ev.CallConfig(agent="ivr"), offered_formats=("raw/mulaw",)
     )
-    assert "send_dtmf" in out[-1].tools  # type: ignore[attr-defined]
+    assert "send_dtmf" in out[-1].tool_names  # type: ignore[attr-defined]
     out = feed(ev.CallStarted)
     assert isinstance(out[0], ev.SessionParamsSent) and out[0].params == {"sendDTMF": True}
     feed(ev.ResponseStarted, response_id="r1")
@@ -283,8 +287,8 @@ def test_hangup_waits_for_the_goodbye_and_a_barge_in_keeps_the_call() -> None:
     c.request(1, "r1", "k", "end_call")
     c.feed(ev.ResponseDone, 2, response_id="r1", status="completed")  # -> goodbye requested
     assert _goodbye_response(c, "bye", 100) == ["PlaybackStopped"]  # no hangup yet
-    assert c.feed(ev.SpeechStarted, 500, item_id="u") == ["TruncateRequested"]
-    assert c.engine.status == "active" and c.engine.control == ("", "")
+    assert c.feed(ev.SpeechStarted, 500, item_id="u") == ["TruncateRequested", "CallerNotified"]
+    assert c.engine.status is Status.ACTIVE and c.engine.control == ("", "")
     # The same goodbye heard out: now the bot hangs up.
     c2 = Call()
     c2.feed(ev.ResponseStarted, 0, response_id="r1")
@@ -298,7 +302,7 @@ def test_hangup_waits_for_the_goodbye_and_a_barge_in_keeps_the_call() -> None:
 def test_a_result_for_a_cancelled_run_changes_nothing() -> None:
     from fastagent.examples.banking import AGENT
 
-    engine = Engine("b", agents=lambda name: AGENT)
+    engine = AdmittingEngine("b", agents=lambda name: AGENT)
     n = 0
 
     def feed(cls: type[ev.Input], **kw: Any) -> list[ev.Decision]:
@@ -359,7 +363,7 @@ def test_a_guard_that_raises_is_an_engine_fault_not_a_crash() -> None:
         ),
     )
     agent = Agent(name="t", instructions="x", fsas=(fsa,))
-    engine = Engine("g", agents=lambda name: agent)
+    engine = AdmittingEngine("g", agents=lambda name: agent)
     n = 0
 
     def feed(cls: type[ev.Input], **kw: Any) -> list[ev.Decision]:
@@ -434,3 +438,28 @@ def test_calls_held_when_the_caller_never_comes_back_are_recorded_as_skipped() -
     c.feed(ev.ConnectionLost, 200, side="caller", reason="socket closed")
     assert c.feed(ev.PlaybackDrained, 1000, stream_id="play-1", response_id="r1") == []
     assert c.feed(ev.GraceExpired, 31_000, seconds=30.0) == ["FunctionCallSkipped", "CallEnded"]
+
+
+def test_the_caller_is_told_of_its_own_stream_and_speech_by_decisions() -> None:
+    """Every VAIC notification the caller gets is a CallerNotified, with VAIC's own
+    message type; a recognition carries the model's words for the caller's item."""
+    c = Call()
+    assert c.feed(ev.CallerStreamStarted, 1, participant="caller") == ["CallerNotified"]
+    (n,) = c.decisions(ev.CallerNotified)
+    assert (n.message_type, n.participant) == ("userStream.started", "caller")
+    for cls in (ev.SpeechStarted, ev.SpeechStopped, ev.SpeechCommitted):
+        assert c.feed(cls, 2, item_id="u1") == ["CallerNotified"]
+    assert c.feed(ev.Transcript, 3, role="user", item_id="u1", text="hello") == ["CallerNotified"]
+    assert c.feed(ev.Transcript, 3, role="user", item_id="u2", text="") == []
+    assert c.feed(ev.Transcript, 3, role="assistant", item_id="a1", text="Hi") == []
+    assert [(n.message_type, n.text) for n in c.decisions(ev.CallerNotified)[1:]] == [
+        ("userStream.speech.started", ""),
+        ("userStream.speech.stopped", ""),
+        ("userStream.speech.committed", ""),
+        ("userStream.speech.recognition", "hello"),
+    ]
+    # No caller socket while the call is suspended: nothing to tell it.
+    c.feed(ev.ConnectionLost, 4, side="caller")
+    assert c.feed(ev.Transcript, 5, role="user", item_id="u3", text="still there?") == []
+    c.feed(ev.SessionResumed, 6)
+    assert c.feed(ev.CallerStreamStopped, 7) == ["CallerNotified"]

@@ -54,11 +54,13 @@ def test_a_short_field_reads_recorded_then_now() -> None:
 def test_inputs_before_leave_out_audio_and_say_what_each_side_holds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(core._HANDLERS, ev.SpeechStarted, lambda engine, e: None)
+    # A changed rule: VAIC is no longer told when the caller starts speaking.
+    monkeypatch.setitem(core._HANDLERS, ev.SpeechStarted, core.Engine._barge_in)
     result = replay(read_recording(REPLAYS / "banking-barge-in.jsonl"))
     div = result.divergence
     assert div is not None
-    assert isinstance(div.recorded, (ev.PlaybackStopped, ev.TruncateRequested))
+    assert isinstance(div.recorded, ev.CallerNotified)
+    assert div.recorded.message_type == "userStream.speech.started"
     assert div.new is None
     assert div.new_holds.startswith("no more decisions for input #")
     assert div.new_holds.endswith("SpeechStarted")

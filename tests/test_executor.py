@@ -54,8 +54,10 @@ def test_inputs_of_vaic_messages() -> None:
     assert vaic.inputs_of(end) == [
         (ev.SessionEnded, {"reason_code": "client-disconnected", "reason": "bye"})
     ]
-    assert vaic.inputs_of(_parse({"type": "userStream.start"})) == [(ev.CallerStreamStarted, {})]
-    assert vaic.inputs_of(_parse({"type": "userStream.stop"})) == [(ev.CallerStreamStopped, {})]
+    start = _parse({"type": "userStream.start", "participant": "caller"})
+    assert vaic.inputs_of(start) == [(ev.CallerStreamStarted, {"participant": "caller"})]
+    stop = _parse({"type": "userStream.stop"})
+    assert vaic.inputs_of(stop) == [(ev.CallerStreamStopped, {"participant": ""})]
     acts = _parse(
         {
             "type": "activities",
@@ -84,6 +86,8 @@ def test_decision_frames() -> None:
     assert vaic.decision_frame(ev.HangupRequested(reason="", **base)) == vaic.hangup("done")
     assert vaic.decision_frame(ev.DtmfSent(digits="12", **base)) == vaic.send_dtmf("12")
     assert vaic.decision_frame(ev.CallEnded(reason="x", **base)) is None
+    told = ev.CallerNotified(message_type="userStream.speech.recognition", text='a"b', **base)
+    assert vaic.decision_frame(told) == vaic.speech_recognition('a"b')
     proto = vaic.VaicProtocol()
     start = ev.PlaybackStarted(
         stream_id="s1", response_id="r", item_id="i", fmt="raw/mulaw", **base

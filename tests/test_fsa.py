@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from fastagent import events as ev
+from fastagent.admission import AdmittingEngine
 from fastagent.agent import Agent
-from fastagent.core import Engine
 from fastagent.fsa import FSA, Action, Go, Slot, State, Step, diagram
 
 TRANSFER = FSA(
@@ -65,7 +65,7 @@ AGENT = Agent(name="test-bank", instructions="Be brief.", fsas=(TRANSFER, FAQ))
 
 class Call:
     def __init__(self) -> None:
-        self.engine = Engine("c", agents=lambda name: AGENT)
+        self.engine = AdmittingEngine("c", agents=lambda name: AGENT)
         self.log: list[ev.Event] = []
         self.t = 0
         self.n = 0
@@ -107,7 +107,7 @@ def test_background_action_runs_while_another_fsa_talks() -> None:
     out = c.model_calls("start_transfer")
     assert names(out)[:2] == ["FunctionCallDispatched", "FsaStarted"]
     conf = [d for d in out if isinstance(d, ev.ModelConfigured)][-1]
-    assert "give_amount" in conf.tools and "start_faq" in conf.tools
+    assert "give_amount" in conf.tool_names and "start_faq" in conf.tool_names
     c.model_calls("give_amount", {"amount": 250})
     out = c.model_calls("confirm_transfer", {"confirmed": True})
     moved = [d for d in out if isinstance(d, ev.FunctionCallDispatched) and d.name == "move_money"]
@@ -152,7 +152,7 @@ def test_no_side_effect_without_explicit_yes_and_invalid_slots_ask_again() -> No
     fin = [d for d in out if isinstance(d, ev.FsaFinished)][0]
     assert fin.outcome == "abandoned"
     conf = [d for d in out if isinstance(d, ev.ModelConfigured)][-1]
-    assert "confirm_transfer" not in conf.tools and "start_transfer" in conf.tools
+    assert "confirm_transfer" not in conf.tool_names and "start_transfer" in conf.tool_names
 
 
 def test_step_tool_from_another_state_is_refused() -> None:

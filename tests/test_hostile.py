@@ -29,8 +29,8 @@ from test_service import GOODBYE, TOKEN, Voice, _raw, _voice, assert_replays, sc
 from websockets.exceptions import InvalidStatus
 
 from fastagent import events as ev
+from fastagent import live, vaic, wire
 from fastagent import realtime as rt
-from fastagent import vaic, wire
 from fastagent.service import CallSession, ServiceConfig
 from fastagent.service_cli import running_service
 from fastagent.store import open_store
@@ -327,8 +327,9 @@ async def test_deep_nesting_and_other_bad_frames_leave_the_caller_socket_open(vo
     for frame in bad:
         await ws.send(frame)
     await ws.send(b'{"type":"activities","activities":[{"name":"\xff"}]}')
-    await ws.send(json.dumps({"type": "connection.validate"}))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection.validated"
+    # Still served: a good frame gets its answer (the engine decides it).
+    await ws.send(json.dumps({"type": "userStream.start", "conversationId": "nest"}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "userStream.started"
     await ws.send(json.dumps({"type": "session.end", "conversationId": "nest"}))
     with pytest.raises(websockets.ConnectionClosed):
         for _ in range(50):
@@ -620,6 +621,7 @@ async def test_non_audio_frames_leave_only_once_the_log_holds_their_decision(
     from fastagent.service.realtime_link import RealtimeLink
 
     checked: list[str] = []
+    notices: list[str] = []
     holder: dict[str, Any] = {}
     send_frame, to_vaic = RealtimeLink.send_frame, CallSession.to_vaic
 
@@ -638,8 +640,9 @@ async def test_non_audio_frames_leave_only_once_the_log_holds_their_decision(
 
     async def checked_to_vaic(self: CallSession, frame: bytes) -> None:
         kind = json.loads(frame)["type"]
-        if kind == "userStream.speech.recognition":
-            assert durable_kinds(self.call_id).count("Transcript") >= 1, frame
+        if kind.startswith("userStream."):  # the n-th notification: n CallerNotified durable
+            notices.append(kind)
+            assert durable_kinds(self.call_id).count("CallerNotified") >= len(notices), frame
             checked.append(kind)
         elif kind == "activities":
             name = json.loads(frame)["activities"][0]["name"]
@@ -673,3 +676,253 @@ async def test_a_text_frame_that_is_not_utf8_fails_the_socket_with_one_line(
     assert isinstance(events[-1], ev.CallEnded)  # after the grace
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert any("invalid UTF-8" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------ log injection
+
+
+FORGED = "\n2026-12-01T00:00:00.000Z ERROR fastagent.service call=victim forged\r\u2028x"
+
+
+@pytest.mark.anyio
+async def test_no_peer_value_can_forge_a_log_line(tmp_path: Path) -> None:
+    """A newline (or any control character) from either socket -- here a
+    ``session.end`` reason and a model ``error.message`` -- never starts a line of
+    its own in the service's text log."""
+    from fastagent.observe import TextFormatter
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(TextFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+    def tamper(event: dict[str, Any]) -> list[str] | None:
+        if event["type"] != "session.updated":
+            return None
+        err = {"type": "error", "error": {"type": "server_error", "message": "m" + FORGED}}
+        return [json.dumps(event), json.dumps(err)]
+
+    try:
+        async for v in _voice(tmp_path, scenario([GOODBYE]), tamper=tamper):
+            ws = await _raw(v, "forge")
+            await asyncio.sleep(0.5)  # the model's error arrives
+            await ws.send(
+                json.dumps({"type": "session.end", "conversationId": "forge", "reason": FORGED})
+            )
+            await _closed(ws)
+            events = await v.log("forge")
+            assert any(isinstance(e, ev.ModelFailureHandled) for e in events)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    text = "\n".join(lines)
+    assert "forged" in text  # the values were logged...
+    for line in lines:  # ...each within its own record's one line
+        assert line.isprintable(), repr(line)
+
+
+# ------------------------------------- what a parser lets through is strict JSON
+
+hostile_raw = st.sampled_from(
+    [
+        b"1e999",
+        b"-1E+400",
+        b"1" + b"0" * 40,
+        b"0.5",
+        b'"\xff"',
+        b'"\xed\xa0\x80"',  # a UTF-8-encoded lone surrogate
+        b'"\xc3"',
+        b'"ok"',
+        b"true",
+        b"null",
+        b"[]",
+        b'"\\ud800"',
+    ]
+)
+hostile_key = st.sampled_from([b"x", b"\xff", b"\xed\xa0\x80", b"event_id", b"k\xc3"])
+
+
+def _with_extras(head: bytes, extras: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(b',"' + k + b'":' + v for k, v in extras)
+    return head + body + b"}"
+
+
+@PROPS
+@given(
+    extras=st.lists(st.tuples(hostile_key, hostile_raw), min_size=1, max_size=3),
+    cid=st.sampled_from([b',"conversationId":"c"', b""]),
+)
+def test_an_audio_frame_with_hostile_extras_is_accepted_only_if_strict(
+    extras: list[tuple[bytes, bytes]], cid: bytes
+) -> None:
+    """Audio frames skip the full strict check for speed (both lanes): what they
+    let through must still be strict JSON -- UTF-8, finite numbers, bounded ints."""
+    chunk = _with_extras(b'{"type":"userStream.chunk"' + cid + b',"audioChunk":"AAAAAAAA"', extras)
+    proto = _vaic_protocols()[1]
+    fast, slow = proto.receive_chunk(chunk), proto.receive(chunk)
+    for out in (fast, slow):
+        if isinstance(out, vaic.UserStreamChunk):
+            assert wire.strict_error(chunk) is None, chunk
+    for kind, parse in (
+        (b"response.output_audio.delta", rt.parse_server_event),
+        (b"session.output_audio.delta", live.parse_server_event),
+    ):
+        head = b'{"type":"' + kind + b'","response_id":"r","item_id":"i","delta":"AAAA"'
+        frame = _with_extras(head, extras)
+        out = parse(frame)
+        if not isinstance(out, rt.Malformed | rt.Ignored | live.Malformed | live.Ignored):
+            assert wire.strict_error(frame) is None, frame
+
+
+# ------------------------------------------------- before the upgrade (slowloris)
+
+
+async def _eof_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True if the server closes the connection within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            while await reader.read(4096):
+                pass
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.anyio
+async def test_a_connection_that_never_completes_its_request_is_closed(tmp_path: Path) -> None:
+    """Silent, trickling and kept-alive-then-trickling connections are all closed
+    within the initiate timeout: none holds a descriptor for good."""
+    async with serving(tmp_path, initiate_timeout_s=0.5) as (app, url):
+        port = int(url.split(":")[2].split("/")[0])
+        silent = await asyncio.open_connection("127.0.0.1", port)
+        partial = await asyncio.open_connection("127.0.0.1", port)
+        partial[1].write(b"GET /audiocodes HTTP/1.1\r\nHost: x\r\n")
+        kept = await asyncio.open_connection("127.0.0.1", port)
+        kept[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200" in await asyncio.wait_for(kept[0].readline(), 5)
+        kept[1].write(b"GET /healthz HTTP/1.1\r\n")
+
+        async def trickle(w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                for _ in range(40):
+                    await asyncio.sleep(0.1)
+                    w.write(b"X-a: b\r\n")
+
+        trickling = [asyncio.create_task(trickle(w)) for w in (partial[1], kept[1])]
+        closed = await asyncio.gather(*(_eof_within(r, 3) for r, _ in (silent, partial, kept)))
+        for t in trickling:
+            t.cancel()
+        assert closed == [True, True, True]
+        async with _connect(url) as ws:  # a real caller is served as before
+            await ws.send(json.dumps({"type": "connection.validate"}))
+            assert json.loads(await ws.recv())["type"] == "connection.validated"
+
+
+@pytest.mark.anyio
+async def test_activities_packed_in_one_frame_count_against_the_message_rate(
+    tmp_path: Path,
+) -> None:
+    """2,000 DTMF activities in one 70 kB frame are 2,000 messages, not one: the
+    rate cap closes the socket instead of the model getting 2,000 items."""
+    async with FakeRealtimeServer(scenario([GOODBYE])) as fake:
+        config = ServiceConfig(
+            store=str(tmp_path / "calls.db"),
+            token=TOKEN,
+            realtime_url=fake.url,
+            api_key="test",
+            grace_s=0.5,
+            max_msgs_per_s=50,
+        )
+        async with running_service(config) as (app, url):
+            ws = await _connect(url)
+            await ws.send(json.dumps({**INITIATE, "conversationId": "packed"}))
+            assert json.loads(await ws.recv())["type"] == "session.accepted"
+            dtmf = [{"type": "event", "name": "DTMF", "value": "1"}] * 2000
+            await ws.send(json.dumps({"type": "activities", "activities": dtmf}))
+            assert await _closed(ws) == 1008
+            events = await _log(app, "packed")
+            lost = [e for e in events if isinstance(e, ev.ConnectionLost)]
+            assert lost and lost[0].reason == "more than 50 messages/s"
+            assert sum(isinstance(e, ev.Dtmf) for e in events) <= 100
+            items = [m for m in fake.received if m.get("type") == "conversation.item.create"]
+            assert len(items) <= 100, len(items)
+
+
+@pytest.mark.anyio
+async def test_a_gpt_live_recognition_reaches_the_caller_only_once_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The durability boundary holds on the GPT-Live link too: a recognition is in
+    the durable log (read back from the database) when the caller gets it."""
+    from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
+    from fastagent.testing.fake_live import FakeLiveServer
+
+    checked: list[bool] = []  # per recognition sent: was it durable?
+    holder: dict[str, Any] = {}
+    to_vaic = CallSession.to_vaic
+
+    async def checked_to_vaic(self: CallSession, frame: bytes) -> None:
+        msg = json.loads(frame)
+        if msg["type"] == "userStream.speech.recognition":
+            durable = holder["store"].read_call(self.call_id)
+            texts = [e.text for e in durable if isinstance(e, ev.Transcript)]
+            checked.append(msg["alternatives"][0]["text"] in texts)
+        await to_vaic(self, frame)
+
+    monkeypatch.setattr(CallSession, "to_vaic", checked_to_vaic)
+    sc = scenario([{"caller": "What time is it?", "model": [{"say": "Noon."}]}, GOODBYE])
+    async with FakeLiveServer(sc, speed=1 / DEFAULT_PACE) as fake:
+        config = ServiceConfig(
+            store=str(tmp_path / "calls.db"),
+            token=TOKEN,
+            realtime_url=fake.url,
+            api_key="test",
+            model="gpt-live-1.1",
+            playback_speed=1 / DEFAULT_PACE,
+            grace_s=0.5,
+        )
+        async with running_service(config) as (app, url):
+            holder["store"] = app.state.service.store
+            caller = SimulatedCaller(url, TOKEN, formats=sc.caller.formats)
+            report = await caller.play(sc, timeout=60)
+            assert report.ended == "bot-disconnected", report.errors
+    assert checked and all(checked), checked
+
+
+@pytest.mark.anyio
+async def test_a_resume_storm_for_unknown_or_ended_calls_dials_no_model(tmp_path: Path) -> None:
+    """A resume that is refused costs no model connection: a storm of them (on one
+    socket, or many) is not turned into a storm of model sessions."""
+    async with FakeRealtimeServer(scenario([GOODBYE])) as fake:
+        config = ServiceConfig(
+            store=str(tmp_path / "calls.db"),
+            token=TOKEN,
+            realtime_url=fake.url,
+            api_key="test",
+            grace_s=0.5,
+        )
+        async with running_service(config) as (app, url):
+            async with _connect(url) as ws:
+                await ws.send(json.dumps({**INITIATE, "conversationId": "ended-x"}))
+                assert json.loads(await ws.recv())["type"] == "session.accepted"
+                await ws.send(json.dumps({"type": "session.end", "conversationId": "ended-x"}))
+                await _closed(ws)
+            await _log(app, "ended-x")
+            await asyncio.sleep(0.3)
+            dialled = len(fake.sessions)
+            for cid in ("ended-x", "nobody"):
+                async with _connect(url) as ws:
+                    for _ in range(10):
+                        await ws.send(json.dumps({"type": "session.resume", "conversationId": cid}))
+                        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                        assert reply["type"] == "session.error", reply
+            await asyncio.sleep(0.5)
+            assert len(fake.sessions) == dialled, len(fake.sessions) - dialled

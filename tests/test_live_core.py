@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastagent import events as ev
-from fastagent.core import Engine
+from fastagent.admission import AdmittingEngine
 
 MS = 1000  # µs
 
 
 class LiveCall:
     def __init__(self, agent: str = "banking", formats: tuple[str, ...] = ("raw/mulaw",)) -> None:
-        self.engine = Engine("c")
+        self.engine = AdmittingEngine("c")
         self.log: list[ev.Event] = []
         self.now = 0
         self.out = self.feed(
@@ -132,7 +132,9 @@ def test_barge_in_stops_playback_when_the_model_stops_and_never_truncates() -> N
     assert c.speak("out-1", 100, 0)[0] == "PlaybackStarted"  # 2 s of audio, sent in 0.1 s
     assert c.feed(ev.SpeechStarted, 500, item_id="in-1") == []  # wait for the model
     out = c.feed(ev.ModelOutputStopped, 800, item_id="out-1", idle_ms=250)
-    assert out == ["PlaybackStopped", "ItemHeard"]
+    # VAIC hears of the barge-in now (userStream.speech.started), once a turn.
+    assert out == ["PlaybackStopped", "CallerNotified", "ItemHeard"]
+    assert c.last(ev.CallerNotified).message_type == "userStream.speech.started"
     stop, heard = c.last(ev.PlaybackStopped), c.last(ev.ItemHeard)
     assert stop.reason == "barge_in" and stop.played_ms == 800
     assert (heard.item_id, heard.heard_ms, heard.sent_ms) == ("out-1", 800, 2000)
@@ -150,7 +152,7 @@ def test_output_that_ends_by_itself_is_done_and_heard_whole() -> None:
     # The caller speaks over audio VAIC still plays (output already stopped): cut now.
     c.speak("out-2", 100, 400)
     c.feed(ev.ModelOutputStopped, 700, item_id="out-2")
-    assert c.feed(ev.SpeechStarted, 900, item_id="in-1") == ["ItemHeard"]
+    assert c.feed(ev.SpeechStarted, 900, item_id="in-1") == ["CallerNotified", "ItemHeard"]
     assert c.last(ev.ItemHeard).heard_ms == 500
 
 
@@ -200,7 +202,7 @@ def test_failed_backend_response_retries_then_apologises() -> None:
 
 
 def test_realtime_calls_are_unchanged() -> None:
-    e = Engine("c")
+    e = AdmittingEngine("c")
     first = ev.SessionInitiated(
         call_id="c", seq=1, at=0, config=ev.CallConfig(), offered_formats=("raw/lpcm16",)
     )

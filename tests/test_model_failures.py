@@ -13,6 +13,7 @@ import pytest
 from fastagent import events as ev
 from fastagent import models
 from fastagent.core import response_event_id
+from fastagent.status import Status
 from projections.trail import timeline
 from tests.test_core import Call
 
@@ -160,11 +161,14 @@ def test_transcription_failed_or_missing_is_on_record_and_the_call_goes_on() -> 
     assert out == ["ModelFailureHandled"]
     c.feed(ev.SpeechCommitted, 4, item_id="u2")
     c.feed(ev.Transcript, 5, role="user", item_id="u2", text="hello")
-    assert c.feed(ev.SpeechCommitted, 6, item_id="u3") == []
-    assert c.feed(ev.SpeechCommitted, 7, item_id="u4") == ["ModelFailureHandled"]  # u3: none
+    assert c.feed(ev.SpeechCommitted, 6, item_id="u3") == ["CallerNotified"]  # VAIC's committed
+    assert c.feed(ev.SpeechCommitted, 7, item_id="u4") == [
+        "ModelFailureHandled",  # u3: no transcript
+        "CallerNotified",
+    ]
     assert failures(c) == [("transcription_failed", "none"), ("transcription_missing", "none")]
     assert c.decisions(ev.ModelFailureHandled)[-1].item_id == "u3"
-    assert c.engine.status == "active"
+    assert c.engine.status is Status.ACTIVE
 
 
 def test_session_expiry_reconnects_and_rate_limits_are_noted_once() -> None:
@@ -252,7 +256,7 @@ def test_a_preamble_and_an_answer_are_two_items_and_a_barge_in_cuts_what_was_hea
     assert [p.item_id for p in starts] == ["pre", "ans"]
     # The caller barges in 4.5 s in: all of the preamble, 1,500 ms of the answer heard.
     out = c.feed(ev.SpeechStarted, 4500, item_id="u1")
-    assert out == ["PlaybackStopped", "TruncateRequested"]
+    assert out == ["PlaybackStopped", "TruncateRequested", "CallerNotified"]
     (cut,) = c.decisions(ev.TruncateRequested)
     assert cut.item_id == "ans" and abs(cut.audio_end_ms - 1500) <= 1
 
@@ -283,7 +287,7 @@ def test_items_queued_behind_the_one_being_heard_are_deleted_not_kept_as_heard()
             fmt="audio/pcmu",
         )
     out = c.feed(ev.SpeechStarted, 1000, item_id="u1")
-    assert out == ["PlaybackStopped", "TruncateRequested", "ItemDeleted"]
+    assert out == ["PlaybackStopped", "TruncateRequested", "ItemDeleted", "CallerNotified"]
     assert c.decisions(ev.TruncateRequested)[0].item_id == "pre"
     assert c.decisions(ev.TruncateRequested)[0].audio_end_ms == 1000
     assert c.decisions(ev.ItemDeleted)[0].item_id == "ans"
@@ -305,8 +309,8 @@ def test_items_queued_behind_the_one_being_heard_are_deleted_not_kept_as_heard()
 
 @pytest.mark.parametrize("model", ["gpt-realtime-2", "gpt-realtime-mini"])
 def test_reasoning_effort_per_agent_and_per_fsa_state(model: str) -> None:
+    from fastagent.admission import AdmittingEngine
     from fastagent.agent import Agent
-    from fastagent.core import Engine
     from fastagent.fsa import FSA, Go, State, Step
     from fastagent.realtime import session_update
 
@@ -321,7 +325,7 @@ def test_reasoning_effort_per_agent_and_per_fsa_state(model: str) -> None:
         ),
     )
     agent = Agent(name="t", instructions="x", fsas=(fsa,), reasoning_effort="low")
-    engine = Engine("g", agents=lambda name: agent)
+    engine = AdmittingEngine("g", agents=lambda name: agent)
     out: list[ev.Decision] = []
 
     def feed(cls: type[ev.Input], **kw: Any) -> None:

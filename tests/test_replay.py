@@ -46,7 +46,7 @@ def test_changed_rule_is_reported_at_the_first_divergence(
     # A deliberately changed rule: no more barge-in handling.
     from fastagent import core
 
-    monkeypatch.setitem(core._HANDLERS, ev.SpeechStarted, lambda engine, e: None)
+    monkeypatch.setattr(core.Engine, "_barge_in", lambda engine, e: None)
     first_barge_in = next(
         e for e in call if isinstance(e, ev.PlaybackStopped) and e.reason == "barge_in"
     )
@@ -118,7 +118,7 @@ def test_cli_replay_json_and_diverged_exit_1(
     assert json.loads(ok.output)["identical"] is True
     from fastagent import core
 
-    monkeypatch.setitem(core._HANDLERS, ev.SpeechStarted, lambda engine, e: None)
+    monkeypatch.setattr(core.Engine, "_barge_in", lambda engine, e: None)
     bad = runner.invoke(app, ["replay", "call-42", "--store", store_path, "--json"])
     assert bad.exit_code == 1
     out = json.loads(bad.output)

@@ -515,12 +515,11 @@ async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> N
         new = await websockets.connect(
             v.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}
         )
-        await old.send(json.dumps({"type": "connection.validate"}))  # a healthy old socket
+        # A healthy old socket (a connection.validate would be a violation in a session).
+        await old.send(json.dumps({"type": "userStream.start", "conversationId": "half-open"}))
         # Its answer means the service has seen the frame: only then is the resume sent
         # (the two sockets are read concurrently, so no order holds otherwise).
-        while json.loads(await asyncio.wait_for(old.recv(), 30))["type"] != (
-            "connection.validated"
-        ):
+        while json.loads(await asyncio.wait_for(old.recv(), 30))["type"] != ("userStream.started"):
             pass
         await new.send(json.dumps({"type": "session.resume", "conversationId": "half-open"}))
         refused = json.loads(await asyncio.wait_for(new.recv(), 30))

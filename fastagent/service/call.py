@@ -24,10 +24,11 @@ from fastagent import events as ev
 from fastagent.core import Engine
 from fastagent.live_link import LiveLink
 from fastagent.service import executor
-from fastagent.service.caller_link import CALLER_NOTICES, CallerPace
+from fastagent.service.caller_link import CallerPace
 from fastagent.service.model_link import ModelAudio
 from fastagent.service.realtime_link import RealtimeLink, dial_model
 from fastagent.service.recording import Lost, now_us
+from fastagent.status import Status
 from fastagent.store import StoreError, StreamConflict
 from projections import live
 
@@ -112,33 +113,39 @@ class CallSession:
         self.closing = False
         self.lost = False
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
-        self.policy = engine.policy  # the call's rules; each SessionAccepted carries them
+        self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
+        # Model decisions recorded and not sent yet, in log order: seq -> the task
+        # sending them (None until its execute starts); see executor.model_turn.
+        self.model_order: dict[int, asyncio.Task[Any] | None] = {}
+        self.model_turned = asyncio.Event()
 
     # --------------------------------------------------------------- recording
 
     def record(self, inp: ev.Input) -> list[ev.Decision]:
         """Append one input and the decisions it calls for (no await: order is kept)."""
         decisions = self.engine.handle(inp)
-        if decisions:
-            batch = [inp, *decisions]
+        if not decisions:
+            # Hot path (every audio chunk): what follows, for a batch of one, inline.
             try:
-                self.store.append(batch)
+                self.store.append([inp])
             except StreamConflict:
                 self.lost = True
                 raise _Lost(self.call_id) from None
-            self.applied(batch)
+            live.apply(self.state, inp)
+            for observer in self.service.observers:
+                observer(inp)
             return decisions
-        # Hot path (every audio chunk): the same for a batch of one, inline.
-        batch = [inp]
+        batch = [inp, *decisions]
         try:
             self.store.append(batch)
         except StreamConflict:
             self.lost = True
             raise _Lost(self.call_id) from None
-        live.apply(self.state, inp)
-        for observer in self.service.observers:
-            observer(inp)
+        self.applied(batch)
+        for d in decisions:
+            if type(d) in executor.TO_MODEL:  # sent in this order (executor.model_turn)
+                self.model_order[d.seq] = None
         return decisions
 
     def applied(self, batch: list[ev.Event]) -> None:
@@ -151,7 +158,7 @@ class CallSession:
                 observer(e)
 
     async def input(self, cls: type[ev.Input], **fields: Any) -> None:
-        inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=now_us(), **fields)
+        inp = cls(call_id=self.call_id, seq=self.engine.view.next_seq, at=now_us(), **fields)
         decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
@@ -165,7 +172,7 @@ class CallSession:
     def use_link(self) -> None:
         """Speak GPT-Live on the model side if the call's model is a GPT-Live model
         (recorded in the call's CallConfig; docs/models.md)."""
-        if self.engine.live and not isinstance(self.model_link, LiveLink):
+        if self.engine.view.live and not isinstance(self.model_link, LiveLink):
             self.model_link = LiveLink(self)
 
     async def configure_model(self, d: ev.ModelConfigured) -> None:
@@ -183,7 +190,7 @@ class CallSession:
             self.seeded = True
             window = models.info(self.service.config.model).context_tokens
             seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
-        awaited = await self.model_link.configure(d, self.engine.tool_specs(d.tools), seed)
+        awaited = await self.model_link.configure(d, seed)
         if awaited is not None:
             self.await_model(*awaited)
 
@@ -201,7 +208,7 @@ class CallSession:
             if self.timers.get(waiting_for) is not task:
                 return
             del self.timers[waiting_for]
-            if not self.closing and self.engine.status != "ended":
+            if not self.closing and not self.engine.view.ended:
                 await self._guard(
                     self.input(
                         ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
@@ -293,20 +300,14 @@ class CallSession:
         except Exception:  # a gone socket is noticed by its reader
             pass
 
-    async def to_vaic_durable(self, frame: bytes) -> None:
-        """A non-audio frame the caller learns something from (speech events, a
-        recognition): sent once the input that caused it is durable in the log."""
-        if self.caller is not None and await self.durable():
-            await self.to_vaic(frame)
-
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
-        engine = self.engine
-        fmt = engine.media_format
+        view = self.engine.view
+        fmt = view.media_format
         return ev.CallerAudio(
             call_id=self.call_id,
-            seq=engine.next_seq,
+            seq=view.next_seq,
             at=time.time_ns() // 1000,  # (now_us, inline: hot path)
             chunk=self.chunks_in,
             nbytes=nbytes,
@@ -407,10 +408,7 @@ class CallSession:
     # ModelEvents: what the model link reports (see model_link.py).
 
     async def model_input(self, cls: type[ev.Input], **fields: Any) -> None:
-        await self.input(cls, **fields)
-        notice = CALLER_NOTICES.get(cls)
-        if notice is not None and (cls is not ev.Transcript or fields.get("role") == "user"):
-            await self.to_vaic_durable(notice(fields))
+        await self.input(cls, **fields)  # what the caller is told of it, the core decides
 
     async def model_audio(self, audio: ModelAudio) -> None:
         await self.on_bot_audio(audio)  # type: ignore[arg-type]
@@ -436,14 +434,13 @@ class CallSession:
     async def protocol_error(self, side: str, message: str) -> None:
         """Record a frame that was rejected, with one log line (no traceback)."""
         log.warning("call %s: %s frame rejected: %s", self.call_id, side, message[:300])
-        if not self.closing and self.engine.status != "ended":
+        if not self.closing and not self.engine.view.ended:
             await self.input(ev.ProtocolError, side=side, message=message[:300])
 
     def model_audio_now(self, e: ModelAudio) -> bool:
         """Fast lane, from the model socket's data callback (through the link): a
         chunk of the audio being played is recorded and forwarded with no await."""
-        pb = self.engine.play
-        if pb is None or not pb.open or pb.item_id != e.item_id:
+        if not self.engine.view.plays(e.item_id):
             return False  # a new stream starts, or audio nobody hears: decisions to act on
         proto = self.proto
         if proto is None or proto.play_stream_id is None:
@@ -462,11 +459,11 @@ class CallSession:
     def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
         self.chunks_out += 1
         nbytes = audio.b64_decoded_len(e.delta)
-        engine = self.engine
-        model_fmt = engine.model_format
+        view = self.engine.view
+        model_fmt = view.model_format
         return ev.BotAudio(
             call_id=self.call_id,
-            seq=engine.next_seq,
+            seq=view.next_seq,
             at=time.time_ns() // 1000,  # (now_us, inline: hot path)
             response_id=e.response_id,
             item_id=e.item_id,
@@ -478,7 +475,7 @@ class CallSession:
 
     def model_sample_bytes(self) -> int:
         """Bytes per sample of the model's audio: bot audio must be whole samples."""
-        return 1 if self.engine.model_format == "audio/pcmu" else 2
+        return 1 if self.engine.view.model_format == "audio/pcmu" else 2
 
     async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
         """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
@@ -491,8 +488,7 @@ class CallSession:
         decisions = self.record(inp)
         if decisions:
             await self.execute(decisions)
-        pb = self.engine.play
-        if pb is None or not pb.open or pb.item_id != e.item_id:
+        if not self.engine.view.plays(e.item_id):
             return  # interrupted or not ours: the caller must not hear it
         if self.vaic_proto().play_stream_id is None:
             return  # a resume attached a new socket and has not started its stream yet
@@ -535,7 +531,7 @@ class CallSession:
             return
         ws = self.detach_caller()
         self.proto = None
-        if ws is not None and self.engine.status not in ("ended", "suspended"):
+        if ws is not None and self.engine.view.status not in (Status.ENDED, Status.SUSPENDED):
             with contextlib.suppress(_Lost):
                 await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
         if not self.lost:
@@ -582,14 +578,14 @@ class CallSession:
             stored = await asyncio.to_thread(self.store.last_seq, self.call_id)
         except StoreError:
             return False  # cannot tell; the next write will
-        return stored >= self.engine.next_seq
+        return stored >= self.engine.view.next_seq
 
     async def save_checkpoint(self) -> None:
         """Checkpoint the call's state once what it reflects is durable (see checkpoints.py)."""
         data = checkpoints.take(self.engine, self.state, self.chunks_in, self.chunks_out)
         if data is None:
             return
-        seq = self.engine.next_seq - 1
+        seq = self.engine.view.next_seq - 1
 
         def write() -> None:
             self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
@@ -611,7 +607,7 @@ class CallSession:
         async def loop() -> None:
             while not self.closing:
                 await asyncio.sleep(CHECKPOINT_CHECK_S)
-                if self.engine.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
+                if self.engine.view.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
                     await self.save_checkpoint()
 
         self.spawn(loop())

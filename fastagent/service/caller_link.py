@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
 
 from fastapi import WebSocket
 
-from fastagent import events as ev
-from fastagent import sockets, vaic
-
-# What the caller's VAIC side is told when the model observes the caller's speech
-# (an input event): its fields -> the VAIC frame.  A Transcript only for role user.
-CALLER_NOTICES: dict[type[ev.Input], Callable[[dict[str, Any]], bytes]] = {
-    ev.SpeechStarted: lambda fields: vaic.speech_started(),
-    ev.SpeechStopped: lambda fields: vaic.speech_stopped(),
-    ev.SpeechCommitted: lambda fields: vaic.speech_committed(),
-    ev.Transcript: lambda fields: vaic.speech_recognition(fields["text"]),
-}
+from fastagent import sockets
 
 
 class CallerPace:
     """Liveness and message rate of one caller socket (no clock of its own: the
     caller passes ``time.monotonic()``).  ``seen`` is when its last frame came;
-    ``take`` spends one token of a bucket refilled at ``rate`` per second and
-    holding two seconds' worth, False when it is empty (nothing spent then)."""
+    ``take`` spends ``cost`` tokens (one per message) of a bucket refilled at
+    ``rate`` per second and holding two seconds' worth, False when it holds
+    fewer (nothing spent then)."""
 
     __slots__ = ("burst", "rate", "seen", "tokens")
 
@@ -37,13 +26,13 @@ class CallerPace:
         self.tokens = self.burst
         self.seen = time.monotonic()
 
-    def take(self, now: float) -> bool:
+    def take(self, now: float, cost: float = 1.0) -> bool:
         tokens = min(self.burst, self.tokens + (now - self.seen) * self.rate)
         self.seen = now
-        if tokens < 1.0:
+        if tokens < cost or tokens < 1.0:
             self.tokens = tokens
             return False
-        self.tokens = tokens - 1.0
+        self.tokens = tokens - cost
         return True
 
     def silent_for(self) -> float:

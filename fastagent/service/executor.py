@@ -10,7 +10,8 @@ Who is told what:
 
 * the caller (VAIC): the frame :meth:`fastagent.vaic.VaicProtocol.frame_of` /
   :func:`fastagent.vaic.decision_frame` gives (``session.accepted``,
-  ``playStream.*``, ``session.error``, activities), through the call's caller side;
+  ``playStream.*``, ``session.error``, activities, the ``userStream.*``
+  notifications of ``CallerNotified``), through the call's caller side;
   hangup and transfer once the caller has heard the goodbye;
 * the model: :data:`fastagent.service.model_link.MODEL_DECISIONS` and
   ``ModelConfigured`` through the call's model link, timed by the call;
@@ -20,6 +21,7 @@ Who is told what:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +30,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastagent import audio, vaic
 from fastagent import events as ev
 from fastagent.core import ENGINE_SERVER
-from fastagent.live import choose_live_format
 from fastagent.service.model_link import MODEL_DECISIONS
 from fastagent.service.recording import now_us
 
@@ -45,6 +46,10 @@ Handler = Callable[["CallSession", D], Awaitable[None]]
 AHEAD_OF_LOG: frozenset[type[ev.Decision]] = frozenset(
     {ev.PlaybackStarted, ev.PlaybackStopped, ev.FunctionCallDispatched, ev.CallEnded}
 )
+
+# What the model is told: sent in log order across batches (see model_turn).
+TO_MODEL: frozenset[type[ev.Decision]] = frozenset({*MODEL_DECISIONS, ev.ModelConfigured})
+MODEL_TURN_S = 10.0  # past this, a frame stops waiting for an earlier one (never seen)
 
 HANDLERS: dict[type[ev.Decision], Handler[Any]] = {}
 
@@ -70,8 +75,25 @@ async def execute(call: CallSession, decisions: list[ev.Decision]) -> None:
     stream start/stop around the chunks) may run ahead of the log, by at most
     one group commit.  If the log cannot be made durable the frame is not sent
     (nor anything after it in the batch).  Raises what a handler raises (the
-    call's ``_Lost`` when another instance took the stream).
+    call's ``_Lost`` when another instance took the stream).  Frames to the model
+    go out in log order across batches (:func:`model_turn`).
     """
+    order = call.model_order
+    mine = [d.seq for d in decisions if d.seq in order]
+    if mine:
+        task = asyncio.current_task()
+        for seq in mine:
+            order[seq] = task
+        try:
+            await _execute(call, decisions)
+        finally:
+            for seq in mine:
+                model_turn_done(call, seq)
+    else:
+        await _execute(call, decisions)
+
+
+async def _execute(call: CallSession, decisions: list[ev.Decision]) -> None:
     durable = False
     handlers = HANDLERS
     for d in decisions:
@@ -95,14 +117,13 @@ async def _session_accepted(call: CallSession, d: ev.SessionAccepted) -> None:
     format and the model's differ, and send ``session.accepted``."""
     call.policy = d.policy
     call.use_link()
-    choose = choose_live_format if call.engine.live else vaic.choose_format
-    negotiated = choose([d.media_format])
-    assert negotiated is not None
-    if not negotiated.passthrough and call.to_model is None:
-        # soxr only where the formats differ (lpcm16_8; lpcm16 for Realtime).
-        rate = negotiated.resample_to_hz
-        call.to_model = audio.Resampler(negotiated.resample_from_hz, rate)
-        call.to_caller = audio.Resampler(rate, negotiated.resample_from_hz)
+    # The bridge from the decision's two formats (no second negotiation):
+    # soxr only where the rates differ (lpcm16_8; lpcm16 for Realtime).
+    rates = audio.bridge_rates(d.media_format, d.model_format)
+    if rates is not None and call.to_model is None:
+        caller_hz, model_hz = rates
+        call.to_model = audio.Resampler(caller_hz, model_hz)
+        call.to_caller = audio.Resampler(model_hz, caller_hz)
     await call.to_vaic(call.vaic_proto().accept(d.media_format))
 
 
@@ -125,6 +146,7 @@ async def _playback_stopped(call: CallSession, d: ev.PlaybackStopped) -> None:
     ev.DtmfSent,
     ev.CallRecordingPaused,
     ev.CallRecordingResumed,
+    ev.CallerNotified,
 )
 async def _to_caller(call: CallSession, d: ev.Decision) -> None:
     frame = vaic.decision_frame(d)
@@ -142,16 +164,16 @@ async def _call_control(call: CallSession, d: ev.Decision) -> None:
 def watch_drain(call: CallSession) -> None:
     """Tell the core when the caller has heard a response whose calls it holds
     (a PlaybackDrained input at the stream's audible end)."""
-    engine = call.engine
-    pb = engine.play
-    if pb is None or engine.held_response != pb.response_id:
+    view = call.engine.view
+    pb = view.playing
+    if pb is None or view.held_response != pb.response_id:
         return
 
     async def drained() -> None:
-        wait = (pb.audible_until() - now_us()) / 1e6
+        wait = (pb.until - now_us()) / 1e6
         if wait > 0:
             await asyncio.sleep(wait)
-        if not call.closing and engine.held_response == pb.response_id:
+        if not call.closing and view.held_response == pb.response_id:
             await call.input(ev.PlaybackDrained, stream_id=pb.stream_id, response_id=pb.response_id)
 
     call.spawn(drained())
@@ -163,13 +185,13 @@ async def after_playback(call: CallSession, frame: bytes) -> None:
     # Durable before the side effect; a hangup still goes out if the store is
     # down: leaving the caller on a dead line would be worse.
     await call.durable()
-    engine = call.engine
-    pb = engine.play
-    until = pb.audible_until() if pb is not None else 0
-    if engine.live:
+    view = call.engine.view
+    pb = view.playing
+    until = pb.until if pb is not None else 0
+    if view.live:
         # GPT-Live's goodbye stream is already stopped: the playout clock knows
         # when the caller's queue runs dry.
-        until = max(until, engine.clock.end_at)
+        until = max(until, view.playout_end)
     wait = (until - now_us()) / 1e6
     if wait > 0:
         await asyncio.sleep(min(wait, 30.0))
@@ -179,16 +201,48 @@ async def after_playback(call: CallSession, frame: bytes) -> None:
 # ------------------------------------------------------------------- model side
 
 
+async def model_turn(call: CallSession, seq: int) -> None:
+    """Wait until every model decision recorded before ``seq`` by another batch
+    has been sent.  Batches run concurrently (the caller's reader, the model's,
+    tool tasks) and each first waits for the log to be durable, which can end in
+    any order: without this a DTMF message could reach a resumed model session
+    before the ``session.update`` and seeded history the log puts first (found by
+    bench/kill9.py on PostgreSQL).  Gives up after MODEL_TURN_S with a warning."""
+    me = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MODEL_TURN_S
+    while not call.closing:
+        if not any(s < seq and t is not me for s, t in call.model_order.items()):
+            return
+        left = deadline - loop.time()
+        if left <= 0:
+            log.warning("call %s: model frame %d sent out of log order", call.call_id, seq)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(call.model_turned.wait(), left)
+
+
+def model_turn_done(call: CallSession, seq: int) -> None:
+    """The model decision ``seq`` was sent (or will not be): later ones may go."""
+    if call.model_order.pop(seq, -1) != -1:
+        turned, call.model_turned = call.model_turned, asyncio.Event()
+        turned.set()
+
+
 @_on(*MODEL_DECISIONS)
 async def _to_model(call: CallSession, d: ev.Decision) -> None:
+    await model_turn(call, d.seq)
     awaited = await call.model_link.send(d)
+    model_turn_done(call, d.seq)
     if awaited is not None:
         call.await_model(*awaited)
 
 
 @_on(ev.ModelConfigured)
 async def _model_configured(call: CallSession, d: ev.ModelConfigured) -> None:
+    await model_turn(call, d.seq)
     await call.configure_model(d)
+    model_turn_done(call, d.seq)
 
 
 @_on(ev.ModelFailureHandled)

@@ -12,7 +12,7 @@ The contract, in the order a call uses it::
 
     link = RealtimeLink(call, dial)        # call: the ModelEvents below
     await link.connect()                   # dial once; raises if it cannot
-    awaited = await link.configure(d, tools, seed)   # d: ev.ModelConfigured
+    awaited = await link.configure(d, seed)          # d: ev.ModelConfigured
     await link.send_audio(b64)             # caller audio, base64 in the model's format
     awaited = await link.send(d)           # any decision of MODEL_DECISIONS
     ...                                    # frames arrive: the link calls the ModelEvents
@@ -109,15 +109,11 @@ class ModelLink(abc.ABC):
         """A socket is open (frames can be sent)."""
 
     @abc.abstractmethod
-    async def configure(
-        self,
-        d: ev.ModelConfigured,
-        tools: Sequence[dict[str, Any]],
-        seed: Sequence[tuple[str, str]],
-    ) -> Awaited:
-        """Tell the model its instructions, tools (function specs: name, description,
-        JSON-schema parameters), voice and audio formats; then, if ``seed`` is not
-        empty, the conversation so far as ``(role, text)`` pairs (a fresh session)."""
+    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
+        """Tell the model what ``d`` says, built from the decision alone: its
+        instructions, tools (full specs: name, description, JSON-schema
+        parameters), voice and audio formats; then, if ``seed`` is not empty, the
+        conversation so far as ``(role, text)`` pairs (a fresh session)."""
 
     @abc.abstractmethod
     async def send_audio(self, b64: str) -> None:

@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from fastapi import WebSocket
 
 from fastagent import checkpoints, vaic
 from fastagent import events as ev
-from fastagent.core import Engine
+from fastagent.admission import engine_for
 from fastagent.service.call import CallSession, _Lost, now_us
 from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.executor import run_tool
 from fastagent.service.process import Service
 from fastagent.service.realtime_link import dial_model
+from fastagent.status import Status
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall
 
 log = logging.getLogger("fastagent.service")
@@ -71,7 +73,6 @@ async def _initiate(
         await ws.send_text(vaic.session_error("conversation already exists").decode())
         return None
     cfg = service.config
-    session = CallSession(service, call_id, Engine(call_id))
     config = ev.CallConfig(
         agent=cfg.agent,
         greet=cfg.greet,
@@ -87,7 +88,7 @@ async def _initiate(
     )
     inp = ev.SessionInitiated(
         call_id=call_id,
-        seq=session.engine.next_seq,
+        seq=1,
         at=now_us(),
         config=config,
         caller=msg.caller,
@@ -96,6 +97,8 @@ async def _initiate(
         expect_audio=msg.expectAudioMessages,
         instance=cfg.instance,
     )
+    # The agent and the formats are settled here, outside the core (admission.py).
+    session = CallSession(service, call_id, engine_for(inp))
     decisions = session.engine.handle(inp)
     try:
         # Claimed at once, not group-committed: an instance that initiated the same
@@ -111,7 +114,7 @@ async def _initiate(
     session.attach_caller(ws, proto)
     service.calls[call_id] = session
     await session.execute(decisions)
-    if session.engine.status == "ended":
+    if session.engine.view.ended:
         return None
     await start_model_and_tools(session)
     session.keep_checkpoints()
@@ -119,7 +122,7 @@ async def _initiate(
 
 
 async def start_model_and_tools(session: CallSession) -> None:
-    agent = session.engine.agent
+    agent = session.engine.view.agent
     assert agent is not None
     if agent.servers:
         try:
@@ -202,7 +205,7 @@ async def _take_over(
                 dropped = session.record(
                     ev.ConnectionLost(
                         call_id=call_id,
-                        seq=session.engine.next_seq,
+                        seq=session.engine.view.next_seq,
                         at=now_us(),
                         side="caller",
                         reason="replaced by session.resume",
@@ -210,7 +213,7 @@ async def _take_over(
                 )
             inp = ev.SessionResumed(
                 call_id=call_id,
-                seq=session.engine.next_seq,
+                seq=session.engine.view.next_seq,
                 at=now_us(),
                 instance=service.config.instance,
             )
@@ -259,11 +262,15 @@ async def resume_from_store(
 ) -> CallSession | None:
     store, cfg = service.store, service.config
     instance = cfg.instance
-    # Dial the model while the call is rebuilt: most of a resume's latency is this socket.
-    dial = asyncio.create_task(dial_model(service))
+    # The model is dialled once the call is known resumable, while it is claimed:
+    # most of a resume's latency is this socket, but a refused resume (unknown,
+    # ended, active elsewhere; a storm of them) must cost no model session.
+    dial: asyncio.Task[Any] | None = None
 
     async def refuse(reason: str) -> None:
         await ws.send_text(vaic.session_error(reason).decode())
+        if dial is None:
+            return
         dial.cancel()
         with contextlib.suppress(BaseException):
             conn = await dial
@@ -281,28 +288,32 @@ async def resume_from_store(
             await refuse("store unavailable")
             return None
         engine = rebuilt.engine
+        view = engine.view if engine is not None else None
         if rebuilt.divergence:
             # Today's agent decides differently from the one that drove the call:
             # its state cannot be rebuilt faithfully here (a deploy changed the FSA).
             log.error("call %s: %s; not resumed here", call_id, rebuilt.divergence)
             await refuse("call cannot be resumed on this version of the agent")
             return None
-        if engine is None or engine.status == "ended" or engine.agent is None:
+        if engine is None or view is None or view.ended or view.agent is None:
             await refuse("conversation has ended")
             return None
-        read_to = engine.next_seq - 1
+        read_to = view.next_seq - 1
         live_s = max(LIVE_S, cfg.resume_stale_s)
-        if engine.status != "suspended" and not await quiet_for(store, call_id, read_to, live_s):
+        suspended = view.status is Status.SUSPENDED
+        if not suspended and not await quiet_for(store, call_id, read_to, live_s):
             # Not suspended and its log still grows: an instance drives it with a caller.
             await refuse("call is active on another instance")
             return None
+        if dial is None:
+            dial = asyncio.create_task(dial_model(service))
         batch: list[ev.Event] = []
         at = now_us()
-        if engine.status == "active":
+        if view.status is Status.ACTIVE:
             # The instance that had the caller died without recording the drop.
             lost = ev.ConnectionLost(
                 call_id=call_id,
-                seq=engine.next_seq,
+                seq=view.next_seq,
                 at=at,
                 side="caller",
                 # All that is known: its log stood still.  (Its instance may have died,
@@ -310,7 +321,7 @@ async def resume_from_store(
                 reason=f"no event for {live_s:g} s from the instance driving the call",
             )
             batch += [lost, *engine.handle(lost)]
-        resumed = ev.SessionResumed(call_id=call_id, seq=engine.next_seq, at=at, instance=instance)
+        resumed = ev.SessionResumed(call_id=call_id, seq=view.next_seq, at=at, instance=instance)
         decisions = engine.handle(resumed)
         batch += [resumed, *decisions]
         session = CallSession(service, call_id, engine)
@@ -338,6 +349,7 @@ async def resume_from_store(
     else:
         await refuse("call is active on another instance")
         return None
+    assert dial is not None  # (dialled before the claim that succeeded)
     session.chunks_in, session.chunks_out = rebuilt.chunks_in, rebuilt.chunks_out
     session.checkpoint_seq = rebuilt.from_checkpoint
     session.attach_caller(ws, proto)
@@ -346,7 +358,7 @@ async def resume_from_store(
     # Whatever model session there was is not ours: record it gone, so the engine
     # drops a response in progress and owes the caller a new one.
     await session.input(ev.ConnectionLost, side="model", reason=f"call resumed on {instance}")
-    if session.engine.live:
+    if session.engine.view.live:
         # A GPT-Live call: its link dials (a new session, or a fork of the stored one).
         dial.cancel()
         with contextlib.suppress(BaseException):
@@ -366,7 +378,7 @@ async def resume_from_store(
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).
         session.spawn(run_tool(session, d))
-    if not engine.external:  # tools are in the log already; list only if never listed
+    if not session.engine.view.tools_listed:  # in the log already: list only if never listed
         await start_model_and_tools(session)
     # A new model session: configure it and seed it with the conversation so far.
     await session.input(ev.ConnectionRestored, side="model", instance=instance)

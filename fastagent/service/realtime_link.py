@@ -156,13 +156,12 @@ def decision_frame(d: ev.Decision) -> tuple[str, Awaited]:
     raise TypeError(f"not a model decision: {t.__name__}")
 
 
-def configure_frames(
-    d: ev.ModelConfigured, tools: Sequence[dict[str, Any]], seed: Sequence[tuple[str, str]]
-) -> list[str]:
-    """``session.update`` for a ModelConfigured, then the seed conversation items."""
+def configure_frames(d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> list[str]:
+    """``session.update`` for a ModelConfigured (built from the decision alone: its
+    instructions, tool specs, voice, formats), then the seed conversation items."""
     frame = realtime.session_update(
         instructions=d.instructions,
-        tools=list(tools),
+        tools=d.tools,
         voice=d.voice or None,
         input_format=d.input_format,
         output_format=d.output_format,
@@ -218,13 +217,8 @@ class RealtimeLink(ModelLink):
         self.ready.set()
         self.task = asyncio.create_task(self.read())
 
-    async def configure(
-        self,
-        d: ev.ModelConfigured,
-        tools: Sequence[dict[str, Any]],
-        seed: Sequence[tuple[str, str]],
-    ) -> Awaited:
-        frames = configure_frames(d, tools, seed)
+    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
+        frames = configure_frames(d, seed)
         await self.send_frame(frames[0])
         for item in frames[1:]:
             await self.send_frame(item)

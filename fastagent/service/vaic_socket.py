@@ -86,14 +86,17 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes") or b""
-            if not pace.take(clock()):
+            msg = parse(data) if pace.take(clock()) else None
+            if msg is None or (
+                # Each activity counts: packed in one frame they would dodge the cap.
+                type(msg) is vaic.Activities and not pace.take(clock(), len(msg.activities) - 1)  # type: ignore[union-attr]
+            ):
                 failed = f"more than {cfg.max_msgs_per_s:g} messages/s"
                 log.warning(
                     "call %s: caller socket closed: %s", session and session.call_id, failed
                 )
                 await ws.close(code=1008)
                 break
-            msg = parse(data)
             if type(msg) is chunk:  # hot path
                 if session is not None:
                     await session.on_caller_audio(msg)  # type: ignore[arg-type]
@@ -103,10 +106,12 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     await session.protocol_error("caller", msg.message)
                 else:
                     log.warning("VAIC frame rejected: %s", msg.message[:300])
-                if msg.reply is not None:
+                if msg.reply is not None:  # before the session only (VaicProtocol.receive)
                     await ws.send_text(msg.reply.decode())
                 continue
             if isinstance(msg, vaic.ConnectionValidate):
+                # The protocol's own answer, before any session (a validate during
+                # one is a violation): the only frame here not decided by the engine.
                 await ws.send_text(vaic.connection_validated().decode())
             elif isinstance(msg, vaic.SessionInitiate | vaic.SessionResume):
                 if session is not None:
@@ -127,10 +132,6 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 if isinstance(msg, vaic.SessionEnd):
                     ended = True
                     break
-                if isinstance(msg, vaic.UserStreamStart):
-                    await ws.send_text(vaic.user_stream_started(msg.participant).decode())
-                elif isinstance(msg, vaic.UserStreamStop):
-                    await ws.send_text(vaic.user_stream_stopped(msg.participant).decode())
     except WebSocketDisconnect:
         pass
     except _Lost:
@@ -159,7 +160,7 @@ async def caller_gone(session: CallSession, reason: str, ended: bool = False) ->
     start the grace timer; the model socket is closed when the grace ends."""
     session.detach_caller()
     session.proto = None
-    if ended or session.engine.status == "ended":
+    if ended or session.engine.view.ended:
         return
     try:
         await session.input(ev.ConnectionLost, side="caller", reason=reason[:200])

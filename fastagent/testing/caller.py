@@ -17,7 +17,7 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -121,8 +121,13 @@ class SimulatedCaller:
         turn_timeout: float = 10.0,
         quiet_ms: int = 300,
         record_timing: bool = False,
+        on_drop: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.url = url
+        # Awaited when the socket closes while the call is not over (the bot died, say):
+        # the URL to send session.resume to, as VAIC does after a drop, or None to give
+        # up.  Audio the caller would have sent meanwhile is lost, as on a real line.
+        self.on_drop = on_drop
         self.token = token
         self.conversation_id = conversation_id or str(uuid.uuid4())
         self.formats = tuple(formats)
@@ -250,6 +255,25 @@ class SimulatedCaller:
             self.report.errors.append(f"resume refused: {self.report.session_error or 'closed'}")
             return False
         return True
+
+    def _call_live(self) -> bool:
+        r = self.report
+        return self._accepted > 0 and self._bot_end is None and not r.ended and not r.session_error
+
+    async def _auto_resume(self) -> None:
+        """The socket dropped mid-call: ask ``on_drop`` where to, then resume there."""
+        assert self.on_drop is not None
+        try:
+            url = await self.on_drop()
+            if url is None:
+                self.report.errors.append("socket dropped; not resumed")
+                return
+            await self.drop_and_resume(url)
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            self.report.errors.append(f"resume failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._resuming = False
+            self._reconnected.set()
 
     # ------------------------------------------------------------- scenario
 
@@ -512,9 +536,17 @@ class SimulatedCaller:
             try:
                 await ws.send(data)
             except ConnectionClosed:
+                if self.on_drop is not None:
+                    # The reader notices the drop too and decides whether to resume.
+                    while self.ws is ws and not self._closed and not self._resuming:
+                        await asyncio.sleep(0.01)
                 if self._resuming:
                     await self._reconnected.wait()
                 if self.ws is not None and ws is not self.ws:
+                    if step and self.on_drop is not None:
+                        # What the caller said while the line was down is lost: the
+                        # audio clock goes on (turn waits count audio sent).
+                        k = max(k, int((loop.time() - t0) / step))
                     continue  # resumed on a new socket: this chunk is lost, as on a real drop
                 return
             if timings is not None:
@@ -540,6 +572,11 @@ class SimulatedCaller:
                     self._changed.set()
             except ConnectionClosed:
                 pass
+            if not self._resuming and self.on_drop is not None and self._call_live():
+                if self.ws is ws:  # (not already resumed by a drop turn)
+                    self._resuming = True
+                    self._reconnected.clear()
+                    self._tasks.append(asyncio.create_task(self._auto_resume()))
             if self._resuming:
                 await self._reconnected.wait()
             if self.ws is not None and ws is not self.ws:

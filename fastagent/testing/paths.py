@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastagent import events as ev
+from fastagent.admission import engine_for
 from fastagent.core import ENGINE_SERVER, Engine
 
 INSTANCE_A = "host-a:1001"
@@ -56,7 +57,9 @@ class Call:
         self.now += int(ms * 1000)
 
     def feed(self, cls: type[ev.Input], **fields: Any) -> list[ev.Decision]:
-        inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=self.now, **fields)
+        inp = cls(call_id=self.call_id, seq=self.engine.view.next_seq, at=self.now, **fields)
+        if isinstance(inp, ev.SessionInitiated):
+            self.engine = engine_for(inp)  # agent and formats settled as the shell does
         out = self.engine.handle(inp)
         self.log.append(inp)
         self.log.extend(out)
@@ -103,7 +106,7 @@ class Call:
 
     def requested(self) -> bool:
         """Whether the core asked for a response that has not started yet."""
-        return self.engine.response_active and not self._started
+        return self.engine.view.response_active and not self._started
 
     _started = False
 
@@ -171,9 +174,9 @@ class Call:
         self.feed(ev.ResponseDone, response_id=rid, status=status,
                   usage=ev.Usage(input_tokens=90, output_tokens=20, total_tokens=110))  # fmt: skip
         self._started = False
-        pb = self.engine.play
-        if drain and pb is not None and self.engine.held_response == pb.response_id:
-            self.now = max(self.now, pb.audible_until() + 1000)
+        pb = self.engine.view.playing
+        if drain and pb is not None and self.engine.view.held_response == pb.response_id:
+            self.now = max(self.now, pb.until + 1000)
             self.feed(ev.PlaybackDrained, stream_id=pb.stream_id, response_id=pb.response_id)
         return rid
 
@@ -208,7 +211,7 @@ class Call:
 
     def hang_up(self) -> None:
         """The caller hangs up (VAIC session.end)."""
-        if self.engine.status != "ended":
+        if not self.engine.view.ended:
             self.wait(200)
             self.feed(ev.SessionEnded, reason_code="client-disconnected", reason="caller hung up")
 
@@ -296,7 +299,7 @@ def grace_expired() -> Call:
     c.answer("Sure. Your customer number, date of birth and card's last four digits?")
     c.feed(ev.ConnectionLost, side="caller", reason="socket closed")
     c.wait(5_000)
-    c.feed(ev.GraceExpired, seconds=c.engine.policy.grace_s)
+    c.feed(ev.GraceExpired, seconds=c.engine.view.policy.grace_s)
     return c
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from fastagent import events as ev
+from fastagent.admission import engine_for
 from fastagent.agent import Agent
 from fastagent.core import Engine
 from fastagent.replay import builtin_agent, read_recording, replay
@@ -130,12 +131,14 @@ def redecide(
     events: Sequence[ev.Event], agents: Callable[[str], Agent] = builtin_agent
 ) -> list[ev.Event]:
     """The recorded inputs, each followed by what today's core decides for it."""
-    engine = Engine(events[0].call_id if events else "", agents=agents)
+    engine = Engine(events[0].call_id if events else "")
     out: list[ev.Event] = []
     for e in events:
         if isinstance(e, ev.Input):
             # Renumber so the engine sees a gapless log whatever it decided before.
-            e = msgspec.structs.replace(e, seq=engine.next_seq)
+            e = msgspec.structs.replace(e, seq=engine.view.next_seq)
+            if isinstance(e, ev.SessionInitiated):
+                engine = engine_for(e, agents)  # agent and formats, as the shell settles them
             out.append(e)
             out.extend(engine.handle(e))
     return out

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastagent import events as ev
+from fastagent.admission import engine_for
 from fastagent.core import Engine
 
 CHUNK_US = 20_000
@@ -25,7 +26,9 @@ class _Recorder:
         self.now = t0
 
     def feed(self, cls: type[ev.Input], **fields: Any) -> list[ev.Decision]:
-        inp = cls(call_id=self.call_id, seq=self.engine.next_seq, at=self.now, **fields)
+        inp = cls(call_id=self.call_id, seq=self.engine.view.next_seq, at=self.now, **fields)
+        if isinstance(inp, ev.SessionInitiated):
+            self.engine = engine_for(inp)  # agent and formats settled as the shell does
         out = self.engine.handle(inp)
         self.log.append(inp)
         self.log.extend(out)
