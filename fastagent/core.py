@@ -9,6 +9,11 @@ recorded ones and compares what it decides with what was recorded.
 The state here is small and bounded: counters, the current play stream, the
 function calls of the response in progress, and the running FSAs.  The
 transcript and other growing things belong to projections.
+
+What the core does not settle itself comes in as data: the agent and the audio
+formats of a new call (:class:`Admission`, settled by ``fastagent.admission``
+in the shell and in replay).  The call's status changes only through the table in
+:mod:`fastagent.status`; the shell reads the engine through :class:`EngineView`.
 """
 
 from __future__ import annotations
@@ -31,8 +36,6 @@ END_CALL = "end_call"
 TRANSFER = "transfer_to_human"
 SEND_DTMF = "send_dtmf"
 _DTMF = re.compile(r"[0-9*#]{1,20}")
-# The timing and retry rules a call gets unless the operator overrides them
-# (CallConfig); recorded in SessionAccepted, so replay sees a change to them.
 # What GPT-Live's frontend (the voice model) is told besides the agent's own
 # instructions: the voice model is the frontend, the FSA's tools live in the
 # backend.  Decided here, so a change to it shows in replay (ModelConfigured).
@@ -43,6 +46,8 @@ LIVE_FRONTEND_POLICY = (
     "invent results. When the caller presses keys, the digits arrive as instructions: "
     "delegate with them."
 )
+# The timing and retry rules a call gets unless the operator overrides them
+# (CallConfig); recorded in SessionAccepted, so replay sees a change to them.
 POLICY = ev.CallPolicy(
     grace_s=30.0, tool_timeout_s=10.0, model_retries=5, history_items=24, model_timeout_s=10.0
 )
@@ -180,6 +185,13 @@ class InFlight:
 
 @dataclass
 class Engine:
+    """One call's core: ``handle(input) -> [decisions]``.
+
+    ``Engine(call_id, admission=...)`` for a new call (the admission is what the
+    shell settled for its ``session.initiate``; without one the call is
+    rejected); a call restored from a checkpoint gets its ``agent`` instead.
+    """
+
     call_id: str
     admission: Admission | None = None  # for session.initiate (the shell's, or replay's)
     agent: Agent | None = None
@@ -366,6 +378,7 @@ class Engine:
             frontend_instructions=f"{agent.instructions}\n\n{LIVE_FRONTEND_POLICY}"
             if self.live
             else "",
+            model=self.model if self.live else "",
         )
 
     def _request(self, reason: str, instructions: str = "") -> None:
@@ -430,6 +443,8 @@ class Engine:
             )
 
     def _end(self, reason: str, outcome: str) -> None:
+        # Refused by the table before anything changes (raises IllegalTransition).
+        next_status(self.status, Trigger.WAIT_TOOLS if self.in_flight else Trigger.END)
         if self.failed and outcome != "rejected":
             outcome = "failed"  # the model failed the call: never "completed"
         self._stop_playback("ended")
@@ -519,11 +534,11 @@ class Engine:
             if self.status is Status.ENDING:
                 self._end("caller left after hangup", "completed")
                 return
+            self._to(Trigger.CALLER_LOST)  # first: an illegal drop changes nothing
             self._stop_playback("connection_lost")
             self.play = None
             self.clock.flush(e.at)  # what the old socket still had queued is gone
             self.queue.clear()
-            self._to(Trigger.CALLER_LOST)
         elif e.side == "model" and self.live:
             # A GPT-Live session cannot be resumed: its delegations die with it.
             for calls in self.live_calls.values():

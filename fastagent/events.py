@@ -412,8 +412,9 @@ class ModelConfigured(Decision, frozen=True, kw_only=True):
     instructions and every tool's name, description and parameter schema (a
     changed description shows in replay here).  ``frontend_instructions``: what a
     GPT-Live call's voice model (the frontend) is told when its session starts;
-    ``instructions`` and ``tools`` then go to its Responses backend ("" for a
-    Realtime call, whose one model takes ``instructions``).
+    ``instructions`` and ``tools`` then go to its Responses backend, and ``model``
+    is the call's GPT-Live model (both "" for a Realtime call, whose one model
+    takes ``instructions``).
 
     Version 2: ``tools`` holds full :class:`ToolSpec`s (version 1 held names only;
     the upcaster turns each name into a spec with only its name).
@@ -428,6 +429,7 @@ class ModelConfigured(Decision, frozen=True, kw_only=True):
     output_format: str = ""
     reasoning_effort: str = ""  # session.reasoning.effort ("" = not sent)
     frontend_instructions: str = ""  # GPT-Live: the voice model's session.start
+    model: str = ""  # GPT-Live: the model session.start names (Realtime's is dialled)
 
     @property
     def tool_names(self) -> tuple[str, ...]:

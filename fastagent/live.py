@@ -111,8 +111,8 @@ def audio_format(model_format: str) -> dict[str, Any]:
 
 
 class ServerEventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    event_id: str = ""
-    client_event_id: str | None = None
+    event_id: wire.Id = ""
+    client_event_id: wire.Id | None = None
 
 
 class AudioFormat(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,7 +132,7 @@ class Audio(msgspec.Struct, frozen=True, kw_only=True):
 class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
     """The resolved session (``session_resource.py``); only the fields read here."""
 
-    id: str = ""
+    id: wire.Id = ""
     model: str = ""
     expires_at: int = 0
     instructions: str | None = None
@@ -172,10 +172,10 @@ class OutputTranscriptDelta(
 
 
 class Delegation(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
+    id: wire.Id
     target: str = ""  # client | responses | decisions
     type: str = "delegation"
-    response_id: str | None = None
+    response_id: wire.Id | None = None
 
 
 class DelegationCreated(
@@ -208,7 +208,7 @@ class ResponseEvent(ServerEventBase, frozen=True, kw_only=True, tag="response.ev
     """A Responses stream event of the backend; read it with :func:`parse_backend_event`."""
 
     event: msgspec.Raw = msgspec.Raw(b"{}")
-    delegation_id: str | None = None
+    delegation_id: wire.Id | None = None
 
 
 class SessionUsage(msgspec.Struct, frozen=True, kw_only=True):
@@ -233,10 +233,10 @@ class SessionClosed(ServerEventBase, frozen=True, kw_only=True, tag="session.clo
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     type: str | None = None
-    code: str | None = None
+    code: wire.Id | None = None
     message: str | None = None
-    param: str | None = None
-    client_event_id: str | None = None
+    param: wire.Id | None = None
+    client_event_id: wire.Id | None = None
 
 
 class Error(ServerEventBase, frozen=True, kw_only=True, tag="error"):
@@ -244,7 +244,7 @@ class Error(ServerEventBase, frozen=True, kw_only=True, tag="error"):
 
 
 class Info(ServerEventBase, frozen=True, kw_only=True, tag="info"):
-    code: str = ""
+    code: wire.Id = ""
     message: str = ""
 
 
@@ -371,7 +371,7 @@ class BackendUsage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BackendError(msgspec.Struct, frozen=True, kw_only=True):
-    code: str | None = None
+    code: wire.Id | None = None
     message: str | None = None
 
 
@@ -380,7 +380,7 @@ class IncompleteDetails(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BackendResponse(msgspec.Struct, frozen=True, kw_only=True):
-    id: str = ""
+    id: wire.Id = ""
     status: str | None = None  # in_progress | completed | failed | incomplete | cancelled
     usage: BackendUsage | None = None
     error: BackendError | None = None
@@ -417,10 +417,10 @@ class BackendIncomplete(BackendEventBase, frozen=True, kw_only=True, tag="respon
 
 class BackendItem(msgspec.Struct, frozen=True, kw_only=True):
     type: str = ""
-    id: str | None = None
+    id: wire.Id | None = None
     status: str | None = None
-    call_id: str | None = None
-    name: str | None = None
+    call_id: wire.Id | None = None
+    name: wire.Id | None = None
     arguments: str | None = None
 
 
@@ -526,7 +526,7 @@ def session_start(
     delegation: Mapping[str, Any] | None = None,
     history: Sequence[Mapping[str, Any]] = (),
     store: bool = False,
-    event_id: str | None = None,
+    event_id: wire.Id | None = None,
 ) -> str:
     """``session.start``: the first frame on a new primary WebSocket.
 
@@ -653,10 +653,10 @@ class LiveStateError(LocalProtocolError):
 class BackendCall:
     """A completed ``function_call`` item of a backend response."""
 
-    response_id: str
-    item_id: str
-    call_id: str
-    name: str
+    response_id: wire.Id
+    item_id: wire.Id
+    call_id: wire.Id
+    name: wire.Id
     arguments: str
 
 
@@ -665,7 +665,7 @@ class Folded:
     """The final transcript of one item: what the engine records as ``Transcript``."""
 
     role: Literal["user", "assistant"]
-    item_id: str
+    item_id: wire.Id
     text: str
 
 

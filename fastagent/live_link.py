@@ -197,7 +197,7 @@ class LiveLink(ModelLink):
     def _configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> str:
         """The frame for a ModelConfigured, built from the decision alone (and the
         link's settings: backend model, store): ``session.start`` on a new session
-        (``frontend_instructions`` for the voice, ``instructions`` and ``tools``
+        (``model`` and ``frontend_instructions`` for the voice, ``instructions`` and ``tools``
         for the backend), ``session.update`` of the backend after."""
         delegation = live.responses_delegation(
             model=self.backend_model, instructions=d.instructions, tools=d.tools
@@ -212,7 +212,7 @@ class LiveLink(ModelLink):
         self.seeded = len(history)
         return self.proto.start(
             live.session_start(
-                model=self.session.service.config.model,
+                model=d.model,
                 instructions=d.frontend_instructions,
                 model_format=d.output_format,
                 voice=d.voice or None,

@@ -33,7 +33,7 @@ from fastagent.errors import ConfigError, LocalProtocolError
 
 
 class ServerEventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    event_id: str = ""
+    event_id: wire.Id = ""
 
 
 class AudioFormat(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,7 +58,7 @@ class AudioConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
-    id: str | None = None
+    id: wire.Id | None = None
     model: str | None = None
     instructions: str | None = None
     audio: AudioConfig | None = None
@@ -86,22 +86,22 @@ class SessionUpdated(ServerEventBase, frozen=True, kw_only=True, tag="session.up
 class SpeechStarted(
     ServerEventBase, frozen=True, kw_only=True, tag="input_audio_buffer.speech_started"
 ):
-    item_id: str = ""
+    item_id: wire.Id = ""
     audio_start_ms: int = 0
 
 
 class SpeechStopped(
     ServerEventBase, frozen=True, kw_only=True, tag="input_audio_buffer.speech_stopped"
 ):
-    item_id: str = ""
+    item_id: wire.Id = ""
     audio_end_ms: int = 0
 
 
 class AudioCommitted(
     ServerEventBase, frozen=True, kw_only=True, tag="input_audio_buffer.committed"
 ):
-    item_id: str = ""
-    previous_item_id: str | None = None
+    item_id: wire.Id = ""
+    previous_item_id: wire.Id | None = None
 
 
 class InputTranscriptionCompleted(
@@ -110,17 +110,17 @@ class InputTranscriptionCompleted(
     kw_only=True,
     tag="conversation.item.input_audio_transcription.completed",
 ):
-    item_id: str = ""
+    item_id: wire.Id = ""
     content_index: int = 0
     transcript: str = ""
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     type: str | None = None
-    code: str | None = None
+    code: wire.Id | None = None
     message: str | None = None
-    param: str | None = None
-    event_id: str | None = None
+    param: wire.Id | None = None
+    event_id: wire.Id | None = None
 
 
 class InputTranscriptionFailed(
@@ -129,7 +129,7 @@ class InputTranscriptionFailed(
     kw_only=True,
     tag="conversation.item.input_audio_transcription.failed",
 ):
-    item_id: str = ""
+    item_id: wire.Id = ""
     content_index: int = 0
     error: ErrorInfo = ErrorInfo()
 
@@ -182,24 +182,24 @@ class OutputItem(msgspec.Struct, frozen=True, kw_only=True):
     """Any conversation item; only the fields FastAgent reads."""
 
     type: str = ""
-    id: str | None = None
+    id: wire.Id | None = None
     status: str | None = None
     role: str | None = None
     content: list[ContentPart] | None = None
-    call_id: str | None = None
-    name: str | None = None
+    call_id: wire.Id | None = None
+    name: wire.Id | None = None
     arguments: str | None = None
 
 
 class FunctionCall(msgspec.Struct, frozen=True, kw_only=True):
-    item_id: str
-    call_id: str
-    name: str
+    item_id: wire.Id
+    call_id: wire.Id
+    name: wire.Id
     arguments: str
 
 
 class Response(msgspec.Struct, frozen=True, kw_only=True):
-    id: str = ""
+    id: wire.Id = ""
     status: str | None = None
     status_details: StatusDetails | None = None
     output: list[OutputItem] | None = None
@@ -247,59 +247,59 @@ class ResponseDone(ServerEventBase, frozen=True, kw_only=True, tag="response.don
 
 
 class AudioDelta(ServerEventBase, frozen=True, kw_only=True, tag="response.output_audio.delta"):
-    response_id: str = ""
-    item_id: str = ""
+    response_id: wire.Id = ""
+    item_id: wire.Id = ""
     output_index: int = 0
     content_index: int = 0
     delta: str = ""  # base64, untouched
 
 
 class AudioDone(ServerEventBase, frozen=True, kw_only=True, tag="response.output_audio.done"):
-    response_id: str = ""
-    item_id: str = ""
+    response_id: wire.Id = ""
+    item_id: wire.Id = ""
 
 
 class AudioTranscriptDelta(
     ServerEventBase, frozen=True, kw_only=True, tag="response.output_audio_transcript.delta"
 ):
-    response_id: str = ""
-    item_id: str = ""
+    response_id: wire.Id = ""
+    item_id: wire.Id = ""
     delta: str = ""
 
 
 class AudioTranscriptDone(
     ServerEventBase, frozen=True, kw_only=True, tag="response.output_audio_transcript.done"
 ):
-    response_id: str = ""
-    item_id: str = ""
+    response_id: wire.Id = ""
+    item_id: wire.Id = ""
     transcript: str = ""
 
 
 class FunctionCallArgumentsDone(
     ServerEventBase, frozen=True, kw_only=True, tag="response.function_call_arguments.done"
 ):
-    response_id: str = ""
-    item_id: str = ""
+    response_id: wire.Id = ""
+    item_id: wire.Id = ""
     output_index: int = 0
-    call_id: str = ""
-    name: str = ""
+    call_id: wire.Id = ""
+    name: wire.Id = ""
     arguments: str = ""
 
 
 class OutputItemAdded(ServerEventBase, frozen=True, kw_only=True, tag="response.output_item.added"):
-    response_id: str = ""
+    response_id: wire.Id = ""
     output_index: int = 0
     item: OutputItem
 
 
 class ItemTruncated(ServerEventBase, frozen=True, kw_only=True, tag="conversation.item.truncated"):
-    item_id: str = ""
+    item_id: wire.Id = ""
     content_index: int = 0
     audio_end_ms: int = 0
 
 
 class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
-    name: str | None = None
+    name: wire.Id | None = None
     limit: int | None = None
     remaining: int | None = None
     reset_seconds: float | None = None

@@ -8,9 +8,10 @@ The filter rewrites each record's final message: the configured secrets
 shaped like a credential: ``Bearer …``, ``token=…`` / ``key=…`` / ``secret=…`` in
 a query string (uvicorn logs the request path with its query), ``sk-…`` keys.
 
-It also drops uvicorn's own line for a refused WebSocket upgrade
-(``"WebSocket /audiocodes" 401``): the service logs refusals itself, at most
-once per source per minute (see ``Service.rejected``).
+It also drops uvicorn's and websockets' own lines for a refused WebSocket
+upgrade (``"WebSocket /audiocodes" 401``, ``connection rejected (401
+Unauthorized)``): the service logs refusals itself, at most once per source per
+minute (see ``Service.rejected``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,19 @@ _SHAPES = re.compile(
     r"|((?:access_|api_|auth_)?(?:token|key|secret|password)=)[^\s&\"']+"
     r"|\bsk-[A-Za-z0-9_\-]{8,}"
 )
-_REFUSED = '%s - "WebSocket %s" %d'
+_REFUSED = '%s - "WebSocket %s" %d'  # uvicorn's line
+_REFUSALS = (_REFUSED, "connection rejected (%d %s)")  # ... and websockets' (sans-I/O)
+_CODES = (401, 403, 503)
+
+
+def _refused_code(args: object) -> object:
+    """The HTTP status in the arguments of a refusal line (last for uvicorn's,
+    first for websockets')."""
+    if not isinstance(args, tuple) or not args:
+        return None
+    return args[0] if isinstance(args[0], int) else args[-1]
+
+
 LOGGERS = (
     "",
     "uvicorn",
@@ -60,7 +73,7 @@ class RedactFilter(logging.Filter):
         self.secrets: set[str] = {s for s in secrets if s and len(s) >= 8}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == _REFUSED and record.args and record.args[-1] in (401, 403, 503):  # type: ignore[index]
+        if record.msg in _REFUSALS and record.args and _refused_code(record.args) in _CODES:
             return False
         try:
             message = record.getMessage()

@@ -8,13 +8,11 @@ into an ``EngineFault`` decision for the input that caused it (nothing else is
 decided for that input), so an impossible sequence of inputs is recorded, never
 acted on.
 
-::
-
-    new ──accept──► active ◄──resume── suspended ◄──caller_lost── active
-     │               │  ▲ ╲                 │
-     reject     hang_up │  ╲ end / wait_tools (▼ ended / closing)
-     ▼               ▼  stay, resume
-    ended ◄──end── ending ──wait_tools──► closing ──end──► ended
+The life of a call: ``new`` -> ``active`` (accepted) or ``ended`` (rejected);
+``active`` <-> ``suspended`` while the caller's socket is away and comes back;
+``ending`` once a hangup or transfer is decided (back to ``active`` if the caller
+talks over the goodbye); ``closing`` while tool calls that already started
+finish after the call is over; ``ended`` when ``CallEnded`` is in the log.
 """
 
 from __future__ import annotations

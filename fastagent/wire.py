@@ -15,10 +15,18 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 MAX_DEPTH = 32  # nested objects/arrays in any frame (the deepest real one is ~6)
 MAX_INT_DIGITS = 19  # integers beyond 64 bits are not numbers either side sends
+MAX_ID_CHARS = 256  # an id or a name from a peer (OpenAI's are ~30; tool names <= 64)
+
+Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
+"""A peer's id (item, response, call, event id) or name, as a protocol struct
+field: a longer one is a validation error, so it never reaches the log (where
+each audio chunk's event carries its ids)."""
 
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 

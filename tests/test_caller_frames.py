@@ -22,6 +22,7 @@ import pytest
 from test_service import GOODBYE, TOKEN, _voice, assert_replays, scenario
 
 from fastagent import events as ev
+from fastagent.service import CallSession
 from fastagent.store import StoreError
 from fastagent.testing.caller import SimulatedCaller
 
@@ -266,3 +267,45 @@ async def test_a_recognition_is_never_sent_when_the_log_cannot_be_made_durable(
     assert recognitions[0] == "What are your opening hours?"
     assert report.recognitions == recognitions[1:] and "Thanks" in report.recognitions
     assert_replays(events)
+
+
+@pytest.mark.anyio
+async def test_caller_frames_leave_in_log_order_when_durability_ends_out_of_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches for the caller, recorded one after the other by different tasks:
+    the first one's wait for the log is slow, the second one's quick.  The caller
+    still gets their frames in log order (executor.caller_turn)."""
+    slow: list[float] = []
+    durable = CallSession.durable
+
+    async def uneven(self: CallSession) -> bool:
+        ok = await durable(self)
+        if slow:
+            await asyncio.sleep(slow.pop())
+        return ok
+
+    monkeypatch.setattr(CallSession, "durable", uneven)
+    sc = scenario([{"silence_ms": 3000}, GOODBYE])
+    async for v in _voice(tmp_path, sc):
+        caller = RecordingCaller(v.url, TOKEN, formats=sc.caller.formats)
+        play = asyncio.create_task(caller.play(sc, timeout=30))
+        service = v.app.state.service
+        session = None
+        for _ in range(1000):  # the greeting played: the call waits in silence
+            session = service.calls.get(caller.conversation_id)
+            if session is not None and caller.report.play_streams and not caller._active:
+                break
+            await asyncio.sleep(0.01)
+        assert session is not None
+        slow.append(0.3)
+        first = asyncio.create_task(session.input(ev.CallerStreamStarted, participant="first"))
+        await asyncio.sleep(0)  # recorded; waiting for the log to be durable
+        second = asyncio.create_task(session.input(ev.CallerStreamStarted, participant="second"))
+        await asyncio.gather(first, second)
+        report = await play
+        events = await v.log(caller.conversation_id)
+    assert report.ended == "bot-disconnected", report.errors
+    told = [m.get("participant") for m in map(strict_json, caller.frames) if "participant" in m]
+    assert told == ["first", "second"]
+    check_frames(caller.frames, events)

@@ -14,6 +14,7 @@ from fastagent import audio, live, vaic
 from fastagent import events as ev
 from fastagent.agent import Agent
 from fastagent.agents import get_agent
+from fastagent.core import LIVE_FRONTEND_POLICY
 from fastagent.fsa import FSA
 from fastagent.replay import read_recording, replay
 from fastagent.service.realtime_link import configure_frames
@@ -113,3 +114,18 @@ def test_the_bridge_follows_from_the_accepted_formats(table: dict) -> None:
     for n in table.values():
         want = None if n.passthrough else (n.resample_from_hz, n.resample_to_hz)
         assert audio.bridge_rates(n.vaic_format, n.model_format) == want
+
+
+def test_a_gpt_live_configuration_carries_the_frontend_and_the_model() -> None:
+    """GPT-Live's session.start is built from the decision too: the voice model's
+    instructions and the model's name are in it, not read from the live engine."""
+    events = read_recording(REPLAYS / "live-banking.jsonl")
+    accepted = next(e for e in events if isinstance(e, ev.SessionInitiated))
+    conf = next(e for e in events if isinstance(e, ev.ModelConfigured))
+    assert conf.model == accepted.config.model and conf.model.startswith("gpt-live")
+    assert conf.frontend_instructions.endswith(LIVE_FRONTEND_POLICY)
+    assert conf.tools and all(t.description for t in conf.tools)
+    realtime_conf = next(
+        e for e in read_recording(REPLAYS / "banking.jsonl") if isinstance(e, ev.ModelConfigured)
+    )
+    assert realtime_conf.model == "" and realtime_conf.frontend_instructions == ""

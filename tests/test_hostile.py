@@ -605,6 +605,9 @@ async def test_refused_upgrades_log_one_warning_per_source_and_never_a_token(
             for bad in (secret, "wrong-SECRET", TOKEN, "sk-abcdefghijklmnop"):
                 assert bad not in line, line
         assert not [x for x in lines if "without completing handshake" in x], lines
+        # Nor a line per refusal from the libraries underneath (uvicorn, websockets).
+        said = [x for x in lines if "rejected" in x or "refused" in x or '" 401' in x]
+        assert len(said) == 1, lines
 
 
 # ------------------------------------------------------- durability boundary
@@ -926,3 +929,162 @@ async def test_a_resume_storm_for_unknown_or_ended_calls_dials_no_model(tmp_path
                         assert reply["type"] == "session.error", reply
             await asyncio.sleep(0.5)
             assert len(fake.sessions) == dialled, len(fake.sessions) - dialled
+
+
+@pytest.mark.anyio
+async def test_a_model_that_drops_every_session_is_not_redialled_forever(
+    tmp_path: Path,
+) -> None:
+    """A model socket that fails right after each (re)connect (here a 2 MB frame,
+    past FASTAGENT_MODEL_MAX_FRAME_BYTES) is redialled ``model_retries`` times
+    with backoff, then the call takes the agent's fallback (outcome failed)."""
+
+    def tamper(event: dict[str, Any]) -> str | None:
+        return "x" * (2 * 1024 * 1024) if event["type"] == "session.updated" else None
+
+    async for v in _voice(
+        tmp_path, scenario([GOODBYE]), service_kw={"model_retries": 2}, tamper=tamper
+    ):
+        ws = await _raw(v, "drops")
+        frames = await _frames_until(ws, "activities", timeout=15)
+        assert json.loads(frames[-1])["activities"][0]["name"] == "transfer"  # (its fallback)
+        await ws.close()
+        events = await v.log("drops")
+        assert len(v.fake.sessions) == 3, len(v.fake.sessions)  # the first and 2 retries
+        assert sum(isinstance(e, ev.ConnectionLost) and e.side == "model" for e in events) == 3
+        handled = [e for e in events if isinstance(e, ev.ModelFailureHandled)]
+        assert handled and handled[-1].kind == "unreachable", handled
+        ended = events[-1]
+        assert isinstance(ended, ev.CallEnded) and ended.outcome == "failed", ended
+        assert_replays(events)
+
+
+async def _resume_storm(urls: list[str], cid: str) -> tuple[list[str], list[Any]]:
+    """Six ``session.resume`` of ``cid`` at once over ``urls``; a socket that is
+    accepted streams audio at once, as VAIC does.  (replies, sockets)"""
+    socks = [await _connect(urls[i % len(urls)]) for i in range(6)]
+    stop = asyncio.Event()
+    streams: list[asyncio.Task[None]] = []
+
+    async def one(ws: Any) -> str:
+        await ws.send(json.dumps({"type": "session.resume", "conversationId": cid}))
+        try:
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        except (TimeoutError, websockets.ConnectionClosed) as exc:
+            return f"no reply: {type(exc).__name__}"
+        if reply["type"] == "session.accepted":
+            streams.append(asyncio.create_task(_stream(ws, cid, stop)))
+        return str(reply["type"])
+
+    replies = list(await asyncio.gather(*(one(ws) for ws in socks)))
+    await asyncio.sleep(2.5)  # past FASTAGENT_RESUME_STALE_S: the winner keeps the call
+    stop.set()
+    await asyncio.gather(*streams)
+    return replies, socks
+
+
+async def _end_storm(replies: list[str], socks: list[Any], cid: str) -> None:
+    for reply, ws in zip(replies, socks, strict=True):
+        if reply == "session.accepted":
+            await ws.send(json.dumps({"type": "session.end", "conversationId": cid}))
+            with contextlib.suppress(Exception):
+                await _closed(ws)
+        else:
+            await ws.close()
+
+
+def _assert_one_resume(replies: list[str], events: list[ev.Event]) -> None:
+    assert sorted(replies) == ["session.accepted"] + ["session.error"] * 5, replies
+    assert sum(isinstance(e, ev.SessionResumed) for e in events) == 1
+    reasons = [e.reason for e in events if isinstance(e, ev.ConnectionLost)]
+    assert not [r for r in reasons if r.startswith("no event for")], reasons  # no false loss
+    assert isinstance(events[-1], ev.CallEnded)
+
+
+@pytest.mark.anyio
+async def test_a_resume_storm_gives_the_call_to_one_socket(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (app, url):
+        for n in range(2):
+            cid = f"storm-{n}"
+            ws = await _connect(url)
+            await ws.send(json.dumps({**INITIATE, "conversationId": cid}))
+            assert json.loads(await ws.recv())["type"] == "session.accepted"
+            ws.transport.abort()
+            await asyncio.sleep(0.1)
+            replies, socks = await _resume_storm([url], cid)
+            await _end_storm(replies, socks, cid)
+            events = await _log(app, cid)
+            _assert_one_resume(replies, events)
+            assert_replays(events)
+
+
+@pytest.mark.anyio
+async def test_a_resume_storm_across_two_instances_on_postgresql(
+    tmp_path: Path, pg_store_url: str
+) -> None:
+    stores = [open_store(pg_store_url), open_store(pg_store_url)]
+    try:
+        async with (
+            serving(tmp_path, stores[0], instance="storm-a") as (_, url_a),
+            serving(tmp_path, stores[1], instance="storm-b") as (_, url_b),
+        ):
+            for n in range(2):
+                cid = f"pg-storm-{n}"
+                ws = await _connect(url_a)
+                await ws.send(json.dumps({**INITIATE, "conversationId": cid}))
+                assert json.loads(await ws.recv())["type"] == "session.accepted"
+                ws.transport.abort()
+                await asyncio.sleep(0.1)
+                replies, socks = await _resume_storm([url_a, url_b], cid)
+                await _end_storm(replies, socks, cid)
+                await asyncio.sleep(0.5)
+                for s in stores:
+                    s.flush()
+                events = stores[0].read_call(cid)
+                _assert_one_resume(replies, events)
+                assert_replays(events)
+    finally:
+        for s in stores:
+            s.close()
+
+
+@pytest.mark.anyio
+async def test_model_ids_are_bounded_before_they_reach_the_log(tmp_path: Path) -> None:
+    """A model's ids (item, response, call, event ids, a function's name) are
+    short by nature: a 100 kB one is a malformed event, not 100 kB in each of the
+    call's events (every BotAudio carries its item and response ids)."""
+    long_id = "i" * 100_000
+
+    def tamper(event: dict[str, Any]) -> str | None:
+        if event["type"] == "response.output_audio.delta":
+            return json.dumps({**event, "item_id": long_id})
+        if event["type"] == "input_audio_buffer.speech_started":
+            return json.dumps({**event, "event_id": long_id})
+        return None
+
+    async for v in _voice(tmp_path, scenario([GOODBYE]), tamper=tamper):
+        ws = await _raw(v, "long-ids")
+        await ws.send(json.dumps({**START, "conversationId": "long-ids"}))
+        await asyncio.sleep(1.5)
+        await ws.send(json.dumps({"type": "session.end", "conversationId": "long-ids"}))
+        await _closed(ws)
+        events = await v.log("long-ids")
+        biggest = max(len(msgspec.json.encode(e)) for e in events)
+        assert biggest < 20_000, biggest
+        errors = [e.message for e in events if isinstance(e, ev.ProtocolError)]
+        assert errors and all("1000" in m or "length" in m for m in errors), errors[:3]
+    for data in (
+        json.dumps({"type": "response.done", "response": {"id": long_id}}),
+        json.dumps({"type": "error", "error": {"event_id": long_id}}),
+        json.dumps(
+            {
+                "type": "response.function_call_arguments.done",
+                "call_id": "c",
+                "name": long_id,
+                "arguments": "{}",
+            }
+        ),
+    ):
+        assert isinstance(rt.parse_server_event(data), rt.Malformed), data[:80]
+    live_data = json.dumps({"type": "session.started", "session": {"id": long_id}})
+    assert isinstance(live.parse_server_event(live_data), live.Malformed)

@@ -108,3 +108,14 @@ def test_an_engine_without_admission_rejects_the_call() -> None:
     engine = Engine("c")
     out = _feed(engine, ev.SessionInitiated, config=ev.CallConfig())
     assert out == ["SessionRejected", "CallEnded"] and engine.view.ended
+
+
+def test_the_status_changes_in_one_place() -> None:
+    """Every status change goes through Engine._to (the table), none around it."""
+    import inspect
+
+    from fastagent import core
+
+    source = inspect.getsource(core)
+    assert source.count("self.status = ") == 1
+    assert "self.status = next_status(self.status, trigger)" in source

@@ -9,8 +9,13 @@ decisions and executes them.  Its modules, along the seams of a call:
 * :mod:`~fastagent.service.process` - :class:`Service`: the calls of this process and
   what they share (store, MCP tool hubs, the OpenAI SDK client);
 * :mod:`~fastagent.service.vaic_socket` - the VAIC socket's ordered lane and fast lane;
-* :mod:`~fastagent.service.call` - :class:`CallSession`, the call runner: record,
-  decide, execute; the model socket; the audio hot paths;
+* :mod:`~fastagent.service.call` - :class:`CallSession`, the call runner, composed of:
+  :mod:`~fastagent.service.recording` (record, decide; durability),
+  :mod:`~fastagent.service.caller_link` (the caller side, caller audio),
+  :mod:`~fastagent.service.model_link` (the model link interface and the call's
+  model side, model audio; Realtime in :mod:`~fastagent.service.realtime_link`),
+  :mod:`~fastagent.service.ownership` (claim, grace, hand-over, checkpoints);
+* :mod:`~fastagent.service.executor` - the decision table: how each decision is acted on;
 * :mod:`~fastagent.service.ownership` - initiate, resume, claim: one owner per call;
 * :mod:`~fastagent.service.gc_tuning` - :func:`tune_gc` for a serving process.
 

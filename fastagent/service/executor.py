@@ -49,6 +49,20 @@ AHEAD_OF_LOG: frozenset[type[ev.Decision]] = frozenset(
 
 # What the model is told: sent in log order across batches (see model_turn).
 TO_MODEL: frozenset[type[ev.Decision]] = frozenset({*MODEL_DECISIONS, ev.ModelConfigured})
+# What the caller is told once the log holds it: in log order across batches too
+# (caller_turn).  Hangup and transfer wait for the goodbye instead (after_playback);
+# the play stream's framing runs ahead of the log.
+TO_CALLER: frozenset[type[ev.Decision]] = frozenset(
+    {
+        ev.SessionAccepted,
+        ev.SessionRejected,
+        ev.SessionParamsSent,
+        ev.DtmfSent,
+        ev.CallRecordingPaused,
+        ev.CallRecordingResumed,
+        ev.CallerNotified,
+    }
+)
 MODEL_TURN_S = 10.0  # past this, a frame stops waiting for an earlier one (never seen)
 
 HANDLERS: dict[type[ev.Decision], Handler[Any]] = {}
@@ -76,19 +90,25 @@ async def execute(call: CallSession, decisions: list[ev.Decision]) -> None:
     one group commit.  If the log cannot be made durable the frame is not sent
     (nor anything after it in the batch).  Raises what a handler raises (the
     call's ``_Lost`` when another instance took the stream).  Frames to the model
-    go out in log order across batches (:func:`model_turn`).
+    go out in log order across batches (:func:`model_turn`), and so do the
+    caller's (:func:`caller_turn`).
     """
-    order = call.model_order
-    mine = [d.seq for d in decisions if d.seq in order]
-    if mine:
+    model, caller = call.model_order, call.caller_order
+    mine = [d.seq for d in decisions if d.seq in model]
+    theirs = [d.seq for d in decisions if d.seq in caller]
+    if mine or theirs:
         task = asyncio.current_task()
         for seq in mine:
-            order[seq] = task
+            model[seq] = task
+        for seq in theirs:
+            caller[seq] = task
         try:
             await _execute(call, decisions)
         finally:
             for seq in mine:
                 model_turn_done(call, seq)
+            for seq in theirs:
+                caller_turn_done(call, seq)
     else:
         await _execute(call, decisions)
 
@@ -115,6 +135,7 @@ async def _execute(call: CallSession, decisions: list[ev.Decision]) -> None:
 async def _session_accepted(call: CallSession, d: ev.SessionAccepted) -> None:
     """Adopt the call's policy and model link, set up resampling where the caller's
     format and the model's differ, and send ``session.accepted``."""
+    await caller_turn(call, d.seq)
     call.policy = d.policy
     call.use_link()
     # The bridge from the decision's two formats (no second negotiation):
@@ -151,7 +172,26 @@ async def _playback_stopped(call: CallSession, d: ev.PlaybackStopped) -> None:
 async def _to_caller(call: CallSession, d: ev.Decision) -> None:
     frame = vaic.decision_frame(d)
     assert frame is not None  # (each registered type has a frame)
+    await caller_turn(call, d.seq)
     await call.to_vaic(frame)
+    caller_turn_done(call, d.seq)
+
+
+async def caller_turn(call: CallSession, seq: int) -> None:
+    """Wait until every caller frame recorded before ``seq`` by another batch has
+    been sent (or given up): the waits for durability of concurrent batches (the
+    caller's reader, the model's, tool tasks) can end in any order, and the caller
+    receives the engine's decisions in the log's order.  The same rule as
+    :func:`model_turn`, kept apart from it: a slow model socket never holds the
+    caller's frames.  Gives up after MODEL_TURN_S with a warning."""
+    await _turn(call, seq, "caller")
+
+
+def caller_turn_done(call: CallSession, seq: int) -> None:
+    """The caller decision ``seq`` was sent (or will not be): later ones may go."""
+    if call.caller_order.pop(seq, -1) != -1:
+        turned, call.caller_turned = call.caller_turned, asyncio.Event()
+        turned.set()
 
 
 @_on(ev.HangupRequested, ev.TransferRequested)
@@ -208,18 +248,25 @@ async def model_turn(call: CallSession, seq: int) -> None:
     any order: without this a DTMF message could reach a resumed model session
     before the ``session.update`` and seeded history the log puts first (found by
     bench/kill9.py on PostgreSQL).  Gives up after MODEL_TURN_S with a warning."""
+    await _turn(call, seq, "model")
+
+
+async def _turn(call: CallSession, seq: int, side: str) -> None:
+    """Wait for the side's (``model`` / ``caller``) earlier decisions of other
+    batches to be sent: its ``<side>_order`` and ``<side>_turned`` on the call."""
     me = asyncio.current_task()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + MODEL_TURN_S
+    order = getattr(call, f"{side}_order")
     while not call.closing:
-        if not any(s < seq and t is not me for s, t in call.model_order.items()):
+        if not any(s < seq and t is not me for s, t in order.items()):
             return
         left = deadline - loop.time()
         if left <= 0:
-            log.warning("call %s: model frame %d sent out of log order", call.call_id, seq)
+            log.warning("call %s: %s frame %d sent out of log order", call.call_id, side, seq)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(call.model_turned.wait(), left)
+            await asyncio.wait_for(getattr(call, f"{side}_turned").wait(), left)
 
 
 def model_turn_done(call: CallSession, seq: int) -> None:
@@ -308,4 +355,12 @@ async def _call_ended(call: CallSession, d: ev.CallEnded) -> None:
     call.spawn(call.close("call ended"))
 
 
-__all__ = ["AHEAD_OF_LOG", "HANDLERS", "after_playback", "execute", "run_tool", "watch_drain"]
+__all__ = [
+    "AHEAD_OF_LOG",
+    "HANDLERS",
+    "TO_CALLER",
+    "after_playback",
+    "execute",
+    "run_tool",
+    "watch_drain",
+]

@@ -2,7 +2,9 @@
 
 A call talks to its model through a :class:`ModelLink`; the Realtime API is one
 implementation (:class:`fastagent.service.realtime_link.RealtimeLink`), GPT-Live
-another.  The link owns the model's socket and its wire protocol; the call
+another (:class:`fastagent.live_link.LiveLink`).  :class:`ModelSide`, below, is the
+call's side of it (the :class:`ModelEvents` a link reports to).  The link owns
+the model's socket and its wire protocol; the call
 (:class:`fastagent.service.call.CallSession`) owns the log, the engine, the
 timers and the reconnect policy.  Nothing of the core changes when a link is
 added: links speak *events* (``fastagent.events``) to the call, wire frames to
@@ -16,7 +18,12 @@ The contract, in the order a call uses it::
     await link.send_audio(b64)             # caller audio, base64 in the model's format
     awaited = await link.send(d)           # any decision of MODEL_DECISIONS
     ...                                    # frames arrive: the link calls the ModelEvents
+    link.forget()                          # its socket failed (then connect again)
     await link.close()
+
+A call resumed from the store is handed a Realtime connection dialled while it
+was rebuilt: ``await link.adopt(task)`` takes it (True), or, for a link of
+another protocol, closes it and returns False, and the call connects the link.
 
 ``configure`` and ``send`` return what the model is expected to answer, as
 ``(waiting_for, event_id)`` (e.g. ``("response.created", "fa-response-7")``), or
@@ -35,10 +42,20 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from fastagent import audio, models, realtime
 from fastagent import events as ev
+from fastagent.service.recording import Lost, Recorder, now_us
+from projections import live
+
+if TYPE_CHECKING:
+    from fastagent import sockets, vaic
+
+log = logging.getLogger("fastagent.service")
 
 # The decisions a link sends (ModelConfigured goes through configure).
 MODEL_DECISIONS: tuple[type[ev.Decision], ...] = (
@@ -137,8 +154,299 @@ class ModelLink(abc.ABC):
         """Fast lane: write a frame from :meth:`audio_frame` (check writable_now)."""
 
     @abc.abstractmethod
+    def forget(self) -> None:
+        """The socket failed: drop it with no close handshake (the call connects
+        a new one, see :meth:`ModelSide.model_lost`)."""
+
+    async def adopt(self, dialled: asyncio.Task[Any]) -> bool:
+        """A call resumed from the store: take a Realtime connection ``dialled``
+        while the call was rebuilt (most of a resume's latency is that socket).
+
+        True if the link took it, or tried to (a failed dial is logged and left
+        to the first configuration, which dials again with backoff).  False if
+        the link speaks another protocol: it has closed that connection, and the
+        call connects the link itself.  This default is the latter.
+        """
+        dialled.cancel()
+        with contextlib.suppress(BaseException):
+            await (await dialled).close()
+        return False
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Stop reading and close the socket (idempotent; never raises)."""
 
 
-__all__ = ["MODEL_DECISIONS", "Awaited", "ModelAudio", "ModelEvents", "ModelLink"]
+# ------------------------------------------------------------ the call's side
+
+SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
+SEED_SHARE = 4  # the seeded history may use 1/SEED_SHARE of the model's context window
+CHARS_PER_TOKEN = 4  # a conservative estimate for English text
+
+
+def seed_pairs(
+    transcript: list[live.Line], items: int = SEED_ITEMS, context_tokens: int = 32_000
+) -> list[tuple[str, str]]:
+    """What a fresh model session is told of the call so far.
+
+    The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
+    conversation items; anything older is folded into one system message, so a
+    long call resumes with a few frames, not hundreds.  Bot audio the caller
+    never heard (deleted after a barge-in) is left out.  The whole history is
+    kept within a quarter of ``context_tokens`` (128,000 for gpt-realtime-2:
+    fastagent.models): the oldest part of the summary goes first.
+    """
+    pairs = [(line.role, line.text) for line in transcript if line.text and line.heard]
+    budget = context_tokens // SEED_SHARE * CHARS_PER_TOKEN  # in characters
+    recent = pairs[len(pairs) - items :] if items else []
+    while recent and sum(len(t) for _, t in recent) > budget:
+        recent = recent[1:]
+    older = pairs[: len(pairs) - len(recent)]
+    if not older:
+        return recent
+    room = budget - sum(len(t) for _, t in recent)
+    lines = [f"{role}: {text}" for role, text in older]
+    while lines and sum(len(x) + 1 for x in lines) > room:
+        lines.pop(0)
+    if not lines:
+        return recent
+    return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
+
+
+class ModelSide(Recorder):
+    """The call's side of the model link (a mixin of CallSession; fields set up
+    there): it implements :class:`ModelEvents`, configures the model (seeding a
+    fresh session from the log), times the answers the link awaits, reconnects
+    a dropped socket, and records model audio on both lanes
+    (:meth:`on_bot_audio`, the ordered lane; :meth:`model_audio_now`, the fast
+    lane), forwarding to the caller what the engine says is being played."""
+
+    # Closed while a resume hands the call from a stale socket to a new one:
+    # model frames wait, so no decision is acted on against the wrong socket.
+    handover: asyncio.Event
+    timers: dict[str, asyncio.Task[None]]  # model answers awaited
+    seeded: bool  # the current model session heard the conversation so far
+    chunks_out: int
+    to_caller: audio.Resampler | None  # where the model's format is not the caller's
+
+    if TYPE_CHECKING:  # the caller side's (CallerSide)
+        caller_sock: sockets.CallerProtocol | None
+        proto: vaic.VaicProtocol | None
+
+        def vaic_proto(self) -> vaic.VaicProtocol: ...
+
+        async def to_vaic(self, frame: bytes) -> None: ...
+
+        def write_now(self, sock: Any, frame: Any) -> None: ...
+
+    async def configure_model(self, d: ev.ModelConfigured) -> None:
+        if not self.model_link.connected:
+            try:
+                await self.attach_model()  # first configuration of the call: connect now
+            except Exception as exc:
+                # The core answers with a hangup: no dead air, and the log says why.
+                await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
+                return
+        seed: list[tuple[str, str]] = []
+        if not self.seeded:
+            # A fresh model session (after a reconnect or a resume elsewhere) hears
+            # the conversation so far from the log.
+            self.seeded = True
+            window = models.info(self.service.config.model).context_tokens
+            seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
+        awaited = await self.model_link.configure(d, seed)
+        if awaited is not None:
+            self.await_model(*awaited)
+
+    def await_model(self, waiting_for: str, event_id: str) -> None:
+        """Start the timer for the model's answer to what was just sent: the
+        answer cancels it (see RealtimeLink.on_frame); if it fires, the core hears a
+        ModelTimeout (FASTAGENT_MODEL_TIMEOUT_S, recorded in CallConfig)."""
+        old = self.timers.pop(waiting_for, None)
+        if old is not None:
+            old.cancel()
+        seconds = self.policy.model_timeout_s
+
+        async def expire() -> None:
+            await asyncio.sleep(seconds)
+            if self.timers.get(waiting_for) is not task:
+                return
+            del self.timers[waiting_for]
+            if not self.closing and not self.engine.view.ended:
+                await self._guard(
+                    self.input(
+                        ev.ModelTimeout, waiting_for=waiting_for, seconds=seconds, event_id=event_id
+                    )
+                )
+
+        task = asyncio.create_task(expire())
+        self.timers[waiting_for] = task
+
+    def answered(self, waiting_for: str) -> None:
+        task = self.timers.pop(waiting_for, None)
+        if task is not None:
+            task.cancel()
+
+    def on_failure_handled(self, d: ev.ModelFailureHandled) -> None:
+        quiet = d.action in ("none", "settled")  # on record; nothing changes for the caller
+        log.log(
+            logging.INFO if quiet else logging.WARNING,
+            "call %s: model failure %s (%s) -> %s%s",
+            self.call_id,
+            d.kind,
+            d.code or "-",
+            d.action,
+            f": {d.message}" if d.message else "",
+        )
+        if d.action == "reconnect" and self.model_link.connected:
+            # The session is over (session_expired): a new one, seeded from the log.
+            self.spawn(self.reconnect_model(f"model {d.kind}"))
+
+    async def reconnect_model(self, reason: str) -> None:
+        """Close the model session on purpose and open a new one (model_lost)."""
+        if not self.model_link.connected:
+            return
+        await self.model_link.close()
+        await self.model_lost(reason)
+
+    async def attach_model(self) -> None:
+        """Connect the model link (with backoff); it starts reading at once."""
+        retries = self.policy.model_retries
+        delay = 0.2
+        for attempt in range(retries + 1):
+            try:
+                await self.model_link.connect()
+                return
+            except Exception as exc:
+                log.warning("call %s: model connect failed (%s)", self.call_id, exc)
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def detach_model(self) -> None:
+        await self.model_link.close()
+
+    async def model_lost(self, reason: str) -> None:
+        """The model socket dropped: reconnect and seed the new session from the log."""
+        self.model_link.forget()
+        for task in self.timers.values():  # nothing more will answer on that socket
+            task.cancel()
+        self.timers.clear()
+        await self.input(ev.ConnectionLost, side="model", reason=reason[:200])
+        # A model that drops every session it opens (a frame past the size cap, a
+        # broken proxy) would be redialled forever: model_retries drops with no
+        # response in between, with backoff, then the agent's fallback.
+        self.model_drops += 1
+        if self.model_drops > self.policy.model_retries:
+            message = f"model socket dropped {self.model_drops} times with no response between"
+            log.error("call %s: %s; last: %s", self.call_id, message, reason[:200])
+            await self.input(ev.ModelError, error_type="connection", message=message)
+            return
+        if self.model_drops > 1:
+            await asyncio.sleep(min(0.2 * 2 ** (self.model_drops - 2), 5.0))
+            if self.closing:
+                return
+        try:
+            await self.attach_model()
+        except Exception as exc:
+            log.error("call %s: model unreachable: %s", self.call_id, exc)
+            await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
+            return
+        self.seeded = False
+        await self.input(ev.ConnectionRestored, side="model", instance=self.service.config.instance)
+
+    async def model_input(self, cls: type[ev.Input], **fields: Any) -> None:
+        await self.input(cls, **fields)  # what the caller is told of it, the core decides
+
+    async def model_audio(self, audio: ModelAudio) -> None:
+        await self.on_bot_audio(audio)  # type: ignore[arg-type]
+
+    def model_audio_writable(self) -> bool:
+        if self.closing or self.lost or not self.handover.is_set():
+            return False
+        caller = self.caller_sock
+        return caller is not None and caller.can_write_now()
+
+    def model_answered(self, waiting_for: str) -> None:
+        self.answered(waiting_for)
+
+    async def model_protocol_error(self, message: str) -> None:
+        await self.protocol_error("model", message)
+
+    async def model_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, Lost):
+            await self.close("stream taken over by another instance")
+        elif not self.closing:
+            await self.model_lost(str(exc) or type(exc).__name__)
+
+    def model_audio_now(self, e: ModelAudio) -> bool:
+        """Fast lane, from the model socket's data callback (through the link): a
+        chunk of the audio being played is recorded and forwarded with no await."""
+        if not self.engine.view.plays(e.item_id):
+            return False  # a new stream starts, or audio nobody hears: decisions to act on
+        proto = self.proto
+        if proto is None or proto.play_stream_id is None:
+            return False
+        caller = self.caller_sock
+        b64 = e.delta
+        if self.to_caller is not None:
+            b64 = self.to_caller.process_b64(b64)
+        frame = proto.play_chunk(b64)  # before the record: it may raise
+        inp = self.bot_audio_input(e)  # type: ignore[arg-type]
+        if self.record_now(inp):
+            self.write_now(caller, frame)
+            self.metrics.relay_to_caller(inp.at)
+        return True
+
+    def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
+        self.chunks_out += 1
+        nbytes = audio.b64_decoded_len(e.delta)
+        view = self.engine.view
+        model_fmt = view.model_format
+        return ev.BotAudio(
+            call_id=self.call_id,
+            seq=view.next_seq,
+            at=now_us(),
+            response_id=e.response_id,
+            item_id=e.item_id,
+            chunk=self.chunks_out,
+            nbytes=nbytes,
+            duration_us=audio.duration_us(nbytes, model_fmt),
+            fmt=model_fmt,
+        )
+
+    def model_sample_bytes(self) -> int:
+        """Bytes per sample of the model's audio: bot audio must be whole samples."""
+        return 1 if self.engine.view.model_format == "audio/pcmu" else 2
+
+    async def on_bot_audio(self, e: realtime.AudioDelta) -> None:
+        """Hot path (slow lane): record the boundary; forward the base64 if it is played."""
+        err = realtime.audio_delta_error(e, self.model_sample_bytes())
+        if err is not None:  # dropped: the caller never hears what is not audio
+            await self.protocol_error("model", err)
+            return
+        b64 = e.delta
+        inp = self.bot_audio_input(e)
+        decisions = self.record(inp)
+        if decisions:
+            await self.execute(decisions)
+        if not self.engine.view.plays(e.item_id):
+            return  # interrupted or not ours: the caller must not hear it
+        if self.vaic_proto().play_stream_id is None:
+            return  # a resume attached a new socket and has not started its stream yet
+        if self.to_caller is not None:
+            b64 = self.to_caller.process_b64(b64)
+        await self.to_vaic(self.vaic_proto().play_chunk(b64))
+        self.metrics.relay_to_caller(inp.at)
+
+
+__all__ = [
+    "MODEL_DECISIONS",
+    "Awaited",
+    "ModelAudio",
+    "ModelEvents",
+    "ModelLink",
+    "ModelSide",
+    "seed_pairs",
+]

@@ -4,6 +4,13 @@ One session drives a call at a time.  A caller that reconnects (``session.resume
 within the grace period gets the same session back, on this instance from memory,
 on another one rebuilt from the log (checkpoint + tail) and claimed with an
 optimistic-concurrency append (see docs/operations.md).
+
+* :func:`initiate`, :func:`resume` - a VAIC socket's ``session.initiate`` /
+  ``session.resume``: the call's :class:`~fastagent.service.call.CallSession`, or
+  None after a ``session.error``;
+* :class:`Ownership` - the part of a CallSession that keeps the call (a mixin):
+  claiming its stream, noticing another instance took it, the grace period after
+  the caller dropped, handing it over when draining, and its checkpoints.
 """
 
 from __future__ import annotations
@@ -11,20 +18,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 
 from fastagent import checkpoints, vaic
 from fastagent import events as ev
 from fastagent.admission import engine_for
-from fastagent.service.call import CallSession, _Lost, now_us
 from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.executor import run_tool
 from fastagent.service.process import Service
 from fastagent.service.realtime_link import dial_model
+from fastagent.service.recording import Lost, Recorder, now_us
 from fastagent.status import Status
 from fastagent.store import EventStore, StoreError, StreamConflict, UnknownCall
+
+if TYPE_CHECKING:
+    from fastagent.service.call import CallSession
 
 log = logging.getLogger("fastagent.service")
 
@@ -33,6 +43,117 @@ CLAIM_ATTEMPTS = 5  # a resume overtakes an old owner still finishing its writes
 
 
 LIVE_S = 1.0  # a call not suspended whose log is quiet this long has lost its driver
+
+GRACE_POLL_S = 0.25  # how often a suspended call checks whether it moved elsewhere
+
+CHECKPOINT_EVERY = 5000  # events between periodic checkpoints of a live call
+
+CHECKPOINT_CHECK_S = 2.0
+
+
+class Ownership(Recorder):
+    """The call's hold on its stream (a mixin of CallSession; fields set up there)."""
+
+    grace_task: asyncio.Task[None] | None  # waiting for a resume after a drop
+    checkpoint_seq: int  # seq of the last checkpoint written (or restored from)
+    chunks_in: int
+    chunks_out: int
+
+    if TYPE_CHECKING:  # the caller side's (CallerSide)
+        caller: WebSocket | None
+        proto: vaic.VaicProtocol | None
+
+        def detach_caller(self) -> WebSocket | None: ...
+
+    async def hand_over(self) -> None:
+        """Leave the call to another instance (draining): record the caller as
+        dropped (the call is then suspended in the log, which lets a resume
+        elsewhere claim it at once), checkpoint it, and close the caller socket with
+        1001 (going away), on which VAIC reconnects and sends ``session.resume``."""
+        if self.closing:
+            return
+        ws = self.detach_caller()
+        self.proto = None
+        if ws is not None and self.engine.view.status not in (Status.ENDED, Status.SUSPENDED):
+            with contextlib.suppress(Lost):
+                await self.input(ev.ConnectionLost, side="caller", reason="instance draining")
+        if not self.lost:
+            await self.save_checkpoint()
+        await self.close("instance draining: left to resume on another instance")
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001)
+
+    def start_grace(self) -> None:
+        """The caller dropped: wait for a resume; end the call when the grace is over.
+
+        Meanwhile watch the log: if another instance resumed the call, let go of it
+        (model socket included) at once instead of at the end of the grace.
+        """
+        grace = self.policy.grace_s
+
+        async def expire() -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while (left := deadline - loop.time()) > 0:
+                await asyncio.sleep(min(left, GRACE_POLL_S))
+                if self.caller is not None or self.closing:
+                    return
+                if await self.taken_over():
+                    await self.close("call resumed on another instance")
+                    return
+            if self.caller is None and not self.closing:
+                await self.input(ev.GraceExpired, seconds=grace)
+
+        self.grace_task = asyncio.create_task(self._guard(expire()))
+
+    async def claim(self, batch: list[ev.Event]) -> None:
+        """Append at once (not group-committed) and apply: raises StreamConflict if
+        anyone else wrote to the call's stream since this instance last did."""
+        await asyncio.to_thread(self.store.append_now, batch)
+        self.applied(batch)
+
+    async def taken_over(self) -> bool:
+        """True if another writer appended to this call's stream after us."""
+        if self.lost or self.store.conflicted(self.call_id):
+            return True
+        try:
+            stored = await asyncio.to_thread(self.store.last_seq, self.call_id)
+        except StoreError:
+            return False  # cannot tell; the next write will
+        return stored >= self.engine.view.next_seq
+
+    async def save_checkpoint(self) -> None:
+        """Checkpoint the call's state once what it reflects is durable (see checkpoints.py)."""
+        data = checkpoints.take(self.engine, self.state, self.chunks_in, self.chunks_out)
+        if data is None:
+            return
+        seq = self.engine.view.next_seq - 1
+
+        def write() -> None:
+            self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
+            self.store.write_checkpoint(self.call_id, seq, data)
+
+        try:
+            await asyncio.to_thread(write)
+        except StreamConflict:
+            self.lost = True
+        except StoreError as exc:
+            log.warning("call %s: checkpoint not written: %s", self.call_id, exc)
+            return
+        self.checkpoint_seq = seq
+
+    def keep_checkpoints(self) -> None:
+        """Checkpoint every CHECKPOINT_EVERY events or so, bounding what a resume after a
+        crash must replay."""
+
+        async def loop() -> None:
+            while not self.closing:
+                await asyncio.sleep(CHECKPOINT_CHECK_S)
+                if self.engine.view.next_seq - 1 - self.checkpoint_seq >= CHECKPOINT_EVERY:
+                    await self.save_checkpoint()
+
+        self.spawn(loop())
 
 
 async def initiate(
@@ -72,6 +193,8 @@ async def _initiate(
     if known:
         await ws.send_text(vaic.session_error("conversation already exists").decode())
         return None
+    from fastagent.service.call import CallSession  # (built on this module's Ownership)
+
     cfg = service.config
     config = ev.CallConfig(
         agent=cfg.agent,
@@ -148,10 +271,21 @@ async def resume(
     drives it, else rebuilt from the store (checkpoint + tail) and claimed.
 
     A call whose caller socket is alive and healthy (a frame within
-    ``resume_stale_s``) keeps it: the resume gets ``session.error``."""
-    session = await _resume(service, ws, proto, msg)
-    if session is not None:
-        session.caller_pace = pace
+    ``resume_stale_s``) keeps it: the resume gets ``session.error``, as does a
+    resume (or initiate) of a call whose resume or initiate is under way here."""
+    call_id = msg.conversationId
+    if call_id in service.initiating:
+        # One at a time: concurrent take-overs of one call each saw no live socket
+        # yet, and each attached its own (several session.accepted, some none).
+        await ws.send_text(vaic.session_error("call is being resumed").decode())
+        return None
+    service.initiating.add(call_id)
+    try:
+        session = await _resume(service, ws, proto, msg)
+        if session is not None:
+            session.caller_pace = pace  # before the next resume may look at it
+    finally:
+        service.initiating.discard(call_id)
     return session
 
 
@@ -219,7 +353,7 @@ async def _take_over(
             )
             decisions = session.record(inp)
             await session.store.flush_async(call_id)
-        except (StreamConflict, _Lost):
+        except (StreamConflict, Lost):
             if replacing:
                 _abort(old, old_sock)  # type: ignore[arg-type]
             await session.close("call resumed on another instance")
@@ -260,6 +394,8 @@ async def quiet_for(store: EventStore, call_id: str, last: int, live_s: float = 
 async def resume_from_store(
     service: Service, ws: WebSocket, proto: vaic.VaicProtocol, call_id: str
 ) -> CallSession | None:
+    from fastagent.service.call import CallSession  # (built on this module's Ownership)
+
     store, cfg = service.store, service.config
     instance = cfg.instance
     # The model is dialled once the call is known resumable, while it is claimed:
@@ -358,22 +494,13 @@ async def resume_from_store(
     # Whatever model session there was is not ours: record it gone, so the engine
     # drops a response in progress and owes the caller a new one.
     await session.input(ev.ConnectionLost, side="model", reason=f"call resumed on {instance}")
-    if session.engine.view.live:
-        # A GPT-Live call: its link dials (a new session, or a fork of the stored one).
-        dial.cancel()
-        with contextlib.suppress(BaseException):
-            await (await dial).close()
+    # The link SessionAccepted chose takes the connection dialled meanwhile, or
+    # (another protocol: GPT-Live) dials its own.
+    if not await session.model_link.adopt(dial):
         try:
             await session.attach_model()
         except Exception as exc:  # configuring the model dials again, with backoff
             log.warning("call %s: model connect failed (%s)", call_id, exc)
-    else:
-        try:
-            conn = await dial
-        except Exception as exc:  # configuring the model dials again, with backoff
-            log.warning("call %s: model connect failed (%s)", call_id, exc)
-        else:
-            session.model_link.use(conn)  # type: ignore[attr-defined]
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).

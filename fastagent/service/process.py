@@ -60,7 +60,7 @@ class Service:
         self._hub_lock = asyncio.Lock()
         self._openai: Any = None
         self.sockets = 0  # VAIC sockets accepted and not yet finished
-        self.initiating: set[str] = set()  # conversation ids between check and claim
+        self.initiating: set[str] = set()  # ids being initiated or resumed here (one at a time)
         self._rejected: dict[str, float] = {}  # source -> when its last rejection was logged
 
     def rejected(self, source: str, status: int, why: str) -> None:

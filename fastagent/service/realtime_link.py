@@ -205,6 +205,18 @@ class RealtimeLink(ModelLink):
     async def connect(self) -> None:
         self.use(await self.dial())
 
+    async def adopt(self, dialled: asyncio.Task[Any]) -> bool:
+        """Drive the Realtime connection ``dialled`` during a resume (see
+        :meth:`ModelLink.adopt`); a failed dial is logged and left to the first
+        configuration."""
+        try:
+            conn = await dialled
+        except Exception as exc:  # configuring the model dials again, with backoff
+            log.warning("call %s: model connect failed (%s)", self.call_id, exc)
+        else:
+            self.use(conn)
+        return True
+
     def use(self, conn: Any) -> None:
         """Start driving a freshly connected Realtime socket."""
         from fastagent import sockets

@@ -11,10 +11,11 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from fastagent import events as ev
 from fastagent import observe, sockets, vaic
-from fastagent.service.call import CallSession, _Lost
+from fastagent.service.call import CallSession
 from fastagent.service.caller_link import CallerPace, _abort
 from fastagent.service.ownership import initiate, resume
 from fastagent.service.process import Service
+from fastagent.service.recording import Lost
 
 log = logging.getLogger("fastagent.service")
 
@@ -134,7 +135,7 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     break
     except WebSocketDisconnect:
         pass
-    except _Lost:
+    except Lost:
         if session is not None:
             await session.close("stream taken over by another instance")
         return
@@ -164,7 +165,7 @@ async def caller_gone(session: CallSession, reason: str, ended: bool = False) ->
         return
     try:
         await session.input(ev.ConnectionLost, side="caller", reason=reason[:200])
-    except _Lost:
+    except Lost:
         await session.close("stream taken over by another instance")
         return
     except Exception as exc:  # the store is failing too: do not keep the call open

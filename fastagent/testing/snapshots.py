@@ -10,6 +10,8 @@ The view is stable across re-recordings of the same conversation:
 
 * no wall-clock time, no ``seq`` (how many audio chunks came between two
   decisions; the list order remains), no call id;
+* a loopback port in a message (the fake model's, chosen by the OS) reads
+  ``<port>``;
 * ids are renamed ``<name-1>``, ``<name-2>`` in order of first appearance, so
   cross-references survive;
 * how much of the bot's audio the caller heard before barging in reads
@@ -46,6 +48,8 @@ _ID_FIELDS = {
     "stream_id": "stream",
 }
 _ACTION = re.compile(r"^act-\d+$")  # an FSA action's call id: "act-<seq>"
+# A loopback address in an error message: its port is the OS's choice per run.
+_LOOPBACK = re.compile(r"(127\.0\.0\.1'?,? ?:?)\d+")
 _HEARD = "<heard>"  # ms heard before a barge-in: set by the caller's timing
 _NOT_IN_VIEW = ("call_id", "seq", "at")
 # Live-state fields that count audio or time: they vary between re-recordings.
@@ -86,6 +90,10 @@ def snapshot_view(events: Sequence[ev.Event]) -> dict[str, Any]:
             if name in row:
                 value = str(row[name])
                 row[name] = ids("action" if _ACTION.match(value) else kind, value)
+        for name in ("message", "error", "reason"):
+            value = row.get(name)
+            if isinstance(value, str) and "127.0.0.1" in value:
+                row[name] = _LOOPBACK.sub(r"\1<port>", value)
         if row["type"] == "TruncateRequested":
             row["audio_end_ms"] = _HEARD
         elif row["type"] == "PlaybackStopped" and row.get("reason") == "barge_in":
