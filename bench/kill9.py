@@ -78,13 +78,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastagent import events as ev
-from fastagent import models, realtime
-from fastagent.service.call import seed_pairs
+from fastagent import realtime
 from fastagent.store import open_store
 from fastagent.testing.caller import DEFAULT_PACE, SimulatedCaller
 from fastagent.testing.fake_realtime import FakeRealtimeServer, FakeSession
 from fastagent.testing.scenario import Scenario, load_scenario
-from projections import live
 
 TOKEN = "kill9-token-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,8 +166,8 @@ class ResumingFake(FakeRealtimeServer):
         self._claim = (call_id, prev, came)
 
         async def release() -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(came.wait(), 8.0)
+            with contextlib.suppress(TimeoutError):  # (a refused resume dials nothing)
+                await asyncio.wait_for(came.wait(), 30.0)
             self._claim = None
             self._lock.release()
 
@@ -241,31 +239,19 @@ def _tool(t: Any) -> str:
 
 def expected_told(events: Sequence[ev.Event], after: int) -> list[tuple[Any, ...]]:
     """What the log says a model session opened at ``events[after]`` (a
-    ConnectionRestored side=model) was told, in order: its model decisions and, after
-    the first ``session.update``, the seed the log's own transcript calls for."""
-    state = live.CallState()
-    policy = ev.CallPolicy()
-    model = ""
+    ConnectionRestored side=model) was told, in order: its model decisions, each
+    ``session.update`` followed by the history its ModelConfigured carries (the
+    core decides it; the link sends exactly that)."""
     out: list[tuple[Any, ...]] = []
-    seeded = False
     for i, e in enumerate(events):
-        if isinstance(e, ev.SessionAccepted):
-            policy = e.policy
-        elif isinstance(e, ev.SessionInitiated):
-            model = e.config.model
         if i < after:
-            live.apply(state, e)
             continue
         if isinstance(e, ev.ConnectionLost) and e.side == "model":
             break  # that session is over
         if isinstance(e, ev.ModelConfigured):
             tools = tuple(_tool(realtime.function_tool(t)) for t in e.tools)
             out.append(("session.update", e.instructions, tools))
-            if not seeded:
-                seeded = True
-                window = models.info(model).context_tokens
-                for role, text in seed_pairs(state.transcript, policy.history_items, window):
-                    out.append(("message", role, text))
+            out.extend(("message", h.role, h.text) for h in e.history)
         elif isinstance(e, ev.ResponseRequested):
             out.append(("response.create", e.instructions))
         elif isinstance(e, ev.FunctionOutputSent):
@@ -276,7 +262,6 @@ def expected_told(events: Sequence[ev.Event], after: int) -> list[tuple[Any, ...
             out.append(("truncate", e.item_id, max(0, int(e.audio_end_ms))))
         elif isinstance(e, ev.ItemDeleted):
             out.append(("delete", e.item_id))
-        live.apply(state, e)
     return out
 
 
@@ -553,14 +538,22 @@ async def kill_and_resume(
                 proc2.kill()
         final = await asyncio.to_thread(read_logs, store, ids)
         new_session = {cid: s for s in fake.sessions if (cid := fake.owner.get(s.n)) is not None}
-    resumed = differs = compared = 0
+        by_n = {s.n: s for s in fake.sessions}
+        before_kill = max((s.n for s in sessions_at_kill), default=0)  # (ids name old ones too)
+    resumed = differs = compared = mismatched = 0
     first: str | None = None
     for c in callers:
         cid = c.conversation_id
         events = final[cid]
         if c.report.resumes == 0 or not any(isinstance(e, ev.SessionResumed) for e in events):
             continue
-        session = new_session.get(cid)
+        # The session that served the call after the resume, as the log names it
+        # (its response and call ids), else the one its resume claimed.
+        at = next(i for i, e in enumerate(events) if isinstance(e, ev.SessionResumed))
+        named = [n for n in owners_in_log({cid: events[at:]}) if n > before_kill]
+        session = by_n.get(min(named)) if named else new_session.get(cid)
+        claimed = new_session.get(cid)
+        mismatched += claimed is not None and session is not None and claimed is not session
         if session is None:
             continue
         resumed += 1
@@ -574,6 +567,7 @@ async def kill_and_resume(
         calls_resumed=resumed,
         resumed_items_compared=compared,
         context_differs=differs,
+        sessions_claimed_wrongly=mismatched,  # (the fake's script position, not the check)
         first_difference=first,
         backend_writes=writes,
         duplicate_side_effects=dup,
@@ -600,6 +594,7 @@ async def one_kill(args: argparse.Namespace, n: int, rng: random.Random) -> dict
     # About 20 non-audio client events reach the model per banking call.
     kill_after = rng.randint(args.calls, int(args.calls * 20 * args.reach))
     delay = rng.uniform(0, args.flush_ms / 1000)
+    kill_after = args.kill_after or kill_after
     try:
         row = await kill_and_resume(
             sc,
@@ -662,6 +657,7 @@ def main() -> None:
         default="",
         help="a deliberately broken service (bench/service_variant.py): nodurable, noseed",
     )
+    p.add_argument("--kill-after", type=int, default=0, help="N (default: drawn per kill)")
     p.add_argument("--keep", action="store_true", help="keep each kill's PostgreSQL schema")
     args = p.parse_args()
     rows = asyncio.run(run(args))

@@ -251,6 +251,25 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    send_dtmf=True,",
         "    send_dtmf=False,",
     ),
+    # --- a fresh model session's history (ModelConfigured.history) ----------------------
+    Mutation(
+        "history: the oldest recent turn folded into the summary",
+        C,
+        "    recent = pairs[max(0, len(pairs) - items) :] if items else []\n",
+        "    recent = pairs[max(0, len(pairs) - items) + 1 :] if items else []\n",
+    ),
+    Mutation(
+        "history: the summary's heading",
+        C,
+        '"Earlier in this call:\\n"',
+        '"Earlier in the call:\\n"',
+    ),
+    Mutation(
+        "history: bot words the caller never heard kept",
+        C,
+        'if e.role == "assistant" and e.item_id in self.unheard:',
+        'if e.role == "assistant" and e.item_id in self.unheard[:0]:',
+    ),
     # --- should not matter ------------------------------------------------------------
     Mutation(
         "a field with its default added to a decision",

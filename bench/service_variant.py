@@ -159,9 +159,9 @@ def apply(variant: str) -> None:
 
             CallSession.durable = durable  # type: ignore[method-assign]
         elif s == "noseed":
-            from fastagent.service import call
+            from fastagent import core
 
-            call.seed_pairs = lambda *a, **k: []  # type: ignore[assignment]
+            core.seed_pairs = lambda *a, **k: []  # type: ignore[assignment]
         elif s == "nogc":
             import gc
 

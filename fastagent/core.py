@@ -8,7 +8,9 @@ recorded ones and compares what it decides with what was recorded.
 
 The state here is small and bounded: counters, the current play stream, the
 function calls of the response in progress, and the running FSAs.  The
-transcript and other growing things belong to projections.
+transcript and other growing things belong to projections; the core keeps only
+the recent turns a fresh model session's history can use (bounded by the
+call's model's window: :func:`history_budget`).
 
 What the core does not settle itself comes in as data: the agent and the audio
 formats of a new call (:class:`Admission`, settled by ``fastagent.admission``
@@ -51,6 +53,47 @@ LIVE_FRONTEND_POLICY = (
 POLICY = ev.CallPolicy(
     grace_s=30.0, tool_timeout_s=10.0, model_retries=5, history_items=24, model_timeout_s=10.0
 )
+
+
+SEED_SHARE = 4  # a fresh session's history may use 1/SEED_SHARE of the model's window
+CHARS_PER_TOKEN = 4  # a conservative estimate for English text
+
+
+def history_budget(model: str) -> int:
+    """The characters of history a fresh session of ``model`` is told at most: a
+    quarter of its context window (fastagent.models), at 4 characters a token."""
+    return models.info(model).context_tokens // SEED_SHARE * CHARS_PER_TOKEN
+
+
+def seed_pairs(
+    pairs: list[tuple[str, str]], items: int = POLICY.history_items, budget: int = 32_000
+) -> list[tuple[str, str]]:
+    """What a fresh model session is told of the call so far: ``(role, text)``.
+
+    ``pairs``: the turns the caller said or heard, oldest first (bot audio the
+    caller never heard, deleted after a barge-in, is left out by the caller of
+    this).  The last ``items`` turns (the call's ``CallPolicy.history_items``) go
+    in as conversation items; anything older is folded into one system message,
+    so a long call resumes with a few frames, not hundreds.  The whole history is
+    kept within ``budget`` characters (:func:`history_budget`): the oldest part
+    of the summary goes first.  Pure; the result uses only the longest suffix of
+    ``pairs`` whose texts fit ``budget`` (so the core keeps no more than that).
+    """
+    pairs = [(role, text) for role, text in pairs if text]
+    # (Not pairs[len - items:]: with fewer turns than items that index is negative.)
+    recent = pairs[max(0, len(pairs) - items) :] if items else []
+    while recent and sum(len(t) for _, t in recent) > budget:
+        recent = recent[1:]
+    older = pairs[: len(pairs) - len(recent)]
+    if not older:
+        return recent
+    room = budget - sum(len(t) for _, t in recent)
+    lines = [f"{role}: {text}" for role, text in older]
+    while lines and sum(len(x) + 1 for x in lines) > room:
+        lines.pop(0)
+    if not lines:
+        return recent
+    return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +271,15 @@ class Engine:
     live_active: list[str] = field(default_factory=list)  # backend responses under way
     live_outputs: bool = False  # function outputs sent that no response.create continued
     barged: bool = False  # the caller talked over the output item still playing
+    caller_away: bool = False  # the caller's socket dropped and no resume came yet
     barge_told: bool = False  # GPT-Live: VAIC was told of this caller turn's barge-in
     control_after: int = -1  # GPT-Live: call control once a stream after this one ends
+    # The turns the caller said or heard (item id, role, text), oldest first: the
+    # longest suffix within the history budget (seed_pairs needs no more), and the
+    # assistant items deleted unheard whose transcript has not arrived (the last 64).
+    heard: list[tuple[str, str, str]] = field(default_factory=list)
+    heard_chars: int = 0
+    unheard: list[str] = field(default_factory=list)
     _out: list[ev.Decision] = field(default_factory=list)
     _at: int = 0
 
@@ -343,9 +393,10 @@ class Engine:
         assert self.agent is not None
         return self.config_transfer or self.agent.transfer_target
 
-    def _configure(self) -> None:
+    def _configure(self, fresh: bool = False) -> None:
         """Decide what the model is told now: the agent's instructions with those of
-        each running FSA's state, and the full specs of the tools it may call."""
+        each running FSA's state, and the full specs of the tools it may call; for a
+        ``fresh`` model session, also the call so far (:meth:`_history`)."""
         agent = self.agent
         assert agent is not None
         parts = [agent.instructions]
@@ -379,7 +430,42 @@ class Engine:
             if self.live
             else "",
             model=self.model if self.live else "",
+            history=self._history() if fresh else (),
         )
+
+    def _history(self) -> tuple[ev.HistoryItem, ...]:
+        """The call so far, for a fresh model session: :func:`seed_pairs` of the
+        turns the caller heard, within the call's model's budget (CallConfig.model)."""
+        pairs = [(role, text) for _, role, text in self.heard]
+        seed = seed_pairs(pairs, self.policy.history_items, history_budget(self.model))
+        return tuple(ev.HistoryItem(role=role, text=text) for role, text in seed)
+
+    def _hear(self, e: ev.Transcript) -> None:
+        """Keep a transcript line for the history (unless its item was deleted unheard)."""
+        if e.role == "assistant" and e.item_id in self.unheard:
+            self.unheard.remove(e.item_id)
+            return
+        if not e.text:
+            return
+        self.heard.append((e.item_id, e.role, e.text))
+        self.heard_chars += len(e.text)
+        budget = history_budget(self.model)
+        drop = 0
+        while self.heard_chars > budget:
+            self.heard_chars -= len(self.heard[drop][2])
+            drop += 1
+        if drop:
+            del self.heard[:drop]
+
+    def _deleted(self, item_id: str) -> None:
+        """An assistant item the caller never heard: out of the history."""
+        kept = [h for h in self.heard if h[0] != item_id]
+        if len(kept) != len(self.heard):
+            self.heard = kept
+            self.heard_chars = sum(len(h[2]) for h in kept)
+            return
+        self.unheard.append(item_id)  # its transcript may still come
+        del self.unheard[:-64]
 
     def _request(self, reason: str, instructions: str = "") -> None:
         if self.live and not (self.live_outputs or reason == "retry"):
@@ -512,6 +598,7 @@ class Engine:
             self._emit(ev.SessionRejected, reason="conversation not found")
             return
         self._to(Trigger.RESUME)
+        self.caller_away = False
         self._emit(
             ev.SessionAccepted,
             media_format=self.media_format,
@@ -535,6 +622,7 @@ class Engine:
                 self._end("caller left after hangup", "completed")
                 return
             self._to(Trigger.CALLER_LOST)  # first: an illegal drop changes nothing
+            self.caller_away = True
             self._stop_playback("connection_lost")
             self.play = None
             self.clock.flush(e.at)  # what the old socket still had queued is gone
@@ -579,7 +667,7 @@ class Engine:
             for flight in self.in_flight.values():
                 flight.model_call_id = ""
             self.queued = [("", text) for _, text in self.queued]
-            self._configure()  # the shell seeds the transcript after this
+            self._configure(fresh=True)  # a new session: told the call so far
             if self.live:
                 # A new GPT-Live session, seeded with the call so far, does not speak
                 # by itself: ask it to go on, and hand over what it must know.
@@ -600,6 +688,13 @@ class Engine:
     def _on_grace_expired(self, e: ev.GraceExpired) -> None:
         if self.status is Status.SUSPENDED:
             self._end(f"caller did not return within {e.seconds:g} s", "dropped")
+        elif self.status is Status.ENDING and self.caller_away:
+            # A hangup or transfer decided while the caller was away, and no socket
+            # came back to carry it: end the call, or it would stay open for good.
+            # A goodbye decided is a completed call; a transfer that never reached
+            # the line is a drop.
+            outcome = "dropped" if self.control[0] == "transfer" else "completed"
+            self._end(f"caller did not return within {e.seconds:g} s", outcome)
 
     # ---------------------------------------------------------------- audio
 
@@ -683,6 +778,7 @@ class Engine:
                 self._emit(ev.TruncateRequested, item_id=q.item_id, audio_end_ms=heard)
             else:
                 self._emit(ev.ItemDeleted, item_id=q.item_id, reason="never heard (barge-in)")
+                self._deleted(q.item_id)
             if self.held_response == q.response_id:
                 self._skip_held("caller interrupted the response before the call ran")
         self.interrupted_response = unheard[-1].response_id
@@ -1016,6 +1112,7 @@ class Engine:
             r.limited = False
 
     def _on_transcript(self, e: ev.Transcript) -> None:
+        self._hear(e)
         if e.role != "user":
             return
         if e.item_id == self.committed:
@@ -1318,6 +1415,13 @@ class EngineView:
     def live(self) -> bool:
         """The call's model is a GPT-Live model."""
         return self._e.live
+
+    @property
+    def model(self) -> str:
+        """The call's model as its session was accepted (``CallConfig.model``): the
+        one to dial, whatever this instance's own setting (a call may resume on an
+        instance configured with another)."""
+        return self._e.model
 
     @property
     def media_format(self) -> str:

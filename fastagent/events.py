@@ -108,6 +108,15 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
     server: str = ""  # MCP server that serves it ("" = the engine's own)
 
 
+class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One item of the conversation a fresh model session is told
+    (:attr:`ModelConfigured.history`): ``role`` "user" or "assistant" (a turn the
+    caller said or heard), or "system" (older turns folded into one summary)."""
+
+    role: str
+    text: str
+
+
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
     input_tokens: int = 0
     output_tokens: int = 0
@@ -416,11 +425,18 @@ class ModelConfigured(Decision, frozen=True, kw_only=True):
     is the call's GPT-Live model (both "" for a Realtime call, whose one model
     takes ``instructions``).
 
+    ``history``: what a fresh model session (a reconnect, a resume on another
+    instance) is told of the call so far, after the configuration -- decided by the
+    core from the turns the caller heard, trimmed to the call's recorded model's
+    context window (``fastagent.core.seed_pairs``); empty on every other
+    configuration.  Sealed like transcripts (``fastagent.personal_data``).
+
     Version 2: ``tools`` holds full :class:`ToolSpec`s (version 1 held names only;
-    the upcaster turns each name into a spec with only its name).
+    the upcaster turns each name into a spec with only its name).  Version 3:
+    ``history`` (version 2 did not record it: it reads as empty).
     """
 
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
 
     instructions: str
     tools: tuple[ToolSpec, ...] = ()
@@ -430,6 +446,7 @@ class ModelConfigured(Decision, frozen=True, kw_only=True):
     reasoning_effort: str = ""  # session.reasoning.effort ("" = not sent)
     frontend_instructions: str = ""  # GPT-Live: the voice model's session.start
     model: str = ""  # GPT-Live: the model session.start names (Realtime's is dialled)
+    history: tuple[HistoryItem, ...] = ()  # a fresh session: the call so far
 
     @property
     def tool_names(self) -> tuple[str, ...]:
@@ -686,6 +703,16 @@ def _model_configured_v1(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 UPCASTERS[("ModelConfigured", 1)] = _model_configured_v1
+
+
+def _model_configured_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """ModelConfigured v2 did not record the history the shell gave a fresh model
+    session: it reads as empty (today's core, which decides it, diverges at a
+    reconnect's configuration)."""
+    return raw
+
+
+UPCASTERS[("ModelConfigured", 2)] = _model_configured_v2
 
 
 class EventFormatError(StoreError, ValueError):

@@ -669,6 +669,20 @@ class Folded:
     text: str
 
 
+MAX_TURN_TEXT = 64 * 1024  # characters of one item's transcript (about an hour of speech)
+
+
+def _keep(parts: list[str], held: int, delta: str) -> int:
+    """Append a transcript delta unless the item already holds MAX_TURN_TEXT
+    characters: a model that streams deltas for one item without end must not
+    grow the call's memory without end.  The characters held afterwards."""
+    room = MAX_TURN_TEXT - held
+    if room > 0 and delta:
+        parts.append(delta[:room])
+        held += min(len(delta), room)
+    return held
+
+
 @dataclass
 class LiveProtocol:
     """One GPT-Live primary WebSocket session, without the socket.
@@ -710,6 +724,8 @@ class LiveProtocol:
     _new_item: bool = True
     _in_text: list[str] = field(default_factory=list)
     _out_text: list[str] = field(default_factory=list)
+    _in_chars: int = 0  # in _in_text, at most MAX_TURN_TEXT
+    _out_chars: int = 0
     _out_item_text: str = ""
     _ready: list[Folded] = field(default_factory=list)
     _calls: dict[str, list[BackendCall]] = field(default_factory=dict)
@@ -771,13 +787,13 @@ class LiveProtocol:
                 self.turn_started = True
                 self._fold_output()
                 self._new_item = True
-            self._in_text.append(event.delta)  # type: ignore[union-attr]
+            self._in_chars = _keep(self._in_text, self._in_chars, event.delta)  # type: ignore[union-attr]
         elif t is OutputTranscriptDelta:
             item = self.item_for_audio() if self._new_item else self.output_item
             if self._out_item_text != item:
                 self._fold_output()
                 self._out_item_text = item
-            self._out_text.append(event.delta)  # type: ignore[union-attr]
+            self._out_chars = _keep(self._out_text, self._out_chars, event.delta)  # type: ignore[union-attr]
         elif t is DelegationCreated:
             d = event.delegation  # type: ignore[union-attr]
             self.delegations[d.id] = d.target
@@ -837,14 +853,14 @@ class LiveProtocol:
             text = "".join(self._in_text).strip()
             self._ready.append(Folded("user", self._turn, text))
             self._turn = ""
-            self._in_text = []
+            self._in_text, self._in_chars = [], 0
 
     def _fold_output(self) -> None:
         if self._out_item_text:
             text = "".join(self._out_text).strip()
             self._ready.append(Folded("assistant", self._out_item_text, text))
             self._out_item_text = ""
-            self._out_text = []
+            self._out_text, self._out_chars = [], 0
 
     def flush_transcripts(self) -> None:
         """Fold what is still open (the session ends, or the shell wants it now)."""

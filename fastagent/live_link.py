@@ -36,7 +36,6 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastagent import audio, live, wire
@@ -168,8 +167,8 @@ class LiveLink(ModelLink):
     def write_now(self, frame: Any) -> None:
         raise RuntimeError("GPT-Live has no fast lane (writable_now is False)")
 
-    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
-        await self.send_frame(self._configure(d, seed))
+    async def configure(self, d: ev.ModelConfigured) -> Awaited:
+        await self.send_frame(self._configure(d))
         return ("session.updated", "")
 
     # ----------------------------------------------------------------- decisions
@@ -194,7 +193,7 @@ class LiveLink(ModelLink):
             ]
         return []
 
-    def _configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> str:
+    def _configure(self, d: ev.ModelConfigured) -> str:
         """The frame for a ModelConfigured, built from the decision alone (and the
         link's settings: backend model, store): ``session.start`` on a new session
         (``model`` and ``frontend_instructions`` for the voice, ``instructions`` and ``tools``
@@ -208,7 +207,7 @@ class LiveLink(ModelLink):
         if self.fork_of:
             self.seeded = 0
             return self.proto.start(live.fork_start(event_id=event_id))
-        history = live.initial_items(seed)
+        history = live.initial_items([(h.role, h.text) for h in d.history])
         self.seeded = len(history)
         return self.proto.start(
             live.session_start(

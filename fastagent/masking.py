@@ -288,7 +288,8 @@ class Known:
 
 # How each field that can hold personal data is shown: "value" fields are masked
 # whole, "json" fields key by key (:func:`mask_json_text`), "text" fields as free
-# text (:func:`mask_text`).  fastagent.privacy encrypts the same fields at rest.
+# text (:func:`mask_text`), "items" fields (role/text items) item by item as free
+# text.  fastagent.privacy encrypts the same fields at rest.
 EVENT_FIELDS: dict[str, dict[str, str]] = {
     "SessionInitiated": {"caller": "value"},
     "CallStarted": {"caller": "value", "parameters": "json"},
@@ -297,6 +298,7 @@ EVENT_FIELDS: dict[str, dict[str, str]] = {
     "Transcript": {"text": "text"},
     "CallerNotified": {"text": "text"},
     "MessageInjected": {"text": "text"},
+    "ModelConfigured": {"history": "items"},  # a fresh model session's transcript
     "FunctionCallRequested": {"arguments": "json"},
     "FunctionCallDispatched": {"arguments": "json"},
     "FsaTransition": {"arguments": "json", "reason": "text"},
@@ -341,9 +343,20 @@ def mask_fields(
                 if isinstance(value, str)
                 else mask_json(value, keys, known)
             )
+        elif kind == "items":
+            out[name] = [_mask_item(x, known) for x in value]
         else:
             out[name] = mask_text(value, known)
     return out
+
+
+def _mask_item(item: Any, known: Known | None) -> Any:
+    """A role/text item (a dict, or a struct with ``text``) with its text masked."""
+    import msgspec
+
+    if isinstance(item, dict):
+        return {**item, "text": mask_text(str(item.get("text", "")), known)}
+    return msgspec.structs.replace(item, text=mask_text(item.text, known))
 
 
 def mask_event(
@@ -357,7 +370,11 @@ def mask_event(
         return event
     current = {f: getattr(event, f) for f in EVENT_FIELDS[name]}
     masked = mask_fields(name, current, keys, known)
-    changed = {k: v for k, v in masked.items() if v is not current[k]}
+    changed = {
+        k: tuple(v) if isinstance(current[k], tuple) else v
+        for k, v in masked.items()
+        if v is not current[k]
+    }
     return msgspec.structs.replace(event, **changed) if changed else event
 
 

@@ -20,6 +20,8 @@ CATEGORIES: dict[str, dict[str, tuple[str, ...]]] = {
         "Transcript": ("text",),
         "MessageInjected": ("text",),
         "CallerNotified": ("text",),  # a recognition: the caller's transcript again
+        # A fresh model session's history: the transcript again (and its summary).
+        "ModelConfigured": ("history",),
     },
     # Slot values (Slot(sensitive=True)) and backend records travel here: always sealed.
     "tool_data": {

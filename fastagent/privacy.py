@@ -216,7 +216,7 @@ class _SealedOnly(msgspec.Struct):
 
 _sealed_decoder = msgspec.json.Decoder(_SealedOnly)
 _json = msgspec.json.Encoder()
-_BLANKS: dict[str, Any] = {"parameters": {}}
+_BLANKS: dict[str, Any] = {"parameters": {}, "history": ()}
 
 
 def _aad(call_id: str, seq: int, type_name: str) -> bytes:

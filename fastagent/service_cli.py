@@ -107,7 +107,7 @@ def serve(
             observe.configure_logging()
             checked = Service(config)  # check tokens, store and master key before listening
             try:
-                checked.store.check_keys()
+                checked.store.keys.check()
             finally:
                 checked.store.close()
         except (ConfigError, ValueError) as exc:

@@ -78,10 +78,9 @@ def test_the_service_leaves_the_rules_to_the_core_unless_told(
 
 
 def test_the_history_window_bounds_the_seeding() -> None:
-    from fastagent.service.call import seed_pairs
-    from projections.live import Line
+    from fastagent.core import seed_pairs
 
-    lines = [Line(role="user", text=f"t{i}", at=i) for i in range(10)]
+    lines = [("user", f"t{i}") for i in range(10)]
     pairs = seed_pairs(lines, 4)
     assert len(pairs) == 5 and pairs[0][0] == "system" and pairs[-1] == ("user", "t9")
     only_summary = seed_pairs(lines, 0)

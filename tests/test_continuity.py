@@ -254,7 +254,7 @@ def test_checkpoint_restores_the_engine_exactly(tmp_path: Path) -> None:
         assert r.engine is not None
         data = checkpoints.take(r.engine, live.fold(events[:cut]))
         assert data is not None
-        store.write_checkpoint("ckpt", events[cut - 1].seq, data)
+        store.checkpoints.write("ckpt", events[cut - 1].seq, data)
         fast = checkpoints.rebuild(store, "ckpt")
         assert fast.from_checkpoint == events[cut - 1].seq and not fast.divergence
         assert fast.events_read == len(events) - 2 - cut
@@ -263,7 +263,7 @@ def test_checkpoint_restores_the_engine_exactly(tmp_path: Path) -> None:
         assert fast.engine.next_seq == whole.engine.next_seq
         assert fast.chunks_in == whole.chunks_in and fast.chunks_out == whole.chunks_out
         # A checkpoint this code cannot trust is ignored: the log is replayed.
-        store.write_checkpoint("ckpt", 10**9, b'{"format": 999}')
+        store.checkpoints.write("ckpt", 10**9, b'{"format": 999}')
         assert checkpoints.rebuild(store, "ckpt").from_checkpoint == 0
 
 
@@ -589,3 +589,73 @@ def test_store_is_shared(store_url: str) -> None:
 def _close(*stores: EventStore) -> None:
     for s in stores:
         s.close()
+
+
+# ------------------------------------------------- resume elsewhere, another model
+
+
+async def test_resume_on_an_instance_with_another_model_keeps_the_calls_model_and_history(
+    store_url: str, tmp_path: Path
+) -> None:
+    """B's FASTAGENT_MODEL differs from the one the call was recorded with: B dials
+    the call's own model, and its new model session is told exactly the history
+    the ModelConfigured in the log carries (decided by the core, replayed)."""
+    async with FakeRealtimeServer(SHORT, continue_script=True) as fake:
+        a, b = [
+            (
+                await asyncio.to_thread(
+                    _start, 1, store_url, fake.url, tmp_path, grace=5.0, FASTAGENT_MODEL=model
+                )
+            )[0]  # fmt: skip
+            for model in ("gpt-realtime-2", "gpt-realtime-mini")
+        ]
+        try:
+            caller = await _start_and_drop(a.url)
+            call_id = caller.conversation_id
+            ws, got = await _resume(b.url, call_id)
+            assert got["type"] == "session.accepted", got
+            streaming = asyncio.create_task(_stream(ws, call_id))
+            async with asyncio.timeout(10):  # B's model session configured and told
+                while len(fake.sessions) < 2 or not any(
+                    e["type"] == "conversation.item.create" for e in model_inputs(fake, -1)
+                ):
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "session.end",
+                        "conversationId": call_id,
+                        "reasonCode": "client-disconnected",
+                    }
+                )
+            )
+            events = await read_log(store_url, call_id)
+            streaming.cancel()
+            await ws.close()
+            told = [
+                (e["item"]["role"], e["item"]["content"][0]["text"])
+                for e in model_inputs(fake, -1)
+                if e["type"] == "conversation.item.create" and e["item"].get("type") == "message"
+            ]
+            dialled = [s.model for s in fake.sessions]
+        finally:
+            for inst in (a, b):
+                inst.proc.send_signal(signal.SIGTERM)
+            for inst in (a, b):
+                try:
+                    inst.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    inst.proc.kill()
+    assert dialled == ["gpt-realtime-2", "gpt-realtime-2"]  # B's own default never dialled
+    assert of(events, ev.SessionInitiated)[0].config.model == "gpt-realtime-2"
+    resumed = events.index(of(events, ev.SessionResumed)[0])
+    fresh = [e for e in of(events[resumed:], ev.ModelConfigured) if e.history]
+    assert len(fresh) == 1
+    history = [(h.role, h.text) for h in fresh[0].history]
+    assert ("user", "What are your opening hours?") in history
+    assert ("assistant", "Eight to eight.") in history
+    assert told == history  # exactly what the log says the model was told
+    # gpt-realtime-2 (the call's) is a reasoning model; B's default is not.
+    assert fresh[0].reasoning_effort == of(events, ev.ModelConfigured)[0].reasoning_effort
+    assert_whole(events)

@@ -463,3 +463,23 @@ def test_the_caller_is_told_of_its_own_stream_and_speech_by_decisions() -> None:
     assert c.feed(ev.Transcript, 5, role="user", item_id="u3", text="still there?") == []
     c.feed(ev.SessionResumed, 6)
     assert c.feed(ev.CallerStreamStopped, 7) == ["CallerNotified"]
+
+
+def test_a_hangup_decided_while_the_caller_is_away_ends_the_call_at_grace() -> None:
+    # The goodbye's response ends while the caller's socket is down: the hangup is
+    # decided (ENDING) but no socket carries it; grace must still end the call.
+    c = Call()
+    c.feed(ev.ResponseStarted, 0, response_id="r1")
+    c.request(1, "r1", "k", "end_call")
+    c.feed(ev.ResponseDone, 2, response_id="r1", status="completed")
+    c.feed(ev.ResponseStarted, 3, response_id="bye")
+    c.feed(ev.ConnectionLost, 4, side="caller", reason="socket closed")
+    assert c.feed(ev.ResponseDone, 5, response_id="bye", status="completed") == ["HangupRequested"]
+    assert c.engine.status is Status.ENDING
+    assert c.feed(ev.GraceExpired, 30_005, seconds=30.0) == ["CallEnded"]
+    assert c.decisions(ev.CallEnded)[0].outcome == "completed"
+    # A caller back in time keeps the call: grace then changes nothing.
+    c2 = Call()
+    c2.feed(ev.ConnectionLost, 1, side="caller", reason="socket closed")
+    c2.feed(ev.SessionResumed, 2)
+    assert c2.feed(ev.GraceExpired, 30_001, seconds=30.0) == []

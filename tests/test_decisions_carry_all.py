@@ -56,7 +56,7 @@ def test_an_old_model_configured_with_tool_names_still_loads() -> None:
     assert isinstance(e, ev.ModelConfigured)
     assert e.tools == (ev.ToolSpec(name="end_call"), ev.ToolSpec(name="start_faq"))
     assert e.tool_names == ("end_call", "start_faq")
-    assert ev.topic_of(e) == "ModelConfigured/v2"
+    assert ev.topic_of(e) == "ModelConfigured/v3"
 
 
 def test_model_configured_carries_full_tool_specs() -> None:
@@ -66,7 +66,7 @@ def test_model_configured_carries_full_tool_specs() -> None:
     assert end_call.description.startswith("End the call")
     assert end_call.parameters["properties"] == {"reason": {"type": "string"}}
     # The Realtime frame is built from the decision alone.
-    frame = json.loads(configure_frames(conf, [])[0])
+    frame = json.loads(configure_frames(conf)[0])
     sent = {t["name"]: t for t in frame["session"]["tools"]}
     assert list(sent) == list(conf.tool_names)
     assert sent["end_call"]["description"] == end_call.description

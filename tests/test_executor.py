@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from fastagent import events as ev
@@ -96,3 +98,51 @@ def test_decision_frames() -> None:
     stop = ev.PlaybackStopped(stream_id="s1", reason="done", **base)
     assert proto.frame_of(stop) == vaic.play_stream_stop("s1")
     assert proto.frame_of(stop) is None
+
+
+class _Conn:
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def _dial() -> _Conn:
+    return _Conn()
+
+
+async def _refused() -> _Conn:
+    raise OSError("refused")
+
+
+def test_a_resume_hands_its_early_dial_to_the_model_link() -> None:
+    asyncio.run(_adopt())
+
+
+async def _adopt() -> None:
+    """ModelLink.adopt: Realtime drives the connection dialled during the resume
+    (a failed dial is left to the first configuration); a link of another
+    protocol (the default, GPT-Live's) closes it and lets the call dial."""
+    from fastagent.live_link import LiveLink
+    from fastagent.service.realtime_link import RealtimeLink
+
+    used: list[object] = []
+
+    class Realtime(RealtimeLink):
+        def use(self, conn: object) -> None:
+            used.append(conn)
+
+    link = Realtime(events=None, dial=_dial)  # type: ignore[arg-type]
+    dialled = asyncio.create_task(_dial())
+    assert await link.adopt(dialled) is True
+    assert used == [dialled.result()]
+
+    failed = asyncio.create_task(_refused())
+    assert await Realtime(events=None, dial=_refused).adopt(failed) is True  # type: ignore[arg-type]
+    assert len(used) == 1
+
+    dialled = asyncio.create_task(_dial())
+    await asyncio.sleep(0)
+    live = object.__new__(LiveLink)  # (adopt touches no state of the link)
+    assert await live.adopt(dialled) is False
+    assert dialled.result().closed

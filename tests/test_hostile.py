@@ -1088,3 +1088,18 @@ async def test_model_ids_are_bounded_before_they_reach_the_log(tmp_path: Path) -
         assert isinstance(rt.parse_server_event(data), rt.Malformed), data[:80]
     live_data = json.dumps({"type": "session.started", "session": {"id": long_id}})
     assert isinstance(live.parse_server_event(live_data), live.Malformed)
+
+
+def test_a_gpt_live_model_streaming_one_transcript_without_end_is_bounded() -> None:
+    """Transcript deltas are folded per item in memory: a model that streams them
+    for one item without end holds at most MAX_TURN_TEXT characters of it."""
+    proto = live.LiveProtocol()
+    chunk = "w" * 1000
+    for kind in ("session.input_transcript.delta", "session.output_transcript.delta"):
+        for _ in range(300):  # 300 kB of one item's text
+            proto.receive(json.dumps({"type": kind, "delta": chunk}))
+        proto.receive(json.dumps({"type": "session.output_audio.delta", "delta": "AAAA"}))
+    proto.flush_transcripts()
+    folded = proto.take_transcripts()
+    assert {f.role for f in folded} == {"user", "assistant"}, folded
+    assert all(0 < len(f.text) <= live.MAX_TURN_TEXT for f in folded)

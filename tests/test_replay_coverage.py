@@ -16,13 +16,6 @@ from fastagent.testing.snapshots import recordings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "fastagent" / "examples" / "scenarios"
-# Model-side situations (an unreachable model, a refused or failed response, a model
-# that does not answer, a failed transcription, an audio item the caller never heard)
-# are recorded with the fake model's failure switches by the model work; until those
-# recordings land these types have none.
-MODEL_FAILURES = frozenset(
-    {"ModelError", "TranscriptionFailed", "ModelTimeout", "ModelFailureHandled", "ItemDeleted"}
-)
 # A fault of the core is a bug (or an agent's guard that raised): a recording of one
 # would pin the bug.  tests/test_core.py makes one and checks its replay.
 NOT_RECORDED = {"EngineFault": "only a bug makes one"}
@@ -48,16 +41,8 @@ def test_every_scenario_and_every_scripted_path_has_a_recording() -> None:
 
 def test_every_input_and_decision_type_appears_in_a_recording() -> None:
     catalogue = {t.__name__ for t in (*ev.INPUT_TYPES, *ev.DECISION_TYPES)}
-    missing = sorted(catalogue - _seen() - MODEL_FAILURES - set(NOT_RECORDED))
+    missing = sorted(catalogue - _seen() - set(NOT_RECORDED))
     assert not missing, f"event types with no recording in replays/: {', '.join(missing)}"
-
-
-def test_model_failure_types_still_lacking_a_recording() -> None:
-    lacking = sorted(MODEL_FAILURES - _seen())
-    covered = sorted(MODEL_FAILURES & _seen())
-    if not lacking:
-        pytest.fail(f"all recorded now: empty MODEL_FAILURES ({covered})")
-    pytest.xfail(f"no recording yet (model situations): {', '.join(lacking)}")
 
 
 def _transitions(agent_name: str) -> set[tuple[str, str, str, str, str]]:

@@ -430,14 +430,12 @@ async def test_store_opened_by_service_keeps_everything(tmp_path: Path) -> None:
 
 
 async def test_seeding_folds_old_turns_into_one_summary() -> None:
-    from fastagent.service.call import SEED_ITEMS, seed_pairs
-    from projections.live import Line
+    from fastagent.core import POLICY, seed_pairs
 
-    short = [Line(role="user", text="hi", at=0), Line(role="assistant", text="", at=1)]
-    assert seed_pairs(short) == [("user", "hi")]
-    long = [Line(role="user" if i % 2 else "assistant", text=f"t{i}", at=i) for i in range(100)]
+    assert seed_pairs([("user", "hi"), ("assistant", "")]) == [("user", "hi")]
+    long = [("user" if i % 2 else "assistant", f"t{i}") for i in range(100)]
     pairs = seed_pairs(long)
-    assert len(pairs) == SEED_ITEMS + 1
+    assert len(pairs) == POLICY.history_items + 1
     assert pairs[0][0] == "system" and "t0" in pairs[0][1] and "t75" in pairs[0][1]
     assert pairs[-1] == ("user", "t99") and ("assistant", "t76") in pairs
 
@@ -543,20 +541,13 @@ async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> N
     assert_replays(events)
 
 
-async def test_seeding_fits_the_context_window_and_leaves_out_what_was_never_heard() -> None:
-    from fastagent.service.call import seed_pairs
-    from projections.live import Line
+async def test_seeding_fits_the_context_window() -> None:
+    from fastagent.core import history_budget, seed_pairs
 
-    long = [Line(role="user", text="x" * 1000 + str(i), at=i) for i in range(400)]
-    big = seed_pairs(
-        long, context_tokens=128_000
-    )  # gpt-realtime-2: 32k tokens of history, ~128k chars
-    small = seed_pairs(long, context_tokens=32_000)
+    long = [("user", "x" * 1000 + str(i)) for i in range(400)]
+    assert history_budget("gpt-realtime-2") == 128_000  # 32k tokens of history, ~128k chars
+    big = seed_pairs(long, budget=history_budget("gpt-realtime-2"))
+    small = seed_pairs(long, budget=32_000)
     size = lambda pairs: sum(len(t) for _, t in pairs)  # noqa: E731
     assert 120_000 < size(big) <= 128_000 and 28_000 < size(small) <= 32_000
     assert big[-1][1].endswith("399") and big[0][0] == "system"
-    lines = [
-        Line(role="assistant", text="Let me check.", at=0, item_id="a"),
-        Line(role="assistant", text="Never heard.", at=1, item_id="b", heard=False),
-    ]
-    assert seed_pairs(lines) == [("assistant", "Let me check.")]

@@ -119,3 +119,26 @@ def test_the_status_changes_in_one_place() -> None:
     source = inspect.getsource(core)
     assert source.count("self.status = ") == 1
     assert "self.status = next_status(self.status, trigger)" in source
+
+
+@pytest.mark.anyio
+async def test_a_call_dials_its_own_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model to dial is the call's (its accepted CallConfig, read through the
+    view), not the setting of the instance that happens to drive it now."""
+    from types import SimpleNamespace
+
+    from fastagent.service import realtime_link
+
+    engine = engine_for(_initiated(model="gpt-realtime-2025-08-28"))
+    _feed(engine, ev.SessionInitiated, config=ev.CallConfig(model="gpt-realtime-2025-08-28"))
+    assert engine.view.model == "gpt-realtime-2025-08-28"
+    dialled: list[str | None] = []
+
+    async def connect(**kw: object) -> None:
+        dialled.append(kw["model"])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(realtime_link, "connect_realtime", connect)
+    config = SimpleNamespace(model="gpt-realtime-2", model_max_frame_bytes=1 << 20)
+    service = SimpleNamespace(config=config, openai_client=lambda: None)
+    await realtime_link.dial_model(service, engine.view.model)  # type: ignore[arg-type]
+    assert dialled == ["gpt-realtime-2025-08-28"]  # never the instance's "gpt-realtime-2"

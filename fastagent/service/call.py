@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
@@ -40,7 +39,7 @@ from fastagent.core import Engine
 from fastagent.live_link import LiveLink
 from fastagent.service import executor
 from fastagent.service.caller_link import CallerPace, CallerSide
-from fastagent.service.model_link import SEED_ITEMS, ModelSide, seed_pairs
+from fastagent.service.model_link import ModelSide
 from fastagent.service.ownership import Ownership
 from fastagent.service.realtime_link import RealtimeLink, dial_model
 from fastagent.service.recording import Lost, log, now_us
@@ -72,7 +71,10 @@ class CallSession(CallerSide, ModelSide, Ownership):
         self.caller_pace: CallerPace | None = None  # its liveness and message rate
         self.proto: vaic.VaicProtocol | None = None
         # The model side, behind the ModelLink interface (see model_link.py).
-        self.model_link = RealtimeLink(self, functools.partial(dial_model, service), call_id)
+        # Dials the call's own model (recorded in its CallConfig), not this instance's.
+        self.model_link = RealtimeLink(
+            self, lambda: dial_model(service, self.engine.view.model), call_id
+        )
         # Closed while a resume hands the call from a stale socket to a new one:
         # model frames wait, so no decision is acted on against the wrong socket.
         self.handover = asyncio.Event()
@@ -83,7 +85,6 @@ class CallSession(CallerSide, ModelSide, Ownership):
         self.chunks_out = 0
         self.to_model: audio.Resampler | None = None
         self.to_caller: audio.Resampler | None = None
-        self.seeded = False
         self.closing = False
         self.lost = False
         self.checkpoint_seq = 0  # seq of the last checkpoint written (or restored from)
@@ -136,4 +137,4 @@ class CallSession(CallerSide, ModelSide, Ownership):
                 await ws.close()
 
 
-__all__ = ["CallSession", "Lost", "now_us", "seed_pairs", "SEED_ITEMS"]
+__all__ = ["CallSession", "Lost", "now_us"]

@@ -58,12 +58,12 @@ class CallerPace:
         return time.monotonic() - self.seen
 
 
-def _abort(ws: WebSocket, sock: sockets.CallerProtocol | None) -> None:
+def _abort(ws: WebSocket | None, sock: sockets.CallerProtocol | None) -> None:
     """Drop a caller's TCP connection at once (no close handshake with a peer that
-    may never answer); its reader then sees the disconnect."""
+    may never answer); its reader then sees the disconnect.  No socket: nothing."""
     if sock is not None:
         sock.transport.abort()
-    else:
+    elif ws is not None:
         asyncio.get_running_loop().create_task(ws.close(code=1001))
 
 

@@ -14,7 +14,7 @@ The contract, in the order a call uses it::
 
     link = RealtimeLink(call, dial)        # call: the ModelEvents below
     await link.connect()                   # dial once; raises if it cannot
-    awaited = await link.configure(d, seed)          # d: ev.ModelConfigured
+    awaited = await link.configure(d)      # d: ev.ModelConfigured
     await link.send_audio(b64)             # caller audio, base64 in the model's format
     awaited = await link.send(d)           # any decision of MODEL_DECISIONS
     ...                                    # frames arrive: the link calls the ModelEvents
@@ -44,13 +44,11 @@ import abc
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fastagent import audio, models, realtime
+from fastagent import audio, realtime
 from fastagent import events as ev
 from fastagent.service.recording import Lost, Recorder, now_us
-from projections import live
 
 if TYPE_CHECKING:
     from fastagent import sockets, vaic
@@ -126,11 +124,11 @@ class ModelLink(abc.ABC):
         """A socket is open (frames can be sent)."""
 
     @abc.abstractmethod
-    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
+    async def configure(self, d: ev.ModelConfigured) -> Awaited:
         """Tell the model what ``d`` says, built from the decision alone: its
         instructions, tools (full specs: name, description, JSON-schema
-        parameters), voice and audio formats; then, if ``seed`` is not empty, the
-        conversation so far as ``(role, text)`` pairs (a fresh session)."""
+        parameters), voice and audio formats; then, if ``d.history`` is not empty,
+        exactly those items as the conversation so far (a fresh session)."""
 
     @abc.abstractmethod
     async def send_audio(self, b64: str) -> None:
@@ -179,45 +177,12 @@ class ModelLink(abc.ABC):
 
 # ------------------------------------------------------------ the call's side
 
-SEED_ITEMS = ev.CallPolicy().history_items  # the core decides it per call (CallPolicy)
-SEED_SHARE = 4  # the seeded history may use 1/SEED_SHARE of the model's context window
-CHARS_PER_TOKEN = 4  # a conservative estimate for English text
-
-
-def seed_pairs(
-    transcript: list[live.Line], items: int = SEED_ITEMS, context_tokens: int = 32_000
-) -> list[tuple[str, str]]:
-    """What a fresh model session is told of the call so far.
-
-    The last ``items`` turns (the call's ``CallPolicy.history_items``) go in as
-    conversation items; anything older is folded into one system message, so a
-    long call resumes with a few frames, not hundreds.  Bot audio the caller
-    never heard (deleted after a barge-in) is left out.  The whole history is
-    kept within a quarter of ``context_tokens`` (128,000 for gpt-realtime-2:
-    fastagent.models): the oldest part of the summary goes first.
-    """
-    pairs = [(line.role, line.text) for line in transcript if line.text and line.heard]
-    budget = context_tokens // SEED_SHARE * CHARS_PER_TOKEN  # in characters
-    recent = pairs[len(pairs) - items :] if items else []
-    while recent and sum(len(t) for _, t in recent) > budget:
-        recent = recent[1:]
-    older = pairs[: len(pairs) - len(recent)]
-    if not older:
-        return recent
-    room = budget - sum(len(t) for _, t in recent)
-    lines = [f"{role}: {text}" for role, text in older]
-    while lines and sum(len(x) + 1 for x in lines) > room:
-        lines.pop(0)
-    if not lines:
-        return recent
-    return [("system", "Earlier in this call:\n" + "\n".join(lines)), *recent]
-
 
 class ModelSide(Recorder):
     """The call's side of the model link (a mixin of CallSession; fields set up
-    there): it implements :class:`ModelEvents`, configures the model (seeding a
-    fresh session from the log), times the answers the link awaits, reconnects
-    a dropped socket, and records model audio on both lanes
+    there): it implements :class:`ModelEvents`, configures the model (a fresh
+    session hears the history its ModelConfigured carries), times the answers
+    the link awaits, reconnects a dropped socket, and records model audio on both lanes
     (:meth:`on_bot_audio`, the ordered lane; :meth:`model_audio_now`, the fast
     lane), forwarding to the caller what the engine says is being played."""
 
@@ -225,7 +190,6 @@ class ModelSide(Recorder):
     # model frames wait, so no decision is acted on against the wrong socket.
     handover: asyncio.Event
     timers: dict[str, asyncio.Task[None]]  # model answers awaited
-    seeded: bool  # the current model session heard the conversation so far
     chunks_out: int
     to_caller: audio.Resampler | None  # where the model's format is not the caller's
 
@@ -247,14 +211,9 @@ class ModelSide(Recorder):
                 # The core answers with a hangup: no dead air, and the log says why.
                 await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
                 return
-        seed: list[tuple[str, str]] = []
-        if not self.seeded:
-            # A fresh model session (after a reconnect or a resume elsewhere) hears
-            # the conversation so far from the log.
-            self.seeded = True
-            window = models.info(self.service.config.model).context_tokens
-            seed = seed_pairs(self.state.transcript, self.policy.history_items, window)
-        awaited = await self.model_link.configure(d, seed)
+        # A fresh model session (a reconnect, a resume elsewhere) hears the call so
+        # far: exactly the history the core decided (d.history, in the log).
+        awaited = await self.model_link.configure(d)
         if awaited is not None:
             self.await_model(*awaited)
 
@@ -353,7 +312,6 @@ class ModelSide(Recorder):
             log.error("call %s: model unreachable: %s", self.call_id, exc)
             await self.input(ev.ModelError, error_type="connection", message=str(exc)[:200])
             return
-        self.seeded = False
         await self.input(ev.ConnectionRestored, side="model", instance=self.service.config.instance)
 
     async def model_input(self, cls: type[ev.Input], **fields: Any) -> None:
@@ -393,13 +351,13 @@ class ModelSide(Recorder):
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
         frame = proto.play_chunk(b64)  # before the record: it may raise
-        inp = self.bot_audio_input(e)  # type: ignore[arg-type]
+        inp = self.bot_audio_input(e)
         if self.record_now(inp):
             self.write_now(caller, frame)
             self.metrics.relay_to_caller(inp.at)
         return True
 
-    def bot_audio_input(self, e: realtime.AudioDelta) -> ev.BotAudio:
+    def bot_audio_input(self, e: ModelAudio) -> ev.BotAudio:
         self.chunks_out += 1
         nbytes = audio.b64_decoded_len(e.delta)
         view = self.engine.view
@@ -448,5 +406,4 @@ __all__ = [
     "ModelEvents",
     "ModelLink",
     "ModelSide",
-    "seed_pairs",
 ]

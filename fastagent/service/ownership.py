@@ -132,7 +132,7 @@ class Ownership(Recorder):
 
         def write() -> None:
             self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
-            self.store.write_checkpoint(self.call_id, seq, data)
+            self.store.checkpoints.write(self.call_id, seq, data)
 
         try:
             await asyncio.to_thread(write)
@@ -355,19 +355,19 @@ async def _take_over(
             await session.store.flush_async(call_id)
         except (StreamConflict, Lost):
             if replacing:
-                _abort(old, old_sock)  # type: ignore[arg-type]
+                _abort(old, old_sock)
             await session.close("call resumed on another instance")
             await ws.send_text(vaic.session_error("call is active on another instance").decode())
             return None
         await session.execute(dropped)  # (its play stream stops; no frame is sent)
         session.attach_caller(ws, proto)
         if replacing:
-            _abort(old, old_sock)  # type: ignore[arg-type]
+            _abort(old, old_sock)
         await session.execute(decisions)
         return session
     # It moved to another instance and back: this copy is stale.
     if replacing:
-        _abort(old, old_sock)  # type: ignore[arg-type]
+        _abort(old, old_sock)
     await session.close("call resumed on another instance")
     return await resume_from_store(service, ws, proto, call_id)
 
@@ -442,7 +442,8 @@ async def resume_from_store(
             await refuse("call is active on another instance")
             return None
         if dial is None:
-            dial = asyncio.create_task(dial_model(service))
+            # The call's recorded model (CallConfig.model), not this instance's default.
+            dial = asyncio.create_task(dial_model(service, view.model))
         batch: list[ev.Event] = []
         at = now_us()
         if view.status is Status.ACTIVE:

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastagent import events as ev
@@ -139,26 +139,26 @@ def decision_frame(d: ev.Decision) -> tuple[str, Awaited]:
 
     Raises TypeError for a decision that is not one of MODEL_DECISIONS.
     """
-    t = type(d)
-    if t is ev.TruncateRequested:
-        return realtime.truncate(d.item_id, d.audio_end_ms), None  # type: ignore[attr-defined]
-    if t is ev.ResponseRequested:
+    if isinstance(d, ev.TruncateRequested):
+        return realtime.truncate(d.item_id, d.audio_end_ms), None
+    if isinstance(d, ev.ResponseRequested):
         event_id = response_event_id(d.seq)
-        frame = realtime.response_create(d.instructions or None, event_id=event_id)  # type: ignore[attr-defined]
+        frame = realtime.response_create(d.instructions or None, event_id=event_id)
         return frame, ("response.created", event_id)
-    if t is ev.ItemDeleted:
-        return realtime.item_delete(d.item_id), None  # type: ignore[attr-defined]
-    if t is ev.FunctionOutputSent:
-        return realtime.function_call_output(d.tool_call_id, d.output), None  # type: ignore[attr-defined]
-    if t is ev.MessageInjected:
-        build = realtime.user_text if d.role == "user" else realtime.system_text  # type: ignore[attr-defined]
-        return build(d.text), None  # type: ignore[attr-defined]
-    raise TypeError(f"not a model decision: {t.__name__}")
+    if isinstance(d, ev.ItemDeleted):
+        return realtime.item_delete(d.item_id), None
+    if isinstance(d, ev.FunctionOutputSent):
+        return realtime.function_call_output(d.tool_call_id, d.output), None
+    if isinstance(d, ev.MessageInjected):
+        build = realtime.user_text if d.role == "user" else realtime.system_text
+        return build(d.text), None
+    raise TypeError(f"not a model decision: {type(d).__name__}")
 
 
-def configure_frames(d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> list[str]:
+def configure_frames(d: ev.ModelConfigured) -> list[str]:
     """``session.update`` for a ModelConfigured (built from the decision alone: its
-    instructions, tool specs, voice, formats), then the seed conversation items."""
+    instructions, tool specs, voice, formats), then its ``history`` as conversation
+    items (a fresh session's; exactly what the log says it was told)."""
     frame = realtime.session_update(
         instructions=d.instructions,
         tools=d.tools,
@@ -167,7 +167,7 @@ def configure_frames(d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> 
         output_format=d.output_format,
         reasoning_effort=d.reasoning_effort or None,  # reasoning models only (the core)
     )
-    return [frame, *realtime.seed_items(seed)]
+    return [frame, *realtime.seed_items([(h.role, h.text) for h in d.history])]
 
 
 # ------------------------------------------------------------------ the link
@@ -229,8 +229,8 @@ class RealtimeLink(ModelLink):
         self.ready.set()
         self.task = asyncio.create_task(self.read())
 
-    async def configure(self, d: ev.ModelConfigured, seed: Sequence[tuple[str, str]]) -> Awaited:
-        frames = configure_frames(d, seed)
+    async def configure(self, d: ev.ModelConfigured) -> Awaited:
+        frames = configure_frames(d)
         await self.send_frame(frames[0])
         for item in frames[1:]:
             await self.send_frame(item)
@@ -368,12 +368,13 @@ class RealtimeLink(ModelLink):
 # ------------------------------------------------------------------ connection
 
 
-async def dial_model(service: Service) -> Any:
-    """A Realtime connection on the service's shared SDK client."""
+async def dial_model(service: Service, model: str) -> Any:
+    """A Realtime connection for ``model`` (the call's recorded ``CallConfig.model``,
+    never the instance's FASTAGENT_MODEL) on the service's shared SDK client."""
     from fastagent import sockets
 
     return await connect_realtime(
-        model=service.config.model,
+        model=model,
         client=service.openai_client(),
         connection_class=sockets.ModelConnection,
         max_frame_bytes=service.config.model_max_frame_bytes,

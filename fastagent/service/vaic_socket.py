@@ -118,8 +118,10 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                 if session is not None:
                     continue  # (a repeat of this socket's own: the protocol allows it)
                 observe.current_call.set(msg.conversationId)  # every log line names it
-                start = initiate if isinstance(msg, vaic.SessionInitiate) else resume
-                session = await start(service, ws, proto, msg, pace)  # type: ignore[operator]
+                if isinstance(msg, vaic.SessionInitiate):
+                    session = await initiate(service, ws, proto, msg, pace)
+                else:
+                    session = await resume(service, ws, proto, msg, pace)
                 if session is not None and watchdog is None:
                     watchdog = asyncio.create_task(watch())
             elif session is None:

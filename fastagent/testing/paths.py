@@ -391,6 +391,46 @@ def model_drop_reconnect() -> Call:
 
 
 @path
+def model_drop_history_folded() -> Call:
+    """A model session re-established late in a call whose policy keeps two turns as
+    conversation items: the new session is told the older turns folded into one
+    summary (ModelConfigured.history), without the bot's words the caller never
+    heard (a second output item deleted after a barge-in)."""
+    c = Call("model-drop-history-folded", history_items=2)
+    c.start()
+    c.says("What are your opening hours")
+    # One response, two output items: the caller cuts in while the first plays,
+    # so the second (sent ahead, not yet played) is deleted, never heard.
+    rid = c._id("resp")
+    c._started = True
+    c.wait(250)
+    c.feed(ev.ResponseStarted, response_id=rid)
+    first, second = c._id("item"), c._id("item")
+    for item in (first, first, first, second, second):
+        c.chunk_out += 1
+        c.wait(8)
+        c.feed(ev.BotAudio, response_id=rid, item_id=item, chunk=c.chunk_out,
+               nbytes=160, duration_us=CHUNK_US, fmt="audio/pcmu")  # fmt: skip
+    c.feed(ev.Transcript, role="assistant", item_id=first, text="We open at nine.",
+           response_id=rid)  # fmt: skip
+    c.feed(ev.SpeechStarted, item_id=c._id("item"), audio_start_ms=0)
+    c.feed(ev.Transcript, role="assistant", item_id=second, text="And we close at six.",
+           response_id=rid)  # fmt: skip
+    c.wait(40)
+    c.feed(ev.ResponseDone, response_id=rid, status="cancelled", reason="turn_detected")
+    c._started = False
+    c.says("And on Sundays?")
+    c.bot("On Sundays we open at ten.")
+    c.says("Thanks, that is all")
+    c.feed(ev.ConnectionLost, side="model", reason="received 1006 (abnormal closure)")
+    c.wait(300)
+    c.feed(ev.ConnectionRestored, side="model", instance=INSTANCE_A)
+    c.answer("You are welcome. Goodbye.")
+    _goodbye(c)
+    return c
+
+
+@path
 def calls_skipped_interrupted() -> Call:
     """Function calls of a response the caller interrupts never run: a call held while
     the caller still hears the response, and one in a cancelled response."""
