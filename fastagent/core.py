@@ -1051,11 +1051,13 @@ class Engine:
     def _on_model_error(self, e: ev.ModelError) -> None:
         r = self.resp
         fields = dict(code=e.code or e.error_type, message=e.message[:300])
-        if e.error_type == "connection":
-            # No model to talk to: no dead air -- the fallback, and the log says why.
+        if e.error_type in ("connection", "protocol"):
+            # No model to talk to (or one the shell cut off: a flood, too many bad
+            # frames): no dead air -- the fallback, and the log says why.
             if self.status is Status.ACTIVE:
                 r.failures += 1
-                self._note(kind="unreachable", action="fallback", **fields)
+                kind = "unreachable" if e.error_type == "connection" else "protocol"
+                self._note(kind=kind, action="fallback", **fields)
                 self._fallback("the voice model is unavailable")
             return
         ours = bool(e.event_id) and e.event_id == response_event_id(r.last_request)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -226,9 +227,27 @@ class ModelConnection(ClientConnection):
     on_text: TextHook | None = None
     backlog: int = 0
     _keys: MaskKeys | None = None
+    # The message-rate cap (FASTAGENT_MODEL_MAX_MSGS_PER_S), set by the call: a
+    # bucket with ``take(now) -> bool`` (fastagent.service.caller_link.CallerPace).
+    # Past it the connection is dropped at once, later frames are discarded, and
+    # ``on_flood`` is called once (from the data callback: it must not await).
+    pace: Any = None
+    on_flood: Callable[[], None] | None = None
+    flooded: bool = False
 
     def process_event(self, event: Any) -> None:
         if type(event) is Frame:  # (the handshake's Response comes here too)
+            if self.flooded:
+                return
+            pace = self.pace
+            if (
+                pace is not None
+                and event.fin
+                and event.opcode in _DATA
+                and not pace.take(time.monotonic())
+            ):
+                self._flood()
+                return
             hook = self.on_text
             if (
                 hook is not None
@@ -240,6 +259,19 @@ class ModelConnection(ClientConnection):
             if event.fin and event.opcode in _DATA:
                 self.backlog += 1
         super().process_event(event)
+
+    def _flood(self) -> None:
+        """Past the message-rate cap: drop the connection (no close handshake with a
+        peer that floods) and tell the call once."""
+        self.flooded = True
+        self.on_text = None
+        self.transport.abort()
+        hook, self.on_flood = self.on_flood, None
+        if hook is not None:
+            try:
+                hook()
+            except Exception as exc:  # never into the event loop's data callback
+                log.error("model flood hook failed (%s: %s)", type(exc).__name__, exc)
 
     def can_write_now(self) -> bool:
         """Open, no fragmented message under way, writes not paused or piling up."""

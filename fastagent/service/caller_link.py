@@ -31,17 +31,18 @@ log = logging.getLogger("fastagent.service")
 
 
 class CallerPace:
-    """Liveness and message rate of one caller socket (no clock of its own: the
-    caller passes ``time.monotonic()``).  ``seen`` is when its last frame came;
-    ``take`` spends ``cost`` tokens (one per message) of a bucket refilled at
-    ``rate`` per second and holding two seconds' worth, False when it holds
-    fewer (nothing spent then)."""
+    """Liveness and message rate of one socket, caller's or model's (no clock of
+    its own: the caller passes ``time.monotonic()``).  ``seen`` is when its last
+    frame came; ``take`` spends ``cost`` tokens (one per message) of a bucket
+    refilled at ``rate`` per second and holding ``burst`` (default: two seconds'
+    worth), False when it holds fewer (nothing spent then).  The same bucket caps
+    protocol violations per socket (rate = cap / 60, burst = cap)."""
 
     __slots__ = ("burst", "rate", "seen", "tokens")
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.burst = max(2.0 * rate, 1.0)
+        self.burst = max(2.0 * rate if burst is None else burst, 1.0)
         self.tokens = self.burst
         self.seen = time.monotonic()
 
