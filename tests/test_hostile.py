@@ -1145,3 +1145,33 @@ async def test_a_tool_result_is_bounded_before_the_log_and_the_model(tmp_path: P
     assert out.ok, out.error
     assert len(out.output) <= MAX_TOOL_OUTPUT and "row;row;" in out.output[:40]
     assert "characters cut" in out.output[-80:], out.output[-80:]
+
+
+LIVE_TYPES = [*sorted(live.KNOWN_TYPES), "bogus"]
+LIVE_KEYS = ["delta", "session", "delegation", "response", "error", "usage", "event"]
+
+
+@PROPS
+@given(
+    data=st.lists(
+        any_bytes
+        | st.builds(
+            _frame,
+            st.sampled_from(LIVE_TYPES),
+            st.dictionaries(st.sampled_from(KEYS + LIVE_KEYS), json_values, max_size=5),
+            st.none(),
+        ),
+        max_size=8,
+    )
+)
+def test_the_gpt_live_protocol_object_never_raises_on_any_frames(data: list[bytes]) -> None:
+    """The real entry of the GPT-Live socket is ``LiveProtocol.receive`` (parse,
+    then the state it keeps): any sequence of frames gives events, never an
+    exception, and its transcripts can always be taken."""
+    proto = live.LiveProtocol()
+    for frame in data:
+        out = proto.receive(frame)
+        _encodable(out)
+    proto.flush_transcripts()
+    for folded in proto.take_transcripts():
+        assert isinstance(folded.text, str)
