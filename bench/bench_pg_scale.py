@@ -77,7 +77,7 @@ def main() -> None:
         p.join()
     with open_store(url) as store:
         durable = store.max_position()
-        rows = store._query(f"SELECT COUNT(*) FROM {store._table}", ())
+        rows = store.select("SELECT COUNT(*) FROM {events}")
     appended = sum(r[0] for r in results)
     wall = max(r[1] for r in results)
     calls = args.instances * args.calls

@@ -67,10 +67,7 @@ def write_call(url: str, target: int) -> int:
 
 def drop_checkpoint(url: str) -> None:
     with open_store(url) as store:
-        store._ensure_checkpoints()
-        store._query(
-            f"DELETE FROM {store._checkpoint_table} WHERE call_id = {{p}}", (CALL,), commit=True
-        )
+        store.checkpoints.drop(CALL)
 
 
 async def one_resume(config: ServiceConfig) -> tuple[float, float, float]:
@@ -141,7 +138,7 @@ async def main() -> None:
         assert rb.engine is not None
         data = checkpoints.take(rb.engine, rb.state)
         assert data is not None
-        store.write_checkpoint(CALL, rb.engine.next_seq - 1, data)
+        store.checkpoints.write(CALL, rb.engine.next_seq - 1, data)
         t = time.perf_counter()
         checkpoints.rebuild(store, CALL)
         ckpt = time.perf_counter() - t

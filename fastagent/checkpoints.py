@@ -3,7 +3,7 @@ only the log's tail instead of replaying a whole ten-minute call.
 
 A checkpoint is a cache, never the truth: the log is.  It is written only for
 events that are already durable, only by the instance driving the call, and an
-older one never replaces a newer one (see :meth:`EventStore.write_checkpoint`).
+older one never replaces a newer one (see :meth:`fastagent.store.checkpoints.Checkpoints.write`).
 It is ignored (and the whole log replayed) when it cannot be trusted: another
 checkpoint format, or an engine whose fields changed since it was written (the
 fingerprint), or a log that ends before it.  Restoring is exact: the engine's
@@ -132,7 +132,7 @@ def rebuild(store: EventStore, call_id: str, agents: Callable[[str], Agent] = ge
 
     Raises UnknownCall if the call has no events.
     """
-    found = store.read_checkpoint(call_id)
+    found = store.checkpoints.read(call_id)
     ckpt = restore(found[1], agents) if found is not None else None
     if ckpt is not None:
         tail = store.read_call(call_id, after=ckpt.seq)

@@ -126,13 +126,13 @@ def _load(
         with _open(store) as s:
             events = read_recording(file, opener=s.sealer.open)
             if events:
-                s.audit(who or _who(False), action, events[0].call_id, f"file {file}")
+                s.audit.record(who or _who(False), action, events[0].call_id, f"file {file}")
             return events
     if not call_id:
         raise fail("give a call id or --file")
     with _open(store) as s:
         events = s.read_call(call_id)
-        s.audit(who or _who(False), action, call_id)
+        s.audit.record(who or _who(False), action, call_id)
         return events
 
 
@@ -294,7 +294,7 @@ def export(
     with clear_errors():
         with _open(store) as s:
             events = s.read_call(call_id)
-            s.audit(who, "export-clear" if reveal else "export", call_id, f"to {output}")
+            s.audit.record(who, "export-clear" if reveal else "export", call_id, f"to {output}")
             write_recording(events, output, sealer=None if reveal else s.sealer)
     sealed = "in clear" if reveal else "personal data sealed"
     typer.echo(f"wrote {len(events)} events of call {call_id} to {output} ({sealed})")
@@ -329,7 +329,7 @@ def rewrap_keys(store: StoreOpt = None) -> None:
     Put the new key first in FASTAGENT_MASTER_KEY (new,old), run this, then drop the
     old key.  No event is rewritten: only the small keys table changes."""
     with clear_errors(), _open(store) as s:
-        n = s.rewrap_keys()
+        n = s.keys.rewrap()
     typer.echo(f"rewrapped {n} call key(s) with the current master key")
 
 
@@ -342,7 +342,7 @@ def audit(
     """The audit trail: who read, exported, revealed or forgot which call, and when."""
     with clear_errors():
         with _open(store) as s:
-            rows = s.read_audit(call_id)
+            rows = s.audit.read(call_id)
     out = [
         {
             "at": datetime.fromtimestamp(r.at_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),

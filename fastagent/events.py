@@ -284,7 +284,9 @@ class RateLimitsUpdated(Input, frozen=True, kw_only=True):
 class ModelError(Input, frozen=True, kw_only=True):
     """A Realtime ``error`` event, or the model socket could not be opened."""
 
-    error_type: str = ""  # "connection" when the model cannot be reached at all
+    # "connection" when the model cannot be reached at all; "protocol" when the
+    # service failed its socket (past a message-rate or violation cap).
+    error_type: str = ""
     code: str = ""  # free-form (the SDK enumerates none): session_expired, ...
     message: str = ""
     event_id: str = ""  # the client event the error is about, when the server says
@@ -304,8 +306,9 @@ class TranscriptionFailed(Input, frozen=True, kw_only=True):
 class ModelTimeout(Input, frozen=True, kw_only=True):
     """The model did not answer a client event in time (the shell's timer).
 
-    ``waiting_for`` is the server event that never came: ``session.updated`` after
-    a ``session.update``, ``response.created`` after a ``response.create``;
+    ``waiting_for`` is the server event that never came: ``session.created`` once
+    a Realtime socket is connected, ``session.updated`` after a ``session.update``,
+    ``response.created`` after a ``response.create``;
     ``event_id`` names the request (``fa-response-<seq>``); ``seconds`` is the
     setting the timer ran with (FASTAGENT_MODEL_TIMEOUT_S).
     """
@@ -560,7 +563,7 @@ class ModelFailureHandled(Decision, frozen=True, kw_only=True):
 
     ``kind``: response_failed | response_incomplete | request_refused |
     active_response | rate_limited | session_expired | error | timeout |
-    unreachable | transcription_failed | transcription_missing.
+    unreachable | protocol | transcription_failed | transcription_missing.
     ``action``: retry | apology | fallback | settled | reconnect | none -- the
     decisions that carry it out follow this one.  ``attempt`` counts the failed
     replies in a row (the policy: 1 -> retry, 2 -> apology, 3 -> fallback).

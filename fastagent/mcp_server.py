@@ -208,7 +208,7 @@ def build_mcp_server(
         try:
             s = get_store()
             events = s.read_call(call_id)
-            s.audit(who(ctx), "reveal" if reveal else "timeline", call_id, "mcp")
+            s.audit.record(who(ctx), "reveal" if reveal else "timeline", call_id, "mcp")
         except ToolError:
             raise
         except Exception as exc:  # UnknownCall, CallForgotten: one line each

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from typing import Annotated
@@ -40,11 +39,8 @@ def inspect(
     from fastagent.inspector import local_app
     from fastagent.store import open_store
 
-    url = (store or os.environ.get("FASTAGENT_STORE", "").strip() or "./fastagent.db").strip()
-    if "://" not in url and not os.path.exists(url):
-        raise fail(f"no store at {url!r} (give --store PATH or a postgresql:// URL)")
-    with clear_errors():
-        opened = open_store(url)
+    with clear_errors():  # a store that does not exist is an error: read, never create
+        opened = open_store(store, create=False)
     try:
         readers = ReadAccess.from_env()
     except AccessError as exc:

@@ -107,7 +107,7 @@ def serve(
             observe.configure_logging()
             checked = Service(config)  # check tokens, store and master key before listening
             try:
-                checked.store.check_keys()
+                checked.store.keys.check()
             finally:
                 checked.store.close()
         except (ConfigError, ValueError) as exc:
@@ -285,6 +285,7 @@ async def run_demo(
             options.update(
                 ignore=switches.ignore,
                 error_on=switches.error_on,
+                no_session_created=switches.no_session_created,
                 expire_after_responses=switches.expire_after_responses,
                 # a session that expires is followed by a new one, which goes on
                 continue_script=switches.expire_after_responses is not None,

@@ -65,14 +65,25 @@ def _spec(server: str, tool: Any) -> ToolSpec:
     )
 
 
+MAX_TOOL_OUTPUT = 32 * 1024  # characters of a tool's result kept (~8 k tokens)
+
+
 def _output_text(result: Any) -> str:
+    """A tool's result as the text the log records and the model is told: at
+    most MAX_TOOL_OUTPUT characters (a tool is no more trusted to be small than
+    either socket; a longer result is cut, and says so)."""
     if result.structured_content is not None:
-        return json.dumps(result.structured_content, separators=(",", ":"), sort_keys=True)
-    parts: list[str] = []
-    for block in result.content:
-        text = getattr(block, "text", None)
-        parts.append(text if isinstance(text, str) else f"[{block.type} content]")
-    return "\n".join(parts)
+        text = json.dumps(result.structured_content, separators=(",", ":"), sort_keys=True)
+    else:
+        parts: list[str] = []
+        for block in result.content:
+            t = getattr(block, "text", None)
+            parts.append(t if isinstance(t, str) else f"[{block.type} content]")
+        text = "\n".join(parts)
+    if len(text) <= MAX_TOOL_OUTPUT:
+        return text
+    note = f" [... {len(text) - MAX_TOOL_OUTPUT + 64:,} characters cut]"
+    return text[: MAX_TOOL_OUTPUT - 64] + note
 
 
 @dataclass

@@ -191,7 +191,7 @@ class SqliteSource:
     becomes a Python object: that and the scan run without the GIL.
     """
 
-    def __init__(self, path: str, table: str = "stored_events") -> None:
+    def __init__(self, path: str, table: str) -> None:
         self.description = f"sqlite store {path}"
         self._table = table
         uri = f"file:{os.path.abspath(path)}?mode=ro"
@@ -276,15 +276,13 @@ def open_source(url: str | None = None, *, fast: bool = True) -> LogSource:
         target = parse_store_url(url)  # the store's own parser: a URL means the same here
     except StoreError as exc:
         raise AnalyticsError(one_line(exc)) from None
-    path, table = target.display, target.table
-    memory = target.in_memory
     try:
         store = open_store(url, create=False)
     except StoreError as exc:
         raise AnalyticsError(one_line(exc)) from None
-    if fast and store.kind == "sqlite" and not memory:
+    if fast and target.file is not None:
         store.close()  # it checked the URL and the table; read the file directly
-        return SqliteSource(path, table)
+        return SqliteSource(target.file, target.table)
     return StoreSource(store)
 
 

@@ -505,7 +505,7 @@ def test_scenario_model_steps_drive_the_fsas(
     last = sc.turns[-1].model if sc.turns else ()
     # A model-failure scenario ends in the fallback, which this test does not play
     # (tests/test_models_e2e.py does).
-    by_failure = bool(sw.ignore or sw.error_on or sw.unreachable) or (
+    by_failure = bool(sw.ignore or sw.error_on or sw.unreachable or sw.no_session_created) or (
         bool(last) and all(s.fail for s in last)
     )
     assert by_failure or c.of(ev.HangupRequested) or c.of(ev.TransferRequested), path.name

@@ -254,7 +254,7 @@ def test_checkpoint_restores_the_engine_exactly(tmp_path: Path) -> None:
         assert r.engine is not None
         data = checkpoints.take(r.engine, live.fold(events[:cut]))
         assert data is not None
-        store.write_checkpoint("ckpt", events[cut - 1].seq, data)
+        store.checkpoints.write("ckpt", events[cut - 1].seq, data)
         fast = checkpoints.rebuild(store, "ckpt")
         assert fast.from_checkpoint == events[cut - 1].seq and not fast.divergence
         assert fast.events_read == len(events) - 2 - cut
@@ -263,7 +263,7 @@ def test_checkpoint_restores_the_engine_exactly(tmp_path: Path) -> None:
         assert fast.engine.next_seq == whole.engine.next_seq
         assert fast.chunks_in == whole.chunks_in and fast.chunks_out == whole.chunks_out
         # A checkpoint this code cannot trust is ignored: the log is replayed.
-        store.write_checkpoint("ckpt", 10**9, b'{"format": 999}')
+        store.checkpoints.write("ckpt", 10**9, b'{"format": 999}')
         assert checkpoints.rebuild(store, "ckpt").from_checkpoint == 0
 
 

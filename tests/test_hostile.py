@@ -449,10 +449,13 @@ def pg_store_url(pg_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+SILENCE_MULAW = base64.b64encode(b"\xff" * 160).decode()  # 20 ms at 8 kHz
+
+
 async def _stream(ws: Any, cid: str, stop: asyncio.Event) -> None:
     """A healthy VAIC caller: 20 ms of μ-law silence every 20 ms."""
     chunk = json.dumps(
-        {"type": "userStream.chunk", "conversationId": cid, "audioChunk": "/" * 212 + "w="}
+        {"type": "userStream.chunk", "conversationId": cid, "audioChunk": SILENCE_MULAW}
     )
     with contextlib.suppress(websockets.ConnectionClosed):
         while not stop.is_set():
@@ -1103,3 +1106,72 @@ def test_a_gpt_live_model_streaming_one_transcript_without_end_is_bounded() -> N
     folded = proto.take_transcripts()
     assert {f.role for f in folded} == {"user", "assistant"}, folded
     assert all(0 < len(f.text) <= live.MAX_TURN_TEXT for f in folded)
+
+
+HUGE_TOOL = '''
+from mcp.server.mcpserver import MCPServer
+
+mcp = MCPServer("huge", log_level="WARNING")
+
+
+@mcp.tool()
+def dump() -> str:
+    """Return far too much."""
+    return "row;" * 500_000
+
+
+mcp.run()
+'''
+
+
+@pytest.mark.anyio
+async def test_a_tool_result_is_bounded_before_the_log_and_the_model(tmp_path: Path) -> None:
+    """An MCP tool that answers 2 MB (a real stdio server) gives at most
+    MAX_TOOL_OUTPUT characters, marked as cut: that is what the log records and
+    the model is told."""
+    import sys
+
+    from fastagent.agent import McpServer
+    from fastagent.tools import MAX_TOOL_OUTPUT, ToolHub
+
+    script = tmp_path / "huge_tool.py"
+    script.write_text(HUGE_TOOL)
+    hub = ToolHub([McpServer(name="huge", command=(sys.executable, str(script)))])
+    await hub.start()
+    try:
+        out = await hub.call("huge", "dump", "{}", timeout_s=30)
+    finally:
+        await hub.aclose()
+    assert out.ok, out.error
+    assert len(out.output) <= MAX_TOOL_OUTPUT and "row;row;" in out.output[:40]
+    assert "characters cut" in out.output[-80:], out.output[-80:]
+
+
+LIVE_TYPES = [*sorted(live.KNOWN_TYPES), "bogus"]
+LIVE_KEYS = ["delta", "session", "delegation", "response", "error", "usage", "event"]
+
+
+@PROPS
+@given(
+    data=st.lists(
+        any_bytes
+        | st.builds(
+            _frame,
+            st.sampled_from(LIVE_TYPES),
+            st.dictionaries(st.sampled_from(KEYS + LIVE_KEYS), json_values, max_size=5),
+            st.none(),
+        ),
+        max_size=8,
+    )
+)
+def test_the_gpt_live_protocol_object_never_raises_on_any_frames(data: list[bytes]) -> None:
+    """The real entry of the GPT-Live socket is ``LiveProtocol.receive`` (parse,
+    then the state it keeps): any sequence of frames gives events, never an
+    exception, and its transcripts can always be taken."""
+    proto = live.LiveProtocol()
+    for frame in data:
+        out = proto.receive(frame)
+        _encodable(out)
+    proto.flush_transcripts()
+    for folded in proto.take_transcripts():
+        assert isinstance(folded.text, str)

@@ -96,7 +96,7 @@ def play(scenario: Scenario, data_dir: Path, tmp: Path, **kw: Any) -> Played:
             os.environ["FASTAGENT_DATA_DIR"] = old
 
 
-_FAKE_OPTS = {"fail_after_audio_chunks", "continue_script", "delegation_per_call"}
+_FAKE_OPTS = {"fail_after_audio_chunks", "continue_script", "delegation_per_call", "ignore"}
 
 
 def _check_common(p: Played) -> None:
@@ -162,6 +162,26 @@ def test_barge_in_stops_playback_never_truncates(data_dir: Path, tmp_path: Path)
     assert not any(t.endswith("has it changed since you last told us?") for t in said)
     stops = p.of(ev.ModelOutputStopped)
     assert stops and all(s.item_id.startswith("s1-out-") for s in stops)
+
+
+def test_a_live_model_that_never_starts_the_session_ends_in_the_fallback(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """GPT-Live never answers ``session.start``: within FASTAGENT_MODEL_TIMEOUT_S a
+    recorded model timeout, then the agent's fallback (transfer; outcome failed)."""
+    scenario = load_scenario(SCENARIOS / "live-banking.json")
+    p = play(scenario, data_dir, tmp_path, ignore=["session.start"], model_timeout_s=1.0)
+    assert p.fake.violations == [] and p.fake.bugs == []
+    (timeout,) = p.of(ev.ModelTimeout)
+    assert (timeout.waiting_for, timeout.seconds) == ("session.updated", 1.0)
+    assert timeout.at - p.events[0].at < 3_000_000
+    handled = p.of(ev.ModelFailureHandled)
+    assert (handled[-1].kind, handled[-1].action) == ("timeout", "fallback")
+    assert p.of(ev.TransferRequested) and p.report.ended == "transferred"
+    end = p.events[-1]
+    assert isinstance(end, ev.CallEnded) and end.outcome == "failed"
+    result = replay(p.events)
+    assert result.identical, result.divergence and result.divergence.to_dict()
 
 
 def test_model_drop_starts_a_new_session_seeded_with_the_call(

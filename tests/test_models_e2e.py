@@ -60,6 +60,7 @@ async def play(name: str, tmp: Path, realtime: bool = False) -> Played:
         speed=3.0 if realtime else 10.0,
         ignore=sw.ignore,
         error_on=sw.error_on,
+        no_session_created=sw.no_session_created,
         expire_after_responses=sw.expire_after_responses,
         continue_script=sw.expire_after_responses is not None,
     ) as fake:
@@ -178,20 +179,28 @@ async def test_parallel_calls_all_run_and_one_reply_follows(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    ("name", "kind"),
+    ("name", "kind", "waiting_for"),
     [
-        ("model-timeout", "timeout"),
-        ("model-unreachable", "unreachable"),
-        ("model-refused", "request_refused"),
+        ("model-timeout", "timeout", "response.created"),
+        ("model-no-session-created", "timeout", "session.created"),
+        ("model-no-session-updated", "timeout", "session.updated"),
+        ("model-unreachable", "unreachable", None),
+        ("model-refused", "request_refused", None),
     ],
 )
 async def test_a_model_that_does_not_answer_ends_in_the_fallback(
-    tmp_path: Path, name: str, kind: str
+    tmp_path: Path, name: str, kind: str, waiting_for: str | None
 ) -> None:
     p = await play(name, tmp_path)
     assert p.failures()[-1] == (kind, "fallback")
     assert p.report.ended == "transferred"
     assert p.outcome == "failed"
+    if waiting_for is not None:
+        (timeout,) = p.of(ev.ModelTimeout)
+        assert timeout.waiting_for == waiting_for  # type: ignore[attr-defined]
+        # Within the setting (1 s in these scenarios) of the call's start, not later.
+        assert timeout.seconds == 1.0  # type: ignore[attr-defined]
+        assert timeout.at - p.events[0].at < 3_000_000, timeout.at - p.events[0].at
 
 
 async def test_session_expiry_opens_a_new_session_and_the_call_goes_on(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def test_nothing_personal_in_clear_in_store_analytics_and_export(
     assert res.exit_code == 0, res.output
     assert b"Lovelace" in clear.read_bytes()
     with open_store(path) as s:
-        actions = [(a.action, a.who.split(" ")[0]) for a in s.read_audit(call_id)]
+        actions = [(a.action, a.who.split(" ")[0]) for a in s.audit.read(call_id)]
     assert ("export", "cli:" + _user()) in actions or actions[0][0] == "export"
     assert ("export-clear", "auditor") in actions
 
@@ -187,7 +187,7 @@ def test_replay_masked_by_default_reveal_needs_the_read_credential(
     assert res.exit_code == 0, res.output
     assert "Analytical Row" in res.output
     with open_store(path) as s:
-        trail = [(a.action, a.who) for a in s.read_audit(call_id)]
+        trail = [(a.action, a.who) for a in s.audit.read(call_id)]
     assert ("timeline", f"cli:{_user()}") in trail
     assert ("reveal", f"ops (cli:{_user()})") in trail
 
@@ -219,7 +219,7 @@ def test_read_credential_and_masking_over_mcp(
     )
     assert args["date_of_birth"] == "***" and args["card_last4"] == "***"
     with open_store(path) as s:
-        assert ("timeline", "inspector") in [(a.action, a.who) for a in s.read_audit(call_id)]
+        assert ("timeline", "inspector") in [(a.action, a.who) for a in s.audit.read(call_id)]
 
 
 async def _mcp_call(url: str, tool: str, args: dict[str, Any]) -> str:
@@ -259,11 +259,11 @@ def test_forget_over_sockets_then_replay_export_and_analytics(
     res = runner.invoke(app, ["calls", "--store", path, "--json"])
     assert call_id in res.output
     with open_store(path) as s:
-        assert isinstance(s.forgotten(call_id), CallForgotten)
+        assert isinstance(s.keys.forgotten(call_id), CallForgotten)
         blank = s.read_call(call_id, forgotten="blank")
         assert isinstance(blank[-1], ev.CallEnded)
         assert all(e.text == "" for e in blank if isinstance(e, ev.Transcript))
-        trail = s.read_audit(call_id)
+        trail = s.audit.read(call_id)
     assert trail[-1].action == "forget" and trail[-1].who == f"cli:{_user()}"
     # Analytics: still nothing personal after the next sync; the call's stats remain.
     with analytics.opened(path, db) as (source, con):
@@ -312,7 +312,7 @@ def test_forget_on_postgresql(pg_url: str) -> None:
         with open_store(url) as other:
             with pytest.raises(CallForgotten):
                 other.read_call("pg1")
-            assert other.read_audit("pg1")[-1].action == "forget"
+            assert other.audit.read("pg1")[-1].action == "forget"
     finally:
         store.close()
         import psycopg
@@ -409,12 +409,12 @@ def test_checkpoints_are_sealed_with_the_call_key(tmp_path: Path) -> None:
     with open_store(path) as s:
         s.append([ev.Dtmf(call_id="s1", seq=1, at=1, digits="9")])
         s.flush()
-        s.write_checkpoint("s1", 1, b'{"transcript": "my card is 4111111111111111"}')
-        assert s.read_checkpoint("s1") == (1, b'{"transcript": "my card is 4111111111111111"}')
+        s.checkpoints.write("s1", 1, b'{"transcript": "my card is 4111111111111111"}')
+        assert s.checkpoints.read("s1") == (1, b'{"transcript": "my card is 4111111111111111"}')
         import sqlite3
 
         with sqlite3.connect(path) as con:
             (raw,) = con.execute("SELECT data FROM stored_events_checkpoints").fetchone()
         assert b"4111111111111111" not in bytes(raw)
         s.forget("s1", "test")
-        assert s.read_checkpoint("s1") is None  # forgetting drops the checkpoint too
+        assert s.checkpoints.read("s1") is None  # forgetting drops the checkpoint too

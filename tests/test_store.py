@@ -552,8 +552,8 @@ def test_checkpoints_survive_the_rename_from_snapshots(
     t = "stored_events" if kind == "sqlite" else "fastagent_events"
     s = opened(url)
     s.append([audio("a", 1), audio("b", 1)])
-    s.write_checkpoint("a", 1, b"state of a")
-    s.write_checkpoint("b", 1, b"b at 1")
+    s.checkpoints.write("a", 1, b"state of a")
+    s.checkpoints.write("b", 1, b"b at 1")
     s.close()
     # As an older FastAgent left it: the table under its old name, and a newer
     # "b" in it than what a rolling upgrade already wrote under the new name.
@@ -573,10 +573,85 @@ def test_checkpoints_survive_the_rename_from_snapshots(
         (f"{t}_snapshots",),
     ]
     s = opened(url)
-    assert s.read_checkpoint("a") == (1, b"state of a")
-    assert s.read_checkpoint("b") == (5, b"b at 1")
+    assert s.checkpoints.read("a") == (1, b"state of a")
+    assert s.checkpoints.read("b") == (5, b"b at 1")
     assert _raw(url, kind, [tables]) == [(f"{t}_checkpoints",)]
     s.close()
     s = opened(url)  # idempotent
-    assert s.read_checkpoint("a") == (1, b"state of a")
+    assert s.checkpoints.read("a") == (1, b"state of a")
     assert _raw(url, kind, [tables]) == [(f"{t}_checkpoints",)]
+
+
+# The side tables' columns, as stores already written hold them: (name, type, not null).
+SIDE_COLUMNS = {
+    "keys": [
+        ("call_id", "TEXT", True),
+        ("master_id", "TEXT", True),
+        ("wrapped", "BLOB", False),
+        ("created_us", "BIGINT", True),
+        ("forgotten_us", "BIGINT", False),
+        ("forgotten_by", "TEXT", False),
+    ],
+    "audit": [
+        ("id", "INTEGER", True),
+        ("at_us", "BIGINT", True),
+        ("who", "TEXT", True),
+        ("action", "TEXT", True),
+        ("call_id", "TEXT", True),
+        ("detail", "TEXT", True),
+    ],
+    "checkpoints": [("call_id", "TEXT", True), ("seq", "BIGINT", True), ("data", "BLOB", True)],
+}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_side_tables_keep_their_stored_format(
+    kind: str,
+    request: pytest.FixtureRequest,
+    opened: Callable[..., EventStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """keys, audit and checkpoints: the same columns and rows on both databases (a
+    store written before they had their own modules opens unchanged); a sealed
+    checkpoint is b"FAS1" + nonce + ciphertext; forgetting empties the key, drops
+    the checkpoint and appends the audit line."""
+    from fastagent import privacy
+
+    monkeypatch.setenv(privacy.ENV_KEY, privacy.new_key_text())
+    url = request.getfixturevalue("db" if kind == "sqlite" else "pg_store_url")
+    t = "stored_events" if kind == "sqlite" else "fastagent_events"
+    s = opened(url)
+    s.append([audio("c", 1)])
+    s.flush()
+    s.checkpoints.write("c", 1, b"state")
+    s.audit.record("cli:test", "timeline", "c", "detail")
+    [(blob,)] = _raw(url, kind, [f"SELECT data FROM {t}_checkpoints"])
+    assert bytes(blob).startswith(b"FAS1") and b"state" not in bytes(blob)
+    assert s.forget("c", "cli:test", at_us=T0) == T0
+    pg_types = {"text": "TEXT", "bytea": "BLOB", "bigint": "BIGINT"}
+    for side, expected in SIDE_COLUMNS.items():
+        if kind == "sqlite":
+            rows = _raw(url, kind, [f"PRAGMA table_info({t}_{side})"])
+            got = [(r[1], r[2], bool(r[3]) or bool(r[5])) for r in rows]
+        else:
+            rows = _raw(
+                url,
+                kind,
+                [
+                    "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+                    f"WHERE table_schema = current_schema() AND table_name = '{t}_{side}' "
+                    "ORDER BY ordinal_position"
+                ],
+            )
+            got = [(str(r[0]), pg_types[str(r[1])], r[2] == "NO") for r in rows]
+            expected = [(n, "BIGINT" if n == "id" else ty, nn) for n, ty, nn in expected]
+        assert got == expected, side
+    keys = _raw(url, kind, [f"SELECT master_id, wrapped, forgotten_us, forgotten_by FROM {t}_keys"])
+    assert keys == [("", None, T0, "cli:test")]
+    audit = _raw(url, kind, [f"SELECT who, action, call_id, detail FROM {t}_audit ORDER BY id"])
+    assert audit == [("cli:test", "timeline", "c", "detail"), ("cli:test", "forget", "c", "")]
+    assert _raw(url, kind, [f"SELECT call_id FROM {t}_checkpoints"]) == []
+    assert [(a.action, a.who) for a in s.audit.read("c")] == [
+        ("timeline", "cli:test"),
+        ("forget", "cli:test"),
+    ]

@@ -239,7 +239,7 @@ def inspector_app(
         def read() -> list[ev.Event]:
             s = store()
             evs = s.read_call(call_id)
-            s.audit(who, what, call_id, "inspector")
+            s.audit.record(who, what, call_id, "inspector")
             return evs
 
         try:

@@ -91,6 +91,10 @@ class CallSession(CallerSide, ModelSide, Ownership):
         self.policy = engine.view.policy  # the call's rules; each SessionAccepted carries them
         self.timers: dict[str, asyncio.Task[None]] = {}  # model answers awaited
         self.model_drops = 0  # model sockets lost since the last response.done
+        # The model socket's protocol violations (a new bucket per socket) and, once
+        # the call failed it on purpose (past a cap), why: it is not redialled then.
+        self.model_strikes = self.strikes()
+        self.model_broken = ""
         # Model decisions recorded and not sent yet, in log order: seq -> the task
         # sending them (None until its execute starts); see executor.model_turn.
         self.model_order: dict[int, asyncio.Task[Any] | None] = {}

@@ -31,17 +31,18 @@ log = logging.getLogger("fastagent.service")
 
 
 class CallerPace:
-    """Liveness and message rate of one caller socket (no clock of its own: the
-    caller passes ``time.monotonic()``).  ``seen`` is when its last frame came;
-    ``take`` spends ``cost`` tokens (one per message) of a bucket refilled at
-    ``rate`` per second and holding two seconds' worth, False when it holds
-    fewer (nothing spent then)."""
+    """Liveness and message rate of one socket, caller's or model's (no clock of
+    its own: the caller passes ``time.monotonic()``).  ``seen`` is when its last
+    frame came; ``take`` spends ``cost`` tokens (one per message) of a bucket
+    refilled at ``rate`` per second and holding ``burst`` (default: two seconds'
+    worth), False when it holds fewer (nothing spent then).  The same bucket caps
+    protocol violations per socket (rate = cap / 60, burst = cap)."""
 
     __slots__ = ("burst", "rate", "seen", "tokens")
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.burst = max(2.0 * rate, 1.0)
+        self.burst = max(2.0 * rate if burst is None else burst, 1.0)
         self.tokens = self.burst
         self.seen = time.monotonic()
 
@@ -107,10 +108,11 @@ class CallerSide(Recorder):
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
-        fmt = self.engine.view.media_format
+        view = self.engine.view
+        fmt = view.media_format
         return ev.CallerAudio(
             call_id=self.call_id,
-            seq=self.engine.view.next_seq,
+            seq=view.next_seq,
             at=now_us(),
             chunk=self.chunks_in,
             nbytes=nbytes,

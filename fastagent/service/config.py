@@ -37,7 +37,13 @@ class ServiceConfig:
     resume_stale_s: float = 2.0  # a socket silent this long may be replaced by a resume
     max_sockets: int = 250  # concurrent VAIC sockets per process; past it HTTP 503
     max_msgs_per_s: float = 400.0  # per caller socket (VAIC streams ~50/s); past it closed
+    # Protocol violations recorded per socket (either side) in a minute, bursts
+    # included; past it the socket is failed (caller: dropped; model: ModelError).
+    max_violations_per_min: int = 60
     model_max_frame_bytes: int = 1 << 20  # one Realtime frame
+    # Messages per second from one model socket (bursts up to two seconds' worth);
+    # past it the socket is failed (a ModelError, the agent's fallback).
+    model_max_msgs_per_s: float = 2000.0
     tool_timeout_s: float | None = None  # None: the core's, like grace_s
     model_retries: int | None = None  # None: the core's, like grace_s
     # A session.update or response.create the model does not answer within this
@@ -63,7 +69,9 @@ class ServiceConfig:
             "FASTAGENT_RESUME_STALE_S": repr(self.resume_stale_s),
             "FASTAGENT_MAX_SOCKETS": str(self.max_sockets),
             "FASTAGENT_MAX_MSGS_PER_S": repr(self.max_msgs_per_s),
+            "FASTAGENT_MAX_VIOLATIONS_PER_MIN": str(self.max_violations_per_min),
             "FASTAGENT_MODEL_MAX_FRAME_BYTES": str(self.model_max_frame_bytes),
+            "FASTAGENT_MODEL_MAX_MSGS_PER_S": repr(self.model_max_msgs_per_s),
             "FASTAGENT_MODEL": self.model,
             "FASTAGENT_NO_AUTH": "1" if self.no_auth else "0",
             "FASTAGENT_LIVE_BACKEND_MODEL": self.live_backend_model,
@@ -150,12 +158,22 @@ class ServiceConfig:
             max_msgs_per_s=number(
                 "FASTAGENT_MAX_MSGS_PER_S", 400, float, "messages per second (> 0)", positive
             ),
+            max_violations_per_min=number(
+                "FASTAGENT_MAX_VIOLATIONS_PER_MIN", 60, int, "a whole number > 0", lambda v: v > 0
+            ),
             model_max_frame_bytes=number(
                 "FASTAGENT_MODEL_MAX_FRAME_BYTES",
                 1 << 20,
                 int,
                 "a whole number of bytes > 0",
                 lambda v: v > 0,
+            ),
+            model_max_msgs_per_s=number(
+                "FASTAGENT_MODEL_MAX_MSGS_PER_S",
+                2000,
+                float,
+                "messages per second (> 0)",
+                positive,
             ),
             live_backend_model=env.get("FASTAGENT_LIVE_BACKEND_MODEL") or "gpt-5-mini",
             live_store=env.get("FASTAGENT_LIVE_STORE", "0").lower() in ("1", "true", "yes"),

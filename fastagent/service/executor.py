@@ -63,7 +63,14 @@ TO_CALLER: frozenset[type[ev.Decision]] = frozenset(
         ev.CallerNotified,
     }
 )
-MODEL_TURN_S = 10.0  # past this, a frame stops waiting for an earlier one (never seen)
+# Past this, a frame stops waiting for an earlier one of its side (never seen).
+# A guard against a bug, not a policy, so not a setting: an earlier frame's sender
+# ends its turn (sent or given up) once the log is durable, well within this.
+MODEL_TURN_S = 10.0
+# The longest a hangup/transfer waits for the caller to hear the goodbye before
+# it: the engine's own playout estimate, capped so a wrong one cannot hold a
+# call open.  Not a setting: a goodbye is seconds long.
+PLAYBACK_WAIT_MAX_S = 30.0
 
 HANDLERS: dict[type[ev.Decision], Handler[Any]] = {}
 
@@ -221,7 +228,7 @@ def watch_drain(call: CallSession) -> None:
 
 async def after_playback(call: CallSession, frame: bytes) -> None:
     """Send a call-control activity once the caller has heard the goodbye (at most
-    30 s on)."""
+    PLAYBACK_WAIT_MAX_S on)."""
     # Durable before the side effect; a hangup still goes out if the store is
     # down: leaving the caller on a dead line would be worse.
     await call.durable()
@@ -234,7 +241,7 @@ async def after_playback(call: CallSession, frame: bytes) -> None:
         until = max(until, view.playout_end)
     wait = (until - now_us()) / 1e6
     if wait > 0:
-        await asyncio.sleep(min(wait, 30.0))
+        await asyncio.sleep(min(wait, PLAYBACK_WAIT_MAX_S))
     await call.to_vaic(frame)
 
 

@@ -43,15 +43,18 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fastagent import audio, realtime
+from fastagent import audio, realtime, sockets
 from fastagent import events as ev
+from fastagent.service.caller_link import CallerPace
 from fastagent.service.recording import Lost, Recorder, now_us
 
 if TYPE_CHECKING:
-    from fastagent import sockets, vaic
+    from fastagent import vaic
 
 log = logging.getLogger("fastagent.service")
 
@@ -113,6 +116,10 @@ class ModelEvents(Protocol):
 
 class ModelLink(abc.ABC):
     """One model session of one call (see the module docstring for the contract)."""
+
+    # The server event a new socket must open with, timed like an answer from the
+    # moment it is connected (FASTAGENT_MODEL_TIMEOUT_S); "" for none.
+    first_event: str = ""
 
     @abc.abstractmethod
     async def connect(self) -> None:
@@ -192,9 +199,12 @@ class ModelSide(Recorder):
     timers: dict[str, asyncio.Task[None]]  # model answers awaited
     chunks_out: int
     to_caller: audio.Resampler | None  # where the model's format is not the caller's
+    model_strikes: CallerPace  # the model socket's protocol violations (strikes())
+    model_broken: str  # why the call failed the model socket on purpose, else ""
 
     if TYPE_CHECKING:  # the caller side's (CallerSide)
         caller_sock: sockets.CallerProtocol | None
+        proto: vaic.VaicProtocol | None
 
         def vaic_proto(self) -> vaic.VaicProtocol: ...
 
@@ -274,6 +284,7 @@ class ModelSide(Recorder):
         for attempt in range(retries + 1):
             try:
                 await self.model_link.connect()
+                self.watch_model()
                 return
             except Exception as exc:
                 log.warning("call %s: model connect failed (%s)", self.call_id, exc)
@@ -281,6 +292,63 @@ class ModelSide(Recorder):
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def strikes(self) -> CallerPace:
+        """A bucket of protocol violations for one socket: the cap a minute, all of
+        it at once at most (FASTAGENT_MAX_VIOLATIONS_PER_MIN)."""
+        cap = self.service.config.max_violations_per_min
+        return CallerPace(cap / 60.0, burst=float(cap))
+
+    def watch_model(self) -> None:
+        """A model socket was just connected (before its reader has run): time its
+        first event (``session.created``; a model that never sends it is a
+        ModelTimeout), and cap its message rate and violations (each socket starts
+        afresh): past either cap the socket is failed (:meth:`break_model`)."""
+        first = self.model_link.first_event
+        if first:
+            self.await_model(first, "")
+        self.model_strikes = self.strikes()
+        conn = getattr(self.model_link, "conn", None)
+        ws = getattr(conn, "_connection", None)  # the SDK's websockets connection
+        if isinstance(ws, sockets.ModelConnection):
+            rate = self.service.config.model_max_msgs_per_s
+            ws.pace = CallerPace(rate)
+            ws.on_flood = functools.partial(self.break_model, f"more than {rate:g} messages/s")
+
+    def break_model(self, reason: str) -> None:
+        """The model socket misbehaves past a cap: close it and record a ModelError
+        (``error_type`` "protocol"), which takes the agent's fallback like any model
+        failure; it is not redialled.  No await (called from the socket's data
+        callback too)."""
+        if self.model_broken or self.closing:
+            return
+        self.model_broken = reason
+        log.warning("call %s: model socket failed: %s", self.call_id, reason)
+        for task in self.timers.values():  # nothing more will answer on that socket
+            task.cancel()
+        self.timers.clear()
+
+        async def fail() -> None:
+            await self.model_link.close()
+            if not self.closing and not self.engine.view.ended:
+                await self.input(
+                    ev.ModelError, error_type="protocol", code="policy_violation", message=reason
+                )
+
+        self.spawn(fail())
+
+    async def protocol_error(self, side: str, message: str) -> None:
+        """Model side: past FASTAGENT_MAX_VIOLATIONS_PER_MIN on one socket nothing
+        more is recorded or logged, and the socket is failed (:meth:`break_model`).
+        (The caller side counts its own in fastagent.service.vaic_socket.)"""
+        if side == "model":
+            if self.model_broken:
+                return
+            if not self.model_strikes.take(time.monotonic()):
+                cap = self.service.config.max_violations_per_min
+                self.break_model(f"more than {cap} protocol violations a minute")
+                return
+        await super().protocol_error(side, message)
 
     async def detach_model(self) -> None:
         await self.model_link.close()
@@ -334,7 +402,7 @@ class ModelSide(Recorder):
     async def model_failed(self, exc: BaseException) -> None:
         if isinstance(exc, Lost):
             await self.close("stream taken over by another instance")
-        elif not self.closing:
+        elif not self.closing and not self.model_broken:  # (failed on purpose: done)
             await self.model_lost(str(exc) or type(exc).__name__)
 
     def model_audio_now(self, e: ModelAudio) -> bool:
@@ -342,13 +410,14 @@ class ModelSide(Recorder):
         chunk of the audio being played is recorded and forwarded with no await."""
         if not self.engine.view.plays(e.item_id):
             return False  # a new stream starts, or audio nobody hears: decisions to act on
-        if self.vaic_proto().play_stream_id is None:
+        proto = self.proto
+        if proto is None or proto.play_stream_id is None:
             return False
         caller = self.caller_sock
         b64 = e.delta
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
-        frame = self.vaic_proto().play_chunk(b64)  # before the record: it may raise
+        frame = proto.play_chunk(b64)  # before the record: it may raise
         inp = self.bot_audio_input(e)
         if self.record_now(inp):
             self.write_now(caller, frame)
@@ -358,10 +427,11 @@ class ModelSide(Recorder):
     def bot_audio_input(self, e: ModelAudio) -> ev.BotAudio:
         self.chunks_out += 1
         nbytes = audio.b64_decoded_len(e.delta)
-        model_fmt = self.engine.view.model_format
+        view = self.engine.view
+        model_fmt = view.model_format
         return ev.BotAudio(
             call_id=self.call_id,
-            seq=self.engine.view.next_seq,
+            seq=view.next_seq,
             at=now_us(),
             response_id=e.response_id,
             item_id=e.item_id,

@@ -105,7 +105,12 @@ class Ownership(Recorder):
             if self.caller is None and not self.closing:
                 await self.input(ev.GraceExpired, seconds=grace)
 
-        self.grace_task = asyncio.create_task(self._guard(expire()))
+        async def guarded() -> None:
+            # (expire() made inside the task: a grace cancelled before it ran, as a
+            # resume does at once, leaves no coroutine never awaited)
+            await self._guard(expire())
+
+        self.grace_task = asyncio.create_task(guarded())
 
     async def claim(self, batch: list[ev.Event]) -> None:
         """Append at once (not group-committed) and apply: raises StreamConflict if
@@ -132,7 +137,7 @@ class Ownership(Recorder):
 
         def write() -> None:
             self.store.flush(self.call_id)  # StreamConflict if the call is no longer ours
-            self.store.write_checkpoint(self.call_id, seq, data)
+            self.store.checkpoints.write(self.call_id, seq, data)
 
         try:
             await asyncio.to_thread(write)
@@ -502,6 +507,8 @@ async def resume_from_store(
             await session.attach_model()
         except Exception as exc:  # configuring the model dials again, with backoff
             log.warning("call %s: model connect failed (%s)", call_id, exc)
+    elif session.model_link.connected:
+        session.watch_model()  # (no await since adopt: its reader has not run yet)
     for d in rebuilt.pending:
         # Decided and durable, but its result never made it to the log: run it again
         # with the same idempotency key (the backend answers a repeat with the first result).

@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastagent.service")
 
+# How long a frame waits for a (re)connect under way before it is dropped.  Not a
+# setting: a reconnect either succeeds in well under this or ends in a recorded
+# ModelError; a dropped frame is caller audio or a decision already in the log,
+# which the new session is told (seeded from the log).  It only keeps the
+# sender (often the caller's reader) from being held.
+READY_WAIT_S = 5.0
+
 # ------------------------------------------------------------------ translation
 
 
@@ -127,6 +134,8 @@ def answer_of(e: Any) -> str | None:
     t = type(e)
     if t is realtime.ResponseCreated:
         return "response.created"
+    if t is realtime.SessionCreated:
+        return "session.created"
     if t is realtime.SessionUpdated:
         return "session.updated"
     if t is realtime.Error and (e.error.event_id or "").startswith("fa-response-"):
@@ -185,6 +194,8 @@ def _raw_socket(conn: Any) -> Any:
 class RealtimeLink(ModelLink):
     """One call's Realtime session.  ``dial`` opens a connection (see
     :func:`connect_realtime`); ``events`` is the call."""
+
+    first_event = "session.created"  # every Realtime socket opens with it
 
     def __init__(
         self, events: ModelEvents, dial: Callable[[], Awaitable[Any]], call_id: str = ""
@@ -247,7 +258,7 @@ class RealtimeLink(ModelLink):
     async def send_frame(self, frame: str) -> None:
         if not self.ready.is_set():
             try:  # a (re)connect is under way; never hold the caller's reader for long
-                await asyncio.wait_for(self.ready.wait(), timeout=5)
+                await asyncio.wait_for(self.ready.wait(), timeout=READY_WAIT_S)
             except TimeoutError:
                 log.warning("call %s: model not connected; frame dropped", self.call_id)
                 return
@@ -290,11 +301,9 @@ class RealtimeLink(ModelLink):
         events = self.events
         if not events.model_audio_writable():
             return False
-        e = realtime.parse_server_event(data)
-        if type(e) is not realtime.AudioDelta:
+        e = realtime.audio_delta_now(data, events.model_sample_bytes())
+        if e is None:  # not audio, or audio to look at closer: the slow lane decides
             return False
-        if realtime.audio_delta_error(e, events.model_sample_bytes()):  # type: ignore[arg-type]
-            return False  # the slow lane records it as a protocol error
         return events.model_audio_now(e)  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- slow lane

@@ -33,6 +33,10 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
     failed: str | None = None
     cfg = service.config
     pace = CallerPace(cfg.max_msgs_per_s)
+    # Protocol violations: at most the cap a minute are recorded and logged (all of
+    # them at once at most); one more fails the socket, like a flood.
+    cap = cfg.max_violations_per_min
+    strikes = CallerPace(cap / 60.0, burst=float(cap))
     clock = time.monotonic
     initiate_by = clock() + cfg.initiate_timeout_s
     watchdog: asyncio.Task[None] | None = None
@@ -103,6 +107,13 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
                     await session.on_caller_audio(msg)  # type: ignore[arg-type]
                 continue
             if isinstance(msg, vaic.ProtocolViolation):
+                if not strikes.take(clock()):
+                    failed = f"more than {cap} protocol violations a minute"
+                    log.warning(
+                        "call %s: caller socket closed: %s", session and session.call_id, failed
+                    )
+                    await ws.close(code=1008)
+                    break
                 if session is not None:
                     await session.protocol_error("caller", msg.message)
                 else:
@@ -129,9 +140,16 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
             else:
                 for found in vaic.inputs_of(msg):
                     if isinstance(found, vaic.ProtocolViolation):
+                        if not strikes.take(clock()):
+                            failed = f"more than {cap} protocol violations a minute"
+                            break
                         await session.protocol_error("caller", found.message)
                     else:
                         await session.input(found[0], **found[1])
+                if failed is not None:
+                    log.warning("call %s: caller socket closed: %s", session.call_id, failed)
+                    await ws.close(code=1008)
+                    break
                 if isinstance(msg, vaic.SessionEnd):
                     ended = True
                     break

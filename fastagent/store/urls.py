@@ -36,6 +36,8 @@ def store_url(url: str | None = None) -> str:
 
 
 class StoreTarget(msgspec.Struct, frozen=True):
+    """Where a store is, parsed from its URL by :func:`parse_store_url`."""
+
     kind: str  # "sqlite" | "postgresql"
     display: str  # the URL with any password hidden
     env: dict[str, str]
@@ -44,11 +46,11 @@ class StoreTarget(msgspec.Struct, frozen=True):
     conninfo: dict[str, Any] = {}
 
     @property
-    def in_memory(self) -> bool:
-        """A private in-memory SQLite store (nothing on disk)."""
-        return self.kind == "sqlite" and self.env.get("SQLITE_DBNAME", "").startswith(
-            "file:fastagent-mem-"
-        )
+    def file(self) -> str | None:
+        """The SQLite file's path (as given, ``~`` expanded); None for PostgreSQL or
+        an in-memory store."""
+        path = self.env.get("SQLITE_DBNAME", "")
+        return path if self.kind == "sqlite" and not path.startswith("file:") else None
 
 
 def _param(query: dict[str, list[str]], key: str, default: str) -> str:
@@ -66,6 +68,13 @@ def _check_ident(what: str, value: str, display: str) -> str:
 
 
 def parse_store_url(url: str) -> StoreTarget:
+    """Parse a store URL (see the module's docstring) into a :class:`StoreTarget`.
+
+    Touches nothing but, for an SQLite path, reads the file's first 16 bytes if
+    it exists.  Raises StoreError (one line, password hidden) for an unknown
+    scheme or URL parameter, a bad table or schema name or connect_timeout, a
+    path that is a directory, in a missing directory, or not an SQLite database.
+    """
     if url.startswith(("postgresql://", "postgres://")):
         return _parse_pg(url)
     scheme = url.partition("://")[0] if "://" in url else ""

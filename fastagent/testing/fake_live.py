@@ -282,6 +282,8 @@ class FakeLiveSession:
                 client_event_id=eid,
             )
             return
+        if kind in self.server.ignore:
+            return  # never answered: the client's timeout must notice
         if kind in self.server.error_on:
             await self.error(
                 f"Simulated failure for {kind}.",
@@ -848,7 +850,9 @@ class FakeLiveServer:
     session's socket with 1011 after that many output audio deltas (GPT-Live
     cannot resume it); ``error_on`` answers those client event types with an
     ``error``.  ``continue_script``: a new session goes on with the script where
-    the last one was (a client that reconnected after a drop).
+    the last one was (a client that reconnected after a drop).  ``ignore``: those
+    client event types are never answered (e.g. ``session.start``: the client's
+    timeout must notice).
     """
 
     def __init__(
@@ -864,6 +868,7 @@ class FakeLiveServer:
         fail_after_audio_chunks: int | None = None,
         error_on: Iterable[str] = (),
         continue_script: bool = False,
+        ignore: Iterable[str] = (),
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -876,6 +881,7 @@ class FakeLiveServer:
         self.fail_after_audio_chunks = fail_after_audio_chunks
         self.error_on = frozenset(error_on)
         self.continue_script = continue_script
+        self.ignore = frozenset(ignore)
         self.received: list[dict[str, Any]] = []
         self.violations: list[str] = []
         self.mismatches: list[str] = []

@@ -323,7 +323,8 @@ class FakeSession:
     # ------------------------------------------------------------ main loop
 
     async def run(self) -> None:
-        await self.send("session.created", session=self.config)
+        if not self.server.no_session_created:
+            await self.send("session.created", session=self.config)
         try:
             async for message in self.ws:
                 await self.handle(message)
@@ -945,7 +946,9 @@ class FakeRealtimeServer:
     response, ``server_replies`` starts the follow-up response as soon as the
     function output arrives, ``transcription: failed|none``.
     ``continue_script``: a new connection (a client reconnecting after a drop)
-    goes on with the script where the last one was.  ``tamper``:
+    goes on with the script where the last one was.  ``no_session_created``:
+    a socket never opens with ``session.created`` (everything else is answered;
+    the client's timer for it must notice).  ``tamper``:
     a hostile model for tests: called with each valid event the fake is about to
     send, it returns the text (or bytes, or a list of them) to send instead, or
     None to send it as is.
@@ -968,6 +971,7 @@ class FakeRealtimeServer:
         ignore: Iterable[str] = (),
         expire_after_responses: int | None = None,
         tamper: Callable[[dict[str, Any]], str | bytes | list[str | bytes] | None] | None = None,
+        no_session_created: bool = False,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -984,6 +988,7 @@ class FakeRealtimeServer:
         self.ignore = frozenset(ignore)
         self.expire_after_responses = expire_after_responses
         self.tamper = tamper
+        self.no_session_created = no_session_created
         self.received: list[dict[str, Any]] = []
         self.violations: list[str] = []
         self.mismatches: list[str] = []

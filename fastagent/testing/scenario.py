@@ -63,6 +63,7 @@ class FakeModel(_Base, frozen=True, kw_only=True):
     error_on: tuple[str, ...] = ()  # client event types answered with an error
     expire_after_responses: int | None = None  # then `session_expired` and a close
     unreachable: bool = False  # the model's address refuses connections
+    no_session_created: bool = False  # a socket never opens with session.created
     model_timeout_s: float | None = None  # FASTAGENT_MODEL_TIMEOUT_S for this call
 
 
