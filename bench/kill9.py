@@ -30,13 +30,13 @@ client event (N drawn at random), plus up to one flush interval.  Then:
    session was.  The calls play to their end; the service is stopped.
 
 3. **After the resume**, for each resumed call, everything the fake model got on
-   the call's new session (``session.update`` instructions and tool names, the
+   the call's new session (``session.update`` instructions and tool specs, the
    seeded conversation items, function outputs, messages, ``response.create``,
    truncates, deletes; not audio) is compared, in order, with what the log says
    the model was told from the resume on: its model decisions after the
-   ``ConnectionRestored side=model`` of the resume, and the seed that the log's
-   transcript (folded from the log itself, not from the snapshot the resume
-   used) calls for.  The first difference is reported.  Card orders and other
+   ``ConnectionRestored side=model`` of the resume, each ``session.update``
+   followed by the history its ModelConfigured carries.  The first difference
+   is reported.  Card orders and other
    backend writes are counted per call and tool from the sample bank's
    idempotency table: two keys for one call's write is a duplicate side effect.
 

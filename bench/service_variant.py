@@ -15,6 +15,8 @@ only (never in the service's code), so one bench run compares them side by side:
 * ``loop=NAME``: uvicorn ``loop`` (uvloop, asyncio);
 * ``http=NAME``: uvicorn ``http`` (httptools, h11; only the handshake uses it);
 * ``nometrics``: FASTAGENT_METRICS=0 and no traces (what metrics and tracing cost);
+* ``cprofile=NAME``: cProfile the main thread (the event loop) until the first
+  signal, stats to NAME in $FASTAGENT_BENCH_OUT (default /tmp; read with pstats);
 * ``traces``:   OpenTelemetry spans on (the SDK's batch processor, spans dropped
   by the exporter instead of sent: the service's cost without the collector's).
 
@@ -48,6 +50,36 @@ def apply(variant: str) -> None:
                 import sys
 
                 sys.setswitchinterval(float(value))
+                continue
+            if key == "cprofile":  # cProfile of the event loop's thread, dumped at exit
+                import cProfile
+
+                prof = cProfile.Profile()
+                import uvicorn
+
+                out = os.path.join(os.environ.get("FASTAGENT_BENCH_OUT", "/tmp"), value)
+                import fastagent
+
+                server_class = uvicorn.Server  # an older tree (--baseline)
+                if os.path.exists(os.path.join(fastagent.__path__[0], "lifecycle.py")):
+                    from fastagent.lifecycle import DrainingServer as server_class
+                exit_handler = server_class.handle_exit
+
+                def dump_then_exit(
+                    self: Any,
+                    sig: int,
+                    frame: Any,
+                    exit_handler: Any = exit_handler,
+                    prof: Any = prof,
+                    out: str = out,
+                ) -> None:  # the first signal ends the profile (a drain is not measured)
+                    prof.disable()
+                    if not os.path.exists(out):
+                        prof.dump_stats(out)
+                    exit_handler(self, sig, frame)
+
+                server_class.handle_exit = dump_then_exit  # type: ignore[method-assign]
+                prof.enable()
                 continue
             if key not in ("ws", "loop", "http"):
                 raise SystemExit(f"unknown bench switch {s!r}")

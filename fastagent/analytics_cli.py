@@ -3,6 +3,11 @@
 The lead's ``fastagent/cli.py`` calls :func:`register`.  Every command reports
 bad input (store that cannot be opened, query error) in one line on stderr and
 exits with code 2.
+
+DuckDB, pyarrow and numpy (through :mod:`projections.analytics`) are imported by
+the commands that use them, not by this module: every ``fastagent`` command loads
+it, and ``fastagent serve`` would otherwise carry them (~66 MB resident) for
+nothing (tests/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -14,17 +19,21 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import duckdb
 import msgspec
-import pyarrow as pa
-import pyarrow.parquet as pq
 import typer
 
 from fastagent.cli_common import StoreOpt
-from projections import analytics
-from projections.analytics import AnalyticsError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from projections import analytics
+
+# Log positions per sync transaction: projections.analytics.DEFAULT_BATCH, written
+# out here so that defining the command imports no DuckDB (a test keeps them equal).
+DEFAULT_BATCH = 500_000
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -96,7 +105,11 @@ def _duck_message(exc: BaseException) -> str:
 
 @contextmanager
 def _clear_errors() -> Iterator[None]:
+    import duckdb
+
     from fastagent.store import StoreError
+    from projections import analytics
+    from projections.analytics import AnalyticsError
 
     try:
         yield
@@ -114,6 +127,8 @@ def _answer(
     sections: Any, store: str | None, db: str | None, fmt: str, output: Any, no_sync: bool
 ) -> None:
     """Sync (unless told not to), run the queries, print or write them in ``fmt``."""
+    from projections.analytics import AnalyticsError
+
     with _clear_errors():
         if fmt not in FORMATS:
             raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
@@ -123,11 +138,13 @@ def _answer(
 
 
 def run_sync(
-    store: str | None, db: str | None, *, batch: int = analytics.DEFAULT_BATCH, quiet: bool = False
+    store: str | None, db: str | None, *, batch: int = DEFAULT_BATCH, quiet: bool = False
 ) -> analytics.SyncResult:
     """Sync with a progress bar on stderr (when it is a terminal and the sync is large)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from projections import analytics
 
     console = Console(stderr=True)
     with analytics.opened(store, db) as (source, con):
@@ -160,6 +177,11 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
 
 def _write(tables: list[tuple[str, pa.Table]], fmt: str, out: Path | None) -> None:
     """Print or write result tables in the chosen format."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from projections.analytics import AnalyticsError
+
     if fmt not in FORMATS:
         raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
     if fmt == "parquet":
@@ -224,6 +246,11 @@ def _slug(title: str) -> str:
 
 def _query(db: str | None, sqls: list[tuple[str, str]]) -> list[tuple[str, pa.Table]]:
     """Run queries on a read-only connection (a query cannot change the projection)."""
+    import pyarrow as pa
+
+    from projections import analytics
+    from projections.analytics import AnalyticsError
+
     path = db or analytics.default_db_path()
     if not os.path.exists(path):
         raise AnalyticsError(f"no analytics database at {path}: run fastagent sync first")
@@ -250,8 +277,11 @@ def turn_sections(store: str | None) -> list[tuple[str, pa.Table]]:
     call, folded from the store's log ($FASTAGENT_PRICES for the prices).  Reads
     every call's events once (audio boundaries place the caller's end of speech),
     which the columnar analytics tables do not keep."""
+    import pyarrow as pa
+
     from fastagent.store import open_store
     from projections import latency
+    from projections.analytics import AnalyticsError
     from projections.calls import list_calls
 
     try:
@@ -284,12 +314,14 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = None,
         batch: Annotated[
             int, typer.Option(min=1, metavar="N", help="Log positions per transaction")
-        ] = (analytics.DEFAULT_BATCH),
+        ] = DEFAULT_BATCH,
         rebuild: Annotated[
             bool, typer.Option("--rebuild", help="Delete the analytics file and sync from scratch")
         ] = False,
     ) -> None:
         """Apply new events of the store's log to the analytics DuckDB file."""
+        from projections import analytics
+
         with _clear_errors():
             path = db or analytics.default_db_path()
             if rebuild and os.path.exists(path):
@@ -327,6 +359,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Outcomes, FSA funnel, tool error rates, latency percentiles, tokens, barge-ins,
         per-turn latency stages and cost per agent and per call."""
+        from projections.analytics import AnalyticsError
+
         with _clear_errors():
             if fmt not in FORMATS:
                 raise AnalyticsError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
@@ -353,6 +387,9 @@ def register(app: typer.Typer) -> None:
 
 def export_parquet(db: str | None, directory: Path) -> int:
     """Each table and view of the analytics database as ``DIRECTORY/<name>.parquet``."""
+    from projections import analytics
+    from projections.analytics import AnalyticsError
+
     path = db or analytics.default_db_path()
     if not os.path.exists(path):
         raise AnalyticsError(f"no analytics database at {path}: run fastagent sync first")

@@ -292,10 +292,11 @@ class Engine:
         self._at = event.at
         self._out = []
         handler = _HANDLERS.get(type(event))
-        if handler is None or self.status is Status.ENDED:
+        # (Module constants: an Enum class attribute costs ~60 ns, on every chunk.)
+        if handler is None or self.status is _ENDED:
             return self._out
         try:
-            if self.status is Status.CLOSING:
+            if self.status is _CLOSING:
                 if type(event) is ev.ToolResult:
                     self._close_after_tool(event)  # type: ignore[arg-type]
                 return self._out
@@ -1469,6 +1470,8 @@ class EngineView:
         """When the caller's playout queue runs dry (µs since the epoch)."""
         return self._e.clock.end_at
 
+
+_ENDED, _CLOSING = Status.ENDED, Status.CLOSING
 
 _HANDLERS: dict[type[ev.Input], Callable[[Engine, Any], None]] = {
     ev.SessionInitiated: Engine._on_initiated,

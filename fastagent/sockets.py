@@ -24,6 +24,8 @@ Both keep their parent's behaviour when no hook is set.
 from __future__ import annotations
 
 import logging
+import os
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +34,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover  (websockets without its C extension)
+    from websockets.utils import apply_mask
 
 log = logging.getLogger("fastagent.sockets")
 
@@ -42,6 +49,52 @@ _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 # Above this many bytes waiting in a socket's write buffer, frames take the
 # awaited path, which applies the library's flow control.
 WRITE_BUFFER_LIMIT = 64 * 1024
+
+_LEN16 = struct.Struct("!BBH")
+_LEN64 = struct.Struct("!BBQ")
+
+
+def text_frame_head(n: int, masked: bool) -> bytes:
+    """The header of one whole (FIN) text frame with an ``n``-byte payload, RFC 6455
+    section 5.2: what websockets' ``Frame.serialize`` writes before the masking key."""
+    m = 0x80 if masked else 0
+    if n < 126:
+        return bytes((0x81, m | n))
+    if n < 65536:
+        return _LEN16.pack(0x81, m | 126, n)
+    return _LEN64.pack(0x81, m | 127, n)
+
+
+class MaskKeys:
+    """Masking keys for a client's frames (RFC 6455 section 5.3: unpredictable, from a
+    strong source of entropy): ``os.urandom``, read 1,024 keys at a time instead of
+    one system call per frame as websockets does."""
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        pos = self._pos
+        if pos >= len(self._buf):
+            self._buf, pos = os.urandom(4096), 0
+        self._pos = pos + 4
+        return self._buf[pos : pos + 4]
+
+
+def _plain(protocol: Protocol) -> bool:
+    """The websockets protocol object may be bypassed for one whole text frame: open,
+    no extension (compression) to apply, no fragmented message under way, nothing
+    queued before it, no debug log of frames to keep."""
+    return (
+        protocol.state is State.OPEN
+        and not protocol.extensions
+        and not protocol.expect_continuation_frame
+        and not protocol.writes
+        and not protocol.debug
+    )
 
 
 class CallerProtocol(WebSocketsSansIOProtocol):
@@ -99,8 +152,16 @@ class CallerProtocol(WebSocketsSansIOProtocol):
         )
 
     def write_now(self, data: bytes) -> None:
-        """Write one text frame now (check :meth:`can_write_now` first)."""
+        """Write one text frame now (check :meth:`can_write_now` first).
+
+        The frame's bytes are written directly when the protocol object allows
+        (:func:`_plain`): the same bytes as ``conn.send_text`` would queue, without
+        its ``Frame`` object, checks and buffer list (hot path: every forwarded chunk).
+        """
         conn = self.conn
+        if _plain(conn):
+            self.transport.write(text_frame_head(len(data), False) + data)
+            return
         conn.send_text(data)
         self.transport.write(b"".join(conn.data_to_send()))
 
@@ -165,6 +226,7 @@ class ModelConnection(ClientConnection):
 
     on_text: TextHook | None = None
     backlog: int = 0
+    _keys: MaskKeys | None = None
     # The message-rate cap (FASTAGENT_MODEL_MAX_MSGS_PER_S), set by the call: a
     # bucket with ``take(now) -> bool`` (fastagent.service.caller_link.CallerPace).
     # Past it the connection is dropped at once, later frames are discarded, and
@@ -222,8 +284,22 @@ class ModelConnection(ClientConnection):
         )
 
     def write_now(self, text: str) -> None:
-        """Write one text frame now (check :meth:`can_write_now` first)."""
-        self.protocol.send_text(text.encode())
+        """Write one text frame now (check :meth:`can_write_now` first).
+
+        Written directly when the protocol object allows (:func:`_plain`): the same
+        frame as ``protocol.send_text`` would queue (masked, as a client's must be),
+        with a key from :class:`MaskKeys` instead of one ``os.urandom`` call each.
+        """
+        data = text.encode()
+        protocol = self.protocol
+        if _plain(protocol):
+            keys = self._keys
+            if keys is None:
+                keys = self._keys = MaskKeys()
+            key = keys.next()
+            self.transport.write(text_frame_head(len(data), True) + key + apply_mask(data, key))
+            return
+        protocol.send_text(data)
         self.send_data()
 
 

@@ -108,10 +108,11 @@ class CallerSide(Recorder):
     def caller_audio_input(self, msg: vaic.UserStreamChunk) -> ev.CallerAudio:
         nbytes = msg.nbytes
         self.chunks_in += 1
-        fmt = self.engine.view.media_format
+        view = self.engine.view
+        fmt = view.media_format
         return ev.CallerAudio(
             call_id=self.call_id,
-            seq=self.engine.view.next_seq,
+            seq=view.next_seq,
             at=now_us(),
             chunk=self.chunks_in,
             nbytes=nbytes,

@@ -204,6 +204,7 @@ class ModelSide(Recorder):
 
     if TYPE_CHECKING:  # the caller side's (CallerSide)
         caller_sock: sockets.CallerProtocol | None
+        proto: vaic.VaicProtocol | None
 
         def vaic_proto(self) -> vaic.VaicProtocol: ...
 
@@ -409,13 +410,14 @@ class ModelSide(Recorder):
         chunk of the audio being played is recorded and forwarded with no await."""
         if not self.engine.view.plays(e.item_id):
             return False  # a new stream starts, or audio nobody hears: decisions to act on
-        if self.vaic_proto().play_stream_id is None:
+        proto = self.proto
+        if proto is None or proto.play_stream_id is None:
             return False
         caller = self.caller_sock
         b64 = e.delta
         if self.to_caller is not None:
             b64 = self.to_caller.process_b64(b64)
-        frame = self.vaic_proto().play_chunk(b64)  # before the record: it may raise
+        frame = proto.play_chunk(b64)  # before the record: it may raise
         inp = self.bot_audio_input(e)
         if self.record_now(inp):
             self.write_now(caller, frame)
@@ -425,10 +427,11 @@ class ModelSide(Recorder):
     def bot_audio_input(self, e: ModelAudio) -> ev.BotAudio:
         self.chunks_out += 1
         nbytes = audio.b64_decoded_len(e.delta)
-        model_fmt = self.engine.view.model_format
+        view = self.engine.view
+        model_fmt = view.model_format
         return ev.BotAudio(
             call_id=self.call_id,
-            seq=self.engine.view.next_seq,
+            seq=view.next_seq,
             at=now_us(),
             response_id=e.response_id,
             item_id=e.item_id,

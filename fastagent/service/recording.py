@@ -79,7 +79,18 @@ class Recorder:
         """Append one input and the decisions it calls for (no await: order is kept).
         Raises Lost (and sets ``lost``) if another instance took the stream."""
         decisions = self.engine.handle(inp)
-        batch = [inp, *decisions] if decisions else [inp]
+        if not decisions:
+            # Hot path (every audio chunk): what follows, for a batch of one, inline.
+            try:
+                self.store.append([inp])
+            except StreamConflict:
+                self.lost = True
+                raise Lost(self.call_id) from None
+            live.apply(self.state, inp)
+            for observer in self.service.observers:
+                observer(inp)
+            return decisions
+        batch = [inp, *decisions]
         try:
             self.store.append(batch)
         except StreamConflict:
