@@ -522,3 +522,44 @@ def test_struct_roundtrip_is_cheap_for_audio() -> None:
     e = lv.parse_server_event(frame)
     assert isinstance(e, lv.OutputAudioDelta)
     assert msgspec.json.encode(e)  # a plain struct, nothing lazy inside
+
+
+# ------------------------------------------------------------------ pure translation
+
+
+def test_decision_frames_are_pure_translation() -> None:
+    """Decisions -> GPT-Live frames with no link, no socket (fastagent.live)."""
+    base = {"call_id": "c", "at": 0}
+    asked = events.ResponseRequested(seq=7, reason="tool", **base)
+    (frame,) = lv.decision_frames(asked)
+    assert json.loads(frame) == {"type": "response.create", "event_id": "fa-response-7"}
+    assert lv.awaited_answer(asked) == ("response.created", events.response_event_id(7))
+    heard = events.ItemHeard(seq=8, item_id="i", heard_ms=500, sent_ms=3000, **base)
+    (thinking,) = lv.decision_frames(heard)
+    assert json.loads(thinking)["type"] == "session.thinking.append"
+    assert "0.5 s" in thinking and "3.0 s" in thinking
+    # Heard (almost) all of it: nothing to tell; Realtime-only decisions: no frame.
+    assert (
+        lv.decision_frames(
+            events.ItemHeard(seq=9, item_id="i", heard_ms=2900, sent_ms=3000, **base)
+        )
+        == []
+    )
+    assert lv.decision_frames(events.ItemDeleted(seq=10, item_id="i", **base)) == []
+    assert lv.awaited_answer(events.ItemDeleted(seq=10, item_id="i", **base)) is None
+
+
+def test_input_of_maps_standalone_server_events() -> None:
+    err = lv.parse_server_event(
+        json.dumps(
+            {
+                "type": "error",
+                "event_id": "e1",
+                "error": {"type": "invalid_request_error", "code": "bad", "message": "x" * 600},
+            }
+        )
+    )
+    cls, fields = lv.input_of(err)  # type: ignore[misc]
+    assert cls is events.ModelError
+    assert fields["code"] == "bad" and len(fields["message"]) == 500
+    assert lv.input_of(lv.parse_server_event(b"not json")) is None

@@ -582,3 +582,23 @@ def test_connect_realtime_config_errors(monkeypatch: pytest.MonkeyPatch) -> None
         asyncio.run(connect_realtime("ws://127.0.0.1:1/v1"))
     with pytest.raises(rt.RealtimeConfigError, match="ws://"):
         asyncio.run(connect_realtime("http://x/v1", api_key="k"))
+
+
+# ------------------------------------------------------------------ pure translation
+
+
+def test_translation_is_pure() -> None:
+    """Server events -> input events and decisions -> frames, with no link or socket."""
+    e = rt.parse_server_event(
+        b'{"type":"input_audio_buffer.speech_started","item_id":"u1","audio_start_ms":40}'
+    )
+    assert rt.input_of(e) == (events.SpeechStarted, {"item_id": "u1", "audio_start_ms": 40})
+    assert rt.input_of(rt.parse_server_event(b"{")) is None
+    created = rt.parse_server_event(b'{"type":"session.created","session":{}}')
+    assert rt.answer_of(created) == "session.created"
+    asked = events.ResponseRequested(call_id="c", seq=5, at=0, reason="tool")
+    frame, awaited = rt.decision_frame(asked)
+    assert json.loads(frame)["event_id"] == "fa-response-5"
+    assert awaited == ("response.created", "fa-response-5")
+    with pytest.raises(TypeError):
+        rt.decision_frame(events.CallEnded(call_id="c", seq=6, at=0, reason="x"))
