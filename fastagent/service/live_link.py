@@ -114,6 +114,9 @@ class LiveLink(ModelLink):
         self.session_id = ""  # the last started session (a fork's source)
         self.fork_of = ""  # the stored session the current connection forks
         self.seeded = 0
+        # Frames decided before this connection's session.started: sent, in log
+        # order, once it comes (nothing but session.start before it [SDK]).
+        self.pending: list[str] = []
         self.last_audio = 0.0  # loop time of the current item's last audio delta
         self.watched = ""  # output item the idle watcher is watching
         self.watcher: asyncio.Task[None] | None = None
@@ -199,8 +202,21 @@ class LiveLink(ModelLink):
         raise RuntimeError("GPT-Live has no fast lane (writable_now is False)")
 
     async def configure(self, d: ev.ModelConfigured) -> Awaited:
-        await self.send_frame(self._configure(d))
+        starting = self.proto.state == "new"
+        frame = self._configure(d)
+        if starting or self.proto.ready:
+            await self.send_frame(frame)
+        else:
+            self.pending.append(frame)  # a session.update while session.start is unanswered
         return ("session.updated", "")
+
+    async def _send_or_hold(self, frames: list[str]) -> None:
+        """Send ``frames`` now if the session has started, else hold them for it."""
+        if not self.proto.ready:
+            self.pending.extend(frames)
+            return
+        for frame in frames:
+            await self.send_frame(frame)
 
     # ----------------------------------------------------------------- decisions
 
@@ -215,8 +231,7 @@ class LiveLink(ModelLink):
 
     async def send(self, d: ev.Decision) -> Awaited:
         """Carry out one decision of the model side (see :func:`fastagent.live.decision_frames`)."""
-        for frame in live.decision_frames(d):
-            await self.send_frame(frame)
+        await self._send_or_hold(live.decision_frames(d))
         return live.awaited_answer(d)
 
     # ----------------------------------------------------------------- frames
@@ -274,6 +289,8 @@ class LiveLink(ModelLink):
                 seeded=self.seeded,
                 forked_from=self.fork_of,
             )
+            held, self.pending = self.pending, []
+            await self._send_or_hold(held)
             return
         if t is live.SessionUpdated:
             s.model_answered("session.updated")
