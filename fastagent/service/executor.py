@@ -228,10 +228,8 @@ def watch_drain(call: CallSession) -> None:
 
 async def after_playback(call: CallSession, frame: bytes) -> None:
     """Send a call-control activity once the caller has heard the goodbye (at most
-    PLAYBACK_WAIT_MAX_S on)."""
-    # Durable before the side effect; a hangup still goes out if the store is
-    # down: leaving the caller on a dead line would be worse.
-    await call.durable()
+    PLAYBACK_WAIT_MAX_S on).  The decision is already durable: :func:`execute`
+    made the log durable before its handler spawned this."""
     view = call.engine.view
     pb = view.playing
     until = pb.until if pb is not None else 0
