@@ -104,7 +104,8 @@ class _Connection:
 
     async def wait_ready(self, timeout_s: float) -> None:
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._ready.wait()
         except TimeoutError:
             self.error = f"server {self.server.name!r} did not answer within {timeout_s:g} s"
             await self.close()
@@ -149,7 +150,8 @@ class _Connection:
         task = self._task
         if task is not None and not task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(task), 5.0)
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(task)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -215,9 +217,8 @@ class ToolHub:
             conn = await self._connect(name)
             if conn.alive and conn.session is not None:
                 try:
-                    conn.tools = await asyncio.wait_for(
-                        _list(name, conn.session), self.servers[name].timeout_s
-                    )
+                    async with asyncio.timeout(self.servers[name].timeout_s):
+                        conn.tools = await _list(name, conn.session)
                 except Exception as exc:  # noqa: BLE001
                     conn.error = _describe_failure(self.servers[name], exc)
                     await conn.close()
@@ -260,7 +261,8 @@ class ToolHub:
         cfg = self.servers[server]
         timeout = cfg.timeout_s if timeout_s is None else timeout_s
         try:
-            conn = await asyncio.wait_for(self._connect(server), timeout)
+            async with asyncio.timeout(timeout):
+                conn = await self._connect(server)
         except TimeoutError:
             return done(False, error=f"server {server!r} did not connect within {timeout:g} s")
         session = conn.session
@@ -274,11 +276,14 @@ class ToolHub:
             if IDEMPOTENCY_KEY in props:
                 args.setdefault(IDEMPOTENCY_KEY, idempotency_key)
         try:
-            # The outer wait_for also bounds a server that stops reading.
-            result = await asyncio.wait_for(
-                session.call_tool(name, args, read_timeout_seconds=timeout, meta=meta),  # type: ignore[arg-type]
-                timeout + 1.0,
-            )
+            # The outer timeout also bounds a server that stops reading.
+            async with asyncio.timeout(timeout + 1.0):
+                result = await session.call_tool(
+                    name,
+                    args,
+                    read_timeout_seconds=timeout,  # type: ignore[arg-type]
+                    meta=meta,
+                )
         except TimeoutError:
             return done(False, error=f"{name} timed out after {timeout:g} s")
         except MCPError as exc:

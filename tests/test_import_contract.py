@@ -396,3 +396,21 @@ def test_known_debts_are_still_debts() -> None:
 def test_the_scan_sees_lazy_imports() -> None:
     """The reader finds an import inside a function (what a lazy import looks like)."""
     assert any(n.startswith("fastagent.testing") for n in IMPORTS["fastagent.service_cli"])
+
+
+def test_no_asyncio_wait_for_in_the_product() -> None:
+    """Python 3.11's ``asyncio.wait_for`` swallows an outer cancellation when the
+    awaited future completes in the same loop pass (cpython gh-86296; fixed by 3.12's
+    rewrite on ``asyncio.timeout``): a call task cancelled at that moment runs on.
+    The product bounds waits with ``async with asyncio.timeout(...)`` instead."""
+    found = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "wait_for"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "asyncio"
+            ):
+                found.append(f"{module}:{node.lineno}")
+    assert found == [], found

@@ -142,9 +142,8 @@ def create_app(config: ServiceConfig, store: EventStore | None = None) -> FastAP
             body = {"ready": False, "reason": "draining", "calls": calls}
             return JSONResponse(body, status_code=503)
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(service.store.max_position), READY_STORE_TIMEOUT_S
-            )
+            async with asyncio.timeout(READY_STORE_TIMEOUT_S):
+                await asyncio.to_thread(service.store.max_position)
         except (StoreError, TimeoutError) as exc:
             reason = f"store unreachable: {exc}" if str(exc) else "store unreachable: timeout"
             return JSONResponse({"ready": False, "reason": reason}, status_code=503)

@@ -271,7 +271,8 @@ async def _turn(call: CallSession, seq: int, side: str) -> None:
             log.warning("call %s: %s frame %d sent out of log order", call.call_id, side, seq)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(getattr(call, f"{side}_turned").wait(), left)
+            async with asyncio.timeout(left):
+                await getattr(call, f"{side}_turned").wait()
 
 
 def model_turn_done(call: CallSession, seq: int) -> None:

@@ -119,7 +119,8 @@ class RealtimeLink(ModelLink):
     async def send_frame(self, frame: str) -> None:
         if not self.ready.is_set():
             try:  # a (re)connect is under way; never hold the caller's reader for long
-                await asyncio.wait_for(self.ready.wait(), timeout=READY_WAIT_S)
+                async with asyncio.timeout(READY_WAIT_S):
+                    await self.ready.wait()
             except TimeoutError:
                 log.warning("call %s: model not connected; frame dropped", self.call_id)
                 return

@@ -75,7 +75,8 @@ async def serve_caller(service: Service, ws: WebSocket) -> None:
             if session is None:
                 # session.initiate (or resume) within initiate_timeout_s of the upgrade.
                 try:
-                    message = await asyncio.wait_for(receive(), initiate_by - clock())
+                    async with asyncio.timeout(initiate_by - clock()):
+                        message = await receive()
                 except TimeoutError:
                     log.info(
                         "VAIC socket sent no session.initiate in %g s; closed",

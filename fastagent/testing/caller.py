@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -178,7 +179,8 @@ class SimulatedCaller:
     async def recv(self, timeout: float | None = None) -> dict[str, Any]:
         """Next frame as a dict (only when :meth:`play` is not reading)."""
         assert self.ws is not None, "connect() first"
-        raw = await asyncio.wait_for(self.ws.recv(), timeout or self.turn_timeout)
+        async with asyncio.timeout(timeout or self.turn_timeout):
+            raw = await self.ws.recv()
         msg = _decode(raw)
         if not isinstance(msg, dict):
             raise ValueError(f"bot sent a JSON {type(msg).__name__}, not an object")
@@ -448,10 +450,9 @@ class SimulatedCaller:
             if left <= 0:
                 raise TimeoutError(what)
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
 
     def _idle(self, expected: int) -> bool:
         return self._active is None and self._stops >= expected
