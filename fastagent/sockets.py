@@ -104,14 +104,18 @@ NEED_MORE = 0  # the frame is not complete yet
 UNUSUAL = -1  # not a frame the fast reader handles: the library reads from here on
 
 
-def frame_at(buf: bytes, pos: int, masked: bool) -> tuple[int, int]:
+def frame_at(buf: bytes, pos: int, masked: bool, limit: int = FAST_READ_MAX) -> tuple[int, int]:
     """Where the frame starting at ``buf[pos]`` ends: ``(end, payload_start)``.
 
-    RFC 6455 section 5.2.  Handled: a whole text frame (FIN, opcode 1) and control
-    frames (FIN, opcode 8-10, at most 125 bytes), no RSV bit, masked exactly when
-    ``masked`` (a client's frames are, a server's are not: section 5.1), at most
-    :data:`FAST_READ_MAX` payload bytes.  ``end`` is :data:`NEED_MORE` when the
-    frame is incomplete, :data:`UNUSUAL` for anything else.  Never raises.
+    RFC 6455 section 5.2.  Handled: a whole text frame (FIN, opcode 1) of at most
+    ``limit`` payload bytes (at most :data:`FAST_READ_MAX`: the caller passes the
+    connection's ``max_size`` when smaller, so that a frame the library would refuse
+    (1009) is the library's to refuse) and control frames (FIN, opcode 8-10, at
+    most 125 bytes), no RSV bit, masked exactly when ``masked`` (a client's frames
+    are, a server's are not: section 5.1).  ``end`` is :data:`UNUSUAL` for anything
+    else, and :data:`NEED_MORE` when the frame is incomplete; then the second value
+    is where the frame will end once its header is complete (else 0), so that the
+    bytes before it can be gathered without looking again.  Never raises.
     """
     n_buf = len(buf)
     if n_buf - pos < 2:
@@ -130,7 +134,7 @@ def frame_at(buf: bytes, pos: int, masked: bool) -> tuple[int, int]:
             head = 4
         elif n == 127:
             return UNUSUAL, 0  # (64 KiB and more: over FAST_READ_MAX)
-        if n > FAST_READ_MAX:
+        if n > limit:
             return UNUSUAL, 0
     elif 0x88 <= b0 <= 0x8A and n <= 125:  # FIN, no RSV, close / ping / pong
         head = 2
@@ -139,8 +143,14 @@ def frame_at(buf: bytes, pos: int, masked: bool) -> tuple[int, int]:
     start = pos + head + (4 if masked else 0)
     end = start + n
     if end > n_buf:
-        return NEED_MORE, 0
+        return NEED_MORE, end
     return end, start
+
+
+def _limit(protocol: Protocol) -> int:
+    """The largest text frame the fast reader may take itself on this connection."""
+    max_size = protocol.max_size
+    return FAST_READ_MAX if max_size is None else min(FAST_READ_MAX, max_size)
 
 
 def _at_frame_start(protocol: Protocol) -> bool:
@@ -179,14 +189,19 @@ class CallerProtocol(WebSocketsSansIOProtocol):
     """uvicorn's VAIC-side protocol, plus the ``on_text`` hook and a direct write."""
 
     on_text: TextHook | None = None
-    # The fast reader's partial frame (None: the library reads every byte), whether
-    # it gave up for good, and whether the frame being handed over was offered.
-    _split: bytes | None = None
+    # The fast reader's state: the bytes of a frame under way (None: the library
+    # reads every byte), how many of them that frame needs (0: its header is not
+    # complete), the largest text frame it takes itself (_limit), whether it gave
+    # up for good, and whether the frame being handed over was offered already.
+    _split: bytearray | None = None
+    _need: int = 0
+    _limit: int = FAST_READ_MAX
     _unsplit: bool = False
     _offered: bool = False
 
     def data_received(self, data: bytes) -> None:
-        if self._split is None:
+        part = self._split
+        if part is None:
             if (
                 self._unsplit
                 or self.on_text is None
@@ -195,14 +210,19 @@ class CallerProtocol(WebSocketsSansIOProtocol):
             ):
                 super().data_received(data)
                 return
-            self._split = b""
-        buf = self._split + data if self._split else data
+            part = self._split = bytearray()
+            self._limit = _limit(self.conn)
+        buf = _gather(self, part, data)
+        if buf is None:
+            return
         pos, n = 0, len(buf)
         conn = self.conn
+        limit = self._limit
         while pos < n:
-            end, start = frame_at(buf, pos, True)
+            end, start = frame_at(buf, pos, True, limit)
             if end == NEED_MORE:
-                break
+                _keep(self, part, buf, pos, start)
+                return
             hook = self.on_text
             if end == UNUSUAL or hook is None:  # the library reads the rest
                 self._split, self._unsplit = None, True
@@ -221,8 +241,12 @@ class CallerProtocol(WebSocketsSansIOProtocol):
                 super().data_received(buf[pos:end])
             finally:
                 self._offered = False
+            if conn.parser_exc is not None:
+                # The library failed the connection on that frame (close sent, the app
+                # told once): like its own parser, it reads nothing after it.
+                self._split, self._unsplit = None, True
+                return
             pos = end
-        self._split = buf[pos:]
 
     def handle_text(self, event: Frame) -> None:
         hook = self.on_text
@@ -362,72 +386,86 @@ class ModelConnection(ClientConnection):
     pace: Any = None
     on_flood: Callable[[], None] | None = None
     flooded: bool = False
-    # The fast reader's state (see CallerProtocol).
-    _split: bytes | None = None
+    # The fast reader's state (see CallerProtocol); _paced: the frame being handed
+    # over was counted against the pace already.
+    _split: bytearray | None = None
+    _need: int = 0
+    _limit: int = FAST_READ_MAX
     _unsplit: bool = False
     _offered: bool = False
+    _paced: bool = False
 
     def data_received(self, data: bytes) -> None:
-        if self._split is None:
+        part = self._split
+        if part is None:
             if self._unsplit or self.on_text is None or not _may_split(self.protocol):
                 super().data_received(data)
                 return
-            self._split = b""
-        buf = self._split + data if self._split else data
+            part = self._split = bytearray()
+            self._limit = _limit(self.protocol)
+        buf = _gather(self, part, data)
+        if buf is None:
+            return
         pos, n = 0, len(buf)
         protocol = self.protocol
+        limit = self._limit
         while pos < n:
-            end, start = frame_at(buf, pos, False)
+            end, start = frame_at(buf, pos, False, limit)
             if end == NEED_MORE:
-                break
+                _keep(self, part, buf, pos, start)
+                return
             hook = self.on_text
             if end == UNUSUAL or hook is None or self.flooded:  # the library reads the rest
                 self._split, self._unsplit = None, True
                 super().data_received(buf[pos:])
                 return
-            offered = False
+            offered = paced = False
             if buf[pos] == 0x81 and protocol.state is State.OPEN:
                 pace = self.pace
                 if pace is not None and not pace.take(time.monotonic()):
                     self._flood()
                     self._split = None
                     return
+                paced = True
                 text = buf[start:end]
-                if text.isascii():  # (else the library checks its UTF-8)
+                if text.isascii():  # (else the library checks its UTF-8, then the hook)
                     if _run(self, hook, text):
                         pos = end
                         continue
-                offered = True  # counted against the pace already
-            self._offered = offered
+                    offered = True
+            self._offered, self._paced = offered, paced
             try:
                 super().data_received(buf[pos:end])
             finally:
-                self._offered = False
+                self._offered = self._paced = False
+            if protocol.parser_exc is not None:  # (see CallerProtocol)
+                self._split, self._unsplit = None, True
+                return
             pos = end
-        self._split = buf[pos:]
 
     def process_event(self, event: Any) -> None:
         if type(event) is Frame:  # (the handshake's Response comes here too)
             if self.flooded:
                 return
-            if not self._offered:  # (the fast reader paced and offered it already)
-                pace = self.pace
-                if (
-                    pace is not None
-                    and event.fin
-                    and event.opcode in _DATA
-                    and not pace.take(time.monotonic())
-                ):
-                    self._flood()
-                    return
-                hook = self.on_text
-                if (
-                    hook is not None
-                    and event.opcode is Opcode.TEXT
-                    and event.fin
-                    and _run(self, hook, event.data)
-                ):
-                    return
+            pace = self.pace
+            if (
+                pace is not None
+                and not self._paced  # (the fast reader counted it already)
+                and event.fin
+                and event.opcode in _DATA
+                and not pace.take(time.monotonic())
+            ):
+                self._flood()
+                return
+            hook = self.on_text
+            if (
+                hook is not None
+                and not self._offered  # (the fast reader offered it already)
+                and event.opcode is Opcode.TEXT
+                and event.fin
+                and _run(self, hook, event.data)
+            ):
+                return
             if event.fin and event.opcode in _DATA:
                 self.backlog += 1
         super().process_event(event)
@@ -489,6 +527,29 @@ def _run(owner: CallerProtocol | ModelConnection, hook: TextHook, data: bytes) -
         )
         owner.on_text = None
         return False
+
+
+def _gather(owner: CallerProtocol | ModelConnection, part: bytearray, data: bytes) -> bytes | None:
+    """The bytes for the fast reader to split: ``data`` after the frame under way
+    in ``part``, or None while that frame is still incomplete.  The frame's bytes
+    are appended in place, so a frame trickled a byte at a time costs O(n), not a
+    copy of everything so far at each byte."""
+    if not part:
+        return data
+    part += data
+    if len(part) < owner._need:
+        return None
+    buf = bytes(part)
+    part.clear()
+    return buf
+
+
+def _keep(
+    owner: CallerProtocol | ModelConnection, part: bytearray, buf: bytes, pos: int, end: int
+) -> None:
+    """Keep ``buf[pos:]``, an incomplete frame that ends at ``end`` (0: not known yet)."""
+    part += memoryview(buf)[pos:]
+    owner._need = end - pos if end else 0
 
 
 def caller_protocol_of(receive: Any) -> CallerProtocol | None:
