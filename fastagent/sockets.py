@@ -23,12 +23,14 @@ Both keep their parent's behaviour when no hook is set.
 Reading: while a hook is set, each connection also splits the bytes it receives
 into whole frames itself (:func:`frame_at`) instead of running websockets' parser
 on every one (~3 µs of Python per frame, as much as the rest of the hook's work).
-A whole unfragmented text frame of at most :data:`FAST_READ_MAX` bytes goes to
-the hook at once; every other frame is handed to the library whole, so its parser
-always starts at a frame boundary and keeps every rule (control frames, close,
-size limits, UTF-8) and every error it raises.  Anything unusual — a fragment, a
-binary or reserved frame, RSV bits, a wrong mask bit, a larger frame — hands the
-rest of the stream to the library for good.
+A whole unfragmented ASCII text frame of at most :data:`FAST_READ_MAX` bytes (and
+at most the connection's ``max_size``) goes to the hook at once; every other frame
+is handed to the library whole, so its parser always starts at a frame boundary
+and keeps every rule (control frames, close, size limits, UTF-8) and every error
+it raises.  Anything unusual — a fragment, a binary or reserved frame, RSV bits, a
+wrong mask bit, a larger frame — hands the rest of the stream to the library for
+good; so does the library failing the connection on a frame (then, like its own
+parser, nothing after that frame is read).
 """
 
 from __future__ import annotations
