@@ -275,8 +275,8 @@ async def resume(
     """``session.resume``: re-attach the call, from memory if this instance still
     drives it, else rebuilt from the store (checkpoint + tail) and claimed.
 
-    A call whose caller socket is alive and healthy (a frame within
-    ``resume_stale_s``) keeps it: the resume gets ``session.error``, as does a
+    A call whose caller socket is alive (its connection not lost) and healthy (a
+    frame within ``resume_stale_s``) keeps it: the resume gets ``session.error``, as does a
     resume (or initiate) of a call whose resume or initiate is under way here."""
     call_id = msg.conversationId
     if call_id in service.initiating:
@@ -300,10 +300,13 @@ async def _resume(
     call_id = msg.conversationId
     session = service.calls.get(call_id)
     if session is not None and not session.closing:
-        old_pace = session.caller_pace
+        old_pace, old_sock = session.caller_pace, session.caller_sock
         if (
             session.caller is not None
             and session.caller is not ws
+            # A connection already gone is not alive, however recently it spoke: its
+            # close waits behind what its reader is still busy with (a slow commit).
+            and not (old_sock is not None and old_sock.transport.is_closing())
             and old_pace is not None
             and old_pace.silent_for() < service.config.resume_stale_s
         ):
