@@ -129,7 +129,8 @@ class LiveLink(ModelLink):
         client = service.openai_client()
         from fastagent import sockets
 
-        options: Any = {"create_connection": sockets.ModelConnection}
+        # Uncompressed frames, as for Realtime (realtime_link.connect_realtime).
+        options: Any = {"create_connection": sockets.ModelConnection, "compression": None}
         self.fork_of = ""
         if self.store and self.session_id:
             try:

@@ -282,6 +282,11 @@ async def connect_realtime(
     options: Any = {"create_connection": connection_class} if connection_class else {}
     if max_frame_bytes is not None:
         options["max_size"] = max_frame_bytes
+    # No permessage-deflate: base64 audio hardly compresses, zlib would cost CPU and
+    # latency on every frame both ways, and the audio fast lane (fastagent.sockets)
+    # reads and writes only uncompressed frames.  (With a finite max_size the SDK
+    # leaves websockets' default, which offers it.)
+    options["compression"] = None
 
     if client is not None:
         model = model or os.environ.get("FASTAGENT_MODEL") or realtime.DEFAULT_MODEL
