@@ -551,6 +551,52 @@ async def test_two_instances_racing_for_one_call(store_url: str, tmp_path: Path)
     assert_whole(events)
 
 
+async def test_a_resume_elsewhere_that_overtakes_the_news_of_the_drop(
+    store_url: str, tmp_path: Path
+) -> None:
+    """VAIC resumes on B the moment its socket to A drops; B can read the log before
+    A has learned of the drop (its log still grows with the caller's audio).  B
+    waits for A to record the drop instead of taking the call for driven."""
+    async with cluster(store_url, tmp_path, SHORT) as ((a, b), _fake):
+        caller = SimulatedCaller(a.url, TOKEN, turn_timeout=8)
+        task = asyncio.create_task(caller.play(SHORT, timeout=20))
+        await when_heard(caller, streams_before(SHORT, 0))
+        call_id = caller.conversation_id
+        ws = await websockets.connect(
+            b.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        await ws.send(json.dumps({"type": "session.resume", "conversationId": call_id}))
+        answer = asyncio.create_task(ws.recv())
+        await asyncio.sleep(0.3)  # B reads the log meanwhile; A's socket still streams
+        assert caller.ws is not None
+        caller.ws.transport.abort()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        got = json.loads(await asyncio.wait_for(answer, 10))
+        assert got["type"] == "session.accepted", got
+        streaming = asyncio.create_task(_stream(ws, call_id))
+        await asyncio.sleep(0.3)
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.end",
+                    "conversationId": call_id,
+                    "reasonCode": "client-disconnected",
+                }
+            )
+        )
+        events = await read_log(store_url, call_id)
+        streaming.cancel()
+        await ws.close()
+    resumed = of(events, ev.SessionResumed)
+    assert [r.instance for r in resumed] == [b.name]
+    lost = of(events, ev.ConnectionLost)
+    assert lost and lost[0].side == "caller" and lost[0].seq < resumed[0].seq
+    assert isinstance(events[-1], ev.CallEnded) and events[-1].outcome == "caller_hangup"
+    assert_whole(events)
+
+
 async def test_unknown_call_and_resume_after_the_grace(store_url: str, tmp_path: Path) -> None:
     async with cluster(store_url, tmp_path, SHORT, grace=0.5) as ((a, b), _fake):
         ws, got = await _resume(b.url, "never-seen")

@@ -488,6 +488,66 @@ async def test_live_state_kept_during_the_call_equals_a_fold_of_its_log(voice: V
     assert kept["status"] == "ended" and kept["events"] == len(events)
 
 
+async def test_a_resume_overtaking_the_close_of_the_old_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VAIC resumes the moment its socket fails.  The instance may still be busy
+    with the old socket's last frame (here a DTMF whose commit is slow), its close
+    queued behind it, when the resume arrives: a socket whose connection is gone is
+    not alive however recently it spoke, so the resume is not refused."""
+    from fastagent.service import CallSession
+
+    slow: list[float] = []
+    durable = CallSession.durable
+
+    async def uneven(self: CallSession) -> bool:
+        ok = await durable(self)
+        if slow:
+            await asyncio.sleep(slow.pop())
+        return ok
+
+    monkeypatch.setattr(CallSession, "durable", uneven)
+    async for v in _voice(tmp_path, scenario([GOODBYE])):
+        old = await _raw(v, "overtaken")
+        start = {"type": "event", "name": "start", "id": "overtaken-start"}
+        await old.send(
+            json.dumps({"type": "activities", "conversationId": "overtaken", "activities": [start]})
+        )
+        while json.loads(await asyncio.wait_for(old.recv(), 30))["type"] != "playStream.stop":
+            pass  # the greeting was sent: the model is there
+        slow.append(2.0)
+        dtmf = {"type": "event", "name": "DTMF", "value": "1", "id": "overtaken-dtmf"}
+        await old.send(
+            json.dumps({"type": "activities", "conversationId": "overtaken", "activities": [dtmf]})
+        )
+        async with asyncio.timeout(30):
+            while slow:  # the old socket's reader waits in the slow commit
+                await asyncio.sleep(0.01)
+        old.transport.abort()
+        new = await websockets.connect(
+            v.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        await new.send(json.dumps({"type": "session.resume", "conversationId": "overtaken"}))
+        got = json.loads(await asyncio.wait_for(new.recv(), 30))
+        assert got == {"type": "session.accepted", "mediaFormat": "raw/mulaw"}, got
+        await new.send(
+            json.dumps(
+                {
+                    "type": "session.end",
+                    "conversationId": "overtaken",
+                    "reasonCode": "client-disconnected",
+                }
+            )
+        )
+        await new.close()
+        events = await v.log("overtaken")
+    resumed = [e for e in events if isinstance(e, ev.SessionResumed)]
+    assert len(resumed) == 1
+    assert any(isinstance(e, ev.Dtmf) for e in events[: events.index(resumed[0])])
+    assert isinstance(events[-1], ev.CallEnded)
+    assert_replays(events)
+
+
 async def test_resume_while_the_old_socket_still_hangs_open(tmp_path: Path) -> None:
     """A caller whose old socket never closed (half-open TCP) resumes on a new one.
     While the old socket is healthy (a frame within resume_stale_s) the resume is

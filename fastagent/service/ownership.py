@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import WebSocket
 
@@ -275,8 +275,8 @@ async def resume(
     """``session.resume``: re-attach the call, from memory if this instance still
     drives it, else rebuilt from the store (checkpoint + tail) and claimed.
 
-    A call whose caller socket is alive and healthy (a frame within
-    ``resume_stale_s``) keeps it: the resume gets ``session.error``, as does a
+    A call whose caller socket is alive (its connection not lost) and healthy (a
+    frame within ``resume_stale_s``) keeps it: the resume gets ``session.error``, as does a
     resume (or initiate) of a call whose resume or initiate is under way here."""
     call_id = msg.conversationId
     if call_id in service.initiating:
@@ -300,10 +300,13 @@ async def _resume(
     call_id = msg.conversationId
     session = service.calls.get(call_id)
     if session is not None and not session.closing:
-        old_pace = session.caller_pace
+        old_pace, old_sock = session.caller_pace, session.caller_sock
         if (
             session.caller is not None
             and session.caller is not ws
+            # A connection already gone is not alive, however recently it spoke: its
+            # close waits behind what its reader is still busy with (a slow commit).
+            and not (old_sock is not None and old_sock.transport.is_closing())
             and old_pace is not None
             and old_pace.silent_for() < service.config.resume_stale_s
         ):
@@ -377,23 +380,43 @@ async def _take_over(
     return await resume_from_store(service, ws, proto, call_id)
 
 
-async def quiet_for(store: EventStore, call_id: str, last: int, live_s: float = LIVE_S) -> bool:
-    """True if nobody appends to the call for ``live_s`` seconds (its driver is gone,
-    or its caller socket went silent: either way the socket is stale).
+async def released(
+    store: EventStore, call_id: str, last: int, live_s: float = LIVE_S
+) -> Literal["stale", "dropped", "driven"]:
+    """Whether a call that is not suspended (read up to seq ``last``) may be taken
+    over: "stale" if nobody appends to it for ``live_s`` seconds (its driver is
+    gone, or its caller socket went silent: either way the socket is stale);
+    "dropped" as soon as its driver records the caller's drop (the call is
+    suspended now: read it again); "driven" if its log grows for ``live_s`` with no
+    such drop (an instance drives it with a caller), if another resume claims it,
+    or if the store fails.
 
     A call not suspended is either driven by a live instance (whose caller streams
-    audio, so its log grows every few tens of ms) or was left by a crashed one.
+    audio, so its log grows every few tens of ms) or was left by a crashed one.  A
+    resume may also overtake the news of its own drop: VAIC dials again the moment
+    its socket fails, and the instance that had it can record the drop after this
+    one read the log (a group commit later, or later still on a busy machine),
+    while the last of the caller's audio still lands.  Growth alone is therefore
+    no proof of a driven call; growth without the drop, for ``live_s``, is.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + live_s
+    seen = last
     while loop.time() < deadline:
         await asyncio.sleep(0.1)
         try:
-            if await asyncio.to_thread(store.last_seq, call_id) > last:
-                return False
+            if await asyncio.to_thread(store.last_seq, call_id) <= seen:
+                continue
+            newer = await asyncio.to_thread(store.read_call, call_id, seen)
         except StoreError:
-            return False
-    return True
+            return "driven"
+        if any(isinstance(e, ev.SessionResumed) for e in newer):
+            return "driven"  # another resume claimed it
+        if any(isinstance(e, ev.ConnectionLost) and e.side == "caller" for e in newer):
+            return "dropped"
+        if newer:
+            seen = newer[-1].seq
+    return "stale" if seen == last else "driven"
 
 
 async def resume_from_store(
@@ -442,10 +465,13 @@ async def resume_from_store(
         read_to = view.next_seq - 1
         live_s = max(LIVE_S, cfg.resume_stale_s)
         suspended = view.status is Status.SUSPENDED
-        if not suspended and not await quiet_for(store, call_id, read_to, live_s):
-            # Not suspended and its log still grows: an instance drives it with a caller.
-            await refuse("call is active on another instance")
-            return None
+        if not suspended:
+            how = await released(store, call_id, read_to, live_s)
+            if how == "driven":
+                await refuse("call is active on another instance")
+                return None
+            if how == "dropped":
+                continue  # its driver recorded the drop after this read: read it again
         if dial is None:
             # The call's recorded model (CallConfig.model), not this instance's default.
             dial = asyncio.create_task(dial_model(service, view.model))
