@@ -187,68 +187,122 @@ def _plain(protocol: Protocol) -> bool:
     )
 
 
-class CallerProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's VAIC-side protocol, plus the ``on_text`` hook and a direct write."""
+class _FastReader:
+    """The fast reader both connection classes share (see the module docstring).
+
+    ``data_received`` splits whole frames off the bytes (:func:`frame_at`), offers
+    each text frame to the subclass's :meth:`_take`, and hands every other frame,
+    whole, to the library (:meth:`_library_read`: the parent class's own
+    ``data_received``).  Anything unusual, a hook gone, or a failure of the library
+    on a handed-over frame hands it the rest of the stream for good.
+    """
 
     on_text: TextHook | None = None
-    # The fast reader's state: the bytes of a frame under way (None: the library
-    # reads every byte), how many of them that frame needs (0: its header is not
-    # complete), the largest text frame it takes itself (_limit), whether it gave
-    # up for good, and whether the frame being handed over was offered already.
+    _MASKED: bool = False  # the peer's frames are masked (a client's are: RFC 6455 5.1)
+    # The bytes of a frame under way (None: the library reads every byte), how many
+    # of them that frame needs (0: its header is not complete), the largest text
+    # frame taken here (_limit), whether it gave up for good, and whether the frame
+    # being handed over was offered to the hook / counted against a pace already.
     _split: bytearray | None = None
     _need: int = 0
     _limit: int = FAST_READ_MAX
     _unsplit: bool = False
     _offered: bool = False
+    _paced: bool = False
+
+    def _library(self) -> Protocol:
+        raise NotImplementedError
+
+    def _library_read(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _may_start(self) -> bool:
+        return True
+
+    def _stopped(self) -> bool:
+        return False
+
+    def _take(self, buf: bytes, start: int, end: int) -> bool | None:
+        """The text frame ``buf[start:end]`` (payload, still masked if the peer's
+        frames are): True if the hook took it; False to hand it to the library
+        (with ``_offered`` / ``_paced`` set for what was done to it already); None
+        to read nothing more (the connection was dropped)."""
+        raise NotImplementedError
 
     def data_received(self, data: bytes) -> None:
         part = self._split
+        protocol = self._library()
         if part is None:
             if (
                 self._unsplit
                 or self.on_text is None
-                or not self.handshake_complete
-                or not _may_split(self.conn)
+                or not self._may_start()
+                or not _may_split(protocol)
             ):
-                super().data_received(data)
+                self._library_read(data)
                 return
             part = self._split = bytearray()
-            self._limit = _limit(self.conn)
+            self._limit = _limit(protocol)
         buf = _gather(self, part, data)
         if buf is None:
             return
         pos, n = 0, len(buf)
-        conn = self.conn
-        limit = self._limit
+        masked, limit = self._MASKED, self._limit
         while pos < n:
-            end, start = frame_at(buf, pos, True, limit)
+            end, start = frame_at(buf, pos, masked, limit)
             if end == NEED_MORE:
                 _keep(self, part, buf, pos, start)
                 return
-            hook = self.on_text
-            if end == UNUSUAL or hook is None:  # the library reads the rest
-                self._split, self._unsplit = None, True
-                super().data_received(buf[pos:])
+            if end == UNUSUAL or self.on_text is None or self._stopped():
+                self._split, self._unsplit = None, True  # the library reads the rest
+                self._library_read(buf[pos:])
                 return
-            offered = False
-            if buf[pos] == 0x81 and not self.close_sent and conn.state is State.OPEN:
-                text = apply_mask(buf[start:end], buf[start - 4 : start])
-                if text.isascii():  # (else the library checks its UTF-8)
-                    if _run(self, hook, text):
-                        pos = end
-                        continue
-                    offered = True
-            self._offered = offered
+            if buf[pos] == 0x81 and protocol.state is State.OPEN:
+                taken = self._take(buf, start, end)
+                if taken is None:
+                    self._split = None
+                    return
+                if taken:
+                    pos = end
+                    continue
             try:
-                super().data_received(buf[pos:end])
+                self._library_read(buf[pos:end])
             finally:
-                self._offered = False
-            if conn.parser_exc is not None:
+                self._offered = self._paced = False
+            if protocol.parser_exc is not None:
                 # The library failed the connection on that frame (close sent, the app
                 # told once): like its own parser, it reads nothing after it.
                 self._split, self._unsplit = None, True
                 return
             pos = end
+
+
+class CallerProtocol(_FastReader, WebSocketsSansIOProtocol):
+    """uvicorn's VAIC-side protocol, plus the ``on_text`` hook, the fast reader
+    and a direct write."""
+
+    _MASKED = True
+
+    def _library(self) -> Protocol:
+        return self.conn
+
+    def _library_read(self, data: bytes) -> None:
+        WebSocketsSansIOProtocol.data_received(self, data)
+
+    def _may_start(self) -> bool:
+        return self.handshake_complete
+
+    def _take(self, buf: bytes, start: int, end: int) -> bool | None:
+        hook = self.on_text
+        if self.close_sent or hook is None:
+            return False
+        text = apply_mask(buf[start:end], buf[start - 4 : start])
+        if not text.isascii():  # the library checks its UTF-8, then offers it
+            return False
+        if _run(self, hook, text):
+            return True
+        self._offered = True
+        return False
 
     def handle_text(self, event: Frame) -> None:
         hook = self.on_text
@@ -371,14 +425,14 @@ class CallerHttp(HttpToolsProtocol):
             transport.close()
 
 
-class ModelConnection(ClientConnection):
-    """The Realtime socket, plus the ``on_text`` hook and a direct write.
+class ModelConnection(_FastReader, ClientConnection):
+    """The Realtime socket, plus the ``on_text`` hook, the fast reader and a direct
+    write.
 
     ``backlog`` counts the messages passed to the reader task's queue, so the hook
     can leave a frame to that queue while earlier ones wait there.
     """
 
-    on_text: TextHook | None = None
     backlog: int = 0
     _keys: MaskKeys | None = None
     # The message-rate cap (FASTAGENT_MODEL_MAX_MSGS_PER_S), set by the call: a
@@ -388,62 +442,29 @@ class ModelConnection(ClientConnection):
     pace: Any = None
     on_flood: Callable[[], None] | None = None
     flooded: bool = False
-    # The fast reader's state (see CallerProtocol); _paced: the frame being handed
-    # over was counted against the pace already.
-    _split: bytearray | None = None
-    _need: int = 0
-    _limit: int = FAST_READ_MAX
-    _unsplit: bool = False
-    _offered: bool = False
-    _paced: bool = False
 
-    def data_received(self, data: bytes) -> None:
-        part = self._split
-        if part is None:
-            if self._unsplit or self.on_text is None or not _may_split(self.protocol):
-                super().data_received(data)
-                return
-            part = self._split = bytearray()
-            self._limit = _limit(self.protocol)
-        buf = _gather(self, part, data)
-        if buf is None:
-            return
-        pos, n = 0, len(buf)
-        protocol = self.protocol
-        limit = self._limit
-        while pos < n:
-            end, start = frame_at(buf, pos, False, limit)
-            if end == NEED_MORE:
-                _keep(self, part, buf, pos, start)
-                return
-            hook = self.on_text
-            if end == UNUSUAL or hook is None or self.flooded:  # the library reads the rest
-                self._split, self._unsplit = None, True
-                super().data_received(buf[pos:])
-                return
-            offered = paced = False
-            if buf[pos] == 0x81 and protocol.state is State.OPEN:
-                pace = self.pace
-                if pace is not None and not pace.take(time.monotonic()):
-                    self._flood()
-                    self._split = None
-                    return
-                paced = True
-                text = buf[start:end]
-                if text.isascii():  # (else the library checks its UTF-8, then the hook)
-                    if _run(self, hook, text):
-                        pos = end
-                        continue
-                    offered = True
-            self._offered, self._paced = offered, paced
-            try:
-                super().data_received(buf[pos:end])
-            finally:
-                self._offered = self._paced = False
-            if protocol.parser_exc is not None:  # (see CallerProtocol)
-                self._split, self._unsplit = None, True
-                return
-            pos = end
+    def _library(self) -> Protocol:
+        return self.protocol
+
+    def _library_read(self, data: bytes) -> None:
+        ClientConnection.data_received(self, data)
+
+    def _stopped(self) -> bool:
+        return self.flooded
+
+    def _take(self, buf: bytes, start: int, end: int) -> bool | None:
+        pace = self.pace
+        if pace is not None and not pace.take(time.monotonic()):
+            self._flood()
+            return None
+        hook = self.on_text
+        text = buf[start:end]
+        if hook is not None and text.isascii():  # (else the library checks its UTF-8,
+            if _run(self, hook, text):  # then offers it)
+                return True
+            self._offered = True
+        self._paced = True
+        return False
 
     def process_event(self, event: Any) -> None:
         if type(event) is Frame:  # (the handshake's Response comes here too)
@@ -515,7 +536,7 @@ class ModelConnection(ClientConnection):
         self.send_data()
 
 
-def _run(owner: CallerProtocol | ModelConnection, hook: TextHook, data: bytes) -> bool:
+def _run(owner: _FastReader, hook: TextHook, data: bytes) -> bool:
     """Call a hook from a data callback, where an exception would kill the socket:
     a failing hook is dropped and the frame, like every later one, takes the slow
     lane, where the same fault meets the service's usual handling."""
@@ -531,7 +552,7 @@ def _run(owner: CallerProtocol | ModelConnection, hook: TextHook, data: bytes) -
         return False
 
 
-def _gather(owner: CallerProtocol | ModelConnection, part: bytearray, data: bytes) -> bytes | None:
+def _gather(owner: _FastReader, part: bytearray, data: bytes) -> bytes | None:
     """The bytes for the fast reader to split: ``data`` after the frame under way
     in ``part``, or None while that frame is still incomplete.  The frame's bytes
     are appended in place, so a frame trickled a byte at a time costs O(n), not a
@@ -546,9 +567,7 @@ def _gather(owner: CallerProtocol | ModelConnection, part: bytearray, data: byte
     return buf
 
 
-def _keep(
-    owner: CallerProtocol | ModelConnection, part: bytearray, buf: bytes, pos: int, end: int
-) -> None:
+def _keep(owner: _FastReader, part: bytearray, buf: bytes, pos: int, end: int) -> None:
     """Keep ``buf[pos:]``, an incomplete frame that ends at ``end`` (0: not known yet)."""
     part += memoryview(buf)[pos:]
     owner._need = end - pos if end else 0
