@@ -299,6 +299,11 @@ async def _resume(
 ) -> CallSession | None:
     call_id = msg.conversationId
     session = service.calls.get(call_id)
+    if session is not None and session.engine.view.ended:
+        # Its end is recorded (the grace ran out a moment ago) and the close its
+        # CallEnded spawned has not run yet: close it now; the log answers below
+        # ("conversation has ended"), never a silent attach to an ended call.
+        await session.close("call ended")
     if session is not None and not session.closing:
         old_pace, old_sock = session.caller_pace, session.caller_sock
         if (
@@ -334,7 +339,11 @@ async def _take_over(
         session.detach_caller()
     if session.grace_task is not None:
         session.grace_task.cancel()
-    if not await session.taken_over():
+    moved = await session.taken_over()
+    if not moved and not session.closing and not session.engine.view.ended:
+        # (Checked after the await: the call may have ended meanwhile, by its grace
+        # running out just before the cancel above, or by any input the engine
+        # ends it on.  Nothing is recorded after a CallEnded.)
         try:
             # This instance owns the stream: record in order like any input (the
             # model reader may be recording too), then make it durable, which
@@ -373,10 +382,12 @@ async def _take_over(
             _abort(old, old_sock)
         await session.execute(decisions)
         return session
-    # It moved to another instance and back: this copy is stale.
+    # It moved to another instance and back (this copy is stale), or it ended or
+    # was let go while this resume looked: the log answers, with session.accepted
+    # or session.error (resume_from_store writes what is buffered before it reads).
     if replacing:
         _abort(old, old_sock)
-    await session.close("call resumed on another instance")
+    await session.close("call resumed on another instance" if moved else "call ended")
     return await resume_from_store(service, ws, proto, call_id)
 
 
