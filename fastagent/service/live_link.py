@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from fastagent import events as ev
 from fastagent import live, wire
-from fastagent.service.model_link import Awaited, ModelEvents, ModelLink
+from fastagent.service.model_link import Awaited, ModelEvents, ModelLink, retire
 
 if TYPE_CHECKING:
     from fastagent.core import Engine
@@ -150,6 +150,11 @@ class LiveLink(ModelLink):
     async def connect(self) -> None:
         """Dial a new session (or a fork) and start reading it."""
         conn = await self.dial()
+        if self.conn is not None:  # (two dials raced: see model_link.retire)
+            log.warning(
+                "call %s: a second model connection replaces the first", self.session.call_id
+            )
+            retire(self.conn, self.task)
         # A new socket: a new session with its own protocol state and id prefix.
         self.sessions += 1
         self.proto = live.LiveProtocol(prefix=f"s{self.sessions}-")

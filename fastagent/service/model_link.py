@@ -114,6 +114,26 @@ class ModelEvents(Protocol):
         """The model's socket failed or closed: the link is done."""
 
 
+_retiring: set[asyncio.Task[None]] = set()  # closes under way (kept from the GC)
+
+
+def retire(conn: Any, reader: asyncio.Task[Any] | None) -> None:
+    """Stop driving a model connection a newer one replaces, e.g. two dials that
+    raced (a resume's, and a configuration that found no connection yet): its
+    reader is cancelled, so the call hears nothing more from a session the log
+    counts as gone, and it is closed in the background."""
+    if reader is not None and reader is not asyncio.current_task():
+        reader.cancel()
+
+    async def close() -> None:
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+    task = asyncio.get_running_loop().create_task(close())
+    _retiring.add(task)
+    task.add_done_callback(_retiring.discard)
+
+
 class ModelLink(abc.ABC):
     """One model session of one call (see the module docstring for the contract)."""
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from fastagent import events as ev
 from fastagent import realtime
 from fastagent.realtime import answer_of, configure_frames, decision_frame, input_of
-from fastagent.service.model_link import Awaited, ModelEvents, ModelLink
+from fastagent.service.model_link import Awaited, ModelEvents, ModelLink, retire
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -90,9 +90,14 @@ class RealtimeLink(ModelLink):
         return True
 
     def use(self, conn: Any) -> None:
-        """Start driving a freshly connected Realtime socket."""
+        """Start driving a freshly connected Realtime socket (one still driven is
+        retired first: see :func:`~fastagent.service.model_link.retire`)."""
         from fastagent import sockets
 
+        if self.conn is not None and self.conn is not conn:
+            log.warning("call %s: a second model connection replaces the first", self.call_id)
+            self._drop_sock()
+            retire(self.conn, self.task)
         self.conn = conn
         ws = getattr(conn, "_connection", None)
         self.sock = ws if isinstance(ws, sockets.ModelConnection) else None
