@@ -263,22 +263,29 @@ async def test_the_model_side_reads_every_frame_once_in_order() -> None:
         await _model_run(seed)
 
 
+async def _accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ServerProtocol:
+    """Answer a client's WebSocket handshake with websockets' sans-I/O server
+    protocol, then give the client a moment to set its hook."""
+    proto = ServerProtocol()
+    request = None
+    while request is None:
+        proto.receive_data(await reader.read(65536))
+        for ev in proto.events_received():
+            request = ev
+    proto.send_response(proto.accept(request))
+    writer.write(b"".join(proto.data_to_send()))
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    return proto
+
+
 async def _model_run(seed: int) -> None:
     pongs: list[bytes] = []
     closes: list[bytes] = []
     finished = asyncio.Event()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        proto = ServerProtocol()
-        request = None
-        while request is None:
-            proto.receive_data(await reader.read(65536))
-            for ev in proto.events_received():
-                request = ev
-        proto.send_response(proto.accept(request))
-        writer.write(b"".join(proto.data_to_send()))
-        await writer.drain()
-        await asyncio.sleep(0.05)  # the client sets its hook
+        proto = await _accept(reader, writer)
         await _write_in_pieces(writer, _script_bytes(proto), seed)
         while not pongs:
             data = await asyncio.wait_for(reader.read(65536), 5)
@@ -336,15 +343,7 @@ async def _model_peer(data: bytes, closes: list[int]) -> AsyncIterator[int]:
     ``data`` and records the close codes the client sends; yields its port."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        proto = ServerProtocol()
-        request = None
-        while request is None:
-            proto.receive_data(await reader.read(65536))
-            for ev in proto.events_received():
-                request = ev
-        proto.send_response(proto.accept(request))
-        writer.write(b"".join(proto.data_to_send()))
-        await asyncio.sleep(0.05)  # the client sets its hook
+        proto = await _accept(reader, writer)
         writer.write(data)
         with contextlib.suppress(Exception):
             while not closes and (got := await asyncio.wait_for(reader.read(65536), 5)):
